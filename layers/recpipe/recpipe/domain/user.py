@@ -1,0 +1,185 @@
+"""User features: the state the stream path maintains and the online path reads.
+
+Pure domain code. The same `apply_event` runs in the Kinesis feature updater and in training's
+history replay, so the features a model learns from are the ones it is served.
+
+Decayed values are kept as (value, reference time) pairs. Folding an event in at time `ts` is
+commutative: an event that arrives late (older `ts`) is decayed to the reference time instead
+of moving it backwards, so out-of-order delivery gives the same state as in-order delivery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from recpipe.domain.events import Event, EventType
+
+AFFINITY_HALF_LIFE_S = 7 * 24 * 3600.0
+MAX_RECENT = 50
+MAX_PURCHASED = 200
+MAX_CART = 100
+MAX_CATEGORIES = 64
+#: Event ids remembered per user to make redelivery a no-op (Kinesis redelivers within hours).
+MAX_APPLIED_IDS = 256
+
+_LN2 = math.log(2.0)
+
+
+def decay(value: float, dt: float, half_life: float = AFFINITY_HALF_LIFE_S) -> float:
+    return value * math.exp(-_LN2 * dt / half_life)
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    item_id: str
+    ts: float
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserFeatures:
+    user_id: str
+    #: Most recent first, at most MAX_RECENT.
+    recent: tuple[Interaction, ...] = ()
+    #: category -> (decayed value at ref_ts, ref_ts)
+    affinity: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)
+    #: item -> (ts of the last cart operation, in cart after it)
+    cart_ops: Mapping[str, tuple[float, bool]] = field(default_factory=dict)
+    #: item -> ts of the last purchase
+    purchased: Mapping[str, float] = field(default_factory=dict)
+    first_seen: float | None = None
+    last_seen: float | None = None
+    applied_event_ids: tuple[str, ...] = ()
+    #: Optimistic-concurrency version, maintained by the store adapter.
+    version: int = 0
+
+    # ---- reads used by the online path -------------------------------------------------
+    @property
+    def cart(self) -> frozenset[str]:
+        return frozenset(i for i, (_, in_cart) in self.cart_ops.items() if in_cart)
+
+    @property
+    def total_events(self) -> int:
+        return sum(self.counts.values())
+
+    def affinity_at(self, now: float, half_life: float = AFFINITY_HALF_LIFE_S) -> dict[str, float]:
+        """Category affinity decayed to `now` (never grown for a `now` before the reference)."""
+        return {c: decay(v, max(0.0, now - ref), half_life) for c, (v, ref) in self.affinity.items()}
+
+    # ---- serialisation (plain JSON types; the DynamoDB adapter maps floats to Decimal) -----
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "recent": [[r.item_id, r.ts, r.type] for r in self.recent],
+            "affinity": {c: [v, ref] for c, (v, ref) in self.affinity.items()},
+            "counts": dict(self.counts),
+            "cart_ops": {i: [ts, inc] for i, (ts, inc) in self.cart_ops.items()},
+            "purchased": dict(self.purchased),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "applied_event_ids": list(self.applied_event_ids),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> UserFeatures:
+        return cls(
+            user_id=str(item["user_id"]),
+            recent=tuple(Interaction(str(i), float(t), str(e)) for i, t, e in item.get("recent", [])),
+            affinity={str(c): (float(v), float(r)) for c, (v, r) in item.get("affinity", {}).items()},
+            counts={str(k): int(v) for k, v in item.get("counts", {}).items()},
+            cart_ops={str(i): (float(t), bool(c)) for i, (t, c) in item.get("cart_ops", {}).items()},
+            purchased={str(i): float(t) for i, t in item.get("purchased", {}).items()},
+            first_seen=_opt_float(item.get("first_seen")),
+            last_seen=_opt_float(item.get("last_seen")),
+            applied_event_ids=tuple(str(e) for e in item.get("applied_event_ids", [])),
+            version=int(item.get("version", 0)),
+        )
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def apply_event(
+    state: UserFeatures | None,
+    event: Event,
+    categories: Sequence[str] = (),
+    *,
+    half_life: float = AFFINITY_HALF_LIFE_S,
+) -> UserFeatures:
+    """Fold one event into a user's features. Applying an already-applied event is a no-op."""
+    if state is None:
+        state = UserFeatures(user_id=event.user_id)
+    if event.user_id != state.user_id:
+        raise ValueError(f"event for user {event.user_id!r} applied to {state.user_id!r}")
+    if event.event_id in state.applied_event_ids:
+        return state
+
+    ts, item = event.ts, event.item_id
+
+    recent = sorted((*state.recent, Interaction(item, ts, event.type.value)), key=lambda r: -r.ts)
+    counts = dict(state.counts)
+    counts[event.type.value] = counts.get(event.type.value, 0) + 1
+
+    affinity = dict(state.affinity)
+    if categories:
+        share = event.weight / len(categories)
+        for cat in categories:
+            value, ref = affinity.get(cat, (0.0, ts))
+            if ts >= ref:
+                affinity[cat] = (decay(value, ts - ref, half_life) + share, ts)
+            else:
+                affinity[cat] = (value + decay(share, ref - ts, half_life), ref)
+        if len(affinity) > MAX_CATEGORIES:
+            now = max(r for _, r in affinity.values())
+            keep = sorted(affinity, key=lambda c: -decay(affinity[c][0], now - affinity[c][1], half_life))
+            affinity = {c: affinity[c] for c in keep[:MAX_CATEGORIES]}
+
+    cart_ops = dict(state.cart_ops)
+    purchased = dict(state.purchased)
+    if event.type in (EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.PURCHASE):
+        # Last writer by event time wins, so a late add_to_cart cannot resurrect a removed item.
+        last = cart_ops.get(item)
+        if last is None or ts >= last[0]:
+            cart_ops[item] = (ts, event.type is EventType.ADD_TO_CART)
+        cart_ops = _bounded_latest(cart_ops, MAX_CART, key=lambda v: v[0])
+    if event.type is EventType.PURCHASE:
+        purchased[item] = max(ts, purchased.get(item, ts))
+        purchased = _bounded_latest(purchased, MAX_PURCHASED, key=lambda v: v)
+
+    return replace(
+        state,
+        recent=tuple(recent[:MAX_RECENT]),
+        affinity=affinity,
+        counts=counts,
+        cart_ops=cart_ops,
+        purchased=purchased,
+        first_seen=ts if state.first_seen is None else min(state.first_seen, ts),
+        last_seen=ts if state.last_seen is None else max(state.last_seen, ts),
+        applied_event_ids=(*state.applied_event_ids, event.event_id)[-MAX_APPLIED_IDS:],
+    )
+
+
+def apply_events(
+    state: UserFeatures | None,
+    events: Iterable[Event],
+    categories_of: Mapping[str, Sequence[str]] | None = None,
+    *,
+    half_life: float = AFFINITY_HALF_LIFE_S,
+) -> UserFeatures | None:
+    for ev in events:
+        cats = categories_of.get(ev.item_id, ()) if categories_of is not None else ()
+        state = apply_event(state, ev, cats, half_life=half_life)
+    return state
+
+
+def _bounded_latest(d: dict[str, Any], limit: int, key: Any) -> dict[str, Any]:
+    if len(d) <= limit:
+        return d
+    keep = sorted(d, key=lambda k: key(d[k]), reverse=True)[:limit]
+    return {k: d[k] for k in keep}

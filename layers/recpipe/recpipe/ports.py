@@ -1,0 +1,127 @@
+"""Ports: the small interfaces domain code depends on. Adapters implement them (adapters/),
+in-memory fakes implement them for unit tests (recpipe.testing.fakes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from recpipe.domain.events import Event
+from recpipe.domain.user import UserFeatures
+
+
+class DependencyError(Exception):
+    """A backing service failed or was too slow; callers degrade instead of failing."""
+
+
+class RetryableError(DependencyError):
+    """Throttling, timeouts, connection resets: the same call may succeed later."""
+
+
+class ConflictError(Exception):
+    """An optimistic-concurrency write lost the race; re-read and re-apply."""
+
+
+# ---- online reads ---------------------------------------------------------------------------
+class CandidateCache(Protocol):
+    def current_version(self) -> str | None: ...
+
+    def get(self, user_id: str) -> list[tuple[str, float]]:
+        """The user's CF candidates (best first) from the current version; [] when none."""
+        ...
+
+
+class CandidatePublisher(Protocol):
+    def publish(
+        self,
+        version: str,
+        lists: Iterable[tuple[str, Sequence[tuple[str, float]]]],
+        meta: Mapping[str, object],
+    ) -> int:
+        """Write every list under `version`, then switch the pointer. Returns lists written.
+        Re-publishing a complete version is a no-op."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    item_id: str
+    type: str
+    ts: float
+
+
+class SessionStore(Protocol):
+    def append(self, user_id: str, entries: Sequence[SessionEntry]) -> None: ...
+
+    def recent(self, user_id: str, limit: int = 20) -> list[SessionEntry]:
+        """Most recent first."""
+        ...
+
+
+class TrendingStore(Protocol):
+    def add(self, weights: Mapping[tuple[int, str], float]) -> None:
+        """Add weight per (time bucket, item)."""
+        ...
+
+    def top(self, now: float, n: int) -> list[tuple[str, float]]:
+        """Trending items with scores normalised to [0, 1], best first."""
+        ...
+
+
+class UserFeatureStore(Protocol):
+    def get(self, user_id: str) -> UserFeatures | None: ...
+
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserFeatures]: ...
+
+    def put(self, features: UserFeatures, expected_version: int) -> UserFeatures:
+        """Conditional write: raises ConflictError unless the stored version is `expected_version`.
+        Returns the stored features (version incremented)."""
+        ...
+
+
+# ---- content index (cold start) ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ContentDoc:
+    item_id: str
+    title: str
+    categories: tuple[str, ...]
+    text: str = ""
+    popularity: float = 0.0
+
+
+class ContentIndex(Protocol):
+    def search(
+        self, *, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str] = ()
+    ) -> list[tuple[str, float]]:
+        """Content-based candidates: matches on text/categories, boosted by popularity."""
+        ...
+
+
+class ContentIndexWriter(Protocol):
+    def publish(self, version: str, docs: Iterable[ContentDoc]) -> int:
+        """Index under a versioned index, then switch the alias. Returns documents indexed."""
+        ...
+
+
+# ---- stream and artefacts -------------------------------------------------------------------------
+class EventPublisher(Protocol):
+    def publish(self, events: Sequence[Event]) -> list[tuple[Event, str]]:
+        """Put events on the stream (partition key user_id), retrying partial failures.
+        Returns the events that still failed, with the reason."""
+        ...
+
+
+class ModelStore(Protocol):
+    def current_version(self) -> str | None:
+        """The version named by the model pointer (SSM parameter locally or in AWS)."""
+        ...
+
+    def fetch(self, version: str, dest: Path) -> Path:
+        """Download bundle `version` into `dest` and return its directory."""
+        ...
+
+    def upload(self, bundle_dir: Path, version: str) -> None: ...
+
+    def set_current(self, version: str) -> None: ...
