@@ -1,0 +1,179 @@
+"""Candidate Cache on Redis: the online reader and the batch publisher.
+
+Layout (recpipe.keys): every list of a version lives under `cand:<version>:u:<user>`; the
+version's `meta` key is written once all lists are in; the pointer `cand:current` is switched
+last with one SET. A reader therefore only ever follows the pointer to a complete version, and
+a crash mid-publish leaves the pointer where it was. The previous version's keys are given
+OLD_VERSION_TTL_S so requests already holding the old pointer still find their lists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
+from typing import Any
+
+import redis
+
+from recpipe.keys import OLD_VERSION_TTL_S, KeyLayout, decode_candidates, encode_candidates
+from recpipe.ports import DependencyError, RetryableError
+
+#: Lists per pipeline round trip while publishing (bounded memory, few round trips).
+PUBLISH_CHUNK = 2000
+#: Keys per SCAN/EXPIRE batch when expiring an old version.
+EXPIRE_CHUNK = 5000
+#: Versions become key segments and SCAN patterns: no ':' and no glob characters.
+VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def check_version(version: str) -> str:
+    if not VERSION_RE.match(version):
+        raise ValueError(f"invalid candidate version {version!r} (expected {VERSION_RE.pattern})")
+    return version
+
+
+def _as_str(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _dependency_error(exc: redis.RedisError) -> DependencyError:
+    if isinstance(exc, redis.TimeoutError | redis.ConnectionError):
+        return RetryableError(f"redis: {exc}")
+    return DependencyError(f"redis: {exc}")
+
+
+class RedisCandidateCache:
+    """CandidateCache + CandidatePublisher over one Redis client.
+
+    `pointer_ttl_s` caches the pointer in-process so a request costs one GET; a switch becomes
+    visible to a warm reader within that time (old keys stay readable for hours, so a stale
+    pointer still finds its lists).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        layout: KeyLayout | None = None,
+        *,
+        pointer_ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = client
+        self._keys = layout or KeyLayout()
+        self._pointer_ttl_s = pointer_ttl_s
+        self._clock = clock
+        self._pointer: str | None = None
+        self._pointer_read_at = float("-inf")
+
+    # ---- reads (online path) ---------------------------------------------------------------
+    def current_version(self) -> str | None:
+        now = self._clock()
+        if self._pointer is not None and now - self._pointer_read_at < self._pointer_ttl_s:
+            return self._pointer
+        try:
+            version = _as_str(self._redis.get(self._keys.candidate_pointer()))
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+        self._pointer, self._pointer_read_at = version, now
+        return version
+
+    def get(self, user_id: str) -> list[tuple[str, float]]:
+        version = self.current_version()
+        if version is None:
+            return []
+        try:
+            raw = self._redis.get(self._keys.candidates(version, user_id))
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+        try:
+            return decode_candidates(raw)
+        except (ValueError, TypeError) as exc:
+            raise DependencyError(f"candidate list of {user_id!r} in {version} is corrupt: {exc}") from exc
+
+    def version_meta(self, version: str) -> dict[str, Any] | None:
+        """The meta written at the end of a publish (None while the version is incomplete)."""
+        raw = self._redis.get(self._keys.candidate_version_meta(version))
+        return None if raw is None else dict(json.loads(raw))
+
+    # ---- publish (batch path) ----------------------------------------------------------------
+    def publish(
+        self,
+        version: str,
+        lists: Iterable[tuple[str, Sequence[tuple[str, float]]]],
+        meta: Mapping[str, object],
+    ) -> int:
+        """Write all lists under `version`, then the meta key, then switch the pointer.
+
+        Re-publishing a complete version writes nothing (returns 0) but still makes sure the
+        pointer names it, so a run that died between meta and pointer is finished by a re-run.
+        """
+        check_version(version)
+        meta_key = self._keys.candidate_version_meta(version)
+        try:
+            if self._redis.exists(meta_key):
+                self._switch(version)
+                return 0
+            written = self.write_lists(version, lists)
+            body = {**dict(meta), "version": version, "lists": written, "published_at": time.time()}
+            self._redis.set(meta_key, json.dumps(body, default=str))
+            self._switch(version)
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+        return written
+
+    def write_lists(self, version: str, lists: Iterable[tuple[str, Sequence[tuple[str, float]]]]) -> int:
+        """Write (part of) a version's lists without touching meta or pointer.
+
+        The workflow's Map state calls this once per shard, then `commit` once; writing the same
+        shard twice only overwrites identical values.
+        """
+        check_version(version)
+        written = 0
+        it = iter(lists)
+        while chunk := list(islice(it, PUBLISH_CHUNK)):
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id, pairs in chunk:
+                pipe.set(self._keys.candidates(version, user_id), encode_candidates(pairs))
+            pipe.execute()
+            written += len(chunk)
+        return written
+
+    def commit(self, version: str, meta: Mapping[str, object]) -> bool:
+        """Mark a sharded publish complete and switch the pointer. False if already complete."""
+        check_version(version)
+        meta_key = self._keys.candidate_version_meta(version)
+        created = bool(self._redis.set(meta_key, json.dumps({**dict(meta), "version": version}), nx=True))
+        self._switch(version)
+        return created
+
+    def _switch(self, version: str) -> None:
+        pointer = self._keys.candidate_pointer()
+        previous = _as_str(self._redis.getset(pointer, version))
+        self._pointer, self._pointer_read_at = version, self._clock()
+        if previous and previous != version:
+            self.expire_version(previous, OLD_VERSION_TTL_S)
+
+    def expire_version(self, version: str, ttl_s: int) -> int:
+        """Give every key of `version` a TTL (SCAN, so Redis is never blocked). Returns keys."""
+        count = 0
+        batch: list[bytes] = []
+        for key in self._redis.scan_iter(match=self._keys.candidate_version_pattern(version), count=1000):
+            batch.append(key)
+            if len(batch) >= EXPIRE_CHUNK:
+                count += self._expire(batch, ttl_s)
+                batch = []
+        if batch:
+            count += self._expire(batch, ttl_s)
+        return count
+
+    def _expire(self, keys: list[bytes], ttl_s: int) -> int:
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.expire(key, ttl_s)
+        pipe.execute()
+        return len(keys)

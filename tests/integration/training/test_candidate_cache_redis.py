@@ -1,0 +1,105 @@
+"""The Candidate Cache on a real redis-server: readers only ever see complete versions."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from recpipe.adapters.redis_candidates import RedisCandidateCache
+from recpipe.keys import OLD_VERSION_TTL_S, KeyLayout
+
+
+@pytest.fixture()
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def _lists(n: int, tag: str) -> list[tuple[str, list[tuple[str, float]]]]:
+    return [(f"u{u}", [(f"{tag}{u}-{j}", 1.0 - j / 10) for j in range(5)]) for u in range(n)]
+
+
+def test_published_lists_are_served_best_first(client: redis.Redis) -> None:
+    cache = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=0)
+    assert cache.current_version() is None
+    assert cache.get("u1") == []
+
+    written = cache.publish("v1", _lists(5000, "a"), {"model": "m1"})
+
+    assert written == 5000
+    assert cache.current_version() == "v1"
+    assert cache.get("u42") == [(f"a42-{j}", 1.0 - j / 10) for j in range(5)]
+    assert cache.get("nobody") == []
+    meta = cache.version_meta("v1")
+    assert meta is not None and meta["lists"] == 5000 and meta["model"] == "m1"
+
+
+def test_switch_is_atomic_and_old_version_expires(client: redis.Redis) -> None:
+    keys = KeyLayout("t")
+    cache = RedisCandidateCache(client, keys, pointer_ttl_s=0)
+    cache.publish("v1", _lists(10, "a"), {})
+    cache.publish("v2", _lists(10, "b"), {})
+
+    assert cache.get("u3")[0][0] == "b3-0"
+    old_ttl = client.ttl(keys.candidates("v1", "u3"))
+    assert 0 < old_ttl <= OLD_VERSION_TTL_S
+    assert client.ttl(keys.candidate_version_meta("v1")) > 0
+    # the live version never expires
+    assert client.ttl(keys.candidates("v2", "u3")) == -1
+    assert client.ttl(keys.candidate_pointer()) == -1
+
+
+def test_republishing_a_complete_version_is_a_noop(client: redis.Redis) -> None:
+    cache = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=0)
+    cache.publish("v1", _lists(10, "a"), {})
+    assert cache.publish("v1", _lists(10, "zzz"), {}) == 0
+    assert cache.get("u1")[0][0] == "a1-0"
+
+
+def test_crash_mid_publish_never_moves_the_pointer(client: redis.Redis) -> None:
+    cache = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=0)
+    cache.publish("v1", _lists(10, "a"), {})
+
+    def exploding() -> object:
+        yield from _lists(3000, "b")[:2500]
+        raise RuntimeError("training data source died")
+
+    with pytest.raises(RuntimeError):
+        cache.publish("v2", exploding(), {})  # type: ignore[arg-type]
+
+    assert cache.current_version() == "v1"
+    assert cache.get("u1")[0][0] == "a1-0"
+    assert cache.version_meta("v2") is None
+    # a re-run of the same version completes it
+    assert cache.publish("v2", _lists(10, "b"), {}) == 10
+    assert cache.get("u1")[0][0] == "b1-0"
+
+
+def test_sharded_publish_commits_once(client: redis.Redis) -> None:
+    cache = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=0)
+    lists = _lists(100, "s")
+    cache.write_lists("v9", lists[:50])
+    cache.write_lists("v9", lists[50:])
+    assert cache.current_version() is None
+    assert cache.commit("v9", {"shards": 2}) is True
+    assert cache.commit("v9", {"shards": 2}) is False
+    assert cache.get("u99")[0][0] == "s99-0"
+
+
+def test_pointer_is_cached_for_its_ttl(client: redis.Redis) -> None:
+    now = [0.0]
+    reader = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=2.0, clock=lambda: now[0])
+    writer = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=0)
+    writer.publish("v1", _lists(3, "a"), {})
+    assert reader.current_version() == "v1"
+    writer.publish("v2", _lists(3, "b"), {})
+    now[0] = 1.0
+    assert reader.current_version() == "v1"  # still cached; v1 keys remain readable
+    assert reader.get("u1")[0][0] == "a1-0"
+    now[0] = 2.5
+    assert reader.current_version() == "v2"
+
+
+def test_bad_versions_are_refused(client: redis.Redis) -> None:
+    cache = RedisCandidateCache(client, KeyLayout("t"))
+    for bad in ("", "a:b", "v*", "x" * 65):
+        with pytest.raises(ValueError):
+            cache.publish(bad, [], {})
