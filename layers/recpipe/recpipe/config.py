@@ -41,6 +41,10 @@ class Settings(BaseModel):
     request_budget_ms: float = Field(35.0, alias="REQUEST_BUDGET_MS", gt=0, le=10_000)
     read_timeout_ms: float = Field(15.0, alias="READ_TIMEOUT_MS", gt=0, le=10_000)
     model_refresh_s: float = Field(60.0, alias="MODEL_REFRESH_S", ge=0)
+    # Candidate pool size ranked per request (CF + session + trending, topped up with popularity).
+    max_candidates: int = Field(500, alias="MAX_CANDIDATES", ge=10, le=5000)
+    # In-process content index directory (local stack; used when OPENSEARCH_URL is unset).
+    content_index_dir: str | None = Field(None, alias="CONTENT_INDEX_DIR")
     # JWT mode: the user is the token's subject.
     auth_mode: str = Field("API_KEY", alias="AUTH_MODE", pattern=r"^(API_KEY|JWT|IAM)$")
 
