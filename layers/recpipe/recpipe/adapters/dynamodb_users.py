@@ -1,0 +1,179 @@
+"""UserFeatureStore on DynamoDB (table `UserFeaturesTable`, partition key `user_id`).
+
+Item layout: `UserFeatures.to_item()` as native DynamoDB maps/lists (numbers as Decimal), plus
+`expires_at` (epoch seconds, the table's TTL attribute) so users who stop coming age out.
+Writes are conditional on `version` (optimistic concurrency); `ClientError` codes become the
+domain errors of recpipe.ports so callers never see botocore.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+
+from recpipe.domain.user import UserFeatures
+from recpipe.ports import ConflictError, DependencyError, RetryableError
+
+#: Features of a user not seen for this long are deleted by DynamoDB's TTL.
+USER_TTL_S = 180 * 24 * 3600
+#: BatchGetItem takes at most 100 keys per call.
+BATCH_GET_MAX = 100
+#: Rounds of UnprocessedKeys retries before giving up with RetryableError.
+UNPROCESSED_RETRIES = 5
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+
+
+def to_attribute(value: Any) -> dict[str, Any]:
+    """Plain JSON-ish value -> DynamoDB AttributeValue (floats as exact decimal strings)."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"DynamoDB cannot store non-finite number {value!r}")
+        return {"N": repr(value)}
+    if isinstance(value, Decimal):
+        return {"N": str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, Mapping):
+        return {"M": {str(k): to_attribute(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [to_attribute(v) for v in value]}
+    raise TypeError(f"cannot store {type(value).__name__} in DynamoDB")
+
+
+def from_attribute(attr: Mapping[str, Any]) -> Any:
+    """DynamoDB AttributeValue -> plain value (numbers as int or float)."""
+    ((kind, value),) = attr.items()
+    if kind == "N":
+        try:
+            return int(value)
+        except ValueError:
+            return float(value)
+    if kind == "S":
+        return value
+    if kind == "M":
+        return {k: from_attribute(v) for k, v in value.items()}
+    if kind == "L":
+        return [from_attribute(v) for v in value]
+    if kind == "BOOL":
+        return bool(value)
+    if kind == "NULL":
+        return None
+    raise ValueError(f"unsupported DynamoDB attribute type {kind}")
+
+
+def map_client_error(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ConditionalCheckFailedException":
+            return ConflictError(f"{what}: version changed concurrently")
+        if code in RETRYABLE_CODES:
+            return RetryableError(f"{what}: {code}")
+        return DependencyError(f"{what}: {code or exc}")
+    if isinstance(exc, ConnectionError | ReadTimeoutError):
+        return RetryableError(f"{what}: {exc}")
+    return DependencyError(f"{what}: {exc}")
+
+
+class DynamoDBUserFeatureStore:
+    """UserFeatureStore over a low-level DynamoDB client (fast: no resource-layer conversion)."""
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        consistent_read: bool = True,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._ddb = client
+        self._table = table_name
+        # The updater reads before a conditional write: a strongly consistent read avoids a
+        # guaranteed conflict on the write. The online path may pass False (half the cost).
+        self._consistent = consistent_read
+        self._clock = clock
+        self._sleep = sleep
+
+    def get(self, user_id: str) -> UserFeatures | None:
+        try:
+            resp = self._ddb.get_item(
+                TableName=self._table,
+                Key={"user_id": {"S": user_id}},
+                ConsistentRead=self._consistent,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise map_client_error(exc, f"get user {user_id}") from exc
+        item = resp.get("Item")
+        return None if item is None else self._decode(item)
+
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserFeatures]:
+        out: dict[str, UserFeatures] = {}
+        unique = list(dict.fromkeys(user_ids))
+        for start in range(0, len(unique), BATCH_GET_MAX):
+            keys: list[dict[str, Any]] = [
+                {"user_id": {"S": u}} for u in unique[start : start + BATCH_GET_MAX]
+            ]
+            for attempt in range(UNPROCESSED_RETRIES + 1):
+                try:
+                    resp = self._ddb.batch_get_item(
+                        RequestItems={self._table: {"Keys": keys, "ConsistentRead": self._consistent}}
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    raise map_client_error(exc, f"batch get {len(keys)} users") from exc
+                for item in resp.get("Responses", {}).get(self._table, []):
+                    features = self._decode(item)
+                    out[features.user_id] = features
+                keys = resp.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+                if not keys:
+                    break
+                if attempt == UNPROCESSED_RETRIES:
+                    raise RetryableError(f"batch get: {len(keys)} keys still unprocessed (throttled)")
+                self._sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+        return out
+
+    def put(self, features: UserFeatures, expected_version: int) -> UserFeatures:
+        stored = replace(features, version=expected_version + 1)
+        item = {k: to_attribute(v) for k, v in stored.to_item().items()}
+        item["expires_at"] = {"N": str(int(self._clock()) + USER_TTL_S)}
+        if expected_version == 0:
+            condition = "attribute_not_exists(user_id)"
+            values: dict[str, Any] | None = None
+        else:
+            condition = "version = :expected"
+            values = {":expected": {"N": str(expected_version)}}
+        kwargs: dict[str, Any] = {"TableName": self._table, "Item": item, "ConditionExpression": condition}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self._ddb.put_item(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise map_client_error(exc, f"put user {features.user_id}") from exc
+        return stored
+
+    @staticmethod
+    def _decode(item: Mapping[str, Any]) -> UserFeatures:
+        plain = {k: from_attribute(v) for k, v in item.items() if k != "expires_at"}
+        return UserFeatures.from_item(plain)

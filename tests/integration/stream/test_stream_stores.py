@@ -1,0 +1,87 @@
+"""The Redis and DynamoDB stores of the stream path against a real redis-server and moto."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+import redis
+from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore, TrendingHit
+from recpipe.domain.events import parse_event
+from recpipe.domain.user import apply_event
+from recpipe.keys import SESSION_MAX_ITEMS, TRENDING_BUCKET_S, TRENDING_BUCKETS, KeyLayout
+from recpipe.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
+from recpipe.ports import ConflictError, SessionEntry
+from recpipe.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore
+
+NOW = 1_750_000_000.0
+
+
+@pytest.fixture()
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture()
+def table(aws: None) -> DynamoDBUserFeatureStore:
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, "users"))
+    return DynamoDBUserFeatureStore(ddb, "users", clock=lambda: NOW)
+
+
+def test_session_is_newest_first_bounded_and_duplicate_free(client: redis.Redis) -> None:
+    store, fake = RedisSessionStore(client, KeyLayout("t")), InMemorySessionStore()
+    entries = [SessionEntry(f"i{n}", "view", NOW + n) for n in range(SESSION_MAX_ITEMS + 10)]
+    for s in (store, fake):
+        s.append("u1", entries[:30])
+        s.append("u1", entries[25:])  # overlap: written by ingest and again by the updater
+        s.append("u1", [SessionEntry("late", "click", NOW - 100)])  # older than everything kept
+    got = store.recent("u1", limit=100)
+    assert [e.item_id for e in got] == [f"i{n}" for n in range(SESSION_MAX_ITEMS + 9, 9, -1)]
+    assert got == fake.recent("u1", limit=100)
+    assert store.recent("u1", limit=2) == got[:2]
+    assert store.recent("nobody") == []
+    assert 0 < client.ttl(KeyLayout("t").session("u1")) <= 1800
+
+
+def test_trending_counts_each_event_once_and_normalises(client: redis.Redis) -> None:
+    store = RedisTrendingStore(client, KeyLayout("t"), clock=lambda: NOW)
+    fake = InMemoryTrendingStore(clock=lambda: NOW)
+    hits = [
+        TrendingHit("e1", "a", NOW - 10, 8.0),
+        TrendingHit("e2", "b", NOW - 10, 2.0),
+        TrendingHit("e3", "b", NOW - TRENDING_BUCKET_S * 3, 2.0),
+        TrendingHit("e4", "c", NOW - TRENDING_BUCKET_S * (TRENDING_BUCKETS + 2), 50.0),  # too old
+        TrendingHit("e5", "d", NOW - 5, -1.0),  # net negative: never trending
+    ]
+    assert store.add_once(hits) == 4
+    assert store.add_once(hits) == 0  # redelivery
+    assert fake.add_once(hits) == 4 and fake.add_once(hits) == 0
+    top = store.top(NOW, 10)
+    assert [i for i, _ in top] == ["a", "b"]
+    assert top[0][1] == pytest.approx(1.0)
+    assert top[1][1] == pytest.approx((2.0 + 2.0 * 0.5 ** (3 / 4)) / 8.0, rel=1e-6)
+    fake_top = fake.top(NOW, 10)
+    assert [i for i, _ in fake_top] == ["a", "b"]
+    assert [s for _, s in fake_top] == pytest.approx([s for _, s in top], rel=1e-6)
+    assert store.top(NOW, 1) == top[:1]
+
+
+def test_user_features_round_trip_and_conflicts(table: DynamoDBUserFeatureStore) -> None:
+    ev = parse_event(
+        {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "add_to_cart", "ts": NOW}, now=NOW
+    )
+    features = apply_event(None, ev, ["Drama", "Comedy"])
+    stored = table.put(features, expected_version=0)
+    assert stored.version == 1
+    got = table.get("u1")
+    assert got == stored
+    assert got is not None and got.cart == frozenset({"i1"})
+    with pytest.raises(ConflictError):
+        table.put(features, expected_version=0)
+    with pytest.raises(ConflictError):
+        table.put(stored, expected_version=5)
+    assert table.put(stored, expected_version=1).version == 2
+    assert table.get("missing") is None
+    many = table.get_many(["u1", "missing", "u1"])
+    assert set(many) == {"u1"} and many["u1"].version == 2
