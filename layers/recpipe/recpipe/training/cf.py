@@ -1,0 +1,207 @@
+"""Collaborative filtering with `implicit`: ALS factors, per-user top-N candidates, item neighbours.
+
+Confidence comes from the event weights of the schema (EVENT_WEIGHTS; ratings scaled by stars),
+summed per (user, item) and clipped at zero, so a remove_from_cart weakens but never inverts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from recpipe.domain.catalogue import EVENT_TYPE_CODES, TYPE_CODE, InteractionLog
+from recpipe.domain.events import EVENT_WEIGHTS, EventType
+
+# implicit warns (and slows down) when BLAS runs its own threads next to implicit's.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+#: Users per batch when ranking all items for every user (bounds memory at batch x n_items).
+TOPN_BATCH = 4096
+
+
+def row_weights(log: InteractionLog) -> npt.NDArray[np.float32]:
+    """Per-row interaction weight, the vectorised twin of Event.weight."""
+    table = np.asarray([EVENT_WEIGHTS[t] for t in EVENT_TYPE_CODES], np.float32)
+    w = table[log.types]
+    rating = log.types == TYPE_CODE[EventType.RATING]
+    w[rating] = EVENT_WEIGHTS[EventType.RATING] * np.nan_to_num(log.values[rating]) / 5.0
+    return w
+
+
+def confidence_matrix(log: InteractionLog, n_users: int, n_items: int) -> sp.csr_matrix:
+    m = sp.coo_matrix(
+        (row_weights(log), (log.users, log.items)), shape=(n_users, n_items), dtype=np.float32
+    ).tocsr()
+    m.sum_duplicates()
+    m.data = np.maximum(m.data, 0.0)
+    m.eliminate_zeros()
+    return m
+
+
+@dataclass(slots=True)
+class CFModel:
+    user_factors: npt.NDArray[np.float32]
+    item_factors: npt.NDArray[np.float32]
+    #: users x items confidence the model was fitted on (its non-zeros are "consumed").
+    user_items: sp.csr_matrix
+
+    @property
+    def normalised_items(self) -> npt.NDArray[np.float32]:
+        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
+        return np.where(norms > 0, self.item_factors / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+
+def fit_als(
+    log: InteractionLog,
+    n_users: int,
+    n_items: int,
+    *,
+    factors: int,
+    iterations: int,
+    regularization: float,
+    alpha: float,
+    seed: int,
+) -> CFModel:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    user_items = confidence_matrix(log, n_users, n_items)
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=seed,
+            calculate_training_loss=False,
+        )
+        model.fit(user_items, show_progress=False)
+    user_f = np.asarray(model.user_factors, np.float32)
+    item_f = np.asarray(model.item_factors, np.float32)
+    # Users/items with no data keep their random init in implicit; zero them so that
+    # they never look similar to anything.
+    item_f[np.diff(user_items.tocsc().indptr) == 0] = 0.0
+    user_f[np.diff(user_items.indptr) == 0] = 0.0
+    return CFModel(user_factors=user_f, item_factors=item_f, user_items=user_items)
+
+
+def top_n(
+    model: CFModel, users: npt.NDArray[np.int32], n: int
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """Best `n` items per user excluding consumed ones: (items [u, n] -1 padded, scores [u, n])."""
+    n_items = model.item_factors.shape[0]
+    n = min(n, n_items)
+    out_i = np.full((len(users), n), -1, np.int32)
+    out_s = np.zeros((len(users), n), np.float32)
+    item_t = model.item_factors.T
+    for lo in range(0, len(users), TOPN_BATCH):
+        block = users[lo : lo + TOPN_BATCH]
+        scores = model.user_factors[block] @ item_t
+        consumed = model.user_items[block]
+        rows = np.repeat(np.arange(len(block)), np.diff(consumed.indptr))
+        scores[rows, consumed.indices] = -np.inf
+        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        best = np.take_along_axis(part, order, axis=1).astype(np.int32)
+        best_s = np.take_along_axis(part_scores, order, axis=1)
+        # users with no factors get nothing rather than arbitrary items
+        dead = ~np.isfinite(best_s) | (np.abs(model.user_factors[block]).sum(axis=1) == 0)[:, None]
+        best[dead] = -1
+        best_s[dead] = 0.0
+        out_i[lo : lo + len(block)] = best
+        out_s[lo : lo + len(block)] = best_s
+    return out_i, out_s
+
+
+def neighbours(
+    embeddings: npt.NDArray[np.float32], k: int, *, batch: int = 2048
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]:
+    """Top-k cosine neighbours of every item from L2-normalised embeddings (-1 padded)."""
+    n = embeddings.shape[0]
+    k = max(0, min(k, n - 1))
+    idx = np.full((n, k), -1, np.int32)
+    sim = np.zeros((n, k), np.float16)
+    if k == 0:
+        return idx, sim
+    alive = np.abs(embeddings).sum(axis=1) > 0
+    for lo in range(0, n, batch):
+        s = embeddings[lo : lo + batch] @ embeddings.T
+        rows = np.arange(s.shape[0])
+        s[rows, lo + rows] = -np.inf  # never your own neighbour
+        s[:, ~alive] = -np.inf
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        ps = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        best = np.take_along_axis(part, order, axis=1).astype(np.int32)
+        best_s = np.take_along_axis(ps, order, axis=1)
+        bad = ~np.isfinite(best_s) | (best_s <= 0) | ~alive[lo : lo + batch, None]
+        best[bad] = -1
+        best_s[bad] = 0.0
+        idx[lo : lo + batch] = best
+        sim[lo : lo + batch] = best_s.astype(np.float16)
+    return idx, sim
+
+
+class CandidateLists(Mapping[str, list[tuple[str, float]]]):
+    """Per-user candidate lists as arrays (10M-interaction runs would not fit as Python lists);
+    reads like a dict of user_id -> [(item_id, score), ...] best first."""
+
+    def __init__(
+        self,
+        user_ids: list[str],
+        items: npt.NDArray[np.int32],
+        scores: npt.NDArray[np.float32],
+        item_ids: list[str],
+    ) -> None:
+        self.user_ids = user_ids
+        self.item_codes = items
+        self.scores = scores
+        self.item_ids = item_ids
+        self._row = {u: i for i, u in enumerate(user_ids)}
+
+    def __getitem__(self, user_id: str) -> list[tuple[str, float]]:
+        return self.row(self._row[user_id])
+
+    def row(self, r: int) -> list[tuple[str, float]]:
+        ids = self.item_ids
+        return [
+            (ids[i], float(s))
+            for i, s in zip(self.item_codes[r].tolist(), self.scores[r].tolist(), strict=True)
+            if i >= 0
+        ]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.user_ids)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def pairs(self, lo: int = 0, hi: int | None = None) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+        """(user_id, list) for rows lo..hi, skipping users with no candidates."""
+        for r in range(lo, len(self.user_ids) if hi is None else min(hi, len(self.user_ids))):
+            pairs = self.row(r)
+            if pairs:
+                yield self.user_ids[r], pairs
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            np.savez(f, items=self.item_codes, scores=self.scores)
+        path.with_suffix(".json").write_text(
+            json.dumps({"user_ids": self.user_ids, "item_ids": self.item_ids})
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> CandidateLists:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        with np.load(path, allow_pickle=False) as arr:
+            return cls(list(meta["user_ids"]), arr["items"], arr["scores"], list(meta["item_ids"]))

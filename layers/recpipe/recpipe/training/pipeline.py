@@ -1,0 +1,388 @@
+"""train_bundle: from an interaction log and a catalogue to a servable, evaluated model bundle.
+
+Time is split in three (quantiles of event time, so every part has data):
+
+    [start, T1)  fit CF (ALS) -> candidates, neighbours, item table used while replaying
+    [T1, T2)     replay events in time order -> ranker examples (labels: what the user chose)
+    [T2, end]    holdout: CF refit on [start, T2); the ranked pipeline vs CF alone at T2
+
+Then CF is refitted on the whole window (same hyper-parameters) for the published candidates,
+embeddings and neighbours; the ranker trained on [T1, T2) ships with them.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recpipe.bundle import Neighbours, write_bundle
+from recpipe.domain.catalogue import InteractionLog, ItemMeta
+from recpipe.domain.features import FeatureAssembler, RequestContext
+from recpipe.domain.items import ItemTable
+from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.training.cf import CandidateLists, CFModel, fit_als, neighbours, row_weights, top_n
+from recpipe.training.item_table import build_item_table, item_universe
+from recpipe.training.ranker import RankerParams, export_tflite, tflite_scores, train_ranker
+from recpipe.training.replay import (
+    CandidatePolicy,
+    Examples,
+    ReplayState,
+    Snapshot,
+    TrendingWindow,
+    gather_candidates,
+    replay,
+    user_view,
+)
+
+CANDIDATES_FILE = "candidates.npz"
+REPORT_FILE = "train_report.json"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainParams:
+    factors: int = 64
+    iterations: int = 15
+    regularization: float = 0.05
+    alpha: float = 2.0
+    #: candidates published per user
+    top_n: int = 200
+    neighbours: int = 50
+    #: event-time quantiles where the ranker window and the holdout start
+    ranker_start: float = 0.7
+    holdout_start: float = 0.9
+    #: positive events sampled from the ranker window, and negatives kept per positive
+    max_examples: int = 6000
+    negatives: int = 30
+    #: replay only this many users' histories (None = all); big logs subsample here
+    max_replay_users: int | None = None
+    max_eval_users: int = 2000
+    eval_k: int = 10
+    policy: CandidatePolicy = field(default_factory=CandidatePolicy)
+    ranker: RankerParams = field(default_factory=RankerParams)
+    seed: int = 7
+
+    @classmethod
+    def tiny(cls) -> TrainParams:
+        """Seconds on a few hundred interactions (tests)."""
+        return cls(
+            factors=8,
+            iterations=3,
+            top_n=50,
+            neighbours=10,
+            max_examples=300,
+            negatives=10,
+            ranker=RankerParams(hidden=(16, 8), epochs=2, batch_size=256),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainParams:
+        d = dict(d)
+        policy = CandidatePolicy(**d.pop("policy", {}))
+        rk = d.pop("ranker", {})
+        if "hidden" in rk:
+            rk = {**rk, "hidden": tuple(rk["hidden"])}
+        return cls(**d, policy=policy, ranker=RankerParams(**rk))
+
+
+@dataclass(slots=True)
+class TrainResult:
+    bundle_dir: Path
+    manifest: dict[str, Any]
+    #: user_id -> [(item_id, score), ...] best first (array-backed Mapping)
+    candidates: CandidateLists
+    metrics: dict[str, Any]
+    candidates_path: Path | None = None
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class _Stages:
+    """Wall time and process peak RSS after each stage (the benchmark reads these)."""
+
+    def __init__(self, progress: bool, total: int) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+        self._bar: Any = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc="retrain", unit="stage")
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self._bar is not None:
+            self._bar.set_postfix_str(name)
+        t0 = time.perf_counter()
+        yield
+        self.stages[name] = {
+            "wall_s": round(time.perf_counter() - t0, 3),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@dataclass(slots=True)
+class _Phase:
+    """One CF fit with the item-side data derived from it."""
+
+    model: CFModel
+    items: ItemTable
+    neighbours: Neighbours
+
+
+def _fit_phase(
+    window: InteractionLog,
+    n_users: int,
+    item_ids: list[str],
+    catalogue: Sequence[ItemMeta],
+    params: TrainParams,
+    *,
+    end_ts: float,
+) -> _Phase:
+    model = fit_als(
+        window,
+        n_users,
+        len(item_ids),
+        factors=params.factors,
+        iterations=params.iterations,
+        regularization=params.regularization,
+        alpha=params.alpha,
+        seed=params.seed,
+    )
+    table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
+    idx, sim = neighbours(table.embeddings, params.neighbours)
+    return _Phase(model, table, Neighbours(indices=idx, scores=sim))
+
+
+def _cf_lookup(phase: _Phase, users: npt.NDArray[np.int32], n: int) -> dict[int, list[tuple[str, float]]]:
+    if not len(users):
+        return {}
+    best, scores = top_n(phase.model, users, n)
+    ids = phase.items.item_ids
+    out: dict[int, list[tuple[str, float]]] = {}
+    for row, u in enumerate(users.tolist()):
+        out[u] = [
+            (ids[i], float(s))
+            for i, s in zip(best[row].tolist(), scores[row].tolist(), strict=True)
+            if i >= 0
+        ]
+    return out
+
+
+def train_bundle(
+    log: InteractionLog,
+    items: Sequence[ItemMeta],
+    out_dir: Path,
+    *,
+    version: str,
+    params: TrainParams | None = None,
+    progress: bool = False,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+) -> TrainResult:
+    """Train candidates + ranker and write `out_dir/bundle` and `out_dir/candidates.npz`."""
+    p = params or TrainParams()
+    if len(log) == 0:
+        raise ValueError("cannot train on an empty interaction log")
+    out_dir = Path(out_dir)
+    st = _Stages(progress, total=7)
+    rng = np.random.default_rng(p.seed)
+
+    with st.stage("prepare"):
+        log = log.sorted_by_time()
+        item_ids = item_universe(log, items)
+        n_users = len(log.user_vocab)
+        start_ts, end_ts = float(log.ts[0]), float(log.ts[-1])
+        t1 = float(np.quantile(log.ts, p.ranker_start))
+        t2 = float(np.quantile(log.ts, p.holdout_start))
+        before_t1 = log.ts < t1
+        before_t2 = log.ts < t2
+        meta_of = {m.item_id: m.categories for m in items}
+        item_cats = [list(meta_of.get(i, ())) for i in item_ids]
+        trending = TrendingWindow(log.ts, log.items, row_weights(log), item_ids)
+        replay_users = np.unique(log.users[(log.ts >= t1) & before_t2])
+        if p.max_replay_users is not None and len(replay_users) > p.max_replay_users:
+            replay_users = np.sort(rng.choice(replay_users, p.max_replay_users, replace=False))
+        in_replay = np.zeros(n_users, bool)
+        in_replay[replay_users] = True
+
+    with st.stage("cf_ranker_window"):
+        phase1 = _fit_phase(log.take(before_t1), n_users, item_ids, items, p, end_ts=t1)
+
+    with st.stage("replay"):
+        rows = np.flatnonzero(before_t2 & in_replay[log.users])
+        window = np.flatnonzero(log.ts[rows] >= t1)
+        sample = np.zeros(len(rows), bool)
+        if len(window):
+            sample[rng.choice(window, min(p.max_examples, len(window)), replace=False)] = True
+        cf1 = _cf_lookup(phase1, np.unique(log.users[rows[sample]]).astype(np.int32), p.policy.cf)
+        examples, state = replay(
+            log,
+            rows,
+            sample,
+            items=phase1.items,
+            neighbours=phase1.neighbours,
+            categories_of=item_cats.__getitem__,
+            cf_of=lambda u: cf1.get(u, []),
+            trending=trending,
+            policy=p.policy,
+            negatives=p.negatives,
+            seed=p.seed,
+            on_snapshot=on_snapshot,
+        )
+
+    with st.stage("train_ranker"):
+        model, ranker_metrics = train_ranker(examples.x, examples.y, p.ranker)
+        probe = examples.x[: min(len(examples.x), 512)]
+        blob = export_tflite(model, probe)
+
+    metrics: dict[str, Any] = {
+        "ranker_examples": len(examples.x),
+        "ranker_positives": int(examples.covered),
+        "ranker_candidate_recall": round(examples.covered / max(examples.considered, 1), 4),
+        **{k: round(v, 5) for k, v in ranker_metrics.items()},
+    }
+    with st.stage("evaluate"):
+        metrics.update(
+            _evaluate(log, t2, state, in_replay, item_ids, item_cats, items, trending, blob, p, rng)
+        )
+
+    with st.stage("cf_full"):
+        final = _fit_phase(log, n_users, item_ids, items, p, end_ts=end_ts)
+        active = np.flatnonzero(np.diff(final.model.user_items.indptr) > 0).astype(np.int32)
+        best, scores = top_n(final.model, active, p.top_n)
+        candidates = CandidateLists([log.user_vocab[u] for u in active.tolist()], best, scores, item_ids)
+
+    with st.stage("write_bundle"):
+        bundle_dir = out_dir / "bundle"
+        data_window = {
+            "start": start_ts,
+            "end": end_ts,
+            "ranker_start": t1,
+            "holdout_start": t2,
+            "interactions": len(log),
+            "users": n_users,
+            "items": len(item_ids),
+        }
+        manifest = write_bundle(
+            bundle_dir,
+            version=version,
+            items=final.items,
+            neighbours=final.neighbours,
+            ranker_tflite=blob,
+            metrics=metrics,
+            data_window=data_window,
+            params=p.to_dict(),
+        )
+        cand_path = out_dir / CANDIDATES_FILE
+        candidates.save(cand_path)
+    st.close()
+    (out_dir / REPORT_FILE).write_text(
+        json.dumps(
+            {"version": version, "metrics": metrics, "stages": st.stages, "data_window": data_window},
+            indent=2,
+        )
+    )
+    return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages)
+
+
+def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
+    log: InteractionLog,
+    t2: float,
+    state: ReplayState,
+    in_replay: npt.NDArray[np.bool_],
+    item_ids: list[str],
+    item_cats: list[list[str]],
+    catalogue: Sequence[ItemMeta],
+    trending: TrendingWindow,
+    blob: bytes,
+    p: TrainParams,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """HitRate/NDCG@k at T2 of the ranked pipeline (the exported TFLite model) vs CF alone."""
+    k = p.eval_k
+    before = log.ts < t2
+    after_users = np.unique(log.users[~before])
+    known = np.zeros(len(in_replay), bool)
+    known[log.users[before]] = True
+    users = after_users[known[after_users] & in_replay[after_users]]
+    if not len(users):
+        return {"eval_users": 0}
+    if len(users) > p.max_eval_users:
+        users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
+    phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
+    cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k))
+    assembler = FeatureAssembler(phase2.items)
+    popular = np.argsort(-phase2.items.popularity, kind="stable")[: p.policy.popular].astype(np.int32)
+    trend = trending.top(t2, p.policy.trending)
+    relevant: dict[int, set[str]] = {}
+    tail = ~before
+    for u, i in zip(log.users[tail].tolist(), log.items[tail].tolist(), strict=True):
+        relevant.setdefault(u, set()).add(item_ids[i])
+
+    blocks: list[npt.NDArray[np.float32]] = []
+    cand_items: list[npt.NDArray[np.int32]] = []
+    for u in users.tolist():
+        view = user_view(state.features.get(u), state.session_at(u, t2), phase2.items, t2)
+        cands = gather_candidates(
+            p.policy,
+            phase2.items,
+            phase2.neighbours,
+            cf=cf2.get(u, []),
+            session=view.session,
+            trending=trend,
+            popular=popular,
+            exclude=state.seen.get(u, set()),
+        )
+        blocks.append(assembler.assemble(cands, view, RequestContext(now=t2)))
+        cand_items.append(cands.items)
+    scores = tflite_scores(blob, np.concatenate(blocks)) if blocks else np.zeros(0, np.float32)
+
+    ranked_hr = ranked_ndcg = cf_hr = cf_ndcg = pop_ndcg = recall = 0.0
+    pop_list = [item_ids[i] for i in popular[: k * 4].tolist()]
+    offset = 0
+    for u, c in zip(users.tolist(), cand_items, strict=True):
+        s = scores[offset : offset + len(c)]
+        offset += len(c)
+        rel = relevant[u]
+        ranked = [item_ids[i] for i in c[np.argsort(-s, kind="stable")[:k]].tolist()]
+        cf_list = [i for i, _ in cf2.get(u, [])[:k]]
+        seen = state.seen.get(u, set())
+        pop = [i for i in pop_list if phase2.items.index[i] not in seen][:k]
+        ranked_hr += hit_rate_at_k(ranked, rel, k)
+        ranked_ndcg += ndcg_at_k(ranked, rel, k)
+        cf_hr += hit_rate_at_k(cf_list, rel, k)
+        cf_ndcg += ndcg_at_k(cf_list, rel, k)
+        pop_ndcg += ndcg_at_k(pop, rel, k)
+        recall += len(rel & {item_ids[i] for i in c.tolist()}) / len(rel)
+    n = float(len(users))
+    return {
+        "eval_users": int(n),
+        f"hit_rate@{k}": round(ranked_hr / n, 5),
+        f"ndcg@{k}": round(ranked_ndcg / n, 5),
+        f"cf_hit_rate@{k}": round(cf_hr / n, 5),
+        f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
+        f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
+        "candidate_recall": round(recall / n, 5),
+    }
+
+
+def with_overrides(params: TrainParams, **changes: Any) -> TrainParams:
+    return replace(params, **changes)
+
+
+__all__ = ["CANDIDATES_FILE", "Examples", "TrainParams", "TrainResult", "train_bundle"]

@@ -1,0 +1,255 @@
+"""History replay: rebuild, in time order, what the online path would have seen at each moment.
+
+Events are folded with the same `domain.user.apply_event` the stream updater runs; the session
+is what the Redis session list would hold (interactions since the last 30-minute gap, newest
+first); trending is the same 5-minute-bucket hour window the TrendingStore keeps; candidates are
+merged with `CandidateBuilder` and features come from `FeatureAssembler.assemble`. A ranker
+trained on these vectors is trained on exactly what it is later served.
+
+This module is light (numpy only): the online path may import `user_view` and
+`gather_candidates` so both sides build views and candidate sets one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from recpipe.bundle import Neighbours
+from recpipe.domain.catalogue import InteractionLog
+from recpipe.domain.features import (
+    CandidateBuilder,
+    CandidateSet,
+    FeatureAssembler,
+    RequestContext,
+    Source,
+    UserView,
+)
+from recpipe.domain.items import ItemTable
+from recpipe.domain.user import UserFeatures, apply_event
+from recpipe.keys import SESSION_TTL_S, TRENDING_BUCKET_S, TRENDING_BUCKETS, trending_bucket_of
+from recpipe.ports import SessionEntry
+
+#: Session items read per request (the online path reads the 20 newest).
+SESSION_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePolicy:
+    """How many candidates each source contributes (mirrors the online path's defaults)."""
+
+    cf: int = 200
+    session_items: int = 5
+    neighbours_per_item: int = 20
+    trending: int = 50
+    popular: int = 50
+
+
+def user_view(
+    features: UserFeatures | None, session: Sequence[SessionEntry], items: ItemTable, now: float
+) -> UserView:
+    """The ranker's view of a user from the stored features and the session list (newest first)."""
+    sess = items.indices([e.item_id for e in session[:SESSION_LIMIT]])
+    if features is None:
+        return UserView(session=sess)
+    return UserView(
+        affinity=features.affinity_at(now),
+        history=items.indices([r.item_id for r in features.recent]),
+        session=sess,
+        cart=items.indices(sorted(features.cart)),
+        total_events=features.total_events,
+    )
+
+
+def gather_candidates(
+    policy: CandidatePolicy,
+    items: ItemTable,
+    neighbours: Neighbours,
+    *,
+    cf: Sequence[tuple[str, float]],
+    session: npt.NDArray[np.int32],
+    trending: Sequence[tuple[str, float]],
+    popular: npt.NDArray[np.int32],
+    exclude: set[int] | frozenset[int] = frozenset(),
+) -> CandidateSet:
+    """CF list + neighbours of the newest session items + trending + popular, minus `exclude`."""
+    b = CandidateBuilder()
+    index = items.index
+    for rank, (item_id, score) in enumerate(cf[: policy.cf]):
+        i = index.get(item_id)
+        if i is not None and i not in exclude:
+            b.add(i, Source.CF, cf_score=score, cf_rank=rank)
+    for anchor in session[: policy.session_items].tolist():
+        near, _ = neighbours.of(anchor)
+        for i in near[: policy.neighbours_per_item].tolist():
+            if i not in exclude:
+                b.add(i, Source.SESSION, anchor=anchor)
+    for item_id, score in trending[: policy.trending]:
+        i = index.get(item_id)
+        if i is not None and i not in exclude:
+            b.add(i, Source.TRENDING, trending=score)
+    for i in popular[: policy.popular].tolist():
+        if i not in exclude:
+            b.add(i, Source.POPULAR)
+    return b.build()
+
+
+class TrendingWindow:
+    """Trending at any past moment from the time-sorted log: event weight per item over the
+    TRENDING_BUCKETS five-minute buckets ending at `now`, normalised by the top item."""
+
+    def __init__(
+        self,
+        ts: npt.NDArray[np.float64],
+        items: npt.NDArray[np.int32],
+        weights: npt.NDArray[np.float32],
+        item_ids: list[str],
+    ) -> None:
+        order = np.argsort(ts, kind="stable")
+        self._ts = ts[order]
+        self._items = items[order]
+        self._w = weights[order]
+        self._ids = item_ids
+
+    def top(self, now: float, n: int) -> list[tuple[str, float]]:
+        start = (trending_bucket_of(now) - TRENDING_BUCKETS + 1) * TRENDING_BUCKET_S
+        lo, hi = np.searchsorted(self._ts, [start, now], side="left")
+        if hi <= lo:
+            return []
+        uniq, inv = np.unique(self._items[lo:hi], return_inverse=True)
+        sums = np.bincount(inv, weights=self._w[lo:hi])
+        keep = sums > 0
+        uniq, sums = uniq[keep], sums[keep]
+        if not len(uniq):
+            return []
+        order = np.argsort(-sums, kind="stable")[:n]
+        top = float(sums[order[0]])
+        return [(self._ids[int(uniq[j])], float(sums[j] / top)) for j in order]
+
+
+@dataclass(slots=True)
+class ReplayState:
+    """Per-user state after folding every replayed event so far."""
+
+    features: dict[int, UserFeatures] = field(default_factory=dict)
+    #: newest first, what the Redis session list holds
+    sessions: dict[int, list[SessionEntry]] = field(default_factory=dict)
+    seen: dict[int, set[int]] = field(default_factory=dict)
+
+    def session_at(self, user: int, now: float) -> list[SessionEntry]:
+        entries = self.sessions.get(user, [])
+        if not entries or now - entries[0].ts >= SESSION_TTL_S:
+            return []
+        return entries
+
+
+@dataclass(slots=True)
+class Examples:
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.float32]
+    group: npt.NDArray[np.int32]
+    #: positives considered / positives found among the candidates (candidate recall)
+    considered: int = 0
+    covered: int = 0
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything one training example was built from (tests rebuild it through the stores)."""
+
+    user_id: str
+    now: float
+    features: UserFeatures | None
+    session: list[SessionEntry]
+    device: str | None
+    candidates: CandidateSet
+    x: npt.NDArray[np.float32]
+
+
+def replay(
+    log: InteractionLog,
+    rows: npt.NDArray[np.int64],
+    sample: npt.NDArray[np.bool_],
+    *,
+    items: ItemTable,
+    neighbours: Neighbours,
+    categories_of: Callable[[int], list[str]],
+    cf_of: Callable[[int], Sequence[tuple[str, float]]],
+    trending: TrendingWindow,
+    policy: CandidatePolicy,
+    negatives: int,
+    seed: int,
+    state: ReplayState | None = None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Examples, ReplayState]:
+    """Fold `rows` of `log` (time-sorted row numbers) in order; at rows where `sample` is set,
+    build the candidate set *before* the event and label the item the user chose next.
+
+    Examples whose chosen item is not among the candidates are counted but not used: the ranker
+    can only reorder what candidate generation offers.
+    """
+    rng = np.random.default_rng(seed)
+    st = state or ReplayState()
+    assembler = FeatureAssembler(items)
+    popular = np.argsort(-items.popularity, kind="stable")[: policy.popular].astype(np.int32)
+    xs: list[npt.NDArray[np.float32]] = []
+    ys: list[npt.NDArray[np.float32]] = []
+    gs: list[npt.NDArray[np.int32]] = []
+    considered = covered = 0
+    for k, r in enumerate(rows.tolist()):
+        u = int(log.users[r])
+        item = int(log.items[r])
+        event = log.event(r)
+        feats = st.features.get(u)
+        seen = st.seen.setdefault(u, set())
+        if sample[k]:
+            considered += 1
+            now = event.ts
+            session = st.session_at(u, now)
+            view = user_view(feats, session, items, now)
+            cands = gather_candidates(
+                policy,
+                items,
+                neighbours,
+                cf=cf_of(u),
+                session=view.session,
+                trending=trending.top(now, policy.trending),
+                popular=popular,
+                exclude=seen,
+            )
+            hit = np.flatnonzero(cands.items == item)
+            if len(hit):
+                covered += 1
+                ctx = RequestContext(now=now, device=event.device)
+                x = assembler.assemble(cands, view, ctx)
+                if on_snapshot is not None:
+                    on_snapshot(Snapshot(event.user_id, now, feats, list(session), event.device, cands, x))
+                others = np.flatnonzero(cands.items != item)
+                if len(others) > negatives:
+                    others = rng.choice(others, negatives, replace=False)
+                take = np.concatenate([hit[:1], others])
+                xs.append(x[take])
+                y = np.zeros(len(take), np.float32)
+                y[0] = 1.0
+                ys.append(y)
+                gs.append(np.full(len(take), covered - 1, np.int32))
+        st.features[u] = apply_event(feats, event, categories_of(item))
+        entries = st.session_at(u, event.ts)
+        st.sessions[u] = [SessionEntry(event.item_id, event.type.value, event.ts), *entries][:SESSION_LIMIT]
+        seen.add(item)
+        if progress is not None and k % 10000 == 0:
+            progress(k)
+    from recpipe.domain.features import N_FEATURES
+
+    ex = Examples(
+        x=np.concatenate(xs) if xs else np.zeros((0, N_FEATURES), np.float32),
+        y=np.concatenate(ys) if ys else np.zeros(0, np.float32),
+        group=np.concatenate(gs) if gs else np.zeros(0, np.int32),
+        considered=considered,
+        covered=covered,
+    )
+    return ex, st
