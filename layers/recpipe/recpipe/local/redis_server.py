@@ -26,11 +26,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, host: str = "127.0.0.1", *, detach: bool = False
+    ) -> None:
         self.workdir = workdir
         self.host = host
         self.port = port or free_port(host)
+        # detach: own session, so the server outlives the starting command (`recpipe local up`).
+        self.detach = detach
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def url(self) -> str:
@@ -59,6 +67,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=self.detach,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
