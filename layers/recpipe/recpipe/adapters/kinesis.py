@@ -79,7 +79,7 @@ class KinesisEventPublisher:
                 code = exc.response.get("Error", {}).get("Code", "")
                 reason = code or str(exc)
                 if code and code not in RETRYABLE_CODES:
-                    return [(e, f"stream unavailable: {reason}") for e, _ in pending]
+                    return [(e, f"stream unavailable, retry ({reason})") for e, _ in pending]
                 reasons = {e.event_id: reason for e, _ in pending}
                 continue
             except BotoCoreError as exc:  # connection reset, timeout: the whole call may retry

@@ -149,8 +149,10 @@ class InMemoryEventPublisher:
 
     def publish(self, events: Sequence[Event]) -> list[tuple[Event, str]]:
         if self.fail_with is not None:
-            return [(e, f"stream unavailable: {self.fail_with}") for e in events]
-        failed = [(e, "stream unavailable: throttled") for e in events if e.event_id in self.fail_event_ids]
+            return [(e, f"stream unavailable, retry ({self.fail_with})") for e in events]
+        failed = [
+            (e, "stream unavailable, retry (throttled)") for e in events if e.event_id in self.fail_event_ids
+        ]
         self.published += [e for e in events if e.event_id not in self.fail_event_ids]
         return failed
 

@@ -1,0 +1,40 @@
+"""Kinesis -> FeatureUpdater: user features (DynamoDB), session and trending (Redis).
+
+Records are grouped per user (one read and one conditional write per user per batch) instead of
+Powertools' record-at-a-time BatchProcessor; the response is the same partial-batch contract:
+`batchItemFailures` with the sequence numbers to redeliver.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from recpipe.config import settings
+from recpipe.stream.updater import FeatureUpdater, records_from_lambda_event
+from recpipe.stream.wiring import build_updater
+
+logger, tracer, metrics = Logger(), Tracer(), Metrics()
+
+
+@lru_cache(maxsize=1)
+def updater() -> FeatureUpdater:
+    return build_updater(settings())
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records = records_from_lambda_event(event)
+    result = updater().process(records, remaining_ms=context.get_remaining_time_in_millis)
+    for name in ("applied", "duplicates", "poison", "retryable", "unprocessed", "conflicts"):
+        metrics.add_metric(f"Events_{name}", MetricUnit.Count, getattr(result, name))
+    if result.failed:
+        logger.warning(
+            "records returned for redelivery", extra={"failed": len(result.failed), "of": len(records)}
+        )
+    return result.batch_response()

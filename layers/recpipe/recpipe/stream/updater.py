@@ -1,0 +1,253 @@
+"""The feature updater: Kinesis records -> DynamoDB user features + Redis session/trending.
+
+Exactly-once in effect, record by record:
+- DynamoDB: one conditional write per user per batch (optimistic concurrency on
+  `UserFeatures.version`). The event ids folded into a user's state travel in the same item
+  (`applied_event_ids`, the last MAX_APPLIED_IDS), so the dedup check and the state change are
+  one atomic write: a redelivered event is a no-op and a lost race is re-read and re-applied.
+  (A separate idempotency table would need a second write that can succeed while the first
+  fails; keeping the ids in the item makes the write itself safe under replay.)
+- Trending: `add_once` marks each event id with SET NX in the same Lua script as the ZINCRBY.
+- Session: sorted-set members are the entries themselves, so rewriting one is a no-op.
+
+Failure handling: a record that can never succeed (not JSON, schema-invalid) is reported to
+the failure sink and *not* returned as a failure, so it does not block the shard forever.
+Throttling/timeouts (RetryableError, DependencyError) return that user's records as batch item
+failures; when the invocation is about to time out the remaining users are returned unprocessed.
+Lambda checkpoints before the lowest failed sequence number, so everything after it is
+redelivered too: harmless, because every write above is idempotent.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from recpipe.adapters.redis_session import TrendingHit
+from recpipe.domain.events import Event, EventRejected, parse_event
+from recpipe.domain.user import UserFeatures, apply_event
+from recpipe.ports import ConflictError, DependencyError, SessionEntry, UserFeatureStore
+from recpipe.stream.ingest import session_entries
+
+#: Users whose features are read in one BatchGetItem.
+USERS_PER_READ = 100
+#: Re-read-and-re-apply attempts after losing an optimistic-concurrency race.
+MAX_CONFLICT_RETRIES = 3
+#: Below this much invocation time left, the rest of the batch is returned unprocessed.
+MIN_REMAINING_MS = 3000
+#: Bytes of a poison record's payload copied into its failure report.
+POISON_PREVIEW_BYTES = 2048
+
+
+class TrendingCounter(Protocol):
+    def add_once(self, hits: Sequence[TrendingHit]) -> int: ...
+
+
+class SessionWriter(Protocol):
+    def append_many(self, entries_by_user: Mapping[str, Sequence[SessionEntry]]) -> None: ...
+
+
+class FailureSink(Protocol):
+    def report(self, failures: Sequence[Mapping[str, Any]]) -> None:
+        """Persist reports of records that can never succeed (the failure queue)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One Kinesis record as the updater needs it (from a Lambda event, the poller or replay)."""
+
+    sequence_number: str
+    data: bytes
+    partition_key: str = ""
+    shard_id: str = ""
+    stream_arn: str = ""
+
+
+@dataclass(slots=True)
+class UpdateResult:
+    #: Sequence numbers to return as batchItemFailures, in record order.
+    failed: list[str] = field(default_factory=list)
+    poison: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    users_written: int = 0
+    conflicts: int = 0
+    retryable: int = 0
+    unprocessed: int = 0
+    trending_counted: int = 0
+
+    def batch_response(self) -> dict[str, list[dict[str, str]]]:
+        return {"batchItemFailures": [{"itemIdentifier": s} for s in self.failed]}
+
+
+@dataclass(slots=True)
+class _UserWork:
+    events: list[Event] = field(default_factory=list)
+    sequence_numbers: list[str] = field(default_factory=list)
+
+
+def decode_record(record: StreamRecord, *, now: float) -> Event:
+    try:
+        raw = json.loads(record.data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EventRejected(f"record data is not JSON: {exc}") from None
+    event = parse_event(raw, now=now)
+    if record.partition_key and record.partition_key != event.user_id:
+        # Producers partition by user so one user's events are ordered on one shard.
+        raise EventRejected(f"partition key {record.partition_key!r} is not the event's user_id")
+    return event
+
+
+def poison_report(record: StreamRecord, reason: str) -> dict[str, Any]:
+    preview = record.data[:POISON_PREVIEW_BYTES]
+    return {
+        "kind": "poison_record",
+        "reason": reason,
+        "shardId": record.shard_id,
+        "sequenceNumber": record.sequence_number,
+        "partitionKey": record.partition_key,
+        "streamArn": record.stream_arn,
+        "data_b64": base64.b64encode(preview).decode(),
+        "truncated": len(record.data) > POISON_PREVIEW_BYTES,
+    }
+
+
+class FeatureUpdater:
+    def __init__(
+        self,
+        users: UserFeatureStore,
+        sessions: SessionWriter,
+        trending: TrendingCounter,
+        failures: FailureSink,
+        categories_of: Callable[[str], Sequence[str]] = lambda _item: (),
+        *,
+        min_remaining_ms: int = MIN_REMAINING_MS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._users = users
+        self._sessions = sessions
+        self._trending = trending
+        self._failures = failures
+        self._categories_of = categories_of
+        self._min_remaining_ms = min_remaining_ms
+        self._clock = clock
+
+    def process(
+        self, records: Sequence[StreamRecord], remaining_ms: Callable[[], int] | None = None
+    ) -> UpdateResult:
+        result = UpdateResult()
+        failed: set[str] = set()
+        work: dict[str, _UserWork] = {}
+        poison: list[tuple[StreamRecord, str]] = []
+        now = self._clock()
+        for record in records:
+            try:
+                event = decode_record(record, now=now)
+            except EventRejected as exc:
+                poison.append((record, str(exc)))
+                continue
+            w = work.setdefault(event.user_id, _UserWork())
+            w.events.append(event)
+            w.sequence_numbers.append(record.sequence_number)
+
+        if poison:
+            result.poison = len(poison)
+            try:
+                self._failures.report([poison_report(r, reason) for r, reason in poison])
+            except DependencyError:
+                # Not reported yet: keep them on the stream rather than lose them.
+                failed.update(r.sequence_number for r, _ in poison)
+
+        done: list[_UserWork] = []
+        users = list(work)
+        for start in range(0, len(users), USERS_PER_READ):
+            chunk = users[start : start + USERS_PER_READ]
+            if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
+                for u in users[start:]:
+                    failed.update(work[u].sequence_numbers)
+                    result.unprocessed += len(work[u].sequence_numbers)
+                break
+            try:
+                states = self._users.get_many(chunk)
+            except DependencyError:
+                for u in chunk:
+                    failed.update(work[u].sequence_numbers)
+                    result.retryable += len(work[u].sequence_numbers)
+                continue
+            for u in chunk:
+                try:
+                    self._apply(u, states.get(u), work[u].events, result)
+                except DependencyError:
+                    failed.update(work[u].sequence_numbers)
+                    result.retryable += len(work[u].sequence_numbers)
+                    continue
+                done.append(work[u])
+
+        if done:
+            try:
+                self._write_live_state(done, result)
+            except DependencyError:
+                for w in done:
+                    failed.update(w.sequence_numbers)
+                    result.retryable += len(w.sequence_numbers)
+
+        result.failed = [r.sequence_number for r in records if r.sequence_number in failed]
+        return result
+
+    def _apply(
+        self, user_id: str, state: UserFeatures | None, events: list[Event], result: UpdateResult
+    ) -> None:
+        for attempt in range(MAX_CONFLICT_RETRIES + 1):
+            new, fresh = self._fold(state, events)
+            if not fresh or new is None:
+                result.duplicates += len(events)
+                return
+            try:
+                self._users.put(new, expected_version=state.version if state else 0)
+            except ConflictError:
+                result.conflicts += 1
+                if attempt == MAX_CONFLICT_RETRIES:
+                    raise DependencyError(f"user {user_id}: lost {attempt + 1} write races") from None
+                state = self._users.get(user_id)
+                continue
+            result.applied += fresh
+            result.duplicates += len(events) - fresh
+            result.users_written += 1
+            return
+
+    def _fold(self, state: UserFeatures | None, events: list[Event]) -> tuple[UserFeatures | None, int]:
+        fresh = 0
+        for event in events:
+            before = state
+            state = apply_event(state, event, self._categories_of(event.item_id))
+            fresh += state is not before
+        return state, fresh
+
+    def _write_live_state(self, done: list[_UserWork], result: UpdateResult) -> None:
+        events = [e for w in done for e in w.events]
+        self._sessions.append_many(session_entries(events))
+        hits = [TrendingHit(e.event_id, e.item_id, e.ts, e.weight) for e in events]
+        result.trending_counted += self._trending.add_once(hits)
+
+
+def records_from_lambda_event(event: Mapping[str, Any]) -> list[StreamRecord]:
+    """Records of a Kinesis-triggered Lambda event (base64 data, as AWS delivers it)."""
+    out = []
+    for rec in event.get("Records", []):
+        kinesis = rec["kinesis"]
+        event_id = str(rec.get("eventID", ""))
+        out.append(
+            StreamRecord(
+                sequence_number=str(kinesis["sequenceNumber"]),
+                data=base64.b64decode(kinesis["data"]),
+                partition_key=str(kinesis.get("partitionKey", "")),
+                shard_id=event_id.split(":", 1)[0],
+                stream_arn=str(rec.get("eventSourceARN", "")),
+            )
+        )
+    return out

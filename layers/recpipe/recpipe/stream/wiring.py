@@ -1,0 +1,103 @@
+"""Builds the stream path's services from Settings (one place; handlers, poller and CLI share it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import redis
+from botocore.config import Config
+
+from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+from recpipe.adapters.kinesis import KinesisEventPublisher
+from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
+from recpipe.adapters.sqs import SqsFailureSink
+from recpipe.config import Settings
+from recpipe.keys import KeyLayout
+from recpipe.stream.categories import ItemCategories, local_bundle_locator, s3_bundle_locator
+from recpipe.stream.ingest import EventIngestor
+from recpipe.stream.updater import FailureSink, FeatureUpdater
+
+logger = logging.getLogger(__name__)
+
+
+def aws_client(service: str, settings: Settings, *, read_timeout_s: float = 2.0, attempts: int = 2) -> Any:
+    # Few SDK-level attempts: the callers retry with their own budget (and Lambda redelivers).
+    config = Config(
+        connect_timeout=1.0,
+        read_timeout=read_timeout_s,
+        retries={"max_attempts": attempts, "mode": "standard"},
+    )
+    client: Any = boto3.client(service, endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[call-overload]
+    return client
+
+
+def redis_client(settings: Settings, *, timeout_s: float) -> redis.Redis:
+    password = None
+    if settings.redis_auth_secret_arn:
+        secret = aws_client("secretsmanager", settings).get_secret_value(
+            SecretId=settings.redis_auth_secret_arn
+        )
+        raw = secret["SecretString"]
+        password = json.loads(raw).get("password", raw) if raw.lstrip().startswith("{") else raw
+    return redis.Redis.from_url(
+        settings.redis_url,
+        password=password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+    )
+
+
+def build_ingestor(settings: Settings) -> EventIngestor:
+    kinesis = aws_client("kinesis", settings, read_timeout_s=1.0)
+    sessions = RedisSessionStore(
+        redis_client(settings, timeout_s=max(0.05, settings.read_timeout_ms / 1000 * 4)),
+        KeyLayout(settings.env_name),
+    )
+    return EventIngestor(KinesisEventPublisher(kinesis, settings.event_stream_name), sessions)
+
+
+class LogFailureSink:
+    """Used when no failure queue is configured: each report is an ERROR log line."""
+
+    def report(self, failures: Sequence[Mapping[str, Any]]) -> None:
+        for f in failures:
+            logger.error("poison record (no failure queue configured): %s", json.dumps(dict(f), default=str))
+
+
+def build_updater(settings: Settings) -> FeatureUpdater:
+    client = redis_client(settings, timeout_s=1.0)
+    layout = KeyLayout(settings.env_name)
+    failures: FailureSink = (
+        SqsFailureSink(aws_client("sqs", settings), settings.failure_queue_url)
+        if settings.failure_queue_url
+        else LogFailureSink()
+    )
+    return FeatureUpdater(
+        DynamoDBUserFeatureStore(aws_client("dynamodb", settings), settings.user_features_table),
+        RedisSessionStore(client, layout),
+        RedisTrendingStore(client, layout),
+        failures,
+        item_categories(settings),
+    )
+
+
+def item_categories(settings: Settings) -> ItemCategories:
+    if settings.bundle_dir:
+        locate = local_bundle_locator(Path(settings.bundle_dir))
+    else:
+        cache = Path(tempfile.gettempdir()) / "recpipe-items"
+        locate = s3_bundle_locator(
+            aws_client("ssm", settings),
+            aws_client("s3", settings, read_timeout_s=10.0),
+            settings.model_pointer_param,
+            settings.model_bucket,
+            cache,
+        )
+    return ItemCategories(locate, refresh_s=settings.model_refresh_s)
