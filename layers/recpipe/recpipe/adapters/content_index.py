@@ -1,0 +1,353 @@
+"""The Content Index (cold-start candidates): OpenSearch in AWS, an in-process index locally.
+
+Both are versioned behind an alias, like the other published artefacts: the retrain workflow
+writes a complete new version and then switches the alias, so readers never see half an index.
+
+* OpenSearchContentIndex / OpenSearchContentIndexWriter: index `<alias>-<version>`, bulk load,
+  refresh, then one atomic `_aliases` call moves the alias. Search is a function_score query:
+  categories as a filter, multi_match on title/text, a log1p popularity boost.
+* InProcessContentIndex / InProcessContentIndexWriter: a directory `<root>/<version>/docs.jsonl`
+  plus a `<root>/CURRENT` pointer file replaced atomically, so the retrain process publishes and
+  the serving process picks the new version up on its next pointer check.
+
+Search semantics are the same in both: when categories are given only items having one of them
+match (a filter); text matches and the number of matching categories add to the score (text
+never removes results); log1p(popularity) is added to every score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recpipe.ports import ContentDoc, DependencyError, RetryableError
+
+POINTER = "CURRENT"
+DOCS = "docs.jsonl"
+TITLE_WEIGHT = 2.0
+CATEGORY_WEIGHT = 1.0
+VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+INDEX_MAPPINGS: dict[str, Any] = {
+    "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 1}},
+    "mappings": {
+        "dynamic": "strict",
+        "properties": {
+            "item_id": {"type": "keyword"},
+            "title": {"type": "text"},
+            "text": {"type": "text"},
+            "categories": {"type": "keyword"},
+            "popularity": {"type": "float"},
+        },
+    },
+}
+
+
+def _check_version(version: str) -> str:
+    if not VERSION_RE.match(version):
+        raise ValueError(f"invalid content index version {version!r} (expected {VERSION_RE.pattern})")
+    return version
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+# ---- in-process ---------------------------------------------------------------------------------
+class _Postings:
+    """An immutable in-memory index of one version."""
+
+    def __init__(self, version: str, docs: Sequence[ContentDoc]) -> None:
+        self.version = version
+        self.ids = [d.item_id for d in docs]
+        self.popularity = np.asarray([math.log1p(max(d.popularity, 0.0)) for d in docs], np.float32)
+        text_lists: dict[str, list[int]] = {}
+        title_lists: dict[str, list[int]] = {}
+        cat_lists: dict[str, list[int]] = {}
+        for i, d in enumerate(docs):
+            for t in set(tokens(d.title)):
+                title_lists.setdefault(t, []).append(i)
+            for t in set(tokens(d.text)):
+                text_lists.setdefault(t, []).append(i)
+            for c in d.categories:
+                cat_lists.setdefault(c, []).append(i)
+        n = max(len(docs), 1)
+        self.title = {t: np.asarray(v, np.int32) for t, v in title_lists.items()}
+        self.text = {t: np.asarray(v, np.int32) for t, v in text_lists.items()}
+        self.categories = {c: np.asarray(v, np.int32) for c, v in cat_lists.items()}
+        df: dict[str, int] = {}
+        for lists in (title_lists, text_lists):
+            for t, v in lists.items():
+                df[t] = max(df.get(t, 0), len(v))
+        self.idf = {t: math.log(1.0 + n / f) for t, f in df.items()}
+        self.position = {item: i for i, item in enumerate(self.ids)}
+
+    def search(
+        self, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str]
+    ) -> list[tuple[str, float]]:
+        n = len(self.ids)
+        if n == 0 or k <= 0:
+            return []
+        score = self.popularity.astype(np.float32, copy=True)
+        allowed: npt.NDArray[np.bool_] | None = None
+        if categories:
+            allowed = np.zeros(n, np.bool_)
+            for c in set(categories):
+                docs = self.categories.get(c)
+                if docs is not None:
+                    allowed[docs] = True
+                    score[docs] += CATEGORY_WEIGHT
+        if text:
+            for t in set(tokens(text)):
+                idf = self.idf.get(t, 0.0)
+                for postings, weight in ((self.title.get(t), TITLE_WEIGHT), (self.text.get(t), 1.0)):
+                    if postings is not None:
+                        score[postings] += weight * idf
+        if allowed is not None:
+            score[~allowed] = -np.inf
+        for item in exclude:
+            p = self.position.get(item)
+            if p is not None:
+                score[p] = -np.inf
+        k = min(k, n)
+        top = np.argpartition(-score, k - 1)[:k]
+        top = top[np.argsort(-score[top], kind="stable")]
+        return [(self.ids[i], float(score[i])) for i in top.tolist() if np.isfinite(score[i])]
+
+
+class InProcessContentIndex:
+    """ContentIndex over a published directory (or a fixed list of docs in tests).
+
+    The pointer file is re-read at most every `refresh_s`; a new version is loaded before it
+    replaces the current one, so a broken publish leaves the previous version serving.
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        docs: Sequence[ContentDoc] | None = None,
+        refresh_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = root
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._index: _Postings | None = _Postings("inline", docs) if docs is not None else None
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str | None:
+        return self._index.version if self._index else None
+
+    def _refresh(self) -> None:
+        root = self.root
+        if root is None or self.clock() < self._next_check:
+            return
+        with self._lock:
+            if self.clock() < self._next_check:
+                return
+            self._next_check = self.clock() + self.refresh_s
+            try:
+                version = (root / POINTER).read_text().strip()
+            except OSError:
+                return
+            if not version or (self._index is not None and self._index.version == version):
+                return
+            try:
+                docs = read_docs(root / version / DOCS)
+            except (OSError, ValueError, KeyError, TypeError):
+                return  # keep the version we have; the writer validated what it published
+            self._index = _Postings(version, docs)
+
+    def search(
+        self, *, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str] = ()
+    ) -> list[tuple[str, float]]:
+        self._refresh()
+        index = self._index
+        if index is None:
+            raise DependencyError("content index: no version has been published")
+        return index.search(text, categories, k, exclude)
+
+
+def read_docs(path: Path) -> list[ContentDoc]:
+    docs = []
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                raw = json.loads(line)
+                docs.append(
+                    ContentDoc(
+                        item_id=str(raw["item_id"]),
+                        title=str(raw["title"]),
+                        categories=tuple(str(c) for c in raw.get("categories", ())),
+                        text=str(raw.get("text", "")),
+                        popularity=float(raw.get("popularity", 0.0)),
+                    )
+                )
+    return docs
+
+
+class InProcessContentIndexWriter:
+    """ContentIndexWriter for the local stack: write the version directory, then the pointer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def publish(self, version: str, docs: Iterable[ContentDoc]) -> int:
+        _check_version(version)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".{version}.{os.getpid()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        n = 0
+        with (staging / DOCS).open("w") as f:
+            for doc in docs:
+                body = asdict(doc)
+                body["categories"] = list(doc.categories)
+                f.write(json.dumps(body, separators=(",", ":")) + "\n")
+                n += 1
+        final = self.root / version
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        pointer_tmp = self.root / f".{POINTER}.{os.getpid()}.tmp"
+        pointer_tmp.write_text(version + "\n")
+        os.replace(pointer_tmp, self.root / POINTER)  # atomic: readers see old or new, never half
+        return n
+
+
+# ---- OpenSearch -----------------------------------------------------------------------------------
+def _opensearch_error(exc: Exception, what: str) -> DependencyError:
+    from opensearchpy.exceptions import ConnectionError as OSConnectionError
+    from opensearchpy.exceptions import ConnectionTimeout, TransportError
+
+    if isinstance(exc, ConnectionTimeout | OSConnectionError):
+        return RetryableError(f"opensearch {what}: {exc}")
+    if isinstance(exc, TransportError) and exc.status_code in (429, 502, 503, 504):
+        return RetryableError(f"opensearch {what}: HTTP {exc.status_code}")
+    return DependencyError(f"opensearch {what}: {exc}")
+
+
+def search_body(
+    text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str]
+) -> dict[str, Any]:
+    """The query both the adapter sends and the recorded-pair tests check."""
+    # match_all in `must` keeps every `should` optional: text and categories only score.
+    boolean: dict[str, Any] = {"must": [{"match_all": {}}]}
+    should: list[dict[str, Any]] = []
+    if text:
+        should.append({"multi_match": {"query": text, "fields": [f"title^{TITLE_WEIGHT:g}", "text"]}})
+    if categories:
+        cats = list(dict.fromkeys(categories))
+        boolean["filter"] = [{"terms": {"categories": cats}}]
+        # Each matching category adds to the score, like the in-process index.
+        should.extend(
+            {"constant_score": {"filter": {"term": {"categories": c}}, "boost": CATEGORY_WEIGHT}}
+            for c in cats
+        )
+    if should:
+        boolean["should"] = should
+    if exclude:
+        boolean["must_not"] = [{"ids": {"values": list(exclude)}}]
+    return {
+        "size": k,
+        "_source": False,
+        "query": {
+            "function_score": {
+                "query": {"bool": boolean},
+                "field_value_factor": {"field": "popularity", "modifier": "log1p", "missing": 0},
+                "boost_mode": "sum",
+            }
+        },
+    }
+
+
+class OpenSearchContentIndex:
+    def __init__(self, client: Any, alias: str, *, timeout_s: float = 0.05) -> None:
+        self.client = client
+        self.alias = alias
+        self.timeout_s = timeout_s
+
+    def search(
+        self, *, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str] = ()
+    ) -> list[tuple[str, float]]:
+        body = search_body(text, categories, k, exclude)
+        try:
+            resp = self.client.search(index=self.alias, body=body, request_timeout=self.timeout_s)
+        except Exception as exc:
+            raise _opensearch_error(exc, "search") from exc
+        try:
+            return [(str(h["_id"]), float(h["_score"])) for h in resp["hits"]["hits"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DependencyError(f"opensearch search: unexpected response ({exc})") from exc
+
+
+class OpenSearchContentIndexWriter:
+    """Versioned index + atomic alias switch (old version indices are left for rollback)."""
+
+    def __init__(self, client: Any, alias: str, *, chunk_size: int = 1000) -> None:
+        self.client = client
+        self.alias = alias
+        self.chunk_size = chunk_size
+
+    def index_name(self, version: str) -> str:
+        return f"{self.alias}-{_check_version(version).lower()}"
+
+    def publish(self, version: str, docs: Iterable[ContentDoc]) -> int:
+        from opensearchpy import helpers
+
+        index = self.index_name(version)
+        try:
+            if not self.client.indices.exists(index=index):
+                self.client.indices.create(index=index, body=INDEX_MAPPINGS)
+            actions = (
+                {
+                    "_op_type": "index",
+                    "_index": index,
+                    "_id": d.item_id,
+                    "_source": {
+                        "item_id": d.item_id,
+                        "title": d.title,
+                        "text": d.text,
+                        "categories": list(d.categories),
+                        "popularity": float(d.popularity),
+                    },
+                }
+                for d in docs
+            )
+            n, errors = helpers.bulk(self.client, actions, chunk_size=self.chunk_size, raise_on_error=False)
+            if errors:
+                raise DependencyError(
+                    f"opensearch bulk: {len(errors) if isinstance(errors, list) else errors} documents failed"
+                )
+            self.client.indices.refresh(index=index)
+            self._switch_alias(index)
+        except DependencyError:
+            raise
+        except Exception as exc:
+            raise _opensearch_error(exc, "publish") from exc
+        return int(n)
+
+    def _switch_alias(self, index: str) -> None:
+        current: list[str] = []
+        if self.client.indices.exists_alias(name=self.alias):
+            current = sorted(self.client.indices.get_alias(name=self.alias))
+        actions: list[dict[str, Any]] = [
+            {"remove": {"index": i, "alias": self.alias}} for i in current if i != index
+        ]
+        actions.append({"add": {"index": index, "alias": self.alias}})
+        self.client.indices.update_aliases(body={"actions": actions})

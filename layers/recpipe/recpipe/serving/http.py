@@ -1,0 +1,80 @@
+"""API Gateway glue for /recommendations: who is asking, error bodies, metrics and logs.
+
+Kept out of the handler so the handler reads like a table of contents and these rules are
+unit-tested without Lambda.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from recpipe.serving.recommender import STAGES, RecommendationResult
+from recpipe.serving.request import RequestError
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def auth_subject(event: Mapping[str, Any], auth_mode: str) -> str | None:
+    """The authenticated user in JWT mode (REST Cognito authorizer or HTTP API JWT); None otherwise."""
+    if auth_mode != "JWT":
+        return None
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    claims = authorizer.get("claims") or (authorizer.get("jwt") or {}).get("claims") or {}
+    sub = claims.get("sub") if isinstance(claims, Mapping) else None
+    if not isinstance(sub, str) or not sub:
+        raise RequestError("no authenticated subject in the request", status=403, code="forbidden")
+    return sub
+
+
+def error_body(exc: RequestError) -> str:
+    return json.dumps({"error": {"code": exc.code, "message": exc.message}})
+
+
+def record_result(metrics: Metrics, logger: Logger, result: RecommendationResult) -> None:
+    """One metric per candidate source and per fallback, the latency, and one log line."""
+    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=result.took_ms)
+    metrics.add_metric(name="Candidates", unit=MetricUnit.Count, value=result.n_candidates)
+    for source, n in result.source_counts.items():
+        metrics.add_metric(name=f"CandidatesFrom_{source}", unit=MetricUnit.Count, value=n)
+    for name in result.degraded:
+        metrics.add_metric(name=f"Degraded_{name}", unit=MetricUnit.Count, value=1)
+    if result.cold_start:
+        metrics.add_metric(name="ColdStartUser", unit=MetricUnit.Count, value=1)
+    log = logger.warning if result.degraded else logger.info
+    log(
+        "recommendations served",
+        extra={
+            "user_id": result.user_id,
+            "recommendation_id": result.recommendation_id,
+            "model_version": result.model_version,
+            "degraded": result.degraded,
+            "failures": result.failures if result.degraded else None,
+            "n_candidates": result.n_candidates,
+            "n_items": len(result.items),
+            "took_ms": round(result.took_ms, 3),
+            "stages_ms": {s: round(result.timings[s], 3) for s in STAGES if s in result.timings},
+        },
+    )
+
+
+def model_event_recorder(metrics: Metrics, logger: Logger) -> Any:
+    """ModelProvider events -> a metric and a log line (a refused model is an error)."""
+    names = {
+        "model_loaded": "ModelLoaded",
+        "model_load_failed": "ModelLoadFailed",
+        "model_fetch_failed": "ModelFetchFailed",
+        "model_pointer_failed": "ModelPointerFailed",
+        "model_missing": "ModelMissing",
+    }
+
+    def record(event: str, detail: dict[str, Any]) -> None:
+        metrics.add_metric(name=names.get(event, event), unit=MetricUnit.Count, value=1)
+        log = logger.info if event == "model_loaded" else logger.error
+        log(event, extra=detail)
+
+    return record

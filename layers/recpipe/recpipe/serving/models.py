@@ -1,0 +1,235 @@
+"""Which model the container serves: loaded once, verified, hot-swapped, last good kept.
+
+The pointer (SSM parameter via ModelStore, or a local directory) is re-read at most every
+`refresh_s`. A new version is fetched, checked (checksums and feature spec by load_bundle, then
+a smoke inference) and only then swapped in; a version that fails is remembered and never
+retried, and the previous model keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from recpipe.bundle import MANIFEST, Bundle, BundleError, load_bundle
+from recpipe.domain.features import FeatureAssembler
+from recpipe.domain.items import N_DAYPARTS
+from recpipe.ports import ModelStore
+from recpipe.serving.ranker import Ranker, RankerError
+
+#: File naming the current version in a local directory of versions (the local stack's pointer).
+LOCAL_POINTER = "CURRENT"
+#: How many of the most popular items per daypart are kept sorted for cold start and top-up.
+POPULAR_DEPTH = 5000
+
+ModelEventSink = Callable[[str, dict[str, Any]], None]
+
+
+class BundleSource(Protocol):
+    def current_version(self) -> str | None: ...
+
+    def fetch(self, version: str) -> Path:
+        """A local directory holding bundle `version`."""
+        ...
+
+
+class StoreBundleSource:
+    """Bundles in S3 behind the SSM pointer, downloaded once per version into `cache_dir`."""
+
+    def __init__(self, store: ModelStore, cache_dir: Path) -> None:
+        self.store = store
+        self.cache_dir = cache_dir
+
+    def current_version(self) -> str | None:
+        return self.store.current_version()
+
+    def fetch(self, version: str) -> Path:
+        dest = self.cache_dir / version
+        if (dest / MANIFEST).is_file():
+            return dest
+        return self.store.fetch(version, dest)
+
+
+class LocalBundleSource:
+    """A bundle directory, or a directory of versions with a CURRENT file naming one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def current_version(self) -> str | None:
+        manifest = self.root / MANIFEST
+        if manifest.is_file():
+            try:
+                return str(json.loads(manifest.read_text())["version"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BundleError(f"{manifest}: unreadable ({exc})") from None
+        pointer = self.root / LOCAL_POINTER
+        if pointer.is_file():
+            return pointer.read_text().strip() or None
+        return None
+
+    def fetch(self, version: str) -> Path:
+        if (self.root / MANIFEST).is_file():
+            return self.root
+        return self.root / version
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    bundle: Bundle
+    ranker: Ranker
+    assembler: FeatureAssembler
+    #: Per daypart, the most popular item indices, best first.
+    popular: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    load_ms: float = 0.0
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+
+def prepare_model(bundle_dir: Path, *, warm_sizes: tuple[int, ...] = ()) -> LoadedModel:
+    """Load, verify and smoke-test a bundle. Raises BundleError or RankerError."""
+    t0 = time.perf_counter()
+    bundle = load_bundle(bundle_dir)
+    ranker = Ranker.from_file(bundle.ranker_path, version=bundle.version)
+    assembler = FeatureAssembler(bundle.items)
+    # Smoke inference on real rows of this bundle (popular items, empty user), not just zeros.
+    from recpipe.domain.features import CandidateSet, RequestContext, UserView
+
+    items = bundle.items
+    depth = min(POPULAR_DEPTH, len(items))
+    popular = []
+    for d in range(N_DAYPARTS):
+        col = items.daypart_popularity[:, d]
+        top = np.argpartition(-col, depth - 1)[:depth] if depth < len(items) else np.arange(len(items))
+        popular.append(top[np.argsort(-col[top], kind="stable")].astype(np.int32))
+    smoke_items = popular[0][:8]
+    n = len(smoke_items)
+    cands = CandidateSet(
+        items=smoke_items,
+        sources=np.full(n, 16, np.uint8),
+        cf_score=np.zeros(n, np.float32),
+        cf_rank=np.full(n, -1.0, np.float32),
+        trending=np.zeros(n, np.float32),
+        anchor=np.full(n, -1, np.int32),
+    )
+    x = assembler.assemble(cands, UserView(), RequestContext(now=time.time()))
+    ranker.smoke_test(x if n else None)
+    ranker.warm(warm_sizes)
+    return LoadedModel(
+        bundle=bundle,
+        ranker=ranker,
+        assembler=assembler,
+        popular=popular,
+        load_ms=(time.perf_counter() - t0) * 1000.0,
+    )
+
+
+class ModelProvider:
+    def __init__(
+        self,
+        source: BundleSource,
+        *,
+        refresh_s: float = 60.0,
+        warm_sizes: tuple[int, ...] = (),
+        background: bool = True,
+        on_event: ModelEventSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.refresh_s = refresh_s
+        self.warm_sizes = warm_sizes
+        self.background = background
+        self.on_event = on_event or (lambda name, detail: None)
+        self.clock = clock
+        self._model: LoadedModel | None = None
+        self._failed: dict[str, str] = {}
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+        self._refreshing = False
+        self.last_error: str | None = None
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    @property
+    def failed_versions(self) -> dict[str, str]:
+        return dict(self._failed)
+
+    def current(self) -> LoadedModel | None:
+        """The model to serve now; triggers a pointer re-check when one is due."""
+        if self.clock() >= self._next_check:
+            if self._model is None or not self.background:
+                self.refresh()
+            else:
+                self._refresh_in_background()
+        return self._model
+
+    def _refresh_in_background(self) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+            # Claim the slot now so concurrent requests do not start a second check.
+            self._next_check = self.clock() + self.refresh_s
+
+        def run() -> None:
+            try:
+                self.refresh()
+            finally:
+                with self._lock:
+                    self._refreshing = False
+
+        threading.Thread(target=run, name="model-refresh", daemon=True).start()
+
+    def refresh(self) -> bool:
+        """Re-read the pointer and swap in a new version if it loads. True when swapped."""
+        self._next_check = self.clock() + self.refresh_s
+        try:
+            version = self.source.current_version()
+        except Exception as exc:  # SSM/S3/file errors: keep serving what we have
+            self.last_error = f"model pointer unreadable: {type(exc).__name__}: {exc}"
+            self.on_event("model_pointer_failed", {"reason": self.last_error})
+            return False
+        if version is None:
+            self.last_error = "no model version published"
+            if self._model is None:
+                self.on_event("model_missing", {"reason": self.last_error})
+            return False
+        if (self._model is not None and self._model.version == version) or version in self._failed:
+            return False
+        try:
+            path = self.source.fetch(version)
+            model = prepare_model(path, warm_sizes=self.warm_sizes)
+            if model.version != version:
+                raise BundleError(f"pointer names {version!r} but the bundle says {model.version!r}")
+        except (BundleError, RankerError) as exc:
+            self._reject(version, f"{type(exc).__name__}: {exc}")
+            return False
+        except Exception as exc:  # a failed download may succeed later: retried at the next check
+            self.last_error = f"model {version} not fetched: {type(exc).__name__}: {exc}"
+            self.on_event("model_fetch_failed", {"version": version, "reason": self.last_error})
+            return False
+        previous = self._model.version if self._model else None
+        self._model = model
+        self.last_error = None
+        self.on_event("model_loaded", {"version": version, "previous": previous, "load_ms": model.load_ms})
+        return True
+
+    def _reject(self, version: str, reason: str) -> None:
+        self._failed[version] = reason
+        self.last_error = f"model {version} refused: {reason}"
+        self.on_event(
+            "model_load_failed",
+            {"version": version, "reason": reason, "serving": self._model.version if self._model else None},
+        )

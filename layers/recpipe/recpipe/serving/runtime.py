@@ -1,0 +1,174 @@
+"""Builds the online path from Settings, once per container (the handler's init phase)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recpipe.config import Settings
+from recpipe.keys import KeyLayout
+from recpipe.ports import CandidateCache, ContentIndex, SessionStore, TrendingStore, UserFeatureStore
+from recpipe.serving.models import (
+    BundleSource,
+    LocalBundleSource,
+    ModelEventSink,
+    ModelProvider,
+    StoreBundleSource,
+)
+from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
+from recpipe.serving.recommender import Recommender
+
+logger = logging.getLogger(__name__)
+
+#: Worker threads for the per-request reads (4 reads + the content index, with slack for
+#: calls that outlived their deadline).
+READ_WORKERS = 16
+#: Calls in flight per dependency before new requests skip it (a hung dependency cannot
+#: exhaust the pool).
+BULKHEAD_LIMIT = 3
+
+
+@dataclass(slots=True)
+class Dependencies:
+    candidates: CandidateCache | None = None
+    sessions: SessionStore | None = None
+    users: UserFeatureStore | None = None
+    trending: TrendingStore | None = None
+    content: ContentIndex | None = None
+    #: Cheap liveness probe per dependency for /health (name -> callable raising on failure).
+    probes: dict[str, Callable[[], Any]] | None = None
+
+
+@dataclass(slots=True)
+class OnlinePath:
+    recommender: Recommender
+    models: ModelProvider
+    probes: dict[str, Callable[[], Any]]
+    settings: Settings
+    init_ms: float = 0.0
+
+    def health(self, runner_timeout_s: float = 0.05) -> dict[str, Any]:
+        """Model loaded and each dependency's status, each probe under a short deadline."""
+        results, failures = self.recommender.runner.gather(dict(self.probes), runner_timeout_s)
+        model = self.models.model
+        deps = {name: "ok" for name in results}
+        deps.update({name: f"unavailable: {reason}" for name, reason in failures.items()})
+        return {
+            "status": "ok" if model is not None else "degraded",
+            "model_version": model.version if model else None,
+            "model_error": self.models.last_error,
+            "dependencies": deps,
+        }
+
+
+def bundle_source(settings: Settings) -> BundleSource:
+    if settings.bundle_dir:
+        return LocalBundleSource(Path(settings.bundle_dir))
+    from recpipe.adapters.s3_models import S3ModelStore
+    from recpipe.stream.wiring import aws_client
+
+    store = S3ModelStore(
+        aws_client("s3", settings, read_timeout_s=10.0),
+        aws_client("ssm", settings, read_timeout_s=1.0),
+        bucket=settings.model_bucket,
+        pointer_param=settings.model_pointer_param,
+    )
+    return StoreBundleSource(store, Path(tempfile.gettempdir()) / "recpipe-bundles")
+
+
+def content_index(settings: Settings, timeout_s: float) -> ContentIndex | None:
+    if settings.opensearch_url:
+        from opensearchpy import OpenSearch
+
+        from recpipe.adapters.content_index import OpenSearchContentIndex
+
+        auth: Any = None
+        if settings.aws_endpoint_url is None and settings.opensearch_url.startswith("https://"):
+            import boto3
+            from opensearchpy import Urllib3AWSV4SignerAuth
+
+            session = boto3.Session()
+            auth = Urllib3AWSV4SignerAuth(session.get_credentials(), session.region_name or "us-east-1", "es")
+        client = OpenSearch(hosts=[settings.opensearch_url], http_auth=auth, timeout=timeout_s, max_retries=0)
+        return OpenSearchContentIndex(client, settings.content_index_alias, timeout_s=timeout_s)
+    if settings.content_index_dir:
+        from recpipe.adapters.content_index import InProcessContentIndex
+
+        return InProcessContentIndex(Path(settings.content_index_dir), refresh_s=settings.model_refresh_s)
+    return None
+
+
+def aws_dependencies(settings: Settings) -> Dependencies:
+    """Redis (candidates, sessions, trending), DynamoDB (user features), the content index."""
+    from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+    from recpipe.adapters.redis_candidates import RedisCandidateCache
+    from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
+    from recpipe.stream.wiring import aws_client, redis_client
+
+    timeout_s = settings.read_timeout_ms / 1000.0
+    layout = KeyLayout(settings.env_name)
+    client = redis_client(settings, timeout_s=timeout_s)
+    # One SDK attempt: the request has no time for retries, the read degrades instead.
+    ddb = aws_client("dynamodb", settings, read_timeout_s=max(timeout_s, 0.05), attempts=1)
+    return Dependencies(
+        candidates=RedisCandidateCache(client, layout),
+        sessions=RedisSessionStore(client, layout),
+        # Eventually consistent reads: half the cost, and the session carries the fresh signal.
+        users=DynamoDBUserFeatureStore(ddb, settings.user_features_table, consistent_read=False),
+        trending=RedisTrendingStore(client, layout),
+        content=content_index(settings, timeout_s),
+        probes={"redis": client.ping},
+    )
+
+
+def build_online_path(
+    settings: Settings,
+    *,
+    dependencies: Dependencies | None = None,
+    source: BundleSource | None = None,
+    on_model_event: ModelEventSink | None = None,
+    background_refresh: bool = True,
+) -> OnlinePath:
+    t0 = time.perf_counter()
+    deps = dependencies if dependencies is not None else aws_dependencies(settings)
+    executor = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="recpipe-read")
+    runner = DeadlineRunner(executor, Bulkhead(BULKHEAD_LIMIT))
+    timeout_s = settings.read_timeout_ms / 1000.0
+    models = ModelProvider(
+        source if source is not None else bundle_source(settings),
+        refresh_s=settings.model_refresh_s,
+        warm_sizes=(settings.max_candidates,),
+        background=background_refresh,
+        on_event=on_model_event,
+    )
+    models.current()  # load at init, not on the first request
+    reader = RequestReader(
+        runner,
+        candidates=deps.candidates,
+        sessions=deps.sessions,
+        users=deps.users,
+        trending=TrendingCache(deps.trending) if deps.trending is not None else None,
+        timeout_s=timeout_s,
+    )
+    recommender = Recommender(
+        models,
+        reader,
+        runner,
+        content=deps.content,
+        max_candidates=settings.max_candidates,
+        budget_s=settings.request_budget_ms / 1000.0,
+        read_timeout_s=timeout_s,
+    )
+    return OnlinePath(
+        recommender=recommender,
+        models=models,
+        probes=dict(deps.probes or {}),
+        settings=settings,
+        init_ms=(time.perf_counter() - t0) * 1000.0,
+    )
