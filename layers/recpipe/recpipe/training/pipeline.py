@@ -29,7 +29,8 @@ from recpipe.domain.catalogue import InteractionLog, ItemMeta
 from recpipe.domain.features import FeatureAssembler, RequestContext
 from recpipe.domain.items import ItemTable
 from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
-from recpipe.training.cf import CandidateLists, CFModel, fit_als, neighbours, row_weights, top_n
+from recpipe.training.candidates import CandidateLists
+from recpipe.training.cf import CFModel, fit_als, neighbours, row_weights, top_n
 from recpipe.training.item_table import build_item_table, item_universe
 from recpipe.training.ranker import RankerParams, export_tflite, tflite_scores, train_ranker
 from recpipe.training.replay import (

@@ -1,0 +1,95 @@
+"""Step Functions task handlers of the retrain workflow (statemachines/retrain.asl.json).
+
+Each handler parses its state input, calls one step of recpipe.training.workflow and returns
+the step's small JSON result. Exceptions propagate: Step Functions retries RetryableError and
+the Lambda service errors, and routes everything else to NotifyFailure.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from recpipe.config import settings
+from recpipe.training import workflow
+from recpipe.training.wiring import build_deps
+
+logger, tracer, metrics = Logger(), Tracer(), Metrics()
+
+
+@lru_cache(maxsize=1)
+def deps() -> workflow.RetrainDeps:
+    return build_deps(settings())
+
+
+def _run(event: dict[str, Any]) -> tuple[str, str]:
+    logger.append_keys(run_id=event.get("run_id"))
+    return str(event["run_id"]), str(event["version"])
+
+
+@logger.inject_lambda_context(log_event=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def prepare(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    run = workflow.prepare(
+        deps(), event.get("request") or {}, execution=str(event.get("execution", "manual"))
+    )
+    metrics.add_metric("RetrainInteractions", MetricUnit.Count, run["interactions"])
+    metrics.add_metric("RetrainImportErrors", MetricUnit.Count, run["import_errors"])
+    return run
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def train(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Also accepts the SageMaker CreateTrainingJob request, so the same state can target either.
+    hp = event.get("HyperParameters") or event
+    out = workflow.train(deps(), *_run({"run_id": hp["run_id"], "version": hp["version"]}))
+    return {**out, "TrainingJobStatus": "Completed"}
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def evaluate(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    run_id, version = _run(event)
+    out = workflow.evaluate(
+        deps(),
+        run_id,
+        version,
+        gate_margin=float(event.get("gate_margin", 0.02)),
+        shard_size=int(event.get("shard_size", 20000)),
+    )
+    metrics.add_metric("RetrainGateRejected", MetricUnit.Count, 0 if out["publish"] else 1)
+    logger.info("gate decision", extra={"publish": out["publish"], "reason": out["reason"]})
+    return out
+
+
+@logger.inject_lambda_context
+def publish_candidates(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    run_id, version = _run(event)
+    return workflow.publish_candidates(
+        deps(), run_id, version, lo=int(event["lo"]), hi=int(event["hi"]), shard=int(event.get("shard", 0))
+    )
+
+
+@logger.inject_lambda_context
+def index_content(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return workflow.index_content(deps(), *_run(event))
+
+
+@logger.inject_lambda_context
+def promote(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    out = workflow.promote(deps(), *_run(event))
+    logger.info("model promoted", extra=out)
+    return out
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def notify_failure(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric("RetrainFailed", MetricUnit.Count, 1)
+    return workflow.notify_failure(
+        deps(), str(event["topic_arn"]), str(event.get("execution", "")), event.get("state") or {}
+    )

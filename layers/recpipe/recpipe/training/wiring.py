@@ -1,0 +1,102 @@
+"""Builds the retrain workflow's dependencies from Settings (handlers, SageMaker entry, CLI).
+
+Model bundles: S3 + SSM pointer, or a local directory of versions when RECPIPE_BUNDLE_DIR is
+set. Run artefacts: the model bucket's `runs/` prefix, or `work_dir`. Candidates: Redis.
+Content: OpenSearch when OPENSEARCH_URL is set, else the in-process index in CONTENT_INDEX_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import redis
+from botocore.config import Config
+
+from recpipe.adapters.redis_candidates import RedisCandidateCache
+from recpipe.adapters.s3_models import DirectoryModelStore, S3ModelStore
+from recpipe.config import Settings
+from recpipe.keys import KeyLayout
+from recpipe.ports import ContentIndexWriter
+from recpipe.training.runs import DirectoryRunStore, RunStore, S3RunStore
+from recpipe.training.sources import default_loaders
+from recpipe.training.workflow import ModelRegistry, RetrainDeps
+
+
+def aws_client(service: str, settings: Settings) -> Any:
+    # Batch steps move bundles of tens of MB: generous timeouts, standard retries.
+    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"})
+    return boto3.client(service, endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[call-overload]
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    password = None
+    if settings.redis_auth_secret_arn:
+        raw = aws_client("secretsmanager", settings).get_secret_value(
+            SecretId=settings.redis_auth_secret_arn
+        )["SecretString"]
+        password = json.loads(raw).get("password", raw) if raw.lstrip().startswith("{") else raw
+    return redis.Redis.from_url(
+        settings.redis_url, password=password, socket_timeout=30, socket_connect_timeout=5
+    )
+
+
+def content_writer(settings: Settings) -> ContentIndexWriter | None:
+    if settings.opensearch_url:
+        from opensearchpy import OpenSearch
+
+        from recpipe.adapters.content_index import OpenSearchContentIndexWriter
+
+        auth: Any = None
+        if settings.aws_endpoint_url is None and settings.opensearch_url.startswith("https://"):
+            from opensearchpy import Urllib3AWSV4SignerAuth
+
+            session = boto3.Session()
+            auth = Urllib3AWSV4SignerAuth(session.get_credentials(), session.region_name or "us-east-1", "es")
+        client = OpenSearch(hosts=[settings.opensearch_url], http_auth=auth, timeout=60)
+        return OpenSearchContentIndexWriter(client, settings.content_index_alias)
+    if settings.content_index_dir:
+        from recpipe.adapters.content_index import InProcessContentIndexWriter
+
+        return InProcessContentIndexWriter(Path(settings.content_index_dir))
+    return None
+
+
+def sns_notifier(settings: Settings) -> Any:
+    sns = aws_client("sns", settings)
+
+    def notify(topic_arn: str, subject: str, message: str) -> str:
+        return str(sns.publish(TopicArn=topic_arn, Subject=subject, Message=message)["MessageId"])
+
+    return notify
+
+
+def build_deps(
+    settings: Settings, *, work_dir: Path | None = None, with_redis: bool = True, s3: Any = None
+) -> RetrainDeps:
+    local_only = settings.bundle_dir is not None and work_dir is not None
+    if s3 is None and not local_only:
+        s3 = aws_client("s3", settings)
+    models: ModelRegistry
+    if settings.bundle_dir:
+        models = DirectoryModelStore(Path(settings.bundle_dir))
+    else:
+        models = S3ModelStore(
+            s3, aws_client("ssm", settings), settings.model_bucket, settings.model_pointer_param
+        )
+    runs: RunStore = (
+        DirectoryRunStore(work_dir) if work_dir is not None else S3RunStore(s3, settings.model_bucket)
+    )
+    candidates = (
+        RedisCandidateCache(redis_client(settings), KeyLayout(settings.env_name)) if with_redis else None
+    )
+    return RetrainDeps(
+        runs=runs,
+        models=models,
+        candidates=candidates,
+        content=content_writer(settings),
+        loaders=default_loaders(s3, settings.model_bucket) if s3 is not None else default_loaders(),
+        notify=sns_notifier(settings),
+    )
