@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the full report here")
     p.add_argument("--out-dir", type=Path, default=Path("bench/results"), help="Markdown table and plots")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-events", type=int, default=3000, help="stream: evaluated events (seeded sample)")
+    p.add_argument("--max-events", type=int, default=5000, help="stream: evaluated events (seeded sample)")
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded subset of users")
     p.add_argument("--serving-json", type=Path, default=None,
                    help="serving benchmark report for the latency plot (default OUT_DIR/serving.json)")

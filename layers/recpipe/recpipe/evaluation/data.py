@@ -1,15 +1,12 @@
-"""Datasets for evaluation, named `movielens:DIR`. MovieLens ratings become `rating` events."""
+"""Datasets for evaluation, named `movielens:DIR`. Loaded with the project's one MovieLens
+importer (recpipe.training.movielens), so evaluation sees exactly what training sees."""
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from recpipe.domain.catalogue import TYPE_CODE, InteractionLog, ItemMeta
-from recpipe.domain.events import EventType
+from recpipe.domain.catalogue import InteractionLog, ItemMeta
 
 
 class DatasetError(ValueError):
@@ -20,7 +17,12 @@ class DatasetError(ValueError):
 class Dataset:
     name: str
     log: InteractionLog
+    #: item_id -> catalogue entry
     items: dict[str, ItemMeta]
+
+    @property
+    def catalogue(self) -> list[ItemMeta]:
+        return list(self.items.values())
 
 
 def load_dataset(spec: str) -> Dataset:
@@ -31,35 +33,13 @@ def load_dataset(spec: str) -> Dataset:
 
 
 def load_movielens(directory: Path) -> Dataset:
-    """Read ratings.csv and movies.csv (the ml-latest* layout) into an InteractionLog."""
-    ratings, movies = directory / "ratings.csv", directory / "movies.csv"
-    for path in (ratings, movies):
-        if not path.is_file():
-            raise DatasetError(f"{path} not found: expected a MovieLens ml-latest* directory")
-    items: dict[str, ItemMeta] = {}
-    with movies.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            genres = tuple(g for g in row["genres"].split("|") if g and g != "(no genres listed)")
-            items[row["movieId"]] = ItemMeta(item_id=row["movieId"], title=row["title"], categories=genres)
-    user_index: dict[str, int] = {}
-    item_index: dict[str, int] = {}
-    users: list[int] = []
-    item_codes: list[int] = []
-    ts: list[float] = []
-    values: list[float] = []
-    with ratings.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            users.append(user_index.setdefault(row["userId"], len(user_index)))
-            item_codes.append(item_index.setdefault(row["movieId"], len(item_index)))
-            ts.append(float(row["timestamp"]))
-            values.append(float(row["rating"]))
-    log = InteractionLog(
-        users=np.asarray(users, np.int32),
-        items=np.asarray(item_codes, np.int32),
-        ts=np.asarray(ts, np.float64),
-        types=np.full(len(users), TYPE_CODE[EventType.RATING], np.uint8),
-        values=np.asarray(values, np.float32),
-        user_vocab=list(user_index),
-        item_vocab=list(item_index),
-    )
-    return Dataset(name=f"movielens:{directory.name}", log=log, items=items)
+    from recpipe.training.movielens import DataImportError
+    from recpipe.training.movielens import load_movielens as import_movielens
+
+    try:
+        log, items, _report = import_movielens(directory)
+    except (DataImportError, FileNotFoundError) as exc:
+        raise DatasetError(f"cannot load MovieLens from {directory}: {exc}") from None
+    if len(log) == 0:
+        raise DatasetError(f"no ratings in {directory}")
+    return Dataset(name=f"movielens:{directory.name}", log=log, items={m.item_id: m for m in items})

@@ -21,7 +21,8 @@ LABELS = {
     "ease": "EASE",
     "cf_candidates": "CF candidate stage alone (EASE+ALS, RRF)",
     "pipeline": "full ranked pipeline",
-    "batch_only": "batch model alone (CF candidates by CF score)",
+    "batch_only": "batch model alone (CF candidates by CF score, popularity top-up)",
+    "pipeline_without_live": "online path without live signals (no session/features/trending)",
 }
 
 
@@ -30,11 +31,11 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
-def markdown_table(report: Mapping[str, Any]) -> str:
+def markdown_table(report: Mapping[str, Any], methods: Mapping[str, Any] | None = None) -> str:
     k = int(report["k"])
     cols = [c.format(k=k) for c in TABLE_COLUMNS[str(report["protocol"])]]
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name, metrics in report["methods"].items():
+    for name, metrics in (methods if methods is not None else report["methods"]).items():
         cells = [f"{metrics[c]:.4f}" if c in metrics else "-" for c in cols]
         lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -50,8 +51,14 @@ def write_markdown(report: Mapping[str, Any], path: Path) -> None:
     extra = report.get("candidate_stage")
     if extra:
         head.append("- candidate stage: " + ", ".join(f"{m}={v:.4f}" for m, v in extra.items()))
+    for key, value in (report.get("ratios") or {}).items():
+        head.append(f"- {key}: {value}")
+    body = markdown_table(report)
+    for segment, methods in (report.get("by_segment") or {}).items():
+        n = int(next(iter(methods.values())).get("n_evaluated", 0)) if methods else 0
+        body += f"\n{segment.replace('_', ' ')} ({n} events):\n\n" + markdown_table(report, methods)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(head) + "\n\n" + markdown_table(report))
+    path.write_text("\n".join(head) + "\n\n" + body)
 
 
 def plot_quality(report: Mapping[str, Any], path: Path) -> None:
