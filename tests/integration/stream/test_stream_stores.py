@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import boto3
 import pytest
 import redis
@@ -22,11 +24,11 @@ def client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
 
 
-@pytest.fixture()
-def table(aws: None) -> DynamoDBUserFeatureStore:
+@pytest.fixture(params=["document", "native"])
+def table(aws: None, request: pytest.FixtureRequest) -> DynamoDBUserFeatureStore:
     ddb = boto3.client("dynamodb")
     ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, "users"))
-    return DynamoDBUserFeatureStore(ddb, "users", clock=lambda: NOW)
+    return DynamoDBUserFeatureStore(ddb, "users", clock=lambda: NOW, layout=request.param)
 
 
 def test_session_is_newest_first_bounded_and_duplicate_free(client: redis.Redis) -> None:
@@ -85,3 +87,29 @@ def test_user_features_round_trip_and_conflicts(table: DynamoDBUserFeatureStore)
     assert table.get("missing") is None
     many = table.get_many(["u1", "missing", "u1"])
     assert set(many) == {"u1"} and many["u1"].version == 2
+
+
+def test_both_layouts_are_readable_and_keep_floats_exact(aws: None) -> None:
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, "users"))
+    doc = DynamoDBUserFeatureStore(ddb, "users", clock=lambda: NOW)
+    native = DynamoDBUserFeatureStore(ddb, "users", layout="native")
+    state = None
+    for i, ts in enumerate((NOW - 0.1, NOW - 1e-3 / 3, NOW)):
+        raw = {
+            "event_id": f"e{i}",
+            "user_id": "u1",
+            "item_id": f"i{i}",
+            "type": "rating",
+            "value": 4.5,
+            "ts": ts,
+        }
+        state = apply_event(state, parse_event(raw, now=NOW), ["Drama"])
+    assert state is not None
+    native.put(state, expected_version=0)
+    assert doc.get("u1") == replace(state, version=1)  # native item read by the document store
+    stored = doc.put(doc.get("u1") or state, expected_version=1)
+    item = ddb.get_item(TableName="users", Key={"user_id": {"S": "u1"}})["Item"]
+    assert item["features_format"]["S"] == "json+zlib/1" and item["total_events"]["N"] == "3"
+    assert int(item["expires_at"]["N"]) == int(NOW) + 180 * 24 * 3600
+    assert native.get("u1") == stored and stored.affinity == state.affinity  # bit-exact floats

@@ -25,7 +25,7 @@ CATEGORIES = {"m1": ("Drama",), "m2": ("Comedy", "Drama"), "m3": ("Horror",)}
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, write_workers: int = 1) -> None:
         self.users = InMemoryUserFeatureStore()
         self.sessions = InMemorySessionStore()
         self.trending = InMemoryTrendingStore(clock=lambda: NOW)
@@ -36,6 +36,7 @@ class World:
             self.trending,
             self.failures,
             lambda item: CATEGORIES.get(item, ()),
+            write_workers=write_workers,
             clock=lambda: NOW,
         )
 
@@ -73,9 +74,9 @@ def strip_version(f: UserFeatures | None) -> dict[str, Any] | None:
     return item
 
 
-@pytest.fixture()
-def world() -> World:
-    return World()
+@pytest.fixture(params=[1, 8], ids=["sequential", "8-writers"])
+def world(request: pytest.FixtureRequest) -> World:
+    return World(write_workers=request.param)
 
 
 def test_a_batch_updates_features_session_and_trending(world: World) -> None:

@@ -24,6 +24,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -127,6 +128,7 @@ class FeatureUpdater:
         categories_of: Callable[[str], Sequence[str]] = lambda _item: (),
         *,
         min_remaining_ms: int = MIN_REMAINING_MS,
+        write_workers: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._users = users
@@ -136,6 +138,9 @@ class FeatureUpdater:
         self._categories_of = categories_of
         self._min_remaining_ms = min_remaining_ms
         self._clock = clock
+        self._executor = (
+            ThreadPoolExecutor(write_workers, thread_name_prefix="user-writes") if write_workers > 1 else None
+        )
 
     def process(
         self, records: Sequence[StreamRecord], remaining_ms: Callable[[], int] | None = None
@@ -179,13 +184,13 @@ class FeatureUpdater:
                     failed.update(work[u].sequence_numbers)
                     result.retryable += len(work[u].sequence_numbers)
                 continue
-            for u in chunk:
-                try:
-                    self._apply(u, states.get(u), work[u].events, result)
-                except DependencyError:
+            for u, outcome in self._apply_all(chunk, states, work):
+                if isinstance(outcome, DependencyError):
                     failed.update(work[u].sequence_numbers)
                     result.retryable += len(work[u].sequence_numbers)
                     continue
+                for name in ("applied", "duplicates", "conflicts", "users_written"):
+                    setattr(result, name, getattr(result, name) + getattr(outcome, name))
                 done.append(work[u])
 
         if done:
@@ -198,6 +203,24 @@ class FeatureUpdater:
 
         result.failed = [r.sequence_number for r in records if r.sequence_number in failed]
         return result
+
+    def _apply_all(
+        self, chunk: list[str], states: Mapping[str, UserFeatures], work: Mapping[str, _UserWork]
+    ) -> list[tuple[str, UpdateResult | DependencyError]]:
+        """Per-user read-modify-write; users are independent items, so they run concurrently
+        (the calls are I/O bound: ~5 ms each in DynamoDB, a batch has up to 100s of users)."""
+
+        def one(u: str) -> tuple[str, UpdateResult | DependencyError]:
+            outcome = UpdateResult()
+            try:
+                self._apply(u, states.get(u), work[u].events, outcome)
+            except DependencyError as exc:
+                return u, exc
+            return u, outcome
+
+        if self._executor is None or len(chunk) == 1:
+            return [one(u) for u in chunk]
+        return list(self._executor.map(one, chunk))
 
     def _apply(
         self, user_id: str, state: UserFeatures | None, events: list[Event], result: UpdateResult

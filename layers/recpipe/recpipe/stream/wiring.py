@@ -26,12 +26,15 @@ from recpipe.stream.updater import FailureSink, FeatureUpdater
 logger = logging.getLogger(__name__)
 
 
-def aws_client(service: str, settings: Settings, *, read_timeout_s: float = 2.0, attempts: int = 2) -> Any:
+def aws_client(
+    service: str, settings: Settings, *, read_timeout_s: float = 2.0, attempts: int = 2, max_pool: int = 10
+) -> Any:
     # Few SDK-level attempts: the callers retry with their own budget (and Lambda redelivers).
     config = Config(
         connect_timeout=1.0,
         read_timeout=read_timeout_s,
         retries={"max_attempts": attempts, "mode": "standard"},
+        max_pool_connections=max_pool,
     )
     client: Any = boto3.client(service, endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[call-overload]
     return client
@@ -71,8 +74,15 @@ class LogFailureSink:
             logger.error("poison record (no failure queue configured): %s", json.dumps(dict(f), default=str))
 
 
-def build_updater(settings: Settings) -> FeatureUpdater:
+#: Concurrent per-user conditional writes: a DynamoDB write is ~5 ms of waiting, so a batch of
+#: 100 users written one by one would cap a shard below its own 1,000 records/s ingest limit.
+UPDATER_WRITE_WORKERS = 16
+
+
+def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> FeatureUpdater:
     client = redis_client(settings, timeout_s=1.0)
+    # One HTTP connection per writer thread (botocore's default pool holds 10).
+    dynamodb = aws_client("dynamodb", settings, max_pool=max(10, write_workers))
     layout = KeyLayout(settings.env_name)
     failures: FailureSink = (
         SqsFailureSink(aws_client("sqs", settings), settings.failure_queue_url)
@@ -80,11 +90,12 @@ def build_updater(settings: Settings) -> FeatureUpdater:
         else LogFailureSink()
     )
     return FeatureUpdater(
-        DynamoDBUserFeatureStore(aws_client("dynamodb", settings), settings.user_features_table),
+        DynamoDBUserFeatureStore(dynamodb, settings.user_features_table),
         RedisSessionStore(client, layout),
         RedisTrendingStore(client, layout),
         failures,
         item_categories(settings),
+        write_workers=write_workers,
     )
 
 
