@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from recpipe.adapters.redis_session import TRENDING_HALF_LIFE_BUCKETS
 from recpipe.bundle import Neighbours
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.domain.features import (
@@ -98,8 +99,10 @@ def gather_candidates(
 
 
 class TrendingWindow:
-    """Trending at any past moment from the time-sorted log: event weight per item over the
-    TRENDING_BUCKETS five-minute buckets ending at `now`, normalised by the top item."""
+    """Trending at any past moment from the log, computed as RedisTrendingStore.top does: event
+    weight per item in the TRENDING_BUCKETS five-minute buckets ending at `now`, each bucket
+    decayed by its age (half-life TRENDING_HALF_LIFE_BUCKETS), net-positive items only,
+    normalised by the top item."""
 
     def __init__(
         self,
@@ -115,12 +118,15 @@ class TrendingWindow:
         self._ids = item_ids
 
     def top(self, now: float, n: int) -> list[tuple[str, float]]:
-        start = (trending_bucket_of(now) - TRENDING_BUCKETS + 1) * TRENDING_BUCKET_S
+        current = trending_bucket_of(now)
+        start = (current - TRENDING_BUCKETS + 1) * TRENDING_BUCKET_S
         lo, hi = np.searchsorted(self._ts, [start, now], side="left")
         if hi <= lo:
             return []
+        age = current - np.floor(self._ts[lo:hi] / TRENDING_BUCKET_S)
+        w = self._w[lo:hi] * np.power(0.5, age / TRENDING_HALF_LIFE_BUCKETS)
         uniq, inv = np.unique(self._items[lo:hi], return_inverse=True)
-        sums = np.bincount(inv, weights=self._w[lo:hi])
+        sums = np.bincount(inv, weights=w)
         keep = sums > 0
         uniq, sums = uniq[keep], sums[keep]
         if not len(uniq):
@@ -160,11 +166,18 @@ class Examples:
 class Snapshot:
     """Everything one training example was built from (tests rebuild it through the stores)."""
 
+    row: int
     user_id: str
     now: float
     features: UserFeatures | None
     session: list[SessionEntry]
     device: str | None
+    cf: Sequence[tuple[str, float]]
+    trending: list[tuple[str, float]]
+    exclude: frozenset[int]
+    items: ItemTable
+    neighbours: Neighbours
+    policy: CandidatePolicy
     candidates: CandidateSet
     x: npt.NDArray[np.float32]
 
@@ -211,13 +224,15 @@ def replay(
             now = event.ts
             session = st.session_at(u, now)
             view = user_view(feats, session, items, now)
+            cf = cf_of(u)
+            trend = trending.top(now, policy.trending)
             cands = gather_candidates(
                 policy,
                 items,
                 neighbours,
-                cf=cf_of(u),
+                cf=cf,
                 session=view.session,
-                trending=trending.top(now, policy.trending),
+                trending=trend,
                 popular=popular,
                 exclude=seen,
             )
@@ -227,7 +242,24 @@ def replay(
                 ctx = RequestContext(now=now, device=event.device)
                 x = assembler.assemble(cands, view, ctx)
                 if on_snapshot is not None:
-                    on_snapshot(Snapshot(event.user_id, now, feats, list(session), event.device, cands, x))
+                    on_snapshot(
+                        Snapshot(
+                            r,
+                            event.user_id,
+                            now,
+                            feats,
+                            list(session),
+                            event.device,
+                            cf,
+                            trend,
+                            frozenset(seen),
+                            items,
+                            neighbours,
+                            policy,
+                            cands,
+                            x,
+                        )
+                    )
                 others = np.flatnonzero(cands.items != item)
                 if len(others) > negatives:
                     others = rng.choice(others, negatives, replace=False)
