@@ -19,8 +19,12 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-events", type=int, default=5000, help="stream: evaluated events (seeded sample)")
     p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded subset of users")
-    p.add_argument("--serving-json", type=Path, default=None,
-                   help="serving benchmark report for the latency plot (default OUT_DIR/serving.json)")
+    p.add_argument(
+        "--serving-json",
+        type=Path,
+        default=None,
+        help="serving benchmark report for the latency plot (default OUT_DIR/serving.json)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -45,13 +49,17 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol == "random":
         from recpipe.evaluation.random_protocol import RandomProtocolConfig, run_random
 
-        result = run_random(dataset, RandomProtocolConfig(k=args.k, seed=args.seed, max_users=args.max_users), progress)
+        result = run_random(
+            dataset, RandomProtocolConfig(k=args.k, seed=args.seed, max_users=args.max_users), progress
+        )
     else:
         from recpipe.evaluation.stream_protocol import StreamProtocolConfig, run_stream
 
         result = run_stream(
             dataset,
-            StreamProtocolConfig(k=args.k, seed=args.seed, max_events=args.max_events, max_users=args.max_users),
+            StreamProtocolConfig(
+                k=args.k, seed=args.seed, max_events=args.max_events, max_users=args.max_users
+            ),
             progress,
         )
     out_dir: Path = args.out_dir

@@ -45,9 +45,7 @@ def interaction_matrix(
     return m
 
 
-def top_k(
-    scores: npt.NDArray[np.float32], exclude: sp.csr_matrix | None, k: int
-) -> npt.NDArray[np.int64]:
+def top_k(scores: npt.NDArray[np.float32], exclude: sp.csr_matrix | None, k: int) -> npt.NDArray[np.int64]:
     """Indices of the k best items per row, best first, never an excluded (already seen) item.
     Ties break on the lower item index so results are deterministic."""
     s = np.array(scores, dtype=np.float64, copy=True)
@@ -138,14 +136,23 @@ class ALS(_ImplicitFactors):
     name = "als"
 
     def __init__(
-        self, factors: int = 64, regularization: float = 0.05, alpha: float = 1.0,
-        iterations: int = 15, seed: int = 0,
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        seed: int = 0,
     ) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
 
         self.model = AlternatingLeastSquares(
-            factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
-            random_state=seed, num_threads=1, calculate_training_loss=False,
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=seed,
+            num_threads=1,
+            calculate_training_loss=False,
         )
 
     def fit(self, x: sp.csr_matrix) -> None:
@@ -156,14 +163,22 @@ class BPR(_ImplicitFactors):
     name = "bpr"
 
     def __init__(
-        self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01,
-        iterations: int = 100, seed: int = 0,
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        seed: int = 0,
     ) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         self.model = BayesianPersonalizedRanking(
-            factors=factors, learning_rate=learning_rate, regularization=regularization,
-            iterations=iterations, random_state=seed, num_threads=1,
+            factors=factors,
+            learning_rate=learning_rate,
+            regularization=regularization,
+            iterations=iterations,
+            random_state=seed,
+            num_threads=1,
         )
 
     def fit(self, x: sp.csr_matrix) -> None:
@@ -212,14 +227,16 @@ SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
     "popularity": [{}],
     "als": [
         {"factors": f, "regularization": r, "alpha": a}
-        for f in (64, 128) for r in (0.05, 0.5) for a in (1.0, 10.0)
+        for f in (64, 128)
+        for r in (0.05, 0.5)
+        for a in (1.0, 10.0)
     ],
     "bpr": [
         {"factors": f, "learning_rate": lr, "regularization": r}
-        for f in (64, 128) for lr in (0.01, 0.05) for r in (0.001, 0.01)
+        for f in (64, 128)
+        for lr in (0.01, 0.05)
+        for r in (0.001, 0.01)
     ],
-    "item_knn": [
-        {"similarity": s, "neighbours": n} for s in ("cosine", "bm25") for n in (25, 50, 100, 200)
-    ],
+    "item_knn": [{"similarity": s, "neighbours": n} for s in ("cosine", "bm25") for n in (25, 50, 100, 200)],
     "ease": [{"reg": r} for r in (50.0, 100.0, 200.0, 350.0, 500.0, 750.0, 1000.0, 1500.0)],
 }

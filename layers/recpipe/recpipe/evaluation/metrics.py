@@ -136,9 +136,7 @@ def evaluate_lists(
     return acc.result()
 
 
-def recall_of_candidates(
-    lists: Iterable[tuple[Sequence[object], Collection[object]]], depth: int
-) -> float:
+def recall_of_candidates(lists: Iterable[tuple[Sequence[object], Collection[object]]], depth: int) -> float:
     """Mean recall@depth of candidate lists: the ceiling a re-ranker over them can reach."""
     total, n = 0.0, 0
     for cands, relevant in lists:

@@ -52,6 +52,8 @@ class RandomProtocolConfig:
     #: Evaluate only this many users (seeded sample); None = all (CI smoke uses a subset).
     max_users: int | None = None
     methods: tuple[str, ...] = BASELINES
+    #: Also run the two-stage pipeline (needs TensorFlow; off for quick baseline-only runs).
+    two_stage: bool = True
 
 
 def _matrices(log: InteractionLog, mask: npt.NDArray[np.bool_]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -71,9 +73,9 @@ def _score_lists(
     )
 
 
-def _carve(log: InteractionLog, within: npt.NDArray[np.bool_], ratio: float, seed: int) -> tuple[
-    npt.NDArray[np.bool_], npt.NDArray[np.bool_]
-]:
+def _carve(
+    log: InteractionLog, within: npt.NDArray[np.bool_], ratio: float, seed: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Split the rows in `within` per user: (fit mask, held-out mask) over the whole log."""
     idx = np.flatnonzero(within)
     keep = stratified_split(log.take(idx), ratio, seed)
@@ -110,7 +112,7 @@ def run_random(
     best_params: dict[str, dict[str, Any]] = {}
     for method in config.methods:
         t0 = time.perf_counter()
-        trials = []
+        trials: list[dict[str, Any]] = []
         for params in SEARCH_SPACE[method]:
             model = make_model(method, params, seed)
             model.fit(x_fit)
@@ -120,13 +122,73 @@ def run_random(
         best_params[method] = dict(best["params"])
         model = make_model(method, best["params"], seed)
         model.fit(x_train)
-        methods[method] = _score_lists(top_k(model.scores(users, x_train), x_train[users], k), x_test, users, k, n_items)
-        tuning[method] = {"budget": len(trials), "best": best["params"], "trials": trials,
-                          "seconds": round(time.perf_counter() - t0, 2)}
+        methods[method] = _score_lists(
+            top_k(model.scores(users, x_train), x_train[users], k), x_test, users, k, n_items
+        )
+        tuning[method] = {
+            "budget": len(trials),
+            "best": best["params"],
+            "trials": trials,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         progress(f"{method}: ndcg@{k}={methods[method][f'ndcg@{k}']:.4f} best={best['params']}")
 
-    # ---- the two-stage pipeline ----------------------------------------------------------
+    report: dict[str, Any] = {
+        "protocol": "random",
+        "k": k,
+        "dataset": dataset.name,
+        "methods": methods,
+        "tuning": tuning,
+        "config": {
+            "seed": seed,
+            "split": f"per-user stratified random {1 - config.test_ratio:.2f}/{config.test_ratio:.2f}",
+            "validation": "same split carved out of the training part (seed+1), best by nDCG@k",
+            "relevance": "every rating is a positive; training items excluded from the lists",
+            "metric_definitions": "Microsoft Recommenders python_evaluation (release 1.2): "
+            "precision_at_k, recall_at_k, ndcg_at_k (binary), map (by #relevant), map_at_k (by min(#relevant,k))",
+            "users": len(users),
+            "items": n_items,
+            "interactions": len(log),
+            "train_interactions": int(train.sum()),
+        },
+    }
+    if config.two_stage:
+        _two_stage(
+            report,
+            dataset=dataset,
+            log=log,
+            train=train,
+            users=users,
+            x_train=x_train,
+            r_train=r_train,
+            x_test=x_test,
+            best_params=best_params,
+            config=config,
+            progress=progress,
+        )
+    report["methods"] = {name: {m: round(v, 6) for m, v in r.items()} for name, r in methods.items()}
+    report["config"]["seconds"] = round(time.perf_counter() - t_start, 2)
+    return report
+
+
+def _two_stage(
+    report: dict[str, Any],
+    *,
+    dataset: Dataset,
+    log: InteractionLog,
+    train: npt.NDArray[np.bool_],
+    users: npt.NDArray[np.int64],
+    x_train: sp.csr_matrix,
+    r_train: sp.csr_matrix,
+    x_test: sp.csr_matrix,
+    best_params: dict[str, dict[str, Any]],
+    config: RandomProtocolConfig,
+    progress: Progress,
+) -> None:
+    """Candidates (EASE U ALS, tuned above) -> listwise ranker trained on carve-outs."""
     t0 = time.perf_counter()
+    k, seed, n_items = config.k, config.seed, len(log.item_vocab)
+    methods = report["methods"]
     side = ItemSide.build(log.item_vocab, dataset.items)
     stage = CandidateStage(
         CandidateStageConfig(
@@ -159,44 +221,30 @@ def run_random(
         ((fused[row, :k].tolist(), truth[row]) for row in range(len(users))), k, n_items
     )
     ranked = ranker.rank(cands, k)
-    methods["pipeline"] = evaluate_lists(((ranked[row].tolist(), truth[row]) for row in range(len(users))), k, n_items)
+    methods["pipeline"] = evaluate_lists(
+        ((ranked[row].tolist(), truth[row]) for row in range(len(users))), k, n_items
+    )
     depth = CANDIDATE_DEPTH
     candidate_recall = {
-        f"recall@{depth}": recall_of_candidates(((fused[r].tolist(), truth[r]) for r in range(len(users))), depth),
+        f"recall@{depth}": recall_of_candidates(
+            ((fused[r].tolist(), truth[r]) for r in range(len(users))), depth
+        ),
         "recall_all": recall_of_candidates(
             ((cands.items[r][cands.mask[r]].tolist(), truth[r]) for r in range(len(users))), 10 * depth
         ),
         "mean_candidates": float(cands.mask.sum(axis=1).mean()),
     }
-    progress(f"pipeline: ndcg@{k}={methods['pipeline'][f'ndcg@{k}']:.4f} candidates recall@{depth}={candidate_recall[f'recall@{depth}']:.4f}")
-    return {
-        "protocol": "random",
-        "k": k,
-        "dataset": dataset.name,
-        "methods": {name: {m: round(v, 6) for m, v in r.items()} for name, r in methods.items()},
-        "candidate_stage": {m: round(v, 6) for m, v in candidate_recall.items()},
-        "tuning": tuning,
-        "config": {
-            "seed": seed,
-            "split": f"per-user stratified random {1 - config.test_ratio:.2f}/{config.test_ratio:.2f}",
-            "validation": "same split carved out of the training part (seed+1), best by nDCG@k",
-            "relevance": "every rating is a positive; training items excluded from the lists",
-            "metric_definitions": "Microsoft Recommenders python_evaluation (release 1.2): "
-            "precision_at_k, recall_at_k, ndcg_at_k (binary), map (by #relevant), map_at_k (by min(#relevant,k))",
-            "users": len(users),
-            "items": n_items,
-            "interactions": len(log),
-            "train_interactions": int(train.sum()),
-            "two_stage": {
-                "candidates": f"EASE top-{config.per_source} U ALS top-{config.per_source}, RRF order",
-                "ranker": "listwise MLP (2x32 relu, softmax cross-entropy), TensorFlow",
-                "ranker_training": f"{config.ranker_folds} carve-outs of the training part "
-                f"({config.ranker_fit_ratio:.0%} fit / rest labels)",
-                "ranker_epochs": config.ranker_epochs,
-                "features": list(TWO_STAGE_FEATURES),
-                "ranker_fit": ranker_fit,
-                "seconds": round(time.perf_counter() - t0, 2),
-            },
-            "seconds": round(time.perf_counter() - t_start, 2),
-        },
+    progress(
+        f"pipeline: ndcg@{k}={methods['pipeline'][f'ndcg@{k}']:.4f} candidates recall@{depth}={candidate_recall[f'recall@{depth}']:.4f}"
+    )
+    report["candidate_stage"] = {m: round(v, 6) for m, v in candidate_recall.items()}
+    report["config"]["two_stage"] = {
+        "candidates": f"EASE top-{config.per_source} U ALS top-{config.per_source}, RRF order",
+        "ranker": "listwise MLP (2x32 relu, softmax cross-entropy), TensorFlow",
+        "ranker_training": f"{config.ranker_folds} carve-outs of the training part "
+        f"({config.ranker_fit_ratio:.0%} fit / rest labels)",
+        "ranker_epochs": config.ranker_epochs,
+        "features": list(TWO_STAGE_FEATURES),
+        "ranker_fit": ranker_fit,
+        "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -44,8 +44,20 @@ def markdown_table(report: Mapping[str, Any], methods: Mapping[str, Any] | None 
 def write_markdown(report: Mapping[str, Any], path: Path) -> None:
     cfg = report.get("config", {})
     head = [f"# Offline evaluation: {report['protocol']} protocol ({report.get('dataset', '')})", ""]
-    details = {key: cfg[key] for key in ("split", "relevance", "users", "items", "evaluated_events",
-                                          "sampled_from", "seed", "seconds") if key in cfg}
+    details = {
+        key: cfg[key]
+        for key in (
+            "split",
+            "relevance",
+            "users",
+            "items",
+            "evaluated_events",
+            "sampled_from",
+            "seed",
+            "seconds",
+        )
+        if key in cfg
+    }
     for key, value in details.items():
         head.append(f"- {key}: {value}")
     extra = report.get("candidate_stage")
@@ -105,8 +117,12 @@ def plot_latency(serving: Mapping[str, Any], path: Path) -> bool:
         arr = np.sort(np.asarray(values, dtype=float))
         if len(arr) == 0:
             continue
-        ax.plot(arr, np.arange(1, len(arr) + 1) / len(arr), label=f"{label} candidates "
-                f"(p50 {np.percentile(arr, 50):.1f}, p99 {np.percentile(arr, 99):.1f} ms)")
+        ax.plot(
+            arr,
+            np.arange(1, len(arr) + 1) / len(arr),
+            label=f"{label} candidates "
+            f"(p50 {np.percentile(arr, 50):.1f}, p99 {np.percentile(arr, 99):.1f} ms)",
+        )
     ax.set_xlabel("request latency (ms)")
     ax.set_ylabel("fraction of requests")
     ax.set_title("Online path latency (recpipe bench serving)")

@@ -64,7 +64,9 @@ class _Clock:
         return self.now
 
 
-def run_stream(dataset: Dataset, config: StreamProtocolConfig, progress: Progress = lambda _: None) -> dict[str, Any]:
+def run_stream(
+    dataset: Dataset, config: StreamProtocolConfig, progress: Progress = lambda _: None
+) -> dict[str, Any]:
     from recpipe.serving.models import LocalBundleSource, ModelProvider
     from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
     from recpipe.serving.recommender import Recommender
@@ -127,12 +129,16 @@ def run_stream(dataset: Dataset, config: StreamProtocolConfig, progress: Progres
                 event = log.event(r)
                 seq += 1
                 records.append(
-                    StreamRecord(str(seq), json.dumps(event.to_record()).encode(), partition_key=event.user_id)
+                    StreamRecord(
+                        str(seq), json.dumps(event.to_record()).encode(), partition_key=event.user_id
+                    )
                 )
             clock.now = float(log.ts[chunk[-1]]) + 1.0
             result = updater.process(records)
             if result.failed or result.poison:
-                raise RuntimeError(f"feature updater failed {len(result.failed)} / poisoned {result.poison} records")
+                raise RuntimeError(
+                    f"feature updater failed {len(result.failed)} / poisoned {result.poison} records"
+                )
 
     t0 = time.perf_counter()
     apply(np.flatnonzero(train_mask).tolist())
@@ -145,15 +151,25 @@ def run_stream(dataset: Dataset, config: StreamProtocolConfig, progress: Progres
     runner = DeadlineRunner(executor, Bulkhead(limit=16))
     # Generous deadlines: the evaluation measures quality; latency has its own benchmark.
     reader = RequestReader(
-        runner, candidates=cache, sessions=sessions, users=users_store,
-        trending=TrendingCache(trending, ttl_s=0.0), timeout_s=10.0,
+        runner,
+        candidates=cache,
+        sessions=sessions,
+        users=users_store,
+        trending=TrendingCache(trending, ttl_s=0.0),
+        timeout_s=10.0,
     )
-    recommender = Recommender(provider, reader, runner, content=None, budget_s=10.0, read_timeout_s=10.0, clock=clock)
+    recommender = Recommender(
+        provider, reader, runner, content=None, budget_s=10.0, read_timeout_s=10.0, clock=clock
+    )
     if provider.current() is None:
-        raise RuntimeError(f"the trained bundle did not load: {provider.last_error} {provider.failed_versions}")
+        raise RuntimeError(
+            f"the trained bundle did not load: {provider.last_error} {provider.failed_versions}"
+        )
     # Ablation: the same online code with the live stores detached (CF candidates, bundle
     # popularity and the ranker only): what the batch model gives without the stream path.
-    batch_reader = RequestReader(runner, candidates=cache, sessions=None, users=None, trending=None, timeout_s=10.0)
+    batch_reader = RequestReader(
+        runner, candidates=cache, sessions=None, users=None, trending=None, timeout_s=10.0
+    )
     batch_recommender = Recommender(
         provider, batch_reader, runner, content=None, budget_s=10.0, read_timeout_s=10.0, clock=clock
     )
@@ -168,7 +184,11 @@ def run_stream(dataset: Dataset, config: StreamProtocolConfig, progress: Progres
     catalogue_size = int(trained.manifest.get("n_items", len(item_ids)))
     names = ("popularity", "trending", "batch_only", "pipeline_without_live", "pipeline")
     segments = ("all", "known_users", "new_users")
-    accs = {(seg, name): RankingAccumulator(k=k, catalogue_size=catalogue_size) for seg in segments for name in names}
+    accs = {
+        (seg, name): RankingAccumulator(k=k, catalogue_size=catalogue_size)
+        for seg in segments
+        for name in names
+    }
     known_users = {log.user_vocab[u] for u in np.unique(train_log.users).tolist()}
     degraded_counts: dict[str, int] = defaultdict(int)
     post_filtered = 0
@@ -181,9 +201,11 @@ def run_stream(dataset: Dataset, config: StreamProtocolConfig, progress: Progres
     def ask(rec: Recommender, user_id: str, history: set[str]) -> tuple[list[str], Any]:
         nonlocal post_filtered
         if len(history) <= MAX_EXCLUDE:
-            req = RecommendationRequest(user_id=user_id, k=k, exclude=sorted(history))
+            req = RecommendationRequest.model_validate(
+                {"user_id": user_id, "k": k, "exclude": sorted(history)}
+            )
         else:
-            req = RecommendationRequest(user_id=user_id, k=MAX_K)
+            req = RecommendationRequest.model_validate({"user_id": user_id, "k": MAX_K})
             post_filtered += 1
         result = rec.recommend(req)
         return first_k([it["item_id"] for it in result.items], history), result
@@ -256,7 +278,8 @@ def run_stream(dataset: Dataset, config: StreamProtocolConfig, progress: Progres
             f"pipeline_vs_batch_ndcg@{k}": round(pipe / batch, 4) if batch else None,
             f"pipeline_vs_popularity_ndcg@{k}": round(pipe / pop, 4) if pop else None,
             f"pipeline_vs_trending_ndcg@{k}": round(pipe / methods["trending"][f"ndcg@{k}"], 4)
-            if methods["trending"][f"ndcg@{k}"] else None,
+            if methods["trending"][f"ndcg@{k}"]
+            else None,
         },
         "online": {
             "requests": len(latencies),

@@ -93,9 +93,7 @@ class CandidateStage:
         self.config = config
         self.item_side = item_side
 
-    def run(
-        self, x: sp.csr_matrix, ratings: sp.csr_matrix, users: npt.NDArray[np.int64]
-    ) -> CandidateLists:
+    def run(self, x: sp.csr_matrix, ratings: sp.csr_matrix, users: npt.NDArray[np.int64]) -> CandidateLists:
         """`x`: binary train matrix; `ratings`: the same cells holding the rating values."""
         cfg = self.config
         ease = EASE(**cfg.ease)
@@ -164,7 +162,9 @@ class CandidateStage:
 class ListwiseRanker:
     """A small MLP trained with a listwise softmax loss over each user's candidate list."""
 
-    def __init__(self, hidden: int = 32, epochs: int = 60, learning_rate: float = 0.01, seed: int = 0) -> None:
+    def __init__(
+        self, hidden: int = 32, epochs: int = 60, learning_rate: float = 0.01, seed: int = 0
+    ) -> None:
         self.hidden = hidden
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -215,7 +215,9 @@ class ListwiseRanker:
         return np.take_along_axis(cands.items, order, axis=1)
 
 
-def labels_for(cands: CandidateLists, truth: sp.csr_matrix, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+def labels_for(
+    cands: CandidateLists, truth: sp.csr_matrix, users: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
     """1 where the candidate is a held-out item of the user."""
     labels = np.zeros(cands.items.shape, np.float32)
     for row, u in enumerate(users):
