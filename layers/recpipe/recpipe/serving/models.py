@@ -27,6 +27,8 @@ from recpipe.serving.ranker import Ranker, RankerError
 
 #: File naming the current version in a local directory of versions (the local stack's pointer).
 LOCAL_POINTER = "CURRENT"
+#: Pointer values meaning "no model yet" (as recpipe.adapters.s3_models.NO_VERSION).
+NO_VERSION = ("", "none", "-")
 #: How many of the most popular items per daypart are kept sorted for cold start and top-up.
 POPULAR_DEPTH = 5000
 
@@ -73,7 +75,8 @@ class LocalBundleSource:
                 raise BundleError(f"{manifest}: unreadable ({exc})") from None
         pointer = self.root / LOCAL_POINTER
         if pointer.is_file():
-            return pointer.read_text().strip() or None
+            value = pointer.read_text().strip()
+            return None if value.lower() in NO_VERSION else value
         return None
 
     def fetch(self, version: str) -> Path:

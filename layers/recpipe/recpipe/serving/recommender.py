@@ -18,17 +18,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recpipe.domain.features import FEATURE_NAMES, RequestContext, UserView
+from recpipe.domain.features import FEATURE_NAMES, RequestContext
 from recpipe.domain.items import daypart
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import ContentIndex, SessionEntry
-from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility
+from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility, policy_of
 from recpipe.serving.models import LoadedModel, ModelProvider
 from recpipe.serving.ranker import RankerError
 from recpipe.serving.reads import CONTENT_INDEX, DeadlineRunner, Reads, RequestReader
 from recpipe.serving.reasons import reason, source_names
 from recpipe.serving.request import RecommendationRequest
 from recpipe.serving.rules import mmr
+from recpipe.training.replay import user_view
 
 MODEL = "model"
 CONTENT_K = 100
@@ -113,7 +114,10 @@ class Recommender:
         if r is None:
             self._retrievers = {
                 model.version: CandidateRetriever(
-                    model.bundle.items, model.bundle.neighbours.indices, self.max_candidates
+                    model.bundle.items,
+                    model.bundle.neighbours.indices,
+                    self.max_candidates,
+                    policy_of(model.bundle.manifest),
                 )
             }
             r = self._retrievers[model.version]
@@ -219,15 +223,10 @@ class Recommender:
         )
         cart_ids = set(req.context.cart) | (user.cart if user is not None else set())
         cart_ids |= {e.item_id for e in session if e.type == "add_to_cart"}
-        view = UserView(
-            affinity=user.affinity_at(now) if user is not None else {},
-            history=items.indices([r.item_id for r in user.recent])
-            if user is not None
-            else np.zeros(0, np.int32),
-            session=anchors,
-            cart=items.indices(sorted(cart_ids)),
-            total_events=user.total_events if user is not None else 0,
-        )
+        # The same view training replays (recpipe.training.replay.user_view); the cart also
+        # holds what the request and the live session know the stored features do not yet.
+        view = user_view(user, session, items, now)
+        view.cart = items.indices(sorted(cart_ids))
         t1 = time.perf_counter()
         timings["candidates"] = (t1 - t) * 1000.0
         x = model.assembler.assemble(cands, view, ctx)
@@ -332,7 +331,7 @@ class Recommender:
             {
                 # Titles and categories travel with the model bundle, which is what is missing.
                 "item_id": item_id,
-                "title": None,
+                "title": "",
                 "categories": [],
                 "score": round(score, 6),
                 "reason": "popular now",

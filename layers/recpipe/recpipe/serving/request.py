@@ -16,6 +16,8 @@ from recpipe.domain.events import ID_PATTERN, Device, describe_validation_error
 
 MAX_K = 100
 MAX_LIST = 500
+MAX_CART = 200
+MAX_FILTER_CATEGORIES = 50
 MAX_BODY_BYTES = 64 * 1024
 
 ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -39,14 +41,14 @@ class RequestContextIn(BaseModel):
     #: Client's offset from UTC in minutes (UTC-12:00 .. UTC+14:00).
     utc_offset_minutes: int = Field(0, ge=-720, le=840)
     page: Annotated[str, Field(max_length=256)] | None = None
-    cart: list[ItemId] = Field(default_factory=list, max_length=MAX_LIST)
+    cart: list[ItemId] = Field(default_factory=list, max_length=MAX_CART)
 
 
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    include_categories: list[Category] = Field(default_factory=list, max_length=64)
-    exclude_categories: list[Category] = Field(default_factory=list, max_length=64)
+    include_categories: list[Category] = Field(default_factory=list, max_length=MAX_FILTER_CATEGORIES)
+    exclude_categories: list[Category] = Field(default_factory=list, max_length=MAX_FILTER_CATEGORIES)
 
 
 class RecommendationRequest(BaseModel):
@@ -104,10 +106,19 @@ def parse_body(
     return _validate(body, subject)
 
 
+#: The GET form's parameters (api/openapi.yaml); diversity, page and cart are POST-only.
 _QUERY_FIELDS = frozenset(
-    {"user_id", "k", "device", "utc_offset_minutes", "explain", "exclude", "include_categories",
-     "exclude_categories", "diversity", "page"}
-)  # fmt: skip
+    {
+        "user_id",
+        "k",
+        "device",
+        "utc_offset_minutes",
+        "explain",
+        "exclude",
+        "include_categories",
+        "exclude_categories",
+    }
+)
 
 
 def _split(value: str) -> list[str]:
@@ -137,18 +148,11 @@ def parse_query(params: Mapping[str, str] | None, *, subject: str | None = None)
         if flag not in ("true", "false"):
             raise RequestError(f"explain: must be true or false, got {params['explain']!r}")
         body["explain"] = flag == "true"
-    if "diversity" in params:
-        try:
-            body["diversity"] = float(params["diversity"])
-        except ValueError:
-            raise RequestError(f"diversity: must be a number, got {params['diversity']!r}") from None
     if "exclude" in params:
         body["exclude"] = _split(params["exclude"])
     context: dict[str, Any] = {}
     if "device" in params:
         context["device"] = params["device"]
-    if "page" in params:
-        context["page"] = params["page"]
     if "utc_offset_minutes" in params:
         context["utc_offset_minutes"] = _query_int("utc_offset_minutes", params["utc_offset_minutes"])
     if context:

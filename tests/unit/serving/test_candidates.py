@@ -1,0 +1,124 @@
+"""Candidate retrieval: sources merged and kept, hard rules applied, pool topped up."""
+
+from __future__ import annotations
+
+import numpy as np
+from recpipe.domain.features import Source
+from recpipe.ports import SessionEntry
+from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility, policy_of
+from recpipe.training.replay import CandidatePolicy
+from serving_catalogue import CATEGORIES, make_items, make_neighbours
+
+ITEMS = make_items()
+NEIGHBOURS = make_neighbours(ITEMS)
+POPULAR = np.argsort(-ITEMS.popularity).astype(np.int32)
+
+
+def inputs(**kw: object) -> CandidateInputs:
+    base: dict[str, object] = {"cf": [], "session": [], "trending": [], "content": [], "popular": POPULAR}
+    base.update(kw)
+    return CandidateInputs(**base)  # type: ignore[arg-type]
+
+
+#: Only the 3 most popular items (i0..i2) are flagged popular by the training policy.
+POLICY = CandidatePolicy(popular=3)
+
+
+def retrieve(
+    max_candidates: int = 30, blocked: tuple[str, ...] = (), policy: CandidatePolicy = POLICY, **kw: object
+) -> dict[str, tuple[int, float, int]]:
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, max_candidates, policy)
+    elig = Eligibility.build(
+        ITEMS,
+        blocked,
+        kw.pop("include", ()),  # type: ignore[arg-type]
+        kw.pop("exclude", ()),  # type: ignore[arg-type]
+    )
+    cands = retriever.retrieve(inputs(**kw), elig)
+    return {
+        ITEMS.item_ids[int(i)]: (int(s), float(c), int(a))
+        for i, s, c, a in zip(cands.items, cands.sources, cands.cf_score, cands.anchor, strict=True)
+    }
+
+
+def test_an_item_from_several_sources_appears_once_with_every_source() -> None:
+    pool = retrieve(cf=[("i40", 0.9), ("i41", 0.8)], trending=[("i40", 1.0), ("i42", 0.5)])
+    assert pool["i40"][0] == Source.CF | Source.TRENDING
+    assert pool["i40"][1] == np.float32(0.9)
+    assert pool["i42"][0] == Source.TRENDING
+    assert len(pool) == 30, "popularity tops the pool up to max_candidates"
+
+
+def test_session_neighbours_carry_their_anchor() -> None:
+    now = 1_700_000_000.0
+    session = [
+        SessionEntry("i3", "view", now),
+        SessionEntry("i3", "click", now - 1),
+        SessionEntry("nope", "view", now),
+    ]
+    pool = retrieve(session=session)
+    session_items = {i: v for i, v in pool.items() if v[0] & Source.SESSION}
+    expected = {ITEMS.item_ids[int(j)] for j in NEIGHBOURS.indices[3]}
+    assert set(session_items) == expected
+    assert all(v[2] == 3 for v in session_items.values())
+
+
+def test_blocked_items_never_enter_the_pool() -> None:
+    pool = retrieve(cf=[("i1", 0.9), ("i2", 0.8)], trending=[("i3", 1.0)], blocked=("i1", "i3", "i0"))
+    assert not {"i0", "i1", "i3"} & set(pool)
+    assert "i2" in pool and len(pool) == 30
+
+
+def test_category_filters_apply_to_every_source() -> None:
+    books = CATEGORIES.index("books")
+    pool = retrieve(cf=[("i1", 0.9), ("i5", 0.8)], include=("books",))
+    assert pool and all(books in ITEMS.category_ids[ITEMS.index[i]] for i in pool)
+    assert "i5" in pool and "i1" not in pool
+    pool = retrieve(exclude=("books", "kitchen"))
+    banned = {books, CATEGORIES.index("kitchen")}
+    assert pool and not any(banned & set(ITEMS.category_ids[ITEMS.index[i]].tolist()) for i in pool)
+
+
+def test_include_filter_naming_unknown_categories_matches_nothing() -> None:
+    assert retrieve(include=("no-such-category",)) == {}
+
+
+def test_unknown_items_from_the_cache_are_dropped_and_ranks_kept() -> None:
+    pool = retrieve(cf=[("ghost", 0.99), ("i7", 0.5)], max_candidates=5)
+    assert "ghost" not in pool and pool["i7"][0] & Source.CF
+
+
+def test_pool_size_is_capped_and_cf_fills_what_fresher_sources_leave() -> None:
+    cf = [(f"i{i}", 1.0 - i / 100) for i in range(10, 60)]
+    pool = retrieve(cf=cf, trending=[("i51", 1.0)], max_candidates=12)
+    assert len(pool) == 12
+    assert pool["i51"][0] == Source.TRENDING | Source.CF, "pooled first, and labelled by the CF list"
+    assert sum(1 for v in pool.values() if v[0] & Source.CF) == 12
+    assert not any(v[0] & Source.POPULAR for v in pool.values()), "the pool was full before popularity"
+
+
+def test_content_candidates_are_marked() -> None:
+    pool = retrieve(content=[("i20", 3.0), ("i21", 2.0)], max_candidates=10)
+    assert pool["i20"][0] == Source.CONTENT and pool["i21"][0] == Source.CONTENT
+
+
+def test_the_most_popular_items_are_flagged_like_in_training() -> None:
+    pool = retrieve(cf=[("i1", 0.9), ("i40", 0.8)], max_candidates=10)
+    assert pool["i1"][0] == Source.CF | Source.POPULAR, "a top-3 item is also POPULAR, as in replay"
+    assert pool["i40"][0] == Source.CF
+    assert pool["i0"][0] == Source.POPULAR
+    # Top-up items (beyond the policy) are POPULAR but never re-label pooled candidates.
+    assert all(v[0] == Source.POPULAR for i, v in pool.items() if i not in ("i1", "i40"))
+
+
+def test_per_source_quotas_come_from_the_bundle_manifest() -> None:
+    policy = policy_of(
+        {"params": {"policy": {"session_items": 1, "neighbours_per_item": 2, "trending": 1, "cf": 7}}}
+    )
+    assert (policy.session_items, policy.neighbours_per_item, policy.trending) == (1, 2, 1)
+    now = 1_700_000_000.0
+    session = [SessionEntry("i3", "view", now), SessionEntry("i4", "view", now - 1)]
+    pool = retrieve(session=session, trending=[("i50", 1.0), ("i51", 0.5)], policy=policy, max_candidates=20)
+    assert sum(1 for v in pool.values() if v[0] & Source.SESSION) == 2
+    assert {i for i, v in pool.items() if v[0] & Source.TRENDING} == {"i50"}
+    assert policy_of({}) == CandidatePolicy()
