@@ -1,0 +1,35 @@
+"""The promotion gate publishes a model only when it is not worse than the live one."""
+
+from __future__ import annotations
+
+from recpipe.training.gate import decide
+
+
+def test_first_model_is_published() -> None:
+    d = decide({"ndcg@10": 0.1}, None, live_version=None, new_version="v1")
+    assert d.publish and "no live model" in d.reason
+
+
+def test_worse_beyond_the_margin_is_kept_out_with_the_numbers() -> None:
+    d = decide({"ndcg@10": 0.10}, {"ndcg@10": 0.15}, live_version="v1", new_version="v2", margin=0.02)
+    assert not d.publish
+    assert "0.1000" in d.reason and "0.1500" in d.reason and "v1" in d.reason
+
+
+def test_within_the_margin_or_better_is_published() -> None:
+    assert decide(
+        {"ndcg@10": 0.14}, {"ndcg@10": 0.15}, live_version="v1", new_version="v2", margin=0.02
+    ).publish
+    assert decide(
+        {"ndcg@10": 0.20}, {"ndcg@10": 0.15}, live_version="v1", new_version="v2", margin=0.0
+    ).publish
+
+
+def test_no_holdout_metric_keeps_the_live_model() -> None:
+    d = decide({"eval_users": 0}, {"ndcg@10": 0.15}, live_version="v1", new_version="v2")
+    assert not d.publish and "no holdout" in d.reason
+
+
+def test_rerunning_the_live_version_is_allowed_as_a_noop() -> None:
+    d = decide({"ndcg@10": 0.0}, {"ndcg@10": 0.15}, live_version="v2", new_version="v2")
+    assert d.publish and "no-op" in d.reason
