@@ -61,7 +61,7 @@ class World:
                     f"i{i}",
                     f"Item {i}",
                     tuple(ITEMS.categories(i)),
-                    popularity=float(ITEMS.popularity[i]) * 100,
+                    popularity=float(ITEMS.popularity[i]),
                 )
                 for i in range(len(ITEMS))
             ]
