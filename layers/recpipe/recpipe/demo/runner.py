@@ -175,6 +175,11 @@ def _run(opts: DemoOptions, state_dir: Path, cleanup: Cleanup, stop: threading.E
     # and the handlers load them from there, as in AWS.
     os.environ.pop("RECPIPE_BUNDLE_DIR", None)
     env.update(
+        # moto answers DynamoDB calls over local HTTP in milliseconds, not the sub-millisecond
+        # of the real service, and the laptop may be busy: looser deadlines than the deployed
+        # defaults keep the story about recommendations, not timeouts (override via env).
+        READ_TIMEOUT_MS=os.environ.get("READ_TIMEOUT_MS", "100"),
+        REQUEST_BUDGET_MS=os.environ.get("REQUEST_BUDGET_MS", "300"),
         MODEL_REFRESH_S="5",
         TF_CPP_MIN_LOG_LEVEL="2",
         # The terminal tells the story; handler logs and EMF metrics only with --verbose.
@@ -183,6 +188,10 @@ def _run(opts: DemoOptions, state_dir: Path, cleanup: Cleanup, stop: threading.E
     )
     # The handlers read Settings from the environment at import: set it before loading them.
     os.environ.update(env)
+    _say(
+        f"   read deadline {env['READ_TIMEOUT_MS']} ms, request budget {env['REQUEST_BUDGET_MS']} ms "
+        "(deployed defaults 15/35 ms; READ_TIMEOUT_MS / REQUEST_BUDGET_MS override)"
+    )
 
     _say("\n== loading the catalogue")
     from recpipe.demo import data as demo_data
