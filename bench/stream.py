@@ -1,0 +1,455 @@
+"""`recpipe bench stream`: feature-updater throughput and event freshness on the local stack.
+
+Throughput: N synthetic events (Zipf items, several per user, event mix like a shop) delivered
+as Kinesis Lambda events in batches of --batch-size through `records_from_lambda_event` +
+`FeatureUpdater.process`, against a throw-away redis-server and moto DynamoDB — once with the
+real DynamoDB adapter and once with an in-memory store that still encodes/decodes every item
+(the updater's own ceiling, i.e. what one process does when the database is not the limit).
+The updater process's CPU time is reported too: moto spends its CPU in this process
+(in-process mode) or in its own (server mode), so events per updater CPU-second is the figure
+that transfers to DynamoDB.
+
+Freshness: for each of --freshness events, time from calling the POST /events handler to
+(a) the event in the user's session list, read through SessionStore — the read the
+recommendation handler does (measured this way, not through functions/recommend, so the figure
+is the stream path's own), and (b) the user's DynamoDB features containing the event, delivered
+by the KinesisPoller running in a background thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TYPES = (
+    ["view"] * 70
+    + ["click"] * 15
+    + ["add_to_cart"] * 8
+    + ["remove_from_cart"] * 2
+    + ["purchase"] * 3
+    + ["rating"] * 2
+)
+GENRES = [f"genre-{i}" for i in range(24)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=20_000, help="events for the throughput run")
+    parser.add_argument("--users", type=int, default=0, help="distinct users (default events/20)")
+    parser.add_argument("--items", type=int, default=5_000)
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="records per Lambda batch (template: 100)"
+    )
+    parser.add_argument("--write-workers", type=int, default=16, help="concurrent per-user writes")
+    parser.add_argument("--freshness", type=int, default=200, help="events timed for freshness (0 = skip)")
+    parser.add_argument(
+        "--aws",
+        choices=["server", "inprocess"],
+        default="server",
+        help="moto as a separate moto_server process (default) or in-process mock_aws",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", dest="json_out", help="write the report here")
+
+
+# ---- stats -----------------------------------------------------------------------------------------
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if not len(a):
+        return {"n": 0}
+    return {
+        "n": len(a),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "max_ms": round(float(a.max()), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
+
+
+def progress(it: Sequence[Any], desc: str) -> Any:
+    try:
+        from tqdm import tqdm
+
+        return tqdm(it, desc=desc, unit="batch", file=sys.stderr, leave=False)
+    except ImportError:  # tqdm is a training/dev extra
+        return it
+
+
+# ---- environment -----------------------------------------------------------------------------------
+@contextmanager
+def patched_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the run and restore them after (the CLI may run in-process)."""
+    from recpipe.config import settings
+
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        settings.cache_clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def moto_backend(mode: str) -> Iterator[str]:
+    """Yields a description; sets AWS_ENDPOINT_URL in server mode."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    if mode == "inprocess":
+        from moto import mock_aws
+
+        with patched_env(AWS_ENDPOINT_URL=""), mock_aws():
+            os.environ.pop("AWS_ENDPOINT_URL")
+            yield "moto in-process (mock_aws): DynamoDB/Kinesis CPU is spent in the updater process"
+        return
+    port = free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.05)
+        with patched_env(AWS_ENDPOINT_URL=url):
+            yield f"moto_server subprocess at {url} (separate process, HTTP)"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@dataclass
+class Workload:
+    lambda_events: list[dict[str, Any]]
+    categories: dict[str, tuple[str, ...]]
+    n_events: int
+    n_users: int
+
+
+def make_workload(n: int, users: int, items: int, batch_size: int, seed: int) -> Workload:
+    rng = random.Random(seed)
+    np_rng = np.random.default_rng(seed)
+    item_rank = np.minimum(np_rng.zipf(1.3, size=n), items) - 1
+    user_ids = [f"bench-u{rng.randrange(users)}" for _ in range(n)]
+    now = time.time()
+    records = []
+    for i in range(n):
+        type_ = rng.choice(TYPES)
+        body: dict[str, Any] = {
+            "event_id": f"bench-{seed}-{i}",
+            "user_id": user_ids[i],
+            "item_id": f"m{int(item_rank[i])}",
+            "type": type_,
+            "ts": now - (n - i) * 0.01,
+            "schema_version": 1,
+        }
+        if type_ == "rating":
+            body["value"] = rng.choice([2.0, 3.5, 4.0, 5.0])
+        seq = f"{49600000000000000000000000000000000000000000000000 + i}"
+        records.append(
+            {
+                "kinesis": {
+                    "partitionKey": body["user_id"],
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(json.dumps(body).encode()).decode(),
+                },
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/bench",
+            }
+        )
+    batches = [{"Records": records[s : s + batch_size]} for s in range(0, n, batch_size)]
+    categories = {f"m{i}": tuple(rng.sample(GENRES, rng.randint(1, 3))) for i in range(items)}
+    return Workload(batches, categories, n, len(set(user_ids)))
+
+
+class SerialisingUserStore:
+    """In-memory UserFeatureStore that still encodes and decodes every item like DynamoDB."""
+
+    def __init__(self) -> None:
+        from recpipe.adapters.dynamodb_users import decode_item, encode_item
+
+        self._encode, self._decode = encode_item, decode_item
+        self._items: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str) -> Any:
+        item = self._items.get(user_id)
+        return None if item is None else self._decode(item)
+
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, Any]:
+        return {u: self._decode(self._items[u]) for u in user_ids if u in self._items}
+
+    def put(self, features: Any, expected_version: int) -> Any:
+        from dataclasses import replace
+
+        from recpipe.ports import ConflictError
+
+        stored = replace(features, version=expected_version + 1)
+        item = self._encode(stored)
+        with self._lock:
+            current = self._items.get(features.user_id)
+            if (int(current["version"]["N"]) if current else 0) != expected_version:
+                raise ConflictError(features.user_id)
+            self._items[features.user_id] = item
+        return stored
+
+
+def run_updater(workload: Workload, updater: Any, label: str) -> dict[str, Any]:
+    from recpipe.stream.updater import records_from_lambda_event
+
+    batch_ms = []
+    failed = 0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for event in progress(workload.lambda_events, label):
+        t0 = time.perf_counter()
+        result = updater.process(records_from_lambda_event(event))
+        batch_ms.append((time.perf_counter() - t0) * 1000)
+        failed += len(result.failed)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "events": workload.n_events,
+        "users": workload.n_users,
+        "failed_records": failed,
+        "wall_s": round(wall, 3),
+        "events_per_s": round(workload.n_events / wall, 1),
+        "updater_cpu_s": round(cpu, 3),
+        "events_per_cpu_s": round(workload.n_events / cpu, 1) if cpu > 0 else None,
+        "batch_latency_ms": percentiles(batch_ms),
+    }
+
+
+# ---- main ------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    import boto3
+    import redis
+    from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+    from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
+    from recpipe.config import settings
+    from recpipe.keys import KeyLayout
+    from recpipe.local.redis_server import RedisServer
+    from recpipe.local.resources import (
+        EVENT_STREAM,
+        FAILURE_QUEUE,
+        USER_FEATURES_TABLE,
+        LocalNames,
+        create_local_resources,
+    )
+    from recpipe.stream.updater import FeatureUpdater
+    from recpipe.testing.fakes_stream import InMemoryFailureSink
+
+    users = args.users or max(1, args.events // 20)
+    workload = make_workload(args.events, users, args.items, args.batch_size, args.seed)
+    report: dict[str, Any] = {
+        "benchmark": "stream",
+        "config": {
+            "events": args.events,
+            "users": users,
+            "items": args.items,
+            "batch_size": args.batch_size,
+            "write_workers": args.write_workers,
+            "freshness_events": args.freshness,
+            "seed": args.seed,
+        },
+        "targets": {"events_per_s": 5000, "freshness_session_p99_ms": 50},
+    }
+    with ExitStack() as stack:
+        redis_srv = stack.enter_context(RedisServer(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        report["aws_backend"] = stack.enter_context(moto_backend(args.aws))
+        client = redis.Redis.from_url(redis_srv.url)
+        report["redis"] = f"throw-away redis-server {client.info()['redis_version']}"
+        names = create_local_resources(boto3.session.Session(), LocalNames("bench"))
+        stack.enter_context(
+            patched_env(
+                ENV_NAME="bench",
+                REDIS_URL=redis_srv.url,
+                USER_FEATURES_TABLE=names[USER_FEATURES_TABLE],
+                EVENT_STREAM_NAME=names[EVENT_STREAM],
+                FAILURE_QUEUE_URL=names[FAILURE_QUEUE],
+                POWERTOOLS_TRACE_DISABLED="true",
+                POWERTOOLS_METRICS_NAMESPACE="recpipe-bench",
+                POWERTOOLS_LOG_LEVEL="WARNING",
+                POWERTOOLS_METRICS_DISABLED="true",
+            )
+        )
+        settings.cache_clear()
+        layout = KeyLayout("bench")
+        categories = workload.categories.get
+
+        def updater_with(store: Any, write_workers: int) -> FeatureUpdater:
+            return FeatureUpdater(
+                store,
+                RedisSessionStore(client, layout),
+                RedisTrendingStore(client, layout),
+                InMemoryFailureSink(),
+                lambda item: categories(item, ()),
+                write_workers=write_workers,
+            )
+
+        from recpipe.stream.wiring import aws_client
+
+        ddb = aws_client("dynamodb", settings(), max_pool=max(10, args.write_workers), read_timeout_s=30)
+        store = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
+        report["updater_dynamodb"] = run_updater(
+            workload, updater_with(store, args.write_workers), "updater (moto DynamoDB)"
+        )
+        client.flushdb()
+        report["updater_in_memory_store"] = run_updater(
+            workload, updater_with(SerialisingUserStore(), 1), "updater (in-memory)"
+        )
+        report["events_per_s"] = report["updater_dynamodb"]["events_per_s"]
+        report["events_per_s_in_memory_store"] = report["updater_in_memory_store"]["events_per_s"]
+
+        if args.freshness:
+            session_ms, ddb_ms = measure_freshness(args.freshness, names, client, layout)
+            report["freshness_session_ms"] = percentiles(session_ms)
+            report["freshness_dynamodb_ms"] = percentiles(ddb_ms)
+            report["freshness_session_read"] = (
+                "SessionStore.recent (the recommendation handler's session read)"
+            )
+
+    print_report(report)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def measure_freshness(
+    n: int, names: dict[str, str], client: Any, layout: Any
+) -> tuple[list[float], list[float]]:
+    import importlib.util
+
+    from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+    from recpipe.adapters.redis_session import RedisSessionStore
+    from recpipe.config import settings
+    from recpipe.local.resources import EVENT_STREAM, USER_FEATURES_TABLE
+    from recpipe.stream.poller import KinesisPoller, PollerContext
+    from recpipe.stream.wiring import aws_client
+
+    def load(name: str) -> Any:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "functions" / name / "app.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    ingest, update = load("ingest_events"), load("update_features")
+    template = json.loads((ROOT / "events" / "ingest_single.json").read_text())
+    sessions = RedisSessionStore(client, layout)
+    users = DynamoDBUserFeatureStore(aws_client("dynamodb", settings()), names[USER_FEATURES_TABLE])
+    poller = KinesisPoller(
+        aws_client("kinesis", settings()),
+        names[EVENT_STREAM],
+        update.handler,
+        starting_position="LATEST",
+        idle_sleep_s=0.002,
+    )
+    poller.start()
+    session_ms: list[float] = []
+    ddb_ms: list[float] = []
+    warmup = 10  # cold start: handler imports, connections, the poller's first iterators
+    try:
+        for i in progress(list(range(n + warmup)), "freshness"):
+            user = f"fresh-u{i % 20}"
+            body = {
+                "event_id": f"fresh-{i}-{time.time_ns()}",
+                "user_id": user,
+                "item_id": f"m{i}",
+                "type": "click",
+                "ts": time.time(),
+            }
+            event = dict(template, body=json.dumps(body))
+            t0 = time.perf_counter()
+            resp = ingest.handler(
+                event, PollerContext(deadline=time.monotonic() + 10, function_name="ingest")
+            )
+            if resp["statusCode"] != 202 or json.loads(resp["body"])["accepted"] != 1:
+                raise RuntimeError(f"event not accepted: {resp}")
+            item, event_id = body["item_id"], body["event_id"]
+            wait_until(lambda: any(e.item_id == item for e in sessions.recent(user, 5)), 5.0)  # noqa: B023
+            t_session = time.perf_counter()
+            wait_until(
+                lambda: event_id in getattr(users.get(user), "applied_event_ids", ()),  # noqa: B023
+                30.0,
+                pause_s=0.002,
+            )
+            if i >= warmup:
+                session_ms.append((t_session - t0) * 1000)
+                ddb_ms.append((time.perf_counter() - t0) * 1000)
+    finally:
+        poller.stop()
+    return session_ms, ddb_ms
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, pause_s: float = 0.0) -> None:
+    deadline = time.perf_counter() + timeout_s
+    while not check():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"not visible within {timeout_s} s")
+        if pause_s:
+            time.sleep(pause_s)
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(f"stream benchmark — {r['aws_backend']}; {r['redis']}")
+    c = r["config"]
+    print(
+        f"workload: {c['events']} events, {c['users']} users, {c['items']} items, "
+        f"batch {c['batch_size']}, {c['write_workers']} write workers"
+    )
+    print(f"{'updater run':<28}{'events/s':>10}{'ev/cpu-s':>10}{'batch p50':>11}{'p95':>9}{'p99':>9}")
+    for key, label in (
+        ("updater_dynamodb", "real adapter, moto DynamoDB"),
+        ("updater_in_memory_store", "in-memory store (ceiling)"),
+    ):
+        u = r[key]
+        b = u["batch_latency_ms"]
+        print(
+            f"{label:<28}{u['events_per_s']:>10.0f}{u['events_per_cpu_s'] or 0:>10.0f}"
+            f"{b['p50_ms']:>9.1f}ms{b['p95_ms']:>7.1f}ms{b['p99_ms']:>7.1f}ms"
+        )
+    for key, label in (
+        ("freshness_session_ms", "POST -> session visible"),
+        ("freshness_dynamodb_ms", "POST -> DynamoDB features"),
+    ):
+        if key in r:
+            f = r[key]
+            print(
+                f"{label:<28}p50 {f['p50_ms']:.1f} ms  p95 {f['p95_ms']:.1f} ms  p99 {f['p99_ms']:.1f} ms  (n={f['n']})"
+            )

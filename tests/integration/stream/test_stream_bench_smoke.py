@@ -1,0 +1,39 @@
+"""`recpipe bench stream` runs end to end on a tiny workload and writes a self-describing report
+(the figures themselves are the benchmark's business, not a test's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from recpipe.cli import main as cli_main
+
+
+def test_bench_stream_writes_its_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "stream.json"
+    monkeypatch.chdir(tmp_path)
+    code = cli_main(
+        [
+            "bench",
+            "stream",
+            "--events",
+            "300",
+            "--batch-size",
+            "50",
+            "--freshness",
+            "3",
+            "--aws",
+            "inprocess",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["updater_dynamodb"]["events"] == 300 and report["updater_dynamodb"]["failed_records"] == 0
+    assert report["updater_in_memory_store"]["failed_records"] == 0
+    assert report["events_per_s"] > 0 and "in-process" in report["aws_backend"]
+    for key in ("freshness_session_ms", "freshness_dynamodb_ms"):
+        assert report[key]["n"] == 3
+        assert 0 < report[key]["p50_ms"] <= report[key]["p99_ms"]
