@@ -155,8 +155,8 @@ def test_gateway_errors_use_the_contract_error_shape(openapi: dict[str, Any]) ->
         template = responses[kind]["responseTemplates"]["application/json"]
         assert template.startswith('{"error": {"code": "') and "$context.error.messageString" in template
         assert "gatewayresponse.header.Access-Control-Allow-Origin" in responses[kind]["responseParameters"]
-    assert responses["THROTTLED"]["statusCode"] == 429
-    assert responses["REQUEST_TOO_LARGE"]["statusCode"] == 413
+    assert responses["THROTTLED"]["statusCode"] == "429"
+    assert responses["REQUEST_TOO_LARGE"]["statusCode"] == "413"
 
 
 def test_contract_schemas_are_present_and_closed(openapi: dict[str, Any]) -> None:
@@ -264,3 +264,22 @@ def test_sample_events_exist_for_every_route(openapi: dict[str, Any]) -> None:
     covered = {(s.get("path"), str(s.get("httpMethod", "")).lower()) for s in samples if isinstance(s, dict)}
     assert covered >= ROUTES, f"no sample for {sorted(ROUTES - covered)}"
     assert Path(ROOT / "events").is_dir()
+
+
+def test_recommendation_request_schema_mirrors_the_handler_model(openapi: dict[str, Any]) -> None:
+    # The gateway and the function must refuse the same bodies: same fields, same limits.
+    from recpipe.serving import request as handler_model
+
+    schemas = openapi["components"]["schemas"]
+    body = schemas["RecommendationRequest"]
+    assert set(body["properties"]) == set(handler_model.RecommendationRequest.model_fields)
+    assert set(schemas["RecommendationContext"]["properties"]) == set(
+        handler_model.RequestContextIn.model_fields
+    )
+    assert set(schemas["RecommendationFilters"]["properties"]) == set(handler_model.Filters.model_fields)
+    assert body["properties"]["k"]["maximum"] == handler_model.MAX_K
+    assert body["properties"]["exclude"]["maxItems"] == handler_model.MAX_LIST
+    assert schemas["RecommendationContext"]["properties"]["cart"]["maxItems"] == handler_model.MAX_CART
+    filters = schemas["RecommendationFilters"]["properties"]
+    assert filters["include_categories"]["maxItems"] == handler_model.MAX_FILTER_CATEGORIES
+    assert filters["exclude_categories"]["maxItems"] == handler_model.MAX_FILTER_CATEGORIES
