@@ -47,6 +47,9 @@ def test_up_creates_the_template_resources_in_moto_and_a_live_redis(stack: Local
     stream = session.client("kinesis").describe_stream_summary(StreamName=state.resources["EventStream"])
     assert stream["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
     session.client("s3").head_bucket(Bucket=state.resources["ModelArtifactsBucket"])
+    pointer = session.client("ssm").get_parameter(Name=state.resources["ModelPointerParameter"])
+    assert pointer["Parameter"]["Name"] == "/recpipe/local/model/current"
+    assert pointer["Parameter"]["Value"] == "none"  # no model promoted yet, as deployed
     # The environment handed to the handlers names exactly these resources.
     assert state.environment["USER_FEATURES_TABLE"] == state.resources["UserFeaturesTable"]
     assert state.environment["AWS_ENDPOINT_URL"] == state.moto_url

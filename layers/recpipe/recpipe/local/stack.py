@@ -36,6 +36,7 @@ from recpipe.local.resources import (
 )
 
 STATE_FILE = "local.json"
+MODEL_POINTER = "ModelPointerParameter"
 REGION = "us-east-1"
 #: moto accepts any credentials; fixed ones keep a developer's real profile out of the way.
 FAKE_CREDENTIALS = {
@@ -137,6 +138,24 @@ def _terminate(pid: int | None, marker: str, timeout: float = 5.0) -> bool:
     return True
 
 
+def create_model_pointer(session: Any, template_path: Path, env_name: str) -> str:
+    """The SSM model pointer of template.yaml (name with this env, initial value "none")."""
+    from recpipe.local.resources import load_template
+
+    res = load_template(template_path)["Resources"].get(MODEL_POINTER)
+    props = (res or {}).get("Properties", {})
+    name = props.get("Name", "/recpipe/${EnvName}/model/current")
+    if isinstance(name, dict):
+        name = name.get("Fn::Sub", "/recpipe/${EnvName}/model/current")
+    name = str(name).replace("${EnvName}", env_name)
+    ssm = session.client("ssm")
+    try:
+        ssm.get_parameter(Name=name)
+    except ssm.exceptions.ParameterNotFound:
+        ssm.put_parameter(Name=name, Value=str(props.get("Value", "none")), Type="String")
+    return name
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -234,9 +253,9 @@ class LocalStack:
             moto_url, moto_pid = self._start_moto()
             _step(progress, "moto server")
             names = LocalNames(self.env_name)
-            resources = create_local_resources(aws_session(moto_url), names, self.template)
-            pointer = f"/recpipe/{self.env_name}/model/current"
-            resources["ModelPointerParameter"] = pointer
+            session = aws_session(moto_url)
+            resources = create_local_resources(session, names, self.template)
+            resources[MODEL_POINTER] = create_model_pointer(session, self.template, self.env_name)
             _step(progress, "resources")
         except BaseException:
             self.stop()
@@ -303,7 +322,7 @@ class LocalStack:
             "MODEL_BUCKET": resources[MODEL_BUCKET],
             "ARCHIVE_BUCKET": resources[ARCHIVE_BUCKET],
             "RETRAIN_TOPIC_ARN": resources[RETRAIN_TOPIC],
-            "MODEL_POINTER_PARAM": resources["ModelPointerParameter"],
+            "MODEL_POINTER_PARAM": resources[MODEL_POINTER],
             "CONTENT_INDEX_DIR": str(self.state_dir / "content-index"),
             "POWERTOOLS_SERVICE_NAME": "recpipe",
             "POWERTOOLS_METRICS_NAMESPACE": f"recpipe-{self.env_name}",
@@ -360,12 +379,16 @@ class LocalStack:
             FAILURE_QUEUE: lambda: session.client("sqs").get_queue_attributes(
                 QueueUrl=state.resources[FAILURE_QUEUE], AttributeNames=["QueueArn"]
             ),
+            MODEL_POINTER: lambda: session.client("ssm").get_parameter(Name=state.resources[MODEL_POINTER]),
         }
         out: dict[str, tuple[bool, str]] = {}
         for logical_id, check in checks.items():
             try:
-                check()
-                out[logical_id] = (True, state.resources[logical_id])
+                answer = check()
+                detail = state.resources[logical_id]
+                if logical_id == MODEL_POINTER:
+                    detail += f" = {answer['Parameter']['Value']}"
+                out[logical_id] = (True, detail)
             except (BotoCoreError, ClientError) as exc:
                 out[logical_id] = (False, f"{state.resources[logical_id]}: {exc}")
         return out
