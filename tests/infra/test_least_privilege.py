@@ -12,16 +12,14 @@ from infra_contract import as_list, statements
 #: permission is a deliberate change of this table, reviewed with the template.
 EXPECTED_POLICIES: dict[str, set[str]] = {
     "RecommendFunction": {
-        "VPCAccessPolicy",
         "DynamoDBReadPolicy",
         "S3ReadPolicy",
         "SSMParameterWithSlashPrefixReadPolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
         "Sid:QueryContentIndex",
     },
-    "IngestEventsFunction": {"VPCAccessPolicy", "AWSSecretsManagerGetSecretValuePolicy", "Sid:PutEvents"},
+    "IngestEventsFunction": {"AWSSecretsManagerGetSecretValuePolicy", "Sid:PutEvents"},
     "FeatureUpdaterFunction": {
-        "VPCAccessPolicy",
         "DynamoDBCrudPolicy",
         "KinesisStreamReadPolicy",
         "Sid:ListShardsOfEventStream",
@@ -32,18 +30,15 @@ EXPECTED_POLICIES: dict[str, set[str]] = {
     "RetrainTrainFunction": {"S3CrudPolicy"},
     "RetrainEvaluateFunction": {"S3CrudPolicy", "SSMParameterWithSlashPrefixReadPolicy"},
     "RetrainPublishCandidatesFunction": {
-        "VPCAccessPolicy",
         "S3ReadPolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
     },
     "RetrainIndexContentFunction": {
-        "VPCAccessPolicy",
         "S3ReadPolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
         "Sid:WriteContentIndex",
     },
     "RetrainPromoteFunction": {
-        "VPCAccessPolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
         "S3ReadPolicy",
         "SSMParameterWithSlashPrefixReadPolicy",

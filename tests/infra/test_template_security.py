@@ -161,7 +161,6 @@ def test_functions_that_reach_the_cache_or_index_run_in_the_vpc(
     vpc = props(resources, function)["VpcConfig"]
     assert vpc["SubnetIds"] and vpc["SecurityGroupIds"]
     assert "FunctionSecurityGroup" in str(vpc["SecurityGroupIds"])
-    assert any("VPCAccessPolicy" in p for p in props(resources, function)["Policies"] if isinstance(p, dict))
 
 
 def test_created_vpc_reaches_aws_apis_through_endpoints_without_a_nat(resources: dict[str, Any]) -> None:
