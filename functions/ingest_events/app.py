@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from recpipe.config import settings
-from recpipe.stream.ingest import EventIngestor, IngestError
+from recpipe.stream.ingest import EventIngestor, IngestError, jwt_subject
 from recpipe.stream.wiring import build_ingestor
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(cors=CORSConfig(allow_origin=os.environ.get("CORS_ALLOW_ORIGIN", "*")))
 
 
 @lru_cache(maxsize=1)
@@ -23,20 +24,10 @@ def ingestor() -> EventIngestor:
     return build_ingestor(settings())
 
 
-def _subject() -> str | None:
-    """The JWT subject when AUTH_MODE=JWT (REST Cognito or HTTP JWT authorizer), else None."""
-    if settings().auth_mode != "JWT":
-        return None
-    auth = app.current_event.request_context.authorizer
-    sub = (auth.get("claims") or {}).get("sub") or ((auth.get("jwt") or {}).get("claims") or {}).get("sub")
-    if not sub:
-        raise IngestError(403, "forbidden", "no authenticated subject in the request")
-    return str(sub)
-
-
 @app.post("/events")
 def post_events() -> Response[dict[str, Any]]:
-    result = ingestor().handle(app.current_event.decoded_body, subject=_subject())
+    subject = jwt_subject(app.current_event.raw_event, settings().auth_mode)
+    result = ingestor().handle(app.current_event.decoded_body, subject=subject)
     metrics.add_metric("EventsAccepted", MetricUnit.Count, len(result.accepted))
     metrics.add_metric("EventsRejected", MetricUnit.Count, len(result.rejected))
     if result.session_degraded:

@@ -60,6 +60,20 @@ class IngestResult:
         return {"accepted": len(self.accepted), "rejected": [r.to_json() for r in self.rejected]}
 
 
+def jwt_subject(event: Mapping[str, Any], auth_mode: str) -> str | None:
+    """The token's subject when AUTH_MODE=JWT (REST Cognito authorizer `claims` or HTTP API
+    `jwt.claims`), else None. Same rule as serving.http.auth_subject, without importing the
+    scoring stack into the ingest function's cold start."""
+    if auth_mode != "JWT":
+        return None
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    claims = authorizer.get("claims") or (authorizer.get("jwt") or {}).get("claims") or {}
+    sub = claims.get("sub") if isinstance(claims, Mapping) else None
+    if not isinstance(sub, str) or not sub:
+        raise IngestError(403, "forbidden", "no authenticated subject in the request")
+    return sub
+
+
 def parse_body(body: str | bytes | None) -> list[Any]:
     """The raw events of a request body: one event object or {"events": [...]}."""
     if body is None or not body.strip():

@@ -1,0 +1,168 @@
+"""Adapter behaviour that moto cannot provoke: PutRecords partial failures, throttling codes,
+SQS batch failures, DynamoDB error mapping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
+from recpipe.adapters.dynamodb_users import (
+    DynamoDBUserFeatureStore,
+    decode_item,
+    encode_item,
+    map_client_error,
+)
+from recpipe.adapters.kinesis import PUT_RECORDS_MAX, KinesisEventPublisher
+from recpipe.adapters.sqs import SqsFailureSink
+from recpipe.domain.events import Event, parse_event
+from recpipe.domain.user import apply_event
+from recpipe.ports import ConflictError, DependencyError, RetryableError
+
+NOW = 1_764_010_000.0
+
+
+def event(i: int, user: str = "u1") -> Event:
+    return parse_event(
+        {"event_id": f"e{i}", "user_id": user, "item_id": f"m{i}", "type": "view", "ts": NOW}, now=NOW
+    )
+
+
+def client_error(code: str, op: str = "PutRecords") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, op)
+
+
+class FakeKinesis:
+    """Fails the records whose event ids are listed, for the given number of attempts."""
+
+    def __init__(self, fail: dict[str, int], raise_first: list[Exception] | None = None) -> None:
+        self.fail = dict(fail)
+        self.raise_first = list(raise_first or [])
+        self.calls: list[list[str]] = []
+
+    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.raise_first:
+            raise self.raise_first.pop(0)
+        ids = [json.loads(r["Data"])["event_id"] for r in Records]
+        self.calls.append(ids)
+        out = []
+        for r, eid in zip(Records, ids, strict=True):
+            assert r["PartitionKey"] == json.loads(r["Data"])["user_id"]
+            if self.fail.get(eid, 0) > 0:
+                self.fail[eid] -= 1
+                out.append(
+                    {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}
+                )
+            else:
+                out.append({"SequenceNumber": "1", "ShardId": "shardId-0"})
+        return {"FailedRecordCount": sum("ErrorCode" in o for o in out), "Records": out}
+
+
+def publisher(kinesis: FakeKinesis) -> tuple[KinesisEventPublisher, list[float]]:
+    sleeps: list[float] = []
+    return KinesisEventPublisher(kinesis, "s", sleep=sleeps.append), sleeps
+
+
+def test_partially_failed_records_are_retried_alone_with_growing_backoff() -> None:
+    kinesis = FakeKinesis({"e1": 2})
+    pub, sleeps = publisher(kinesis)
+    assert pub.publish([event(0), event(1), event(2)]) == []
+    assert kinesis.calls == [["e0", "e1", "e2"], ["e1"], ["e1"]]
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.9  # exponential with jitter in [0.5, 1)
+
+
+def test_records_failing_every_attempt_are_returned_with_the_reason() -> None:
+    pub, _ = publisher(FakeKinesis({"e1": 99}))
+    failed = pub.publish([event(0), event(1)])
+    assert [(e.event_id, reason) for e, reason in failed] == [
+        ("e1", "stream unavailable, retry (ProvisionedThroughputExceededException)")
+    ]
+
+
+def test_a_throttled_call_is_retried_and_a_fatal_one_is_not() -> None:
+    kinesis = FakeKinesis({}, raise_first=[client_error("ProvisionedThroughputExceededException")])
+    pub, _ = publisher(kinesis)
+    assert pub.publish([event(0)]) == [] and kinesis.calls == [["e0"]]
+    pub, _ = publisher(FakeKinesis({}, raise_first=[client_error("ResourceNotFoundException")]))
+    [(_event, reason)] = pub.publish([event(0)])
+    assert reason == "stream unavailable, retry (ResourceNotFoundException)"
+
+
+def test_large_requests_are_split_at_the_put_records_limit() -> None:
+    kinesis = FakeKinesis({})
+    pub, _ = publisher(kinesis)
+    assert pub.publish([event(i) for i in range(PUT_RECORDS_MAX + 1)]) == []
+    assert [len(c) for c in kinesis.calls] == [PUT_RECORDS_MAX, 1]
+
+
+class FakeSqs:
+    def __init__(self, failed: int = 0) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.failed = failed
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.sent += [json.loads(e["MessageBody"]) for e in Entries]
+        return {"Failed": [{"Id": "0", "Code": "InternalError"}] * self.failed}
+
+
+def test_failure_reports_are_sent_in_batches_of_ten_and_partial_failure_is_an_error() -> None:
+    sqs = FakeSqs()
+    SqsFailureSink(sqs, "q").report([{"n": i} for i in range(23)])
+    assert [m["n"] for m in sqs.sent] == list(range(23))
+    with pytest.raises(RetryableError, match="InternalError"):
+        SqsFailureSink(FakeSqs(failed=1), "q").report([{"n": 1}])
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (client_error("ConditionalCheckFailedException", "PutItem"), ConflictError),
+        (client_error("ProvisionedThroughputExceededException", "PutItem"), RetryableError),
+        (client_error("ThrottlingException", "PutItem"), RetryableError),
+        (client_error("InternalServerError", "PutItem"), RetryableError),
+        (client_error("AccessDeniedException", "PutItem"), DependencyError),
+        (ReadTimeoutError(endpoint_url="http://x"), RetryableError),
+    ],
+)
+def test_dynamodb_errors_map_to_domain_errors(exc: Exception, expected: type[Exception]) -> None:
+    mapped = map_client_error(exc, "put user u1")
+    assert type(mapped) is expected
+    assert "put user u1" in str(mapped)
+
+
+class ThrottledDynamoDB:
+    def __init__(self, unprocessed_rounds: int) -> None:
+        self.rounds = unprocessed_rounds
+        self.calls = 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        keys = RequestItems["t"]["Keys"]
+        if self.rounds > 0:
+            self.rounds -= 1
+            return {"Responses": {"t": []}, "UnprocessedKeys": {"t": {"Keys": keys}}}
+        state = apply_event(None, event(1, user=keys[0]["user_id"]["S"]))
+        return {"Responses": {"t": [encode_item(state)]}}
+
+
+def test_unprocessed_keys_are_retried_then_reported_as_throttling() -> None:
+    ddb = ThrottledDynamoDB(unprocessed_rounds=2)
+    store = DynamoDBUserFeatureStore(ddb, "t", sleep=lambda _s: None)
+    assert set(store.get_many(["u1"])) == {"u1"} and ddb.calls == 3
+    store = DynamoDBUserFeatureStore(ThrottledDynamoDB(unprocessed_rounds=99), "t", sleep=lambda _s: None)
+    with pytest.raises(RetryableError, match="unprocessed"):
+        store.get_many(["u1"])
+
+
+def test_a_corrupt_feature_document_is_a_dependency_error_not_a_crash() -> None:
+    item = encode_item(apply_event(None, event(1)))
+    assert decode_item(item).counts == {"view": 1}
+    item["features"] = {"B": b"not zlib"}
+
+    class OneItem:
+        def get_item(self, **_: Any) -> dict[str, Any]:
+            return {"Item": item}
+
+    with pytest.raises(DependencyError, match="unreadable feature item"):
+        DynamoDBUserFeatureStore(OneItem(), "t").get("u1")
