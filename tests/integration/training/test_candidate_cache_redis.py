@@ -103,3 +103,19 @@ def test_bad_versions_are_refused(client: redis.Redis) -> None:
     for bad in ("", "a:b", "v*", "x" * 65):
         with pytest.raises(ValueError):
             cache.publish(bad, [], {})
+
+
+def test_pre_encoded_lists_are_served_like_encoded_ones(client: redis.Redis) -> None:
+    import numpy as np
+    from recpipe.training.candidates import CandidateLists
+
+    lists = CandidateLists(
+        ["u1", "u2"],
+        np.array([[0, 2, -1], [1, -1, -1]], np.int32),
+        np.array([[0.9, -0.25, 0], [3.5, 0, 0]], np.float32),
+        ["a", "b", "c"],
+    )
+    cache = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=0)
+    assert cache.publish("v1", lists.encoded(), {}) == 2
+    assert cache.get("u1") == [("a", 0.9), ("c", -0.25)]
+    assert cache.get("u2") == [("b", 3.5)]

@@ -20,8 +20,12 @@ from recpipe.domain.events import EVENT_WEIGHTS, EventType
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-#: Users per batch when ranking all items for every user (bounds memory at batch x n_items).
-TOPN_BATCH = 4096
+#: Scores held at once when ranking all items for every user / all neighbours (~128 MiB).
+SCORE_BLOCK = 1 << 25
+
+
+def _rows_per_block(n_items: int) -> int:
+    return max(64, min(4096, SCORE_BLOCK // max(n_items, 1)))
 
 
 def row_weights(log: InteractionLog) -> npt.NDArray[np.float32]:
@@ -99,8 +103,9 @@ def top_n(
     out_i = np.full((len(users), n), -1, np.int32)
     out_s = np.zeros((len(users), n), np.float32)
     item_t = model.item_factors.T
-    for lo in range(0, len(users), TOPN_BATCH):
-        block = users[lo : lo + TOPN_BATCH]
+    batch = _rows_per_block(n_items)
+    for lo in range(0, len(users), batch):
+        block = users[lo : lo + batch]
         scores = model.user_factors[block] @ item_t
         consumed = model.user_items[block]
         rows = np.repeat(np.arange(len(block)), np.diff(consumed.indptr))
@@ -120,10 +125,11 @@ def top_n(
 
 
 def neighbours(
-    embeddings: npt.NDArray[np.float32], k: int, *, batch: int = 2048
+    embeddings: npt.NDArray[np.float32], k: int
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]:
     """Top-k cosine neighbours of every item from L2-normalised embeddings (-1 padded)."""
     n = embeddings.shape[0]
+    batch = _rows_per_block(n)
     k = max(0, min(k, n - 1))
     idx = np.full((n, k), -1, np.int32)
     sim = np.zeros((n, k), np.float16)

@@ -1,0 +1,224 @@
+"""`recpipe bench retrain`: wall time and peak memory of every retrain stage, and publish rate.
+
+Sizes: `ml` (the MovieLens directory --data) and generated shops of `1M` / `10M` interactions
+(recpipe.local.synthetic). Each size runs in its own subprocess so its peak RSS
+(getrusage ru_maxrss: right for numpy/TensorFlow, unlike tracemalloc) is its own; the figure
+after each stage is the process's high-water mark so far, and `rss_growth_mib` how much that
+stage raised it.
+
+Publish: the trained candidate lists are written into a throw-away redis-server with
+RedisCandidateCache (vectorised encoding + MSET chunks), once in one process and once split
+into shards over `--publish-workers` processes, the way the state machine's Map state runs
+shards in parallel; lists/s counts complete lists per wall second including the final commit.
+
+Big shops subsample the ranker's history replay (`max_replay_users`) and the holdout users
+(`max_eval_users`); the report says so under `params`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SIZES: dict[str, dict[str, Any]] = {
+    "ml": {},
+    "1M": {"n_users": 20_000, "n_items": 5_000, "n_interactions": 1_000_000},
+    "10M": {"n_users": 200_000, "n_items": 20_000, "n_interactions": 10_000_000},
+}
+#: Replay/eval subsampling for the generated shops (the MovieLens run replays everything).
+BIG_PARAMS = {"max_replay_users": 4000, "max_eval_users": 2000}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="ml,1M,10M", help="comma list of ml, 1M, 10M")
+    parser.add_argument(
+        "--data", default="../shared/datasets/ml-latest-small", help="MovieLens directory for `ml`"
+    )
+    parser.add_argument("--publish-workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _publish_shard(args: tuple[str, str, str, int, int]) -> int:
+    import redis
+    from recpipe.adapters.redis_candidates import RedisCandidateCache
+    from recpipe.keys import KeyLayout
+    from recpipe.training.candidates import CandidateLists
+
+    url, path, version, lo, hi = args
+    lists = CandidateLists.load(Path(path))
+    return RedisCandidateCache(redis.Redis.from_url(url), KeyLayout("bench")).write_lists(
+        version, lists.encoded(lo, hi)
+    )
+
+
+def _publish(result: Any, workers: int) -> dict[str, Any]:
+    import redis
+    from recpipe.adapters.redis_candidates import RedisCandidateCache
+    from recpipe.keys import KeyLayout
+    from recpipe.local.redis_server import RedisServer
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp)) as server:
+        client = redis.Redis.from_url(server.url)
+        cache = RedisCandidateCache(client, KeyLayout("bench"))
+        t0 = time.perf_counter()
+        n = cache.publish("single", result.candidates.encoded(), {"bench": True})
+        dt = time.perf_counter() - t0
+        out["single_process"] = {"lists": n, "wall_s": round(dt, 3), "lists_per_s": round(n / dt, 1)}
+        client.flushall()
+        total = len(result.candidates)
+        step = -(-total // (workers * 4))  # 4 shards per worker, like a Map over shards
+        shards = [
+            (server.url, str(result.candidates_path), "sharded", lo, min(lo + step, total))
+            for lo in range(0, total, step)
+        ]
+        t0 = time.perf_counter()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            written = sum(pool.map(_publish_shard, shards))
+        cache.commit("sharded", {"bench": True})
+        dt = time.perf_counter() - t0
+        out[f"{workers}_workers"] = {
+            "lists": written,
+            "shards": len(shards),
+            "wall_s": round(dt, 3),
+            "lists_per_s": round(written / dt, 1),
+        }
+        info = client.info("memory")
+        out["redis_used_memory_mib"] = round(info["used_memory"] / 2**20, 1)
+        out["avg_list_bytes"] = round(info["used_memory"] / max(written, 1), 1)
+    return out
+
+
+def child(size: str, data: str, workers: int, out_path: Path) -> None:
+    """One size, in this (fresh) process."""
+    stages: dict[str, dict[str, float]] = {}
+    t0 = time.perf_counter()
+    base = _peak_mib()
+    from recpipe.training.pipeline import TrainParams, train_bundle
+
+    if size == "ml":
+        from recpipe.training.movielens import load_movielens
+
+        log, items, _ = load_movielens(Path(data))
+        params = TrainParams()
+    else:
+        from recpipe.local.synthetic import generate
+
+        log, items = generate(seed=1, **SIZES[size])
+        params = TrainParams(**BIG_PARAMS)  # type: ignore[arg-type]
+    stages["load"] = {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mib": round(_peak_mib(), 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        t1 = time.perf_counter()
+        result = train_bundle(log, items, Path(tmp), version=f"bench-{size}", params=params)
+        train_s = time.perf_counter() - t1
+        stages.update(result.stages)
+        t2 = time.perf_counter()
+        publish = _publish(result, workers)
+        stages["publish"] = {
+            "wall_s": round(time.perf_counter() - t2, 3),
+            "peak_rss_mib": round(_peak_mib(), 1),
+        }
+        bundle_bytes = sum(f.stat().st_size for f in result.bundle_dir.iterdir())
+    previous = base
+    for s in stages.values():
+        s["rss_growth_mib"] = round(max(0.0, s["peak_rss_mib"] - previous), 1)
+        previous = max(previous, s["peak_rss_mib"])
+    report = {
+        "size": size,
+        "interactions": len(log),
+        "users": len(log.user_vocab),
+        "items": len(items),
+        "params": {
+            k: v
+            for k, v in params.to_dict().items()
+            if k in ("factors", "iterations", "top_n", "max_examples", "max_replay_users", "max_eval_users")
+        },
+        "stages": stages,
+        "train_wall_s": round(train_s, 2),
+        "retrain_wall_s": round(stages["load"]["wall_s"] + train_s, 2),
+        "peak_rss_mib": round(_peak_mib(), 1),
+        "publish": publish,
+        "bundle_mib": round(bundle_bytes / 2**20, 2),
+        "metrics": {
+            k: result.metrics[k]
+            for k in (
+                "ndcg@10",
+                "cf_ndcg@10",
+                "hit_rate@10",
+                "cf_hit_rate@10",
+                "eval_users",
+                "ranker_examples",
+            )
+            if k in result.metrics
+        },
+    }
+    out_path.write_text(json.dumps(report, indent=2))
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"\n== {r['size']}: {r['interactions']:,} interactions, {r['users']:,} users, {r['items']:,} items")
+    print(f"{'stage':<18}{'wall_s':>10}{'peak_rss_mib':>14}{'rss_growth_mib':>16}")
+    for name, s in r["stages"].items():
+        print(f"{name:<18}{s['wall_s']:>10.2f}{s['peak_rss_mib']:>14.1f}{s['rss_growth_mib']:>16.1f}")
+    print(
+        f"retrain (load+train) {r['retrain_wall_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB, bundle {r['bundle_mib']} MiB"
+    )
+    for mode, p in r["publish"].items():
+        if isinstance(p, dict):
+            print(
+                f"publish {mode}: {p['lists']:,} lists in {p['wall_s']:.2f} s = {p['lists_per_s']:,.0f} lists/s"
+            )
+    print("metrics: " + ", ".join(f"{k}={v}" for k, v in r["metrics"].items()))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.child:
+        child(args.child, args.data, args.publish_workers, args.child_out)
+        return 0
+    reports = []
+    for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+        if size not in SIZES:
+            print(f"unknown size {size!r} (choose from {', '.join(SIZES)})", file=sys.stderr)
+            return 2
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            cmd = [sys.executable, "-m", "recpipe.cli", "bench", "retrain", "--child", size, "--child-out", out.name,
+                   "--data", args.data, "--publish-workers", str(args.publish_workers)]  # fmt: skip
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, check=False)
+            if proc.returncode != 0:
+                print(f"size {size} failed (exit {proc.returncode})", file=sys.stderr)
+                return 1
+            report = json.loads(Path(out.name).read_text())
+            report["process_wall_s"] = round(time.perf_counter() - t0, 2)
+        _print(report)
+        reports.append(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        body = {
+            "benchmark": "retrain",
+            "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+            "targets": {
+                "ml_retrain_wall_s_max": 60,
+                "ml_peak_rss_mib_max": 2048,
+                "publish_lists_per_s_min": 50_000,
+            },
+            "by_size": {r["size"]: r for r in reports},
+        }
+        args.json.write_text(json.dumps(body, indent=2))
+        print(f"\nreport written to {args.json}")
+    return 0
