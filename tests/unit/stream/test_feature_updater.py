@@ -192,11 +192,28 @@ def test_a_lost_write_race_is_re_read_and_re_applied(world: World) -> None:
 
 def test_when_time_runs_short_the_rest_is_returned_unprocessed(world: World) -> None:
     bodies = [ev(f"e{i}", f"u{i}", "m1") for i in range(250)]
-    budget = iter([10_000, 10_000, 100])  # enough for two chunks of 100 users, not the third
-    result = world.updater.process(records(*bodies), remaining_ms=lambda: next(budget))
+    # Enough time for two chunks of 100 users, not for the third.
+    budget = lambda: 10_000 if world.users.puts < 200 else 100  # noqa: E731
+    result = world.updater.process(records(*bodies), remaining_ms=budget)
     assert result.unprocessed == 50
     assert result.failed == [f"{n:05d}" for n in range(201, 251)]
     assert len(world.users.items) == 200
+
+
+def test_time_is_checked_per_user_within_a_chunk() -> None:
+    world = World()  # sequential writes, so the budget is consumed in user order
+    calls = {"n": 0}
+
+    def remaining() -> int:
+        calls["n"] += 1
+        return 10_000 if calls["n"] <= 4 else 100  # chunk check + three users, then out of time
+
+    result = world.updater.process(
+        records(*[ev(f"e{i}", f"u{i}", "m1") for i in range(5)]), remaining_ms=remaining
+    )
+    assert sorted(world.users.items) == ["u0", "u1", "u2"]
+    assert result.unprocessed == 2 and result.failed == ["00004", "00005"]
+    assert sorted(world.sessions.sessions) == ["u0", "u1", "u2"]
 
 
 def test_unknown_items_count_without_affinity(world: World) -> None:

@@ -185,7 +185,11 @@ class FeatureUpdater:
                     failed.update(work[u].sequence_numbers)
                     result.retryable += len(work[u].sequence_numbers)
                 continue
-            for u, outcome in self._apply_all(chunk, states, work):
+            for u, outcome in self._apply_all(chunk, states, work, remaining_ms):
+                if outcome is None:  # skipped: out of time
+                    failed.update(work[u].sequence_numbers)
+                    result.unprocessed += len(work[u].sequence_numbers)
+                    continue
                 if isinstance(outcome, DependencyError):
                     failed.update(work[u].sequence_numbers)
                     result.retryable += len(work[u].sequence_numbers)
@@ -206,12 +210,19 @@ class FeatureUpdater:
         return result
 
     def _apply_all(
-        self, chunk: list[str], states: Mapping[str, UserFeatures], work: Mapping[str, _UserWork]
-    ) -> list[tuple[str, UpdateResult | DependencyError]]:
+        self,
+        chunk: list[str],
+        states: Mapping[str, UserFeatures],
+        work: Mapping[str, _UserWork],
+        remaining_ms: Callable[[], int] | None,
+    ) -> list[tuple[str, UpdateResult | DependencyError | None]]:
         """Per-user read-modify-write; users are independent items, so they run concurrently
-        (the calls are I/O bound: ~5 ms each in DynamoDB, a batch has up to 100s of users)."""
+        (the calls are I/O bound: ~5 ms each in DynamoDB, a batch has up to 100s of users).
+        The time budget is checked per user: slow, retried writes can eat a whole chunk's time."""
 
-        def one(u: str) -> tuple[str, UpdateResult | DependencyError]:
+        def one(u: str) -> tuple[str, UpdateResult | DependencyError | None]:
+            if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
+                return u, None
             outcome = UpdateResult()
             try:
                 self._apply(u, states.get(u), work[u].events, outcome)
