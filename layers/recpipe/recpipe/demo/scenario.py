@@ -272,7 +272,7 @@ class Scenario:
         return self.meta_cache
 
     def _pick_category(self, shown: Sequence[dict[str, Any]], rng: random.Random) -> tuple[str, list[str]]:
-        """A category barely present in the list, and three of its popular items not shown."""
+        """A large category barely present in the list, and three of its popular items not shown."""
         log = self.data.log
         counts = np.bincount(log.items, minlength=len(log.item_vocab))
         by_cat: dict[str, list[tuple[int, str]]] = {}
@@ -281,7 +281,10 @@ class Scenario:
         for code, item_id in enumerate(log.item_vocab):
             for c in meta.get(item_id, ())[:1]:
                 by_cat.setdefault(c, []).append((int(counts[code]), item_id))
-        candidates = [c for c, members in by_cat.items() if len(members) >= 8]
+        # Large categories only: a niche one (a handful of westerns) has neighbours elsewhere.
+        sizes = sorted(len(m) for m in by_cat.values())
+        floor = max(8, sizes[len(sizes) // 2] if sizes else 8)
+        candidates = [c for c, members in by_cat.items() if len(members) >= floor] or list(by_cat)
         least = min(share(shown, c) for c in candidates)
         pool = sorted(c for c in candidates if share(shown, c) == least)
         category = rng.choice(pool)
