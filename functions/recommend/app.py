@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from recpipe.config import settings
 from recpipe.serving.http import JSON_HEADERS, auth_subject, error_body, model_event_recorder, record_result
@@ -48,6 +49,7 @@ def health() -> dict[str, Any]:
 
 @app.exception_handler(RequestError)
 def bad_request(exc: RequestError) -> Response[str]:
+    metrics.add_metric(name=f"Refused_{exc.code}", unit=MetricUnit.Count, value=1)
     logger.info("request refused", extra={"status": exc.status, "reason": exc.message})
     return Response(status_code=exc.status, content_type=JSON_HEADERS["Content-Type"], body=error_body(exc))
 

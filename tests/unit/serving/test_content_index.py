@@ -80,7 +80,7 @@ def test_a_broken_published_version_keeps_the_previous_one(tmp_path: Path) -> No
     writer.publish("v1", DOCS)
     clock = [0.0]
     reader = InProcessContentIndex(tmp_path, refresh_s=1, clock=lambda: clock[0])
-    assert reader.version is None and reader.search(text=None, categories=[], k=1)
+    assert reader.version == "v1", "loaded at construction"
     (tmp_path / "v2").mkdir()
     (tmp_path / "v2" / "docs.jsonl").write_text("{not json\n")
     (tmp_path / "CURRENT").write_text("v2")

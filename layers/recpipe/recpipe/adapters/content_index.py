@@ -149,6 +149,7 @@ class InProcessContentIndex:
         self._index: _Postings | None = _Postings("inline", docs) if docs is not None else None
         self._next_check = 0.0
         self._lock = threading.Lock()
+        self._refresh()  # build the index at init (cold start), not inside a request's deadline
 
     @property
     def version(self) -> str | None:
@@ -158,21 +159,21 @@ class InProcessContentIndex:
         root = self.root
         if root is None or self.clock() < self._next_check:
             return
-        with self._lock:
+        with self._lock:  # one caller re-reads the pointer; the others keep the current version
             if self.clock() < self._next_check:
                 return
             self._next_check = self.clock() + self.refresh_s
-            try:
-                version = (root / POINTER).read_text().strip()
-            except OSError:
-                return
-            if not version or (self._index is not None and self._index.version == version):
-                return
-            try:
-                docs = read_docs(root / version / DOCS)
-            except (OSError, ValueError, KeyError, TypeError):
-                return  # keep the version we have; the writer validated what it published
-            self._index = _Postings(version, docs)
+        try:
+            version = (root / POINTER).read_text().strip()
+        except OSError:
+            return
+        if not version or (self._index is not None and self._index.version == version):
+            return
+        try:
+            docs = read_docs(root / version / DOCS)
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # keep the version we have; the writer validated what it published
+        self._index = _Postings(version, docs)
 
     def search(
         self, *, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str] = ()

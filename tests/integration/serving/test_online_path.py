@@ -1,0 +1,363 @@
+"""The online path against a real redis-server, moto DynamoDB/S3/SSM and a bundle trained by
+recpipe.training (ALS + Keras ranker -> TFLite): every fallback and every rule, through the
+real handler and the real adapters."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+import redis
+import yaml
+from recpipe.adapters.content_index import InProcessContentIndexWriter
+from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+from recpipe.adapters.redis_candidates import RedisCandidateCache
+from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
+from recpipe.adapters.s3_models import S3ModelStore
+from recpipe.bundle import MANIFEST, load_bundle
+from recpipe.config import load_settings, settings
+from recpipe.domain.events import Event
+from recpipe.domain.user import UserFeatures, apply_events
+from recpipe.keys import KeyLayout, trending_bucket_of
+from recpipe.local.redis_server import free_port
+from recpipe.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
+from recpipe.ports import ContentDoc, SessionEntry
+from recpipe.serving.recommender import RecommendationResult
+from recpipe.serving.request import parse_body
+from recpipe.serving.runtime import OnlinePath, aws_dependencies, build_online_path
+from recpipe.training.pipeline import TrainResult
+
+ROOT = Path(__file__).resolve().parents[3]
+ENV = "it"
+TABLE = "recpipe-it-users"
+BUCKET = "recpipe-it-models"
+POINTER = "/recpipe/it/model/current"
+NOW = time.time()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    from recpipe.testing.trained import trained_bundle
+
+    return trained_bundle(tmp_path_factory.mktemp("trained"), version="it-v1")
+
+
+@dataclass
+class Stack:
+    trained: TrainResult
+    env: dict[str, str]
+    redis: redis.Redis
+    users: DynamoDBUserFeatureStore
+    models: S3ModelStore
+    content_dir: Path
+
+    @property
+    def items(self) -> Any:
+        return load_bundle(self.trained.bundle_dir).items
+
+    def settings(self, **overrides: str) -> Any:
+        return load_settings({**self.env, **overrides})
+
+    def online(self, **overrides: str) -> OnlinePath:
+        s = self.settings(**overrides)
+        return build_online_path(s, dependencies=aws_dependencies(s), background_refresh=False)
+
+    def ask(self, body: dict[str, Any], online: OnlinePath | None = None) -> RecommendationResult:
+        return (online or self.online()).recommender.recommend(parse_body(json.dumps(body)))
+
+    def known_user(self) -> tuple[str, UserFeatures]:
+        """A user from the training data with a CF list, stored features and a live session."""
+        user_id, cands = next(iter(self.trained.candidates.items()))
+        items = self.items
+        bought, carted, viewed = cands[0][0], cands[1][0], items.item_ids[7]
+
+        def ev(n: int, item: str, type_: str) -> Event:
+            return Event(event_id=f"it-{n}", user_id=user_id, item_id=item, type=type_, ts=NOW - 600 + n)  # type: ignore[arg-type]
+
+        state = apply_events(
+            None,
+            [ev(1, bought, "purchase"), ev(2, carted, "add_to_cart"), ev(3, viewed, "view")],
+            {i: items.categories_of(i) for i in (bought, carted, viewed)},
+        )
+        assert state is not None
+        stored = self.users.put(state, expected_version=0)
+        RedisSessionStore(self.redis, KeyLayout(ENV)).append(user_id, [SessionEntry(viewed, "view", NOW - 5)])
+        return user_id, stored
+
+
+@pytest.fixture()
+def stack(aws: None, redis_url: str, trained: TrainResult, tmp_path: Path) -> Iterator[Stack]:
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, TABLE))
+    s3, ssm = boto3.client("s3"), boto3.client("ssm")
+    s3.create_bucket(Bucket=BUCKET)
+    ssm.put_parameter(Name=POINTER, Value="none", Type="String")
+    models = S3ModelStore(s3, ssm, bucket=BUCKET, pointer_param=POINTER)
+    models.upload(trained.bundle_dir, "it-v1")
+    models.set_current("it-v1")
+    client = redis.Redis.from_url(redis_url)
+    RedisCandidateCache(client, KeyLayout(ENV)).publish("c1", trained.candidates.items(), {"source": "it"})
+    items = load_bundle(trained.bundle_dir).items
+    content_dir = tmp_path / "content"
+    InProcessContentIndexWriter(content_dir).publish(
+        "it-v1",
+        (
+            ContentDoc(i, items.titles[n], tuple(items.categories(n)), popularity=float(items.popularity[n]))
+            for n, i in enumerate(items.item_ids)
+        ),
+    )
+    env = {
+        "ENV_NAME": ENV,
+        "REDIS_URL": redis_url,
+        "USER_FEATURES_TABLE": TABLE,
+        "MODEL_BUCKET": BUCKET,
+        "MODEL_POINTER_PARAM": POINTER,
+        "CONTENT_INDEX_DIR": str(content_dir),
+        # Generous for a shared CI machine; the budget tests below set tight ones.
+        "READ_TIMEOUT_MS": "500",
+        "REQUEST_BUDGET_MS": "1000",
+        "MAX_CANDIDATES": "300",
+    }
+    yield Stack(trained, env, client, DynamoDBUserFeatureStore(ddb, TABLE), models, content_dir)
+    client.close()
+
+
+def ids(result: RecommendationResult) -> list[str]:
+    return [i["item_id"] for i in result.items]
+
+
+# ---- the normal path ---------------------------------------------------------------------------
+def test_known_user_gets_cf_session_and_rules_applied(stack: Stack) -> None:
+    user_id, features = stack.known_user()
+    # A pool of exactly k: every candidate is shown, so every source's reason can be checked.
+    online = stack.online(MAX_CANDIDATES="100")
+    result = stack.ask({"user_id": user_id, "k": 100, "explain": True}, online)
+    assert result.degraded == [] and result.model_version == "it-v1"
+    assert len(result.items) == 100 and len(set(ids(result))) == 100
+    assert not (set(features.purchased) | features.cart) & set(ids(result))
+    assert result.source_counts["cf"] > 0 and result.source_counts["session"] > 0
+    viewed = stack.items.titles[7]
+    assert any(i["reason"] == f"because you viewed {viewed}" for i in result.items)
+    cf_items = [i for i in result.items if "cf" in i["sources"] and "session" not in i["sources"]]
+    assert cf_items and cf_items[0]["reason"] == "similar to your interests"
+    assert all(i["features"]["session_max_sim"] != 0 for i in result.items), "the live session is a feature"
+    assert result.n_candidates == 100
+
+
+def test_request_exclusions_cart_and_category_filters(stack: Stack) -> None:
+    user_id, _ = stack.known_user()
+    first = stack.ask({"user_id": user_id, "k": 10})
+    top3 = ids(first)[:3]
+    again = stack.ask({"user_id": user_id, "k": 10, "exclude": top3[:2], "context": {"cart": [top3[2]]}})
+    assert not set(top3) & set(ids(again))
+    cats = stack.items.category_vocab[:2]
+    only = stack.ask({"user_id": user_id, "k": 20, "filters": {"include_categories": cats}})
+    assert only.items and all(set(cats) & set(i["categories"]) for i in only.items)
+    without = stack.ask({"user_id": user_id, "k": 50, "filters": {"exclude_categories": cats}})
+    assert without.items and not any(set(cats) & set(i["categories"]) for i in without.items)
+
+
+def test_diversity_spreads_categories(stack: Stack) -> None:
+    user_id, _ = stack.known_user()
+
+    def spread(d: float) -> int:
+        return len(
+            {i["categories"][0] for i in stack.ask({"user_id": user_id, "k": 10, "diversity": d}).items}
+        )
+
+    assert spread(1.0) >= spread(0.0)
+    assert spread(1.0) >= 5
+
+
+def test_unknown_user_gets_cold_start_from_content_and_popularity(stack: Stack) -> None:
+    cat = stack.items.category_vocab[3]
+    result = stack.ask({"user_id": "never-seen", "k": 10, "context": {"device": "mobile", "page": cat}})
+    assert result.degraded == [] and result.cold_start
+    assert len(result.items) == 10
+    assert result.source_counts.get("content", 0) > 0
+
+
+# ---- fallbacks --------------------------------------------------------------------------------
+def test_redis_down_degrades_within_the_budget(stack: Stack) -> None:
+    user_id, _ = stack.known_user()
+    online = stack.online(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", READ_TIMEOUT_MS="50", REQUEST_BUDGET_MS="100"
+    )
+    result = stack.ask({"user_id": user_id, "k": 10}, online)
+    assert set(result.degraded) == {"candidate_cache", "session", "trending"}
+    assert len(result.items) == 10 and result.model_version == "it-v1"
+    assert result.took_ms < 400
+    assert (
+        "redis" in online.health()["dependencies"]["redis"]
+        or online.health()["dependencies"]["redis"] != "ok"
+    )
+
+
+def test_slow_dynamodb_degrades_user_features_and_keeps_the_deadline(stack: Stack) -> None:
+    user_id, _ = stack.known_user()
+    s = stack.settings(READ_TIMEOUT_MS="60", REQUEST_BUDGET_MS="120")
+    deps = aws_dependencies(s)
+    real = deps.users
+    assert real is not None
+
+    class SlowUsers:
+        def get(self, uid: str) -> UserFeatures | None:
+            time.sleep(0.5)  # DynamoDB throttled / a slow network path
+            return real.get(uid)
+
+    deps.users = SlowUsers()  # type: ignore[assignment]
+    online = build_online_path(s, dependencies=deps, background_refresh=False)
+    t0 = time.perf_counter()
+    result = stack.ask({"user_id": user_id, "k": 10}, online)
+    assert (time.perf_counter() - t0) < 0.4
+    assert result.degraded == ["user_features"]
+    assert "timed out after 60 ms" in result.failures["user_features"]
+    # The bought item is unknown without the features... unless the session knows; the CF
+    # list and the session still personalise the answer.
+    assert result.source_counts["cf"] > 0 and result.source_counts["session"] > 0
+
+
+def test_content_index_down_degrades_cold_start(stack: Stack, tmp_path: Path) -> None:
+    empty = tmp_path / "no-index"
+    empty.mkdir()
+    result = stack.ask({"user_id": "never-seen", "k": 5}, stack.online(CONTENT_INDEX_DIR=str(empty)))
+    assert result.degraded == ["content_index"]
+    assert len(result.items) == 5
+
+
+def test_no_model_answers_from_trending_flagged_degraded(stack: Stack) -> None:
+    boto3.client("ssm").put_parameter(Name=POINTER, Value="none", Type="String", Overwrite=True)
+    hot = stack.items.item_ids[:3]
+    bucket = trending_bucket_of(time.time())
+    RedisTrendingStore(stack.redis, KeyLayout(ENV)).add(
+        {(bucket, hot[0]): 9.0, (bucket, hot[1]): 5.0, (bucket, hot[2]): 1.0}
+    )
+    online = stack.online()
+    assert online.health()["status"] == "degraded"
+    result = stack.ask({"user_id": "anyone", "k": 5}, online)
+    assert result.model_version is None and "model" in result.degraded
+    assert ids(result)[:3] == hot
+    assert len(result.items) == 5, "topped up from the content index"
+
+
+def test_hot_swap_through_s3_and_ssm_and_last_good_kept(stack: Stack, tmp_path: Path) -> None:
+    online = stack.online(MODEL_REFRESH_S="0")
+    assert online.models.current() is not None and online.models.current().version == "it-v1"  # type: ignore[union-attr]
+    # v2: the same trained files under a new version.
+    v2 = tmp_path / "it-v2"
+    shutil.copytree(stack.trained.bundle_dir, v2)
+    manifest = json.loads((v2 / MANIFEST).read_text())
+    manifest["version"] = "it-v2"
+    (v2 / MANIFEST).write_text(json.dumps(manifest))
+    stack.models.upload(v2, "it-v2")
+    stack.models.set_current("it-v2")
+    assert stack.ask({"user_id": "u", "k": 1}, online).model_version == "it-v2"
+    # v3 is corrupted in the bucket after upload: refused, v2 keeps serving.
+    v3 = tmp_path / "it-v3"
+    shutil.copytree(v2, v3)
+    manifest["version"] = "it-v3"
+    (v3 / MANIFEST).write_text(json.dumps(manifest))
+    stack.models.upload(v3, "it-v3")
+    boto3.client("s3").put_object(Bucket=BUCKET, Key="bundles/it-v3/ranker.tflite", Body=b"truncated")
+    stack.models.set_current("it-v3")
+    result = stack.ask({"user_id": "u", "k": 1}, online)
+    assert result.model_version == "it-v2" and result.degraded == []
+    assert "it-v3" in online.models.failed_versions
+    assert "checksum mismatch for ranker.tflite" in online.models.failed_versions["it-v3"]
+
+
+# ---- the handler with the events/ payloads ------------------------------------------------------
+@dataclass
+class LambdaContext:
+    function_name: str = "RecommendFunction"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:recommend"
+    aws_request_id: str = "it-req"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 5_000
+
+
+def load_app(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    for k, v in stack.env.items():
+        monkeypatch.setenv(k, v)
+    settings.cache_clear()
+    spec = importlib.util.spec_from_file_location(
+        "recommend_app_it", ROOT / "functions" / "recommend" / "app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def response_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = yaml.safe_load((ROOT / "api" / "openapi.yaml").read_text())
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: convert(v) for k, v in node.items() if k not in ("nullable", "description")}
+            if node.get("nullable"):
+                out["type"] = [node["type"], "null"]
+            if "$ref" in out:
+                out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/definitions/")
+            return out
+        return [convert(v) for v in node] if isinstance(node, list) else node
+
+    schema = {
+        "definitions": convert(doc["components"]["schemas"]),
+        "$ref": "#/definitions/RecommendationResponse",
+    }
+    return jsonschema.Draft4Validator(schema)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        ("recommend_get.json", 200),
+        ("recommend_post.json", 200),
+        ("recommend_cold_start.json", 200),
+        ("recommend_bad_k.json", 400),
+        ("recommend_malformed.json", 400),
+        ("recommend_jwt_other_user.json", 200),
+        ("health.json", 200),
+    ],
+)
+def test_event_payloads_through_the_handler(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, payload: str, status: int
+) -> None:
+    app = load_app(stack, monkeypatch)
+    event = json.loads((ROOT / "events" / payload).read_text())
+    resp = app.handler(event, LambdaContext())
+    body = json.loads(resp["body"])
+    assert resp["statusCode"] == status, body
+    if payload == "health.json":
+        assert body["model_version"] == "it-v1" and body["dependencies"] == {"redis": "ok"}
+    elif status == 200:
+        response_validator().validate(body)
+        assert body["model_version"] == "it-v1" and body["degraded"] == [] and body["items"]
+    else:
+        assert set(body) == {"error"} and body["error"]["message"]
+    settings.cache_clear()
+
+
+def test_jwt_mode_through_the_handler(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack.env["AUTH_MODE"] = "JWT"
+    app = load_app(stack, monkeypatch)
+    event = json.loads((ROOT / "events" / "recommend_jwt_other_user.json").read_text())
+    resp = app.handler(event, LambdaContext())
+    assert resp["statusCode"] == 403
+    event["queryStringParameters"] = {"k": "3"}
+    resp = app.handler(event, LambdaContext())
+    assert resp["statusCode"] == 200 and json.loads(resp["body"])["user_id"] == "user-42"
+    settings.cache_clear()
