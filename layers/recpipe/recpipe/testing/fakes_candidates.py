@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from recpipe.adapters.redis_candidates import check_version
+from recpipe.keys import decode_candidates
 
 
 class InMemoryCandidateCache:
@@ -38,7 +39,7 @@ class InMemoryCandidateCache:
     def publish(
         self,
         version: str,
-        lists: Iterable[tuple[str, Sequence[tuple[str, float]]]],
+        lists: Iterable[tuple[str, Sequence[tuple[str, float]] | bytes]],
         meta: Mapping[str, object],
     ) -> int:
         check_version(version)
@@ -50,14 +51,19 @@ class InMemoryCandidateCache:
         self._switch(version)
         return written
 
-    def write_lists(self, version: str, lists: Iterable[tuple[str, Sequence[tuple[str, float]]]]) -> int:
+    def write_lists(
+        self, version: str, lists: Iterable[tuple[str, Sequence[tuple[str, float]] | bytes]]
+    ) -> int:
         check_version(version)
         store = self.versions.setdefault(version, {})
         written = 0
         for user_id, pairs in lists:
             if self.fail_after is not None and written >= self.fail_after:
                 raise ConnectionError("simulated failure mid-publish")
-            store[user_id] = [(str(i), float(s)) for i, s in pairs]
+            if isinstance(pairs, bytes):  # pre-encoded, as RedisCandidateCache accepts
+                store[user_id] = decode_candidates(pairs)
+            else:
+                store[user_id] = [(str(i), float(s)) for i, s in pairs]
             written += 1
         return written
 

@@ -59,7 +59,9 @@ class CandidateLists(Mapping[str, list[tuple[str, float]]]):
             if pairs:
                 yield self.user_ids[r], pairs
 
-    def encoded(self, lo: int = 0, hi: int | None = None, *, block: int = 2048) -> Iterator[tuple[str, bytes]]:
+    def encoded(
+        self, lo: int = 0, hi: int | None = None, *, block: int = 2048
+    ) -> Iterator[tuple[str, bytes]]:
         """(user_id, JSON value) for rows lo..hi, skipping users with no candidates."""
         hi = len(self.user_ids) if hi is None else min(hi, len(self.user_ids))
         ids = self._id_fragments()
@@ -133,5 +135,7 @@ def _score_chars(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     for k in range(4):  # integer digits right to left, then the sign; no leading zeros (JSON)
         a, digit = np.divmod(a, 10)
         pos = SCORE_WIDTH - 7 - k
-        out[..., pos] = np.where(k < n_digits, digit + 48, np.where(neg & (k == n_digits), ord("-"), ord(" ")))
+        out[..., pos] = np.where(
+            k < n_digits, digit + 48, np.where(neg & (k == n_digits), ord("-"), ord(" "))
+        )
     return out

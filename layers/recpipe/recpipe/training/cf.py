@@ -20,8 +20,9 @@ from recpipe.domain.events import EVENT_WEIGHTS, EventType
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-#: Scores held at once when ranking all items for every user / all neighbours (~128 MiB).
-SCORE_BLOCK = 1 << 25
+#: Scores held at once when ranking all items for every user / all neighbours (32 MiB; the
+#: argpartition indices are twice that).
+SCORE_BLOCK = 1 << 23
 
 
 def _rows_per_block(n_items: int) -> int:

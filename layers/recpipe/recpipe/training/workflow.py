@@ -279,7 +279,7 @@ def publish_candidates(
         lists = _LOADED[key] = CandidateLists.load(
             deps.runs.get_file(run_id, CANDIDATES_FILE, tmp / "candidates.npz")
         )
-    written = deps.candidates.write_lists(version, lists.pairs(lo, hi))
+    written = deps.candidates.write_lists(version, lists.encoded(lo, hi))
     return {"shard": shard, "written": written}
 
 
