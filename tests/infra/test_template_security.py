@@ -132,6 +132,15 @@ def test_content_index_is_in_the_vpc_encrypted_https_only_with_fine_grained_acce
     assert security["Enabled"] is True
     password = security["MasterUserOptions"]["MasterUserPassword"]["Fn::Sub"]
     assert password.startswith("{{resolve:secretsmanager:${ContentIndexMasterSecret}:")
+    # A VPC domain fails to create before its service-linked role exists.
+    assert {"Ref": "OpenSearchServiceLinkedRole"} in str_values(domain["Tags"])
+
+
+def str_values(tags: list[dict[str, Any]]) -> list[Any]:
+    values = [t["Value"] for t in tags]
+    return [
+        v for value in values for v in (value.get("Fn::If", [value]) if isinstance(value, dict) else [value])
+    ]
 
 
 def test_tracing_is_on_for_functions_api_and_workflow(
