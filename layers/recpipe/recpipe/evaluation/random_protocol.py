@@ -57,12 +57,17 @@ class RandomProtocolConfig:
 
 
 def _matrices(log: InteractionLog, mask: npt.NDArray[np.bool_]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Binary user x item matrix, and the same cells holding the (latest) interaction time."""
     nu, ni = len(log.user_vocab), len(log.item_vocab)
     binary = interaction_matrix(log.users[mask], log.items[mask], nu, ni)
-    ratings = sp.csr_matrix(
-        (np.nan_to_num(log.values[mask], nan=1.0), (log.users[mask], log.items[mask])), shape=(nu, ni)
-    )
-    return binary, ratings
+    rows = np.flatnonzero(mask)
+    rows = rows[np.argsort(log.ts[rows], kind="stable")]
+    cell = log.users[rows].astype(np.int64) * ni + log.items[rows]
+    # keep each cell's latest row (np.unique on the reversed order finds the last occurrence)
+    _, last = np.unique(cell[::-1], return_index=True)
+    rows = rows[::-1][last]
+    times = sp.csr_matrix((log.ts[rows], (log.users[rows], log.items[rows])), shape=(nu, ni))
+    return binary, times
 
 
 def _score_lists(
@@ -101,7 +106,7 @@ def run_random(
         log = log.take(np.isin(log.users, users))
 
     train = stratified_split(log, 1.0 - config.test_ratio, seed)
-    x_train, r_train = _matrices(log, train)
+    x_train, t_train = _matrices(log, train)
     x_test, _ = _matrices(log, ~train)
     fit_mask, val_mask = _carve(log, train, 1.0 - config.test_ratio, seed + 1)
     x_fit, _ = _matrices(log, fit_mask)
@@ -160,7 +165,7 @@ def run_random(
             train=train,
             users=users,
             x_train=x_train,
-            r_train=r_train,
+            t_train=t_train,
             x_test=x_test,
             best_params=best_params,
             config=config,
@@ -179,7 +184,7 @@ def _two_stage(
     train: npt.NDArray[np.bool_],
     users: npt.NDArray[np.int64],
     x_train: sp.csr_matrix,
-    r_train: sp.csr_matrix,
+    t_train: sp.csr_matrix,
     x_test: sp.csr_matrix,
     best_params: dict[str, dict[str, Any]],
     config: RandomProtocolConfig,
@@ -202,9 +207,9 @@ def _two_stage(
     folds: list[tuple[CandidateLists, npt.NDArray[np.float32]]] = []
     for f in range(config.ranker_folds):
         fit_f, held_f = _carve(log, train, config.ranker_fit_ratio, seed + 10 + f)
-        xf, rf = _matrices(log, fit_f)
+        xf, tf_ = _matrices(log, fit_f)
         xh, _ = _matrices(log, held_f)
-        cands_f = stage.run(xf, rf, users)
+        cands_f = stage.run(xf, tf_, users)
         folds.append((cands_f, labels_for(cands_f, xh, users)))
     train_lists = CandidateLists(
         items=np.concatenate([c.items for c, _ in folds]),
@@ -214,7 +219,7 @@ def _two_stage(
     )
     ranker = ListwiseRanker(epochs=config.ranker_epochs, seed=seed)
     ranker_fit = ranker.fit(train_lists, np.concatenate([lab for _, lab in folds]))
-    cands = stage.run(x_train, r_train, users)
+    cands = stage.run(x_train, t_train, users)
     truth = [set(x_test[u].indices.tolist()) for u in users]
     fused = cands.fused_order
     methods["cf_candidates"] = evaluate_lists(

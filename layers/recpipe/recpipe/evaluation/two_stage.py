@@ -4,7 +4,9 @@ Candidate stage: the union of the EASE and ALS top lists (each tuned like the ba
 by reciprocal rank so the stage also has its own order (its recall@200 is the ranker's ceiling).
 Ranker: a small listwise model (softmax cross-entropy over each user's candidate list, TensorFlow)
 over per-(user, candidate) features: EASE/ALS/item-kNN scores relative to the user's best and
-reciprocal ranks, source flags, popularity, genre affinity and user activity (raw scores, mean
+reciprocal ranks, source flags, popularity, genre affinity, user activity and item-side time
+context (how often the item was rated while the user was active, and whether it first appeared
+after the user's last training interaction) (raw scores, mean
 rating and release-year distance were tried and dropped: they shift between the carve-out fits
 and the full fit and made the ranker worse on test). It is trained on a validation
 carve-out of the training part (models refitted on the rest), so test rows never inform it.
@@ -35,7 +37,12 @@ TWO_STAGE_FEATURES: tuple[str, ...] = (
     "item_log_popularity",
     "genre_affinity",
     "user_log_activity",
+    "window_popularity",
+    "first_seen_after_user",
+    "first_seen_gap",
 )
+MONTH_S = 30 * 86400.0
+YEAR_S = 365 * 86400.0
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -93,8 +100,8 @@ class CandidateStage:
         self.config = config
         self.item_side = item_side
 
-    def run(self, x: sp.csr_matrix, ratings: sp.csr_matrix, users: npt.NDArray[np.int64]) -> CandidateLists:
-        """`x`: binary train matrix; `ratings`: the same cells holding the rating values."""
+    def run(self, x: sp.csr_matrix, times: sp.csr_matrix, users: npt.NDArray[np.int64]) -> CandidateLists:
+        """`x`: binary train matrix; `times`: the same cells holding the interaction time."""
         cfg = self.config
         ease = EASE(**cfg.ease)
         ease.fit(x)
@@ -113,6 +120,17 @@ class CandidateStage:
         counts = np.asarray(x.sum(axis=0)).ravel()
         log_pop = (np.log1p(counts) / np.log1p(max(counts.max(), 1))).astype(np.float32)
         side = self.item_side
+        # When each item was rated, from training rows only: a user active in 2001 did not rate
+        # a film that first appears in 2015 (item-side time context, legitimate in this split).
+        tc = times.tocoo()
+        t_origin = float(tc.data.min()) if tc.nnz else 0.0
+        month = ((tc.data - t_origin) // MONTH_S).astype(np.int64)
+        n_months = int(month.max()) + 3 if tc.nnz else 3
+        per_month = np.zeros((n_items, n_months + 1), np.float32)
+        np.add.at(per_month, (tc.col, month + 1), 1.0)
+        cum_month = np.cumsum(per_month, axis=1)
+        first_seen = np.full(n_items, np.inf)
+        np.minimum.at(first_seen, tc.col, tc.data)
 
         width = 2 * depth
         n_feat = len(TWO_STAGE_FEATURES)
@@ -140,6 +158,14 @@ class CandidateStage:
             profile = side.genres[seen].sum(axis=0)
             if profile.sum() > 0:
                 profile = profile / profile.sum()
+            ut = times[u].data
+            lo = int((ut.min() - t_origin) // MONTH_S) if len(ut) else 0
+            hi = int((ut.max() - t_origin) // MONTH_S) if len(ut) else n_months - 2
+            lo, hi = max(lo - 1, 0), min(hi + 2, n_months)
+            win = np.log1p(cum_month[cand, hi] - cum_month[cand, lo])
+            win = win / max(float(win.max()), 1e-6)
+            last = float(ut.max()) if len(ut) else float("inf")
+            gap = np.where(np.isfinite(first_seen[cand]), (first_seen[cand] - last) / YEAR_S, 0.0)
             f = np.stack(
                 [
                     se[cand] / max(float(se[top_e[row][0]]), 1e-6),
@@ -152,6 +178,9 @@ class CandidateStage:
                     log_pop[cand],
                     side.genres[cand] @ profile * len(profile),
                     np.full(n, np.log1p(len(seen)) / 10.0),
+                    win,
+                    (gap > 0).astype(np.float32),
+                    np.clip(gap, -5.0, 5.0) / 5.0,
                 ],
                 axis=1,
             )
