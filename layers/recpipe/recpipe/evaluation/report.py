@@ -25,6 +25,20 @@ LABELS = {
     "pipeline_without_live": "online path without live signals (no session/features/trending)",
 }
 
+#: Short names for plot axes.
+SHORT_LABELS = {
+    "popularity": "popularity",
+    "trending": "trending\n(live)",
+    "item_knn": "item-kNN",
+    "bpr": "BPR",
+    "als": "ALS",
+    "ease": "EASE",
+    "cf_candidates": "CF candidates\n(EASE+ALS)",
+    "pipeline": "full\npipeline",
+    "batch_only": "batch model\nalone",
+    "pipeline_without_live": "online path,\nno live signals",
+}
+
 
 def write_json(report: Mapping[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +104,7 @@ def plot_quality(report: Mapping[str, Any], path: Path) -> None:
         bars = ax.bar(xs, values, width, label=col)
         ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([LABELS.get(n, n).replace(" (", "\n(") for n in names], fontsize=7)
+    ax.set_xticklabels([SHORT_LABELS.get(n, n) for n in names], fontsize=8)
     ax.set_ylabel("score")
     ax.set_title(f"Quality by method - {report['protocol']} protocol, {report.get('dataset', '')}")
     ax.legend(fontsize=7)
