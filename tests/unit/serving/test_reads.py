@@ -134,3 +134,15 @@ def test_trending_is_read_once_per_ttl() -> None:
     clock[0] = 1.5
     cache.top(2.0, 10)
     assert len(calls) == 2
+
+
+def test_a_call_cancelled_before_it_started_frees_its_bulkhead_slot() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    gate = threading.Event()
+    pool.submit(gate.wait)  # the only worker is busy: the next calls stay queued
+    runner = DeadlineRunner(pool, Bulkhead(1))
+    for _ in range(3):
+        _, failures = runner.gather({"users": lambda: None}, 0.01)
+        assert failures["users"].startswith("timed out"), "not 'too many calls in flight'"
+    gate.set()
+    pool.shutdown(wait=True)

@@ -101,7 +101,8 @@ class DeadlineRunner:
         results: dict[str, Any] = {}
         for name, fut in futures.items():
             if not fut.done():
-                fut.cancel()  # a queued call that never started is dropped
+                if fut.cancel():  # queued, never started: it will not release its slot itself
+                    self.bulkhead.release(name)
                 failures[name] = f"timed out after {timeout_s * 1000:.0f} ms"
                 continue
             exc = fut.exception()
