@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import Any
 
@@ -139,15 +140,21 @@ class RedisCandidateCache:
         written = 0
         it = iter(lists)
         key = self._keys.candidates
-        while chunk := list(islice(it, PUBLISH_CHUNK)):
-            # One MSET per chunk: far fewer client-side command objects than a SET each.
-            self._redis.mset(
-                {
+        # One MSET per chunk (far fewer client-side command objects than a SET each), sent from
+        # a writer thread so the next chunk is encoded while Redis takes this one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidate-writer") as writer:
+            pending: Future[Any] | None = None
+            while chunk := list(islice(it, PUBLISH_CHUNK)):
+                mapping: dict[str | bytes, bytes | float | int | str] = {
                     key(version, user_id): pairs if isinstance(pairs, bytes) else encode_candidates(pairs)
                     for user_id, pairs in chunk
                 }
-            )
-            written += len(chunk)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(self._redis.mset, mapping)
+                written += len(chunk)
+            if pending is not None:
+                pending.result()
         return written
 
     def commit(self, version: str, meta: Mapping[str, object]) -> bool:

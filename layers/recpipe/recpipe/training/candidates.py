@@ -65,33 +65,36 @@ class CandidateLists(Mapping[str, list[tuple[str, float]]]):
         """(user_id, JSON value) for rows lo..hi, skipping users with no candidates."""
         hi = len(self.user_ids) if hi is None else min(hi, len(self.user_ids))
         ids = self._id_fragments()
-        width = ids.shape[1] + SCORE_WIDTH + 2  # id fragment, score, "]" and ","
+        id_w = ids.dtype.itemsize
+        width = id_w + SCORE_WIDTH + 2
+        n_cols = self.item_codes.shape[1]
+        # One record per user: "[" then n_cols fixed-width pairs '["id",' score '],'
+        pair = np.dtype([("id", f"V{id_w}"), ("whole", "V4"), ("frac", "V8")])
+        row = np.dtype([("open", "V1"), ("pairs", pair, (n_cols,))])
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             items = self.item_codes[start:stop]
-            valid = items >= 0
-            n_valid = valid.sum(axis=1)
-            n = stop - start
-            # one row per user: "[" then fixed-width pairs, each ending in ","
-            flat = np.empty((n, 1 + items.shape[1] * width), np.uint8)
-            flat[:, 0] = ord("[")
-            pairs = flat[:, 1:].reshape(n, items.shape[1], width)
-            pairs[:, :, : ids.shape[1]] = ids[np.maximum(items, 0)]
-            pairs[:, :, ids.shape[1] : ids.shape[1] + SCORE_WIDTH] = _score_chars(self.scores[start:stop])
-            pairs[:, :, -2] = ord("]")
-            pairs[:, :, -1] = ord(",")
+            n_valid = (items >= 0).sum(axis=1)
+            rows = np.empty(stop - start, row)
+            rows["open"] = np.void(b"[")
+            pairs = rows["pairs"]
+            pairs["id"] = ids[np.maximum(items, 0)]
+            whole, frac = _score_parts(self.scores[start:stop])
+            pairs["whole"] = _WHOLE[whole]
+            pairs["frac"] = _FRAC_TAIL[frac]
+            flat = rows.view(np.uint8).reshape(stop - start, row.itemsize)
             ends = 1 + n_valid * width  # the last pair's "," becomes the list's closing "]"
-            rows = np.flatnonzero(n_valid > 0)
-            flat[rows, ends[rows] - 1] = ord("]")
+            keep = np.flatnonzero(n_valid > 0)
+            flat[keep, ends[keep] - 1] = ord("]")
             raw = flat.tobytes()
-            row_len = flat.shape[1]
+            size = row.itemsize
             users = self.user_ids
-            for r, end in zip(rows.tolist(), ends[rows].tolist(), strict=True):
-                off = r * row_len
+            for r, end in zip(keep.tolist(), ends[keep].tolist(), strict=True):
+                off = r * size
                 yield users[start + r], raw[off : off + end]
 
-    def _id_fragments(self) -> npt.NDArray[np.uint8]:
-        """[n_items, w] bytes of '["<id>",' padded with spaces before the comma."""
+    def _id_fragments(self) -> npt.NDArray[np.void]:
+        """[n_items] fixed-size records '["<id>"' + spaces + ','."""
         frags = [json.dumps(i).encode() for i in self.item_ids]
         w = max((len(f) for f in frags), default=2) + 2
         out = np.full((len(frags), w), ord(" "), np.uint8)
@@ -99,7 +102,7 @@ class CandidateLists(Mapping[str, list[tuple[str, float]]]):
             out[k, 0] = ord("[")
             out[k, 1 : 1 + len(f)] = np.frombuffer(f, np.uint8)
         out[:, -1] = ord(",")
-        return out
+        return out.view(f"V{w}")[:, 0]
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,21 +124,47 @@ SCORE_WIDTH = 10
 _MAX_SCORE = 999.99999
 
 
+def _digit_tables() -> tuple[npt.NDArray[np.void], npt.NDArray[np.void]]:
+    """5-character records of every fraction 00000..99999, and 4-character records of every
+    integer part -999..999 (index = value + 999) plus "-0" (index _NEG_ZERO), right-aligned,
+    no leading zeros (JSON)."""
+    frac = np.arange(100_000)
+    frac_chars = np.stack([48 + (frac // 10**k) % 10 for k in range(4, -1, -1)], axis=1).astype(np.uint8)
+    text = b"".join(str(v).rjust(4).encode() for v in range(-999, 1000)) + b"  -0"
+    whole = np.frombuffer(text, np.uint8)
+    return frac_chars.view("V5")[:, 0], whole.reshape(-1, 4).view("V4")[:, 0]
+
+
+_FRAC, _WHOLE = _digit_tables()
+#: ".ddddd]," for every fraction: the rest of a pair after its integer part, in one gather.
+_FRAC_TAIL = (
+    np.concatenate(
+        [
+            np.full((100_000, 1), ord("."), np.uint8),
+            _FRAC.view(np.uint8).reshape(-1, 5),
+            np.tile(np.frombuffer(b"],", np.uint8), (100_000, 1)),
+        ],
+        axis=1,
+    )
+    .copy()
+    .view("V8")[:, 0]
+)
+_NEG_ZERO = 1999
+
+
+def _score_parts(scores: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Indices into _WHOLE and _FRAC of each score rounded to 5 decimals (clipped to ±999.99999).
+    A negative score keeps its sign even when its integer part is 0 (-0.5 -> "  -0" + ".50000")."""
+    q = np.rint(np.clip(scores.astype(np.float64), -_MAX_SCORE, _MAX_SCORE) * 1e5).astype(np.intp)
+    whole, frac = np.divmod(np.abs(q), 100_000)
+    return np.where(q < 0, np.where(whole == 0, _NEG_ZERO, 999 - whole), 999 + whole), frac
+
+
 def _score_chars(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     """Scores as right-aligned JSON numbers with 5 decimals, e.g. b'   0.12345', b'  -1.50000'."""
-    q = np.rint(np.clip(scores.astype(np.float64), -_MAX_SCORE, _MAX_SCORE) * 1e5).astype(np.int32)
-    neg = q < 0
-    a = np.abs(q)
-    out = np.full((*q.shape, SCORE_WIDTH), ord(" "), np.uint8)
-    for k in range(5):  # decimals, right to left
-        a, digit = np.divmod(a, 10)
-        out[..., SCORE_WIDTH - 1 - k] = digit + 48
-    out[..., SCORE_WIDTH - 6] = ord(".")
-    n_digits = 1 + (a >= 10) + (a >= 100)
-    for k in range(4):  # integer digits right to left, then the sign; no leading zeros (JSON)
-        a, digit = np.divmod(a, 10)
-        pos = SCORE_WIDTH - 7 - k
-        out[..., pos] = np.where(
-            k < n_digits, digit + 48, np.where(neg & (k == n_digits), ord("-"), ord(" "))
-        )
+    whole, frac = _score_parts(scores)
+    out = np.empty((*scores.shape, SCORE_WIDTH), np.uint8)
+    out[..., :4] = _WHOLE[whole].view(np.uint8).reshape(*scores.shape, 4)
+    out[..., 4] = ord(".")
+    out[..., 5:] = _FRAC[frac].view(np.uint8).reshape(*scores.shape, 5)
     return out
