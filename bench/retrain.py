@@ -64,16 +64,19 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+#: The lists being published, inherited by forked shard workers (a Lambda loads them once per
+#: warm container; that load is not part of the write rate).
+_SHARED: Any = None
+
+
 def _publish_shard(args: tuple[str, str, str, int, int]) -> int:
     import redis
     from recpipe.adapters.redis_candidates import RedisCandidateCache
     from recpipe.keys import KeyLayout
-    from recpipe.training.candidates import CandidateLists
 
-    url, path, version, lo, hi = args
-    lists = CandidateLists.load(Path(path))
+    url, _path, version, lo, hi = args
     return RedisCandidateCache(redis.Redis.from_url(url), KeyLayout("bench")).write_lists(
-        version, lists.encoded(lo, hi)
+        version, _SHARED.encoded(lo, hi)
     )
 
 
