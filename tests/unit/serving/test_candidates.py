@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from recpipe.domain.features import Source
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from recpipe.domain.features import CandidateBuilder, CandidateSet, Source
 from recpipe.ports import SessionEntry
 from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility, policy_of
 from recpipe.training.replay import CandidatePolicy
-from serving_catalogue import CATEGORIES, make_items, make_neighbours
+from serving_catalogue import CATEGORIES, N_ITEMS, make_items, make_neighbours
 
 ITEMS = make_items()
 NEIGHBOURS = make_neighbours(ITEMS)
@@ -122,3 +126,86 @@ def test_per_source_quotas_come_from_the_bundle_manifest() -> None:
     assert sum(1 for v in pool.values() if v[0] & Source.SESSION) == 2
     assert {i for i, v in pool.items() if v[0] & Source.TRENDING} == {"i50"}
     assert policy_of({}) == CandidatePolicy()
+
+
+# ---- the vectorised pool is CandidateBuilder's merge ---------------------------------------------
+def reference_retrieve(
+    retriever: CandidateRetriever, inputs: CandidateInputs, elig: Eligibility
+) -> CandidateSet:
+    """The retrieval rules written item by item on CandidateBuilder (the shared contract)."""
+    items, policy, limit = retriever.items, retriever.policy, retriever.max_candidates
+    builder = CandidateBuilder()
+    pool: set[int] = set()
+
+    def add_all(
+        idx: Any, source: Source, *, cap: int | None = None, relabel: bool = True, **attrs: Any
+    ) -> None:
+        if len(idx) == 0:
+            return
+        ok = elig.allowed(items, idx)
+        taken = 0
+        for j in np.flatnonzero(ok).tolist():
+            item = int(idx[j])
+            new = item not in pool
+            if new and (len(pool) >= limit or (cap is not None and taken >= cap)):
+                if not relabel:
+                    return
+                continue
+            if not new and not relabel:
+                continue
+            builder.add(item, source, **{k: v[j].item() for k, v in attrs.items()})
+            if new:
+                pool.add(item)
+                taken += 1
+
+    anchors = retriever.session_anchors(inputs.session)[: policy.session_items]
+    if len(anchors):
+        rows = retriever.neighbours[anchors, : policy.neighbours_per_item]
+        flat, anchor_of = rows.reshape(-1), np.repeat(anchors, rows.shape[1])
+        add_all(flat[flat >= 0], Source.SESSION, anchor=anchor_of[flat >= 0])
+    t_idx, t_scores, _ = retriever._known(inputs.trending[: policy.trending])
+    add_all(t_idx, Source.TRENDING, trending=t_scores)
+    c_idx, _, _ = retriever._known(inputs.content)
+    add_all(c_idx, Source.CONTENT, cap=100)
+    cf_idx, cf_scores, cf_ranks = retriever._known(inputs.cf)
+    add_all(cf_idx, Source.CF, cf_score=cf_scores, cf_rank=cf_ranks)
+    add_all(retriever.global_popular, Source.POPULAR)
+    if len(pool) < limit:
+        add_all(inputs.popular, Source.POPULAR, relabel=False)
+    return builder.build()
+
+
+item_ids = st.integers(0, N_ITEMS + 3).map(lambda i: f"i{i}")  # a few unknown ids too
+scored = st.lists(st.tuples(item_ids, st.floats(0, 1, width=32)), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cf=scored,
+    trending=scored,
+    content=scored,
+    session=st.lists(
+        st.tuples(item_ids, st.sampled_from(["view", "click", "add_to_cart", "remove_from_cart"])), max_size=8
+    ),
+    blocked=st.lists(item_ids, max_size=6),
+    include=st.lists(st.sampled_from(CATEGORIES), max_size=2),
+    exclude=st.lists(st.sampled_from(CATEGORIES), max_size=1),
+    limit=st.integers(1, 70),
+    popular_n=st.integers(0, 10),
+)
+def test_vectorised_pool_equals_candidate_builder(  # noqa: PLR0917 - hypothesis arguments
+    cf: list[tuple[str, float]], trending: list[tuple[str, float]], content: list[tuple[str, float]],
+    session: list[tuple[str, str]], blocked: list[str], include: list[str], exclude: list[str], limit: int,
+    popular_n: int,
+) -> None:  # fmt: skip
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, limit, CandidatePolicy(popular=popular_n))
+    elig = Eligibility.build(ITEMS, blocked, include, exclude)
+    ins = inputs(
+        cf=cf, trending=trending, content=content,
+        session=[SessionEntry(i, t, 1_700_000_000.0 - n) for n, (i, t) in enumerate(session)],
+    )  # fmt: skip
+    got = retriever.retrieve(ins, elig)
+    want = reference_retrieve(retriever, ins, elig)
+    for name in ("items", "sources", "cf_score", "cf_rank", "trending", "anchor"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert (retriever._positions == -1).all(), "the scratch is reset"

@@ -7,6 +7,7 @@ topped up with popular items to `max_candidates` whatever the filters removed.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recpipe.domain.features import CandidateBuilder, CandidateSet, Source
+from recpipe.domain.features import CandidateSet, Source
 from recpipe.domain.items import ItemTable
 from recpipe.ports import SessionEntry
 from recpipe.training.replay import CandidatePolicy
@@ -102,6 +103,9 @@ class CandidateRetriever:
         self.neighbours = neighbours_indices
         self.max_candidates = max_candidates
         self.policy = policy or CandidatePolicy()
+        # Item -> pool position scratch, reset after each request (one request at a time).
+        self._positions = np.full(len(items), -1, np.int32)
+        self._lock = threading.Lock()
         # Training flags the globally most popular items (not per daypart) as POPULAR.
         self.global_popular = np.argsort(-items.popularity, kind="stable")[: self.policy.popular].astype(
             np.int32
@@ -136,72 +140,128 @@ class CandidateRetriever:
         return np.asarray(seen, np.int32)
 
     def retrieve(self, inputs: CandidateInputs, eligibility: Eligibility) -> CandidateSet:
+        with self._lock:  # the position scratch serves one request at a time
+            return self._retrieve(inputs, eligibility)
+
+    def _retrieve(self, inputs: CandidateInputs, eligibility: Eligibility) -> CandidateSet:
         items = self.items
         policy = self.policy
-        limit = self.max_candidates
-        builder = CandidateBuilder()
-        pool: set[int] = set()
+        pool = _Pool(self._positions, self.max_candidates)
+        try:
+            # Freshest signal first: what the user is doing right now.
+            anchors = self.session_anchors(inputs.session)[: policy.session_items]
+            if len(anchors):
+                rows = self.neighbours[anchors, : policy.neighbours_per_item]
+                flat = rows.reshape(-1)
+                anchor_of = np.repeat(anchors, rows.shape[1]).astype(np.int32)
+                keep = flat >= 0
+                pool.add(flat[keep], Source.SESSION, eligibility, items, anchor=anchor_of[keep])
+            t_idx, t_scores, _ = self._known(inputs.trending[: policy.trending])
+            pool.add(t_idx, Source.TRENDING, eligibility, items, trending=t_scores)
+            c_idx, _, _ = self._known(inputs.content)
+            pool.add(c_idx, Source.CONTENT, eligibility, items, cap=CONTENT_CANDIDATES)
+            cf_idx, cf_scores, cf_ranks = self._known(inputs.cf)
+            pool.add(cf_idx, Source.CF, eligibility, items, cf_score=cf_scores, cf_rank=cf_ranks)
+            pool.add(self.global_popular, Source.POPULAR, eligibility, items)
+            if pool.size < pool.limit:
+                popular = inputs.popular
+                if eligibility.include is None and eligibility.exclude is None:
+                    # Without category filters, this many popular items always fill the pool.
+                    popular = popular[: pool.limit + len(eligibility.blocked)]
+                # Serving-only top-up (the training policy has no pool size): new items only.
+                pool.add(popular, Source.POPULAR, eligibility, items, relabel=False)
+            return pool.build()
+        finally:
+            pool.release()
 
-        def add_all(
-            idx: npt.NDArray[np.int32],
-            source: Source,
-            *,
-            scores: npt.NDArray[np.float32] | None = None,
-            ranks: npt.NDArray[np.int32] | None = None,
-            anchors: npt.NDArray[np.int32] | None = None,
-            cap: int | None = None,
-            relabel: bool = True,
-        ) -> None:
-            if len(idx) == 0:
+
+class _Pool:
+    """CandidateBuilder's merge, vectorised: per source, new items are admitted in order while
+    there is room (and under the source's cap); every pooled item proposed by the source gets
+    its flag, and attribute values follow CandidateBuilder.add.
+    tests/unit/serving/test_candidates.py checks it against CandidateBuilder itself."""
+
+    def __init__(self, positions: npt.NDArray[np.int32], limit: int) -> None:
+        self.positions = positions  # item -> pool position, -1 = not pooled (shared scratch)
+        self.limit = limit
+        self.size = 0
+        self.items = np.empty(limit, np.int32)
+        self.sources = np.zeros(limit, np.uint8)
+        self.cf_score = np.zeros(limit, np.float32)
+        self.cf_rank = np.full(limit, -1.0, np.float32)
+        self.trending = np.zeros(limit, np.float32)
+        self.anchor = np.full(limit, -1, np.int32)
+
+    def add(
+        self,
+        idx: npt.NDArray[np.int32],
+        source: Source,
+        eligibility: Eligibility,
+        items: ItemTable,
+        *,
+        cap: int | None = None,
+        relabel: bool = True,
+        **attrs: npt.NDArray[Any],
+    ) -> None:
+        if len(idx) == 0:
+            return
+        ok = eligibility.allowed(items, idx)
+        if not ok.all():
+            idx = idx[ok]
+            attrs = {k: v[ok] for k, v in attrs.items()}
+        if len(idx) == 0:
+            return
+        pos = self.positions[idx]
+        fresh = np.flatnonzero(pos < 0)
+        room = self.limit - self.size if cap is None else min(cap, self.limit - self.size)
+        admitted = np.zeros(0, np.int64)
+        if len(fresh) and room > 0:
+            # First occurrence of each new item, in proposal order.
+            _, first = np.unique(idx[fresh], return_index=True)
+            admitted = fresh[np.sort(first)][:room]
+            new_items = idx[admitted]
+            slots = np.arange(self.size, self.size + len(new_items), dtype=np.int32)
+            self.positions[new_items] = slots
+            self.items[slots] = new_items
+            self.size += len(new_items)
+        if relabel:
+            pos = self.positions[idx]
+            take = np.flatnonzero(pos >= 0)
+        else:
+            # Only the items this source brought in (and its repeated proposals of them).
+            if len(admitted) == 0:
                 return
-            ok = eligibility.allowed(items, idx)
-            taken = 0
-            for j in np.flatnonzero(ok).tolist():
-                item = int(idx[j])
-                new = item not in pool
-                if new and (len(pool) >= limit or (cap is not None and taken >= cap)):
-                    if not relabel:
-                        return
-                    continue  # still add this source's flag to candidates already pooled
-                if not new and not relabel:
-                    continue
-                if source is Source.CF:
-                    builder.add(
-                        item,
-                        source,
-                        cf_score=float(scores[j]) if scores is not None else None,
-                        cf_rank=int(ranks[j]) if ranks is not None else j,
-                    )
-                elif source is Source.TRENDING:
-                    builder.add(item, source, trending=float(scores[j]) if scores is not None else None)
-                elif source is Source.SESSION:
-                    builder.add(item, source, anchor=int(anchors[j]) if anchors is not None else None)
-                else:
-                    builder.add(item, source)
-                if new:
-                    pool.add(item)
-                    taken += 1
+            take = np.flatnonzero(np.isin(idx, idx[admitted]))
+            pos = self.positions[idx]
+        if len(take) == 0:
+            return
+        at = pos[take]
+        self.sources[at] |= np.uint8(source)
+        # Value rules of CandidateBuilder.add: CF score and rank from the last proposal, the
+        # highest trending score, the first anchor (the most recent session item).
+        for name, values in attrs.items():
+            column = getattr(self, name)
+            if name == "trending":
+                np.maximum.at(column, at, values[take])
+            elif name == "anchor":
+                _, first = np.unique(at, return_index=True)
+                unset = column[at[first]] < 0
+                column[at[first][unset]] = values[take[first][unset]]
+            else:
+                rev = take[::-1]
+                _, last = np.unique(pos[rev], return_index=True)
+                column[pos[rev[last]]] = values[rev[last]]
 
-        # Freshest signal first: what the user is doing right now.
-        anchors = self.session_anchors(inputs.session)[: policy.session_items]
-        if len(anchors):
-            rows = self.neighbours[anchors, : policy.neighbours_per_item]
-            flat = rows.reshape(-1)
-            anchor_of = np.repeat(anchors, rows.shape[1])
-            keep = flat >= 0
-            add_all(flat[keep], Source.SESSION, anchors=anchor_of[keep])
-        t_idx, t_scores, _ = self._known(inputs.trending[: policy.trending])
-        add_all(t_idx, Source.TRENDING, scores=t_scores)
-        c_idx, _, _ = self._known(inputs.content)
-        add_all(c_idx, Source.CONTENT, cap=CONTENT_CANDIDATES)
-        cf_idx, cf_scores, cf_ranks = self._known(inputs.cf)
-        add_all(cf_idx, Source.CF, scores=cf_scores, ranks=cf_ranks)
-        add_all(self.global_popular, Source.POPULAR)
-        if len(pool) < limit:
-            popular = inputs.popular
-            if eligibility.include is None and eligibility.exclude is None:
-                # Without category filters, this many popular items always fill the pool.
-                popular = popular[: limit + len(eligibility.blocked)]
-            # Serving-only top-up (the training policy has no pool size): new items only.
-            add_all(popular, Source.POPULAR, relabel=False)
-        return builder.build()
+    def build(self) -> CandidateSet:
+        n = self.size
+        return CandidateSet(
+            items=self.items[:n].copy(),
+            sources=self.sources[:n].copy(),
+            cf_score=self.cf_score[:n].copy(),
+            cf_rank=self.cf_rank[:n].copy(),
+            trending=self.trending[:n].copy(),
+            anchor=self.anchor[:n].copy(),
+        )
+
+    def release(self) -> None:
+        self.positions[self.items[: self.size]] = -1

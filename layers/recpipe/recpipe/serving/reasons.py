@@ -6,12 +6,19 @@ from recpipe.domain.features import Source
 from recpipe.domain.items import ItemTable
 
 DAYPART_PHRASES = ("tonight", "this morning", "this afternoon", "this evening")
-SOURCE_NAMES: tuple[tuple[Source, str], ...] = (
-    (Source.CF, "cf"),
-    (Source.SESSION, "session"),
-    (Source.TRENDING, "trending"),
-    (Source.CONTENT, "content"),
-    (Source.POPULAR, "popular"),
+#: (bit, name) per source; plain ints because IntFlag arithmetic is slow on the hot path.
+SOURCE_NAMES: tuple[tuple[int, str], ...] = (
+    (int(Source.CF), "cf"),
+    (int(Source.SESSION), "session"),
+    (int(Source.TRENDING), "trending"),
+    (int(Source.CONTENT), "content"),
+    (int(Source.POPULAR), "popular"),
+)
+_SESSION, _CF, _CONTENT, _TRENDING = (
+    int(Source.SESSION),
+    int(Source.CF),
+    int(Source.CONTENT),
+    int(Source.TRENDING),
 )
 
 
@@ -30,17 +37,17 @@ def reason(
     content_from_context: bool = False,
 ) -> str:
     """The most specific true statement about a candidate, in order of how personal it is."""
-    if flags & Source.SESSION and anchor >= 0:
+    if flags & _SESSION and anchor >= 0:
         verb = "added" if anchor_in_cart else "viewed"
         suffix = " to your cart" if anchor_in_cart else ""
         return f"because you {verb} {items.titles[anchor]}{suffix}"
-    if flags & Source.CF:
+    if flags & _CF:
         return "similar to your interests"
-    if flags & Source.CONTENT:
+    if flags & _CONTENT:
         if content_from_context:
             return "related to what you are browsing"
         cats = items.categories(item)
         return f"popular in {cats[0]}" if cats else "popular with everyone"
-    if flags & Source.TRENDING:
+    if flags & _TRENDING:
         return "popular now"
     return f"popular {DAYPART_PHRASES[daypart % len(DAYPART_PHRASES)]}"

@@ -26,7 +26,7 @@ from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Elig
 from recpipe.serving.models import LoadedModel, ModelProvider
 from recpipe.serving.ranker import RankerError
 from recpipe.serving.reads import CONTENT_INDEX, DeadlineRunner, Reads, RequestReader
-from recpipe.serving.reasons import reason, source_names
+from recpipe.serving.reasons import SOURCE_NAMES, reason, source_names
 from recpipe.serving.request import RecommendationRequest
 from recpipe.serving.rules import mmr
 from recpipe.training.replay import user_view
@@ -272,10 +272,8 @@ class Recommender:
                 }
             out.append(entry)
         timings["rules"] = (time.perf_counter() - t3) * 1000.0
-        counts: dict[str, int] = {}
-        for flags in np.unique(cands.sources, return_counts=False).tolist():
-            for name in source_names(int(flags)):
-                counts[name] = counts.get(name, 0) + int(np.count_nonzero(cands.sources == flags))
+        counts = {name: int(np.count_nonzero(cands.sources & bit)) for bit, name in SOURCE_NAMES}
+        counts = {name: n for name, n in counts.items() if n}
         return RecommendationResult(
             recommendation_id=uuid.uuid4().hex,
             user_id=req.user_id,
