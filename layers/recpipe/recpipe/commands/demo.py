@@ -38,9 +38,12 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
     from recpipe.demo.runner import DemoOptions, run_demo
 
-    return run_demo(
+    code = run_demo(
         DemoOptions(
             once=args.once,
             movielens=args.movielens,
@@ -56,3 +59,8 @@ def _run(args: argparse.Namespace) -> int:
             verbose=args.verbose,
         )
     )
+    # Everything started is stopped and the lock released by now; skip the interpreter's
+    # teardown of native extensions, which takes seconds after a demo and does nothing useful.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

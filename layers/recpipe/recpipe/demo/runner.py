@@ -11,12 +11,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -108,10 +111,13 @@ class Cleanup:
         with self._lock:
             while self._steps:
                 name, step = self._steps.pop()
+                t0 = time.perf_counter()
                 try:
                     step()
                 except Exception as exc:  # keep stopping the rest
                     print(f"  (stopping {name} failed: {exc})", file=sys.stderr)
+                if time.perf_counter() - t0 > 1.0:
+                    print(f"  (stopping {name} took {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 
 
 def _say(text: str) -> None:
@@ -123,15 +129,18 @@ def run_demo(opts: DemoOptions) -> int:
     cleanup = Cleanup()
     atexit.register(cleanup.run)
     stop = threading.Event()
+    serving = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set() or opts.once:
-            raise KeyboardInterrupt  # unwind now; `finally` stops everything
+        # While serving, Ctrl-C ends the wait loop; during set-up (or a second Ctrl-C) it unwinds
+        # at once. Either way `finally` stops everything that was started.
+        if stop.is_set() or not serving.is_set():
+            raise KeyboardInterrupt
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(opts, state_dir, cleanup, stop)
+        return _run(opts, state_dir, cleanup, stop, serving)
     except LocalStackError as exc:
         print(f"\nrecpipe demo: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
@@ -147,7 +156,9 @@ def run_demo(opts: DemoOptions) -> int:
             signal.signal(s, handler)
 
 
-def _run(opts: DemoOptions, state_dir: Path, cleanup: Cleanup, stop: threading.Event) -> int:
+def _run(
+    opts: DemoOptions, state_dir: Path, cleanup: Cleanup, stop: threading.Event, serving: threading.Event
+) -> int:
     from tqdm import tqdm
 
     demo_dir = state_dir / "demo"
@@ -208,9 +219,14 @@ def _run(opts: DemoOptions, state_dir: Path, cleanup: Cleanup, stop: threading.E
     from recpipe.demo.retraining import RetrainFailed, retrain
 
     try:
-        outcome = retrain(data, quick=opts.quick)
+        # In a child process, as the workflow runs apart from serving in AWS: TensorFlow's memory
+        # and threads never enter the process that serves requests (and it exits promptly).
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcome = pool.submit(retrain, data, quick=opts.quick).result()
     except RetrainFailed as exc:
         raise LocalStackError(f"retraining failed: {exc}") from None
+    except BrokenProcessPool:
+        raise LocalStackError("the retraining process died (see its output above)") from None
     m = outcome.metrics
     _say(
         f"   model {outcome.version} in {outcome.seconds:.1f} s ({outcome.gate_reason}): "
@@ -283,6 +299,7 @@ def _run(opts: DemoOptions, state_dir: Path, cleanup: Cleanup, stop: threading.E
     if opts.once:
         return EXIT_OK if ok else EXIT_CHECKS_FAILED
     _say(f"\nthe demo is running: open {server.url}/ in a browser. Ctrl-C stops everything.")
+    serving.set()
     while not stop.wait(0.5):
         pass
     return EXIT_OK

@@ -36,6 +36,9 @@ from recpipe.local.resources import (
 )
 
 STATE_FILE = "local.json"
+#: moto holds only throw-away in-memory state; its interpreter takes ~2 s to wind down on
+#: SIGTERM, so it gets half a second before SIGKILL.
+MOTO_STOP_S = 0.5
 MODEL_POINTER = "ModelPointerParameter"
 REGION = "us-east-1"
 #: moto accepts any credentials; fixed ones keep a developer's real profile out of the way.
@@ -333,7 +336,7 @@ class LocalStack:
     def stop(self) -> None:
         """Stop what this object started, or (after `running()`) what the state file records."""
         if self._moto is not None:
-            _terminate(self._moto.pid, "moto")
+            _terminate(self._moto.pid, "moto", timeout=MOTO_STOP_S)
             with contextlib.suppress(Exception):
                 self._moto.wait(1)
             self._moto = None
@@ -342,7 +345,7 @@ class LocalStack:
             self._redis = None
         state = self.state or self.read_state()
         if state is not None:
-            _terminate(state.moto_pid, "moto")
+            _terminate(state.moto_pid, "moto", timeout=MOTO_STOP_S)
             _terminate(state.redis_pid, "redis-server")
             with contextlib.suppress(FileNotFoundError):
                 self.state_path.unlink()
