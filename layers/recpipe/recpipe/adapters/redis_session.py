@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import redis
 
@@ -37,6 +36,7 @@ from recpipe.keys import (
     trending_bucket_of,
 )
 from recpipe.ports import DependencyError, RetryableError, SessionEntry
+from recpipe.stream.ports import TrendingHit
 
 #: How long an event's trending marker is kept: the whole readable window plus clock skew.
 TRENDING_MARKER_TTL_S = int(TRENDING_TTL_S + TRENDING_BUCKET_S + MAX_FUTURE_SKEW_S)
@@ -96,16 +96,6 @@ class RedisSessionStore:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class TrendingHit:
-    """One event's contribution to trending; `event_id` makes it count once."""
-
-    event_id: str
-    item_id: str
-    ts: float
-    weight: float
-
-
 # KEYS[i] = bucket key for hit i, KEYS[n+i] = marker key for hit i; ARGV = n, bucket ttl,
 # marker ttl, then (item, weight) per hit. Returns how many hits were counted.
 _ADD_ONCE_LUA = """
@@ -149,7 +139,7 @@ class RedisTrendingStore:
         except redis.RedisError as exc:
             raise _dependency_error(exc) from exc
 
-    def add_once(self, hits: Sequence[TrendingHit]) -> int:
+    def add_once(self, hits: Sequence[TrendingHit]) -> int:  # TrendingCounter
         """Count each hit whose event id was not counted before. Returns hits counted.
 
         Hits whose bucket is already outside the readable window are skipped: they could not

@@ -13,17 +13,14 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from recpipe.domain.events import MAX_BATCH_EVENTS, Event, EventRejected, parse_event
 from recpipe.ports import DependencyError, EventPublisher, SessionEntry
+from recpipe.stream.ports import SessionWriter
 
 #: Request bodies larger than this are refused before parsing (500 events of ~1 KiB fit).
 MAX_BODY_BYTES = 1024 * 1024
-
-
-class SessionWriter(Protocol):
-    def append_many(self, entries_by_user: Mapping[str, Sequence[SessionEntry]]) -> None: ...
 
 
 class IngestError(Exception):

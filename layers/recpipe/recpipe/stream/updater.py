@@ -25,15 +25,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from recpipe.adapters.redis_session import TrendingHit
 from recpipe.domain.events import Event, EventRejected, parse_event
 from recpipe.domain.user import UserFeatures, apply_event
-from recpipe.ports import ConflictError, DependencyError, SessionEntry, UserFeatureStore
+from recpipe.ports import ConflictError, DependencyError, UserFeatureStore
 from recpipe.stream.ingest import session_entries
+from recpipe.stream.ports import FailureSink, SessionWriter, TrendingCounter, TrendingHit
 
 #: Users whose features are read in one BatchGetItem.
 USERS_PER_READ = 100
@@ -43,20 +43,6 @@ MAX_CONFLICT_RETRIES = 3
 MIN_REMAINING_MS = 3000
 #: Bytes of a poison record's payload copied into its failure report.
 POISON_PREVIEW_BYTES = 2048
-
-
-class TrendingCounter(Protocol):
-    def add_once(self, hits: Sequence[TrendingHit]) -> int: ...
-
-
-class SessionWriter(Protocol):
-    def append_many(self, entries_by_user: Mapping[str, Sequence[SessionEntry]]) -> None: ...
-
-
-class FailureSink(Protocol):
-    def report(self, failures: Sequence[Mapping[str, Any]]) -> None:
-        """Persist reports of records that can never succeed (the failure queue)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from recpipe.config import Settings
 from recpipe.keys import KeyLayout
 from recpipe.stream.categories import ItemCategories, local_bundle_locator, s3_bundle_locator
 from recpipe.stream.ingest import EventIngestor
-from recpipe.stream.updater import FailureSink, FeatureUpdater
+from recpipe.stream.ports import FailureSink
+from recpipe.stream.updater import FeatureUpdater
 
 logger = logging.getLogger(__name__)
 
