@@ -76,6 +76,27 @@ def test_cli_writes_json_markdown_and_plot(dataset_dir: Path, tmp_path: Path) ->
     assert report["protocol"] == "stream" and report["k"] == 10
     assert (tmp_path / "eval-stream.md").read_text().count("| full ranked pipeline |") == 3
     assert (tmp_path / "quality-stream.png").read_bytes()[:4] == b"\x89PNG"
+    # --replot redraws from the report, adding the latency plot once a serving benchmark exists
+    replot = tmp_path / "replot"
+    replot.mkdir()
+    (replot / "serving.json").write_text(json.dumps({"samples_ms": {"100": [1.5, 2.0, 9.0]}}))
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            "-",
+            "--protocol",
+            "stream",
+            "--replot",
+            "--json",
+            str(out),
+            "--out-dir",
+            str(replot),
+        ]
+    )
+    assert code == 0
+    assert (replot / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(out.read_text()) == report  # the report itself is not rewritten
 
 
 def test_unknown_dataset_is_refused_with_a_precise_reason(tmp_path: Path) -> None:

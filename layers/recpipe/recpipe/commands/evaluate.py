@@ -26,11 +26,15 @@ def register(sub: Any) -> None:
         help="serving benchmark report for the latency plot (default OUT_DIR/serving.json)",
     )
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="do not evaluate: redraw the table and plots from the --json report (and serving.json)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from recpipe.evaluation import report as out
     from recpipe.evaluation.data import DatasetError, load_dataset
 
     if not 1 <= args.k <= 100:
@@ -41,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    if args.replot:
+        if args.json is None or not args.json.is_file():
+            print("--replot needs an existing --json report", file=sys.stderr)
+            return 2
+        return _outputs(json.loads(args.json.read_text()), args, write_report=False)
     try:
         dataset = load_dataset(args.data)
     except DatasetError as exc:
@@ -62,13 +71,19 @@ def run(args: argparse.Namespace) -> int:
             ),
             progress,
         )
+    return _outputs(result, args, write_report=True)
+
+
+def _outputs(result: dict[str, Any], args: argparse.Namespace, *, write_report: bool) -> int:
+    from recpipe.evaluation import report as out
+
     out_dir: Path = args.out_dir
-    if args.json is not None:
+    if write_report and args.json is not None:
         out.write_json(result, args.json)
-    out.write_markdown(result, out_dir / f"eval-{args.protocol}.md")
-    out.plot_quality(result, out_dir / f"quality-{args.protocol}.png")
+    out.write_markdown(result, out_dir / f"eval-{result['protocol']}.md")
+    out.plot_quality(result, out_dir / f"quality-{result['protocol']}.png")
     serving = args.serving_json or out_dir / "serving.json"
-    if serving.is_file():
-        out.plot_latency(json.loads(serving.read_text()), out_dir / "latency.png")
+    if serving.is_file() and out.plot_latency(json.loads(serving.read_text()), out_dir / "latency.png"):
+        print(f"latency plot from {serving} -> {out_dir / 'latency.png'}", file=sys.stderr)
     print(out.markdown_table(result))
     return 0
