@@ -34,7 +34,10 @@ def _run(event: dict[str, Any]) -> tuple[str, str]:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def prepare(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run = workflow.prepare(
-        deps(), event.get("request") or {}, execution=str(event.get("execution", "manual"))
+        deps(),
+        event.get("request") or {},
+        execution=str(event.get("execution", "manual")),
+        archive_bucket=event.get("archive_bucket"),
     )
     metrics.add_metric("RetrainInteractions", MetricUnit.Count, run["interactions"])
     metrics.add_metric("RetrainImportErrors", MetricUnit.Count, run["import_errors"])

@@ -39,6 +39,7 @@ HANDLERS = {
     "NotifyFailure": "notify_failure",
 }
 BUCKET = "recpipe-test-models"
+ARCHIVE = "recpipe-test-archive"
 POINTER = "/recpipe/test/model/current"
 SYNTHETIC = {"kind": "synthetic", "n_users": 300, "n_items": 400, "n_interactions": 12000, "seed": 3}
 
@@ -134,6 +135,7 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
+        s3.create_bucket(Bucket=ARCHIVE)
         ssm = boto3.client("ssm")
         ssm.put_parameter(Name=POINTER, Value="none", Type="String")
         sns = boto3.client("sns")
@@ -171,6 +173,7 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             "NotifyFailureFunctionArn": arns["NotifyFailure"],
             "NotificationTopicArn": topic,
             "ModelBucket": BUCKET,
+            "ArchiveBucket": ARCHIVE,
             "TrainingImage": "unused",
             "TrainingInstanceType": "ml.m5.xlarge",
             "TrainingCodeUri": f"s3://{BUCKET}/code/recpipe-training.tar.gz",

@@ -113,23 +113,24 @@ class EventArchive:
                 if not raw.strip():
                     continue
                 report.lines += 1
-                try:
-                    event = parse_event(json.loads(raw), now=float("inf"))
-                except (ValueError, EventRejected) as exc:
-                    report.error(key, n, str(exc)[:200])
-                    continue
-                if not lo <= event.ts < hi:
-                    continue
-                if event.event_id in seen:
-                    report.duplicates += 1
-                    continue
-                seen.add(event.event_id)
-                cols["u"].append(users.setdefault(event.user_id, len(users)))
-                cols["i"].append(items.setdefault(event.item_id, len(items)))
-                cols["ts"].append(event.ts)
-                cols["type"].append(TYPE_CODE[event.type])
-                cols["value"].append(np.nan if event.value is None else event.value)
-                cols["device"].append(DEVICES.index(event.device) if event.device in DEVICES else -1)
+                for body in _records(raw, key, n, report):
+                    try:
+                        event = parse_event(body, now=float("inf"))
+                    except EventRejected as exc:
+                        report.error(key, n, str(exc)[:200])
+                        continue
+                    if not lo <= event.ts < hi:
+                        continue
+                    if event.event_id in seen:
+                        report.duplicates += 1
+                        continue
+                    seen.add(event.event_id)
+                    cols["u"].append(users.setdefault(event.user_id, len(users)))
+                    cols["i"].append(items.setdefault(event.item_id, len(items)))
+                    cols["ts"].append(event.ts)
+                    cols["type"].append(TYPE_CODE[event.type])
+                    cols["value"].append(np.nan if event.value is None else event.value)
+                    cols["device"].append(DEVICES.index(event.device) if event.device in DEVICES else -1)
         report.events = len(cols["u"])
         log = InteractionLog(
             users=np.asarray(cols["u"], np.int32),
@@ -142,6 +143,33 @@ class EventArchive:
             devices=np.asarray(cols["device"], np.int8),
         )
         return log, report
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _records(raw: bytes, key: str, line: int, report: ArchiveReport) -> Iterator[Any]:
+    """JSON objects on one line: Firehose concatenates Kinesis records as they were put, so a
+    line may hold one object (newline-delimited producers) or many back to back."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        report.error(key, line, f"not UTF-8: {exc}")
+        return
+    pos, end = 0, len(text)
+    while pos < end:
+        while pos < end and text[pos].isspace():
+            pos += 1
+        if pos >= end:
+            return
+        try:
+            body, pos = _DECODER.raw_decode(text, pos)
+        except ValueError as exc:
+            report.error(
+                key, line, f"not JSON at column {pos + 1}: {exc.args[0][:120]}; rest of line skipped"
+            )
+            return
+        yield body
 
 
 def archive_key(ts: float, name: str, prefix: str = EVENTS_PREFIX) -> str:

@@ -137,10 +137,18 @@ def new_version(execution: str, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{digest}"
 
 
-def prepare(deps: RetrainDeps, request: Mapping[str, Any], *, execution: str = "local") -> dict[str, Any]:
+def prepare(
+    deps: RetrainDeps,
+    request: Mapping[str, Any],
+    *,
+    execution: str = "local",
+    archive_bucket: str | None = None,
+) -> dict[str, Any]:
     """Load the training window from the requested source and freeze it into the run store."""
     source = dict(request.get("source") or {"kind": "archive"})
     kind = str(source.get("kind", "archive"))
+    if kind == "archive" and archive_bucket and "bucket" not in source:
+        source["bucket"] = archive_bucket
     loader = (deps.loaders or {}).get(kind)
     if loader is None:
         raise RetrainError(f"unknown data source kind {kind!r} (known: {sorted(deps.loaders or {})})")
