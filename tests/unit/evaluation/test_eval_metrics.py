@@ -81,6 +81,10 @@ def test_mean_over_users_skips_users_without_relevant_items_and_reports_coverage
     assert result["map"] == pytest.approx((1 + (1 / 2) / 2) / 2, rel=1e-12)
     assert result["mrr@2"] == pytest.approx((1 + 1 / 2) / 2, rel=1e-12)
     assert result["coverage@2"] == pytest.approx(4 / 10)  # a b c d recommended to evaluated users
+    # hit rate values 1 and 1: no spread; precision values 1/2 and 1/2: none either
+    assert result["hit_rate@2_se"] == 0.0
+    # mrr values 1 and 1/2: sample sd = sqrt(((1-.75)^2 + (.5-.75)^2) / 1), se = sd / sqrt(2)
+    assert result["mrr@2_se"] == pytest.approx(math.sqrt(0.125) / math.sqrt(2), rel=1e-9)
 
 
 def test_empty_accumulator_reports_zeros() -> None:

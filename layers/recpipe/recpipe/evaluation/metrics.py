@@ -16,7 +16,8 @@ Every metric is averaged over the users that have both a list and at least one r
 * hit_rate@k = 1 if the one held-out item is in the list
 * mrr@k      = 1/rank of the first relevant item in the list (0 when none)
 
-and catalogue coverage@k = distinct items recommended / catalogue size.
+and catalogue coverage@k = distinct items recommended / catalogue size. Each mean comes with its
+standard error (`<metric>_se`, sample standard deviation / sqrt(n)).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class RankingAccumulator:
     catalogue_size: int
     n: int = 0
     sums: dict[str, float] = field(default_factory=dict)
+    squares: dict[str, float] = field(default_factory=dict)
     recommended_items: set[object] = field(default_factory=set)
 
     def add(self, recommended: Sequence[object], relevant: Collection[object]) -> None:
@@ -115,10 +117,15 @@ class RankingAccumulator:
         }
         for name, v in values.items():
             self.sums[name] = self.sums.get(name, 0.0) + v
+            self.squares[name] = self.squares.get(name, 0.0) + v * v
         self.n += 1
 
     def result(self) -> dict[str, float]:
         out = {name: (total / self.n if self.n else 0.0) for name, total in self.sums.items()}
+        # Standard error of each mean (lists are independent samples), to read differences.
+        for name, total in self.sums.items():
+            var = max(self.squares[name] / self.n - (total / self.n) ** 2, 0.0) if self.n > 1 else 0.0
+            out[f"{name}_se"] = math.sqrt(var / (self.n - 1)) if self.n > 1 else 0.0
         out[f"coverage@{self.k}"] = (
             len(self.recommended_items) / self.catalogue_size if self.catalogue_size else 0.0
         )

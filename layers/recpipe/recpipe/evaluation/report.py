@@ -50,9 +50,18 @@ def markdown_table(report: Mapping[str, Any], methods: Mapping[str, Any] | None 
     cols = [c.format(k=k) for c in TABLE_COLUMNS[str(report["protocol"])]]
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name, metrics in (methods if methods is not None else report["methods"]).items():
-        cells = [f"{metrics[c]:.4f}" if c in metrics else "-" for c in cols]
+        cells = [_cell(metrics, c, with_se=report["protocol"] == "stream") for c in cols]
         lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(metrics: Mapping[str, Any], col: str, *, with_se: bool) -> str:
+    if col not in metrics:
+        return "-"
+    se = metrics.get(f"{col}_se")
+    if with_se and se:
+        return f"{metrics[col]:.4f} ± {se:.4f}"
+    return f"{metrics[col]:.4f}"
 
 
 def write_markdown(report: Mapping[str, Any], path: Path) -> None:
