@@ -54,11 +54,14 @@ class CFModel:
     item_factors: npt.NDArray[np.float32]
     #: users x items confidence the model was fitted on (its non-zeros are "consumed").
     user_items: sp.csr_matrix
+    #: BPR keeps an item bias as the last factor (users have a 1 there): scored, not embedded.
+    bias_last: bool = False
 
     @property
     def normalised_items(self) -> npt.NDArray[np.float32]:
-        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
-        return np.where(norms > 0, self.item_factors / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+        f = self.item_factors[:, :-1] if self.bias_last else self.item_factors
+        norms = np.linalg.norm(f, axis=1, keepdims=True)
+        return np.where(norms > 0, f / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
 def fit_als(
@@ -93,6 +96,40 @@ def fit_als(
     item_f[np.diff(user_items.tocsc().indptr) == 0] = 0.0
     user_f[np.diff(user_items.indptr) == 0] = 0.0
     return CFModel(user_factors=user_f, item_factors=item_f, user_items=user_items)
+
+
+def fit_bpr(
+    log: InteractionLog,
+    n_users: int,
+    n_items: int,
+    *,
+    factors: int,
+    iterations: int,
+    learning_rate: float,
+    regularization: float,
+    seed: int,
+) -> CFModel:
+    """implicit's BPR on the same interactions (binary: any positive confidence)."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
+
+    user_items = confidence_matrix(log, n_users, n_items)
+    with threadpool_limits(1, "blas"):
+        model = BayesianPersonalizedRanking(
+            factors=factors,
+            learning_rate=learning_rate,
+            regularization=regularization,
+            iterations=iterations,
+            random_state=seed,
+        )
+        binary = user_items.copy()
+        binary.data[:] = 1.0
+        model.fit(binary, show_progress=False)
+    user_f = np.asarray(model.user_factors, np.float32)
+    item_f = np.asarray(model.item_factors, np.float32)
+    item_f[np.diff(user_items.tocsc().indptr) == 0] = 0.0
+    user_f[np.diff(user_items.indptr) == 0] = 0.0
+    return CFModel(user_factors=user_f, item_factors=item_f, user_items=user_items, bias_last=True)
 
 
 def top_n(

@@ -30,7 +30,7 @@ from recpipe.domain.features import FeatureAssembler, RequestContext
 from recpipe.domain.items import ItemTable
 from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
 from recpipe.training.candidates import CandidateLists
-from recpipe.training.cf import CFModel, fit_als, neighbours, row_weights, top_n
+from recpipe.training.cf import CFModel, fit_als, fit_bpr, neighbours, row_weights, top_n
 from recpipe.training.item_table import build_item_table, item_universe
 from recpipe.training.ranker import RankerParams, export_tflite, tflite_scores, train_ranker
 from recpipe.training.replay import (
@@ -50,10 +50,16 @@ REPORT_FILE = "train_report.json"
 
 @dataclass(frozen=True, slots=True)
 class TrainParams:
+    #: "als" or "bpr" (see docs/training.md for the holdout comparison)
+    cf_method: str = "als"
     factors: int = 64
     iterations: int = 15
     regularization: float = 0.05
     alpha: float = 2.0
+    #: BPR only
+    bpr_iterations: int = 100
+    bpr_learning_rate: float = 0.01
+    bpr_regularization: float = 0.01
     #: candidates published per user
     top_n: int = 200
     neighbours: int = 50
@@ -155,16 +161,30 @@ def _fit_phase(
     *,
     end_ts: float,
 ) -> _Phase:
-    model = fit_als(
-        window,
-        n_users,
-        len(item_ids),
-        factors=params.factors,
-        iterations=params.iterations,
-        regularization=params.regularization,
-        alpha=params.alpha,
-        seed=params.seed,
-    )
+    if params.cf_method == "bpr":
+        model = fit_bpr(
+            window,
+            n_users,
+            len(item_ids),
+            factors=params.factors,
+            iterations=params.bpr_iterations,
+            learning_rate=params.bpr_learning_rate,
+            regularization=params.bpr_regularization,
+            seed=params.seed,
+        )
+    elif params.cf_method == "als":
+        model = fit_als(
+            window,
+            n_users,
+            len(item_ids),
+            factors=params.factors,
+            iterations=params.iterations,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            seed=params.seed,
+        )
+    else:
+        raise ValueError(f"unknown cf_method {params.cf_method!r} (als or bpr)")
     table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
     idx, sim = neighbours(table.embeddings, params.neighbours)
     return _Phase(model, table, Neighbours(indices=idx, scores=sim))
