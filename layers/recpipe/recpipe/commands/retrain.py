@@ -24,6 +24,11 @@ def register(sub: Any) -> None:
     p.add_argument("--data", default=DEFAULT_DATA, help="MovieLens-format directory (--source movielens)")
     p.add_argument("--days", type=float, default=90, help="archive window in days (--source archive)")
     p.add_argument(
+        "--archive-bucket",
+        default=os.environ.get("ARCHIVE_BUCKET"),
+        help="Firehose archive bucket (--source archive; default $ARCHIVE_BUCKET, else MODEL_BUCKET)",
+    )
+    p.add_argument(
         "--synthetic", default="2000,1000,100000", help="users,items,interactions (--source synthetic)"
     )
     p.add_argument("--version", help="bundle/candidate version (default: UTC time + hash)")
@@ -72,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         deps = build_deps(settings, work_dir=args.work_dir)
-        result = run_local(deps, build_request(args), progress=not args.quiet)
+        result = run_local(
+            deps, build_request(args), progress=not args.quiet, archive_bucket=args.archive_bucket
+        )
     except (ConfigError, DataImportError, RetrainError, DependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -358,11 +358,16 @@ def notify_failure(
 
 # ---- local, in-process run ------------------------------------------------------------------------------
 def run_local(
-    deps: RetrainDeps, request: Mapping[str, Any], *, progress: bool = False, execution: str = "local"
+    deps: RetrainDeps,
+    request: Mapping[str, Any],
+    *,
+    progress: bool = False,
+    execution: str = "local",
+    archive_bucket: str | None = None,
 ) -> dict[str, Any]:
     """The state machine's path, in-process: what `recpipe retrain` does on the local stack."""
     out: dict[str, Any] = {}
-    out["run"] = run = prepare(deps, request, execution=execution)
+    out["run"] = run = prepare(deps, request, execution=execution, archive_bucket=archive_bucket)
     out["training"] = train(deps, run["run_id"], run["version"], progress=progress)
     out["evaluation"] = ev = evaluate(
         deps, run["run_id"], run["version"], gate_margin=run["gate_margin"], shard_size=run["shard_size"]
