@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -73,8 +72,8 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert not (state / "demo.lock").exists() and not (state / "demo" / "local.json").exists()
 
 
-def _grid(page: object) -> list[str]:
-    return page.locator("[data-testid=card]").evaluate_all("els => els.map(e => e.dataset.itemId)")  # type: ignore[attr-defined]
+#: The item ids shown in the grid, in order.
+GRID_JS = "[...document.querySelectorAll('[data-testid=card]')].map(e => e.dataset.itemId)"
 
 
 def test_clicking_an_item_posts_an_event_and_the_grid_follows(demo_url: str, tmp_path: Path) -> None:
@@ -97,21 +96,21 @@ def test_clicking_an_item_posts_an_event_and_the_grid_follows(demo_url: str, tmp
         expect(page.locator("[data-testid=data-info]")).to_contain_text("synthetic shop")
 
         # A new visitor (cold start), then a click on one card.
-        page.locator("[data-testid=new-visitor]").click()
+        with page.expect_response(
+            lambda r: "/recommendations?" in r.url and "web-visitor-" in r.url
+        ) as cold_resp:
+            page.locator("[data-testid=new-visitor]").click()
+        cold = [it["item_id"] for it in cold_resp.value.json()["items"]]
+        page.wait_for_function(f"ids => JSON.stringify({GRID_JS}) === JSON.stringify(ids)", arg=cold)
         expect(page.locator("[data-testid=current-user]")).to_contain_text("web-visitor-")
-        page.wait_for_function("document.querySelectorAll('[data-testid=card]').length > 0")
-        cold = _grid(page)
         clicked = page.locator("[data-testid=card]").nth(2)
         title = clicked.locator("h3").inner_text()
-        clicked.click()
+        with page.expect_response(lambda r: "/recommendations?" in r.url) as after_resp:
+            clicked.click()
+        after_click = [it["item_id"] for it in after_resp.value.json()["items"]]
         expect(page.locator("[data-testid=events-posted]")).to_have_text("2")  # view + click
         expect(page.locator("[data-testid=session] li").first).to_contain_text(title)
-        page.wait_for_function(
-            "before => JSON.stringify([...document.querySelectorAll('[data-testid=card]')].map(e => e.dataset.itemId)) !== before",
-            arg=json.dumps(cold),
-            timeout=10_000,
-        )
-        after_click = _grid(page)
+        page.wait_for_function(f"ids => JSON.stringify({GRID_JS}) === JSON.stringify(ids)", arg=after_click)
         assert after_click != cold
         assert "because you viewed" in page.locator("[data-testid=grid]").inner_text()
 

@@ -2,7 +2,7 @@
 // POST /events) served by the local stack, and to /demo/* for sample users and live stats.
 "use strict";
 
-const state = { user: null, items: [], previous: new Set(), posted: 0, seq: 0 };
+const state = { user: null, items: [], previous: new Set(), posted: 0, seq: 0, latest: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -41,10 +41,12 @@ async function recommend() {
   if (!state.user) return;
   const params = new URLSearchParams({ user_id: state.user, k: "12", explain: "false", device: $("device").value,
     utc_offset_minutes: String(-new Date().getTimezoneOffset()) });
+  const ticket = ++state.latest;
   const t0 = performance.now();
   const res = await fetch(`/recommendations?${params}`);
   const ms = performance.now() - t0;
   const body = await res.json();
+  if (ticket !== state.latest) return; // a newer request was sent meanwhile: never show a stale list
   if (!res.ok) {
     showError(`${res.status} ${body.error ? body.error.code + ": " + body.error.message : ""}`);
     return;
