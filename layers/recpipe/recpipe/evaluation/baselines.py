@@ -8,7 +8,6 @@ implicit runs single-threaded so results reproduce bit for bit.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,9 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-
-# implicit warns (and slows down) when OpenBLAS runs its own threads inside ALS.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from threadpoolctl import threadpool_limits
 
 Params = Mapping[str, Any]
 
@@ -156,7 +153,9 @@ class ALS(_ImplicitFactors):
         )
 
     def fit(self, x: sp.csr_matrix) -> None:
-        self.model.fit(x.astype(np.float32), show_progress=False)
+        # implicit's own loops are the parallelism; BLAS threads inside them only contend.
+        with threadpool_limits(1, "blas"):
+            self.model.fit(x.astype(np.float32).tocsr(), show_progress=False)
 
 
 class BPR(_ImplicitFactors):
@@ -182,7 +181,9 @@ class BPR(_ImplicitFactors):
         )
 
     def fit(self, x: sp.csr_matrix) -> None:
-        self.model.fit(x.astype(np.float32), show_progress=False)
+        # implicit's own loops are the parallelism; BLAS threads inside them only contend.
+        with threadpool_limits(1, "blas"):
+            self.model.fit(x.astype(np.float32).tocsr(), show_progress=False)
 
 
 class ItemKNN:
@@ -202,7 +203,9 @@ class ItemKNN:
             raise ValueError(f"unknown item-kNN similarity {similarity!r}")
 
     def fit(self, x: sp.csr_matrix) -> None:
-        self.model.fit(x.astype(np.float32), show_progress=False)
+        # implicit's own loops are the parallelism; BLAS threads inside them only contend.
+        with threadpool_limits(1, "blas"):
+            self.model.fit(x.astype(np.float32).tocsr(), show_progress=False)
 
     def scores(self, users: npt.NDArray[np.int64], x: sp.csr_matrix) -> npt.NDArray[np.float32]:
         return np.asarray((x[users].astype(np.float32) @ self.model.similarity).toarray(), np.float32)
