@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="server",
         help="moto as a separate moto_server process (default) or in-process mock_aws",
     )
+    parser.add_argument(
+        "--no-recommend",
+        dest="recommend",
+        action="store_false",
+        help="skip POST -> GET /recommendations freshness (it trains a tiny bundle: ~20 s of TensorFlow)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", dest="json_out", help="write the report here")
 
@@ -349,6 +355,14 @@ def run(args: argparse.Namespace) -> int:
             report["freshness_session_read"] = (
                 "SessionStore.recent (the recommendation handler's session read)"
             )
+            if args.recommend and (ROOT / "functions" / "recommend" / "app.py").is_file():
+                with contextlib.redirect_stdout(io.StringIO()):
+                    rec_ms, misses, bundle_note = measure_recommendation_freshness(
+                        args.freshness, Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                    )
+                report["freshness_recommendation_ms"] = percentiles(rec_ms)
+                report["freshness_recommendation_first_get_misses"] = misses
+                report["freshness_recommendation_setup"] = bundle_note
 
     print_report(report)
     if args.json_out:
@@ -424,6 +438,95 @@ def measure_freshness(
     return session_ms, ddb_ms
 
 
+def measure_recommendation_freshness(n: int, work_dir: Path) -> tuple[list[float], int, str]:
+    """POST a view, then GET /recommendations through the recommend handler until the answer
+    shows it: an item recommended "because you viewed <that item>" (a session neighbour).
+    Each event uses a new user so the session holds exactly that one view."""
+    import importlib.util
+
+    from recpipe.bundle import load_bundle
+    from recpipe.stream.poller import PollerContext
+    from recpipe.testing.trained import trained_bundle
+
+    trained = trained_bundle(work_dir, version="bench-v1")
+    bundle = load_bundle(trained.bundle_dir)
+    items = bundle.items
+    anchors = [i for i in range(len(items)) if len(bundle.neighbours.of(i)[0]) >= 5][:50]
+    env = {
+        "RECPIPE_BUNDLE_DIR": str(trained.bundle_dir),
+        # k = pool size: every candidate is in the answer, whatever the tiny model's ranking.
+        "MAX_CANDIDATES": "100",
+        # The local stack's deadlines (deployed: 15/35 ms) on a shared machine.
+        "READ_TIMEOUT_MS": "100",
+        "REQUEST_BUDGET_MS": "300",
+    }
+    note = (
+        f"recommend handler, bundle trained by recpipe.testing.trained ({len(items)} items), "
+        "GET k=100 with MAX_CANDIDATES=100, READ_TIMEOUT_MS=100, REQUEST_BUDGET_MS=300"
+    )
+    with patched_env(**env):
+
+        def load(name: str) -> Any:
+            spec = importlib.util.spec_from_file_location(
+                f"bench_rec_{name}", ROOT / "functions" / name / "app.py"
+            )
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+
+        ingest, recommend = load("ingest_events"), load("recommend")
+        post_tpl = json.loads((ROOT / "events" / "ingest_single.json").read_text())
+        samples: list[float] = []
+        misses = 0
+        warmup = 5
+        for n_event in progress(list(range(n + warmup)), "freshness via /recommendations"):
+            anchor = anchors[n_event % len(anchors)]
+            user = f"rec-u{n_event}-{time.time_ns()}"
+            body = {
+                "event_id": f"rec-{user}",
+                "user_id": user,
+                "item_id": items.item_ids[anchor],
+                "type": "view",
+                "ts": time.time(),
+            }
+            get = {
+                "resource": "/recommendations",
+                "path": "/recommendations",
+                "httpMethod": "GET",
+                "headers": {},
+                "multiValueHeaders": {},
+                "queryStringParameters": {"user_id": user, "k": "100"},
+                "multiValueQueryStringParameters": None,
+                "requestContext": {
+                    "requestId": f"bench-{n_event}",
+                    "resourcePath": "/recommendations",
+                    "httpMethod": "GET",
+                    "stage": "bench",
+                },
+                "body": None,
+                "isBase64Encoded": False,
+            }
+            wanted = f"because you viewed {items.titles[anchor]}"
+            t0 = time.perf_counter()
+            resp = ingest.handler(
+                dict(post_tpl, body=json.dumps(body)), PollerContext(time.monotonic() + 10, "ingest")
+            )
+            if resp["statusCode"] != 202:
+                raise RuntimeError(f"event not accepted: {resp}")
+            for attempt in range(100):
+                out = recommend.handler(get, PollerContext(time.monotonic() + 10, "recommend"))
+                if any(i["reason"] == wanted for i in json.loads(out["body"]).get("items", [])):
+                    break
+                if attempt == 0 and n_event >= warmup:
+                    misses += 1
+            else:
+                raise TimeoutError(f"{wanted!r} never appeared for {user}")
+            if n_event >= warmup:
+                samples.append((time.perf_counter() - t0) * 1000)
+    return samples, misses, note
+
+
 def wait_until(check: Callable[[], bool], timeout_s: float, pause_s: float = 0.0) -> None:
     deadline = time.perf_counter() + timeout_s
     while not check():
@@ -453,6 +556,7 @@ def print_report(r: dict[str, Any]) -> None:
         )
     for key, label in (
         ("freshness_session_ms", "POST -> session visible"),
+        ("freshness_recommendation_ms", "POST -> in /recommendations"),
         ("freshness_dynamodb_ms", "POST -> DynamoDB features"),
     ):
         if key in r:
