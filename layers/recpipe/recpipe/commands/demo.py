@@ -33,6 +33,11 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="default .recpipe (or $RECPIPE_STATE_DIR)"
     )
+    parser.add_argument(
+        "--no-archive",
+        action="store_true",
+        help="hand the generated history to the retrain workflow in memory instead of via the S3 event archive",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the handlers' logs and metrics")
     parser.set_defaults(func=_run)
 
@@ -57,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
             requests=args.requests,
             state_dir=args.state_dir,
             verbose=args.verbose,
+            no_archive=args.no_archive,
         )
     )
     # Everything started is stopped and the lock released by now; skip the interpreter's

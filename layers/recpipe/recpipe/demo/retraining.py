@@ -6,12 +6,14 @@ from `recpipe.training.wiring.build_deps(Settings)`, so on the local stack the b
 the moto S3 model bucket, the SSM pointer names it, candidates go to Redis and the content
 index to the in-process index: the handlers then load the model the way they do in AWS.
 
-The only demo-specific piece is the data source: the catalogue the demo generated (or loaded
-and moved to the present) is handed to `prepare` as an in-memory source.
+The data source: for the generated shop, the history is first written to the archive bucket
+in Firehose's layout and `prepare` reads it from there (the production path); MovieLens (decades
+of history, thousands of day partitions) is handed to `prepare` in memory.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,10 +36,15 @@ class RetrainOutcome:
     metrics: dict[str, Any]
     gate_reason: str
     seconds: float
+    interactions: int = 0
+    source: str = ""
 
 
-def retrain(data: DemoData, *, quick: bool = False) -> RetrainOutcome:
-    """Run the workflow against the stack the environment points at (Settings from env)."""
+def retrain(data: DemoData, *, quick: bool = False, archive_days: float | None = None) -> RetrainOutcome:
+    """Run the workflow against the stack the environment points at (Settings from env).
+
+    With `archive_days`, `prepare` reads that window from the event archive bucket (seeded by
+    `recpipe.demo.archive`), as in AWS; otherwise the demo's data is handed over in memory."""
     from recpipe.config import load_settings
     from recpipe.training.pipeline import TrainParams
     from recpipe.training.wiring import build_deps
@@ -50,11 +57,27 @@ def retrain(data: DemoData, *, quick: bool = False) -> RetrainOutcome:
     def load(source: Any) -> tuple[Any, Any, dict[str, Any]]:
         return data.log, data.items, {"source": data.description, "error_count": 0}
 
-    deps = replace(deps, loaders={**(deps.loaders or {}), SOURCE_KIND: load})
+    loaders = {**(deps.loaders or {}), SOURCE_KIND: load}
+    if archive_days is not None:
+        from recpipe.training.sources import archive_loader
+        from recpipe.training.wiring import aws_client
+
+        # Bound to the archive bucket explicitly: the default loader reads the model bucket.
+        loaders["archive"] = archive_loader(aws_client("s3", settings), os.environ["ARCHIVE_BUCKET"])
+    deps = replace(deps, loaders=loaders)
     params = TrainParams.tiny() if quick else TrainParams(max_eval_users=500)
-    request = {"source": {"kind": SOURCE_KIND}, "params": params.to_dict()}
+    source: dict[str, Any] = {"kind": SOURCE_KIND}
+    if archive_days is not None:
+        source = {"kind": "archive", "days": archive_days}
+    request = {"source": source, "params": params.to_dict()}
     try:
-        out = run_local(deps, request, progress=True, execution=f"demo-{int(time.time())}")
+        out = run_local(
+            deps,
+            request,
+            progress=True,
+            execution=f"demo-{int(time.time())}",
+            archive_bucket=os.environ.get("ARCHIVE_BUCKET"),
+        )
     except RetrainError as exc:
         raise RetrainFailed(str(exc)) from None
     evaluation = out["evaluation"]
@@ -66,4 +89,6 @@ def retrain(data: DemoData, *, quick: bool = False) -> RetrainOutcome:
         metrics=dict(out["training"].get("metrics") or {}),
         gate_reason=str(evaluation.get("reason", "")),
         seconds=time.perf_counter() - t0,
+        interactions=int(out["run"].get("interactions", 0)),
+        source=str(source["kind"]),
     )

@@ -47,6 +47,8 @@ class DemoOptions:
     requests: int = 200
     state_dir: Path | None = None
     verbose: bool = False
+    #: Hand the generated history to `prepare` in memory instead of through the archive bucket.
+    no_archive: bool = False
 
 
 class DemoLock:
@@ -215,19 +217,33 @@ def _run(
             bar.update(1)
     _say(f"   {data.description}")
 
-    _say("\n== retraining (train -> evaluate -> publish candidates -> index content -> promote)")
+    archive_days = None
+    if opts.movielens is None and not opts.no_archive:
+        from recpipe.demo.archive import window_days, write_archive
+
+        _say("\n== seeding the event archive (what Firehose would have written to S3)")
+        t0 = time.perf_counter()
+        objects = write_archive(_aws(env, "s3"), env["ARCHIVE_BUCKET"], data)
+        archive_days = window_days(data, time.time())
+        _say(
+            f"   {objects} objects in s3://{env['ARCHIVE_BUCKET']}/events/ and catalogue/items.jsonl "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+
+    _say("\n== retraining (prepare -> train -> evaluate -> publish candidates -> index content -> promote)")
     from recpipe.demo.retraining import RetrainFailed, retrain
 
     try:
         # In a child process, as the workflow runs apart from serving in AWS: TensorFlow's memory
         # and threads never enter the process that serves requests (and it exits promptly).
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            outcome = pool.submit(retrain, data, quick=opts.quick).result()
+            outcome = pool.submit(retrain, data, quick=opts.quick, archive_days=archive_days).result()
     except RetrainFailed as exc:
         raise LocalStackError(f"retraining failed: {exc}") from None
     except BrokenProcessPool:
         raise LocalStackError("the retraining process died (see its output above)") from None
     m = outcome.metrics
+    _say(f"   prepare read {outcome.interactions:,} interactions from the {outcome.source} source")
     _say(
         f"   model {outcome.version} in {outcome.seconds:.1f} s ({outcome.gate_reason}): "
         f"{outcome.candidate_lists:,} candidate lists, {outcome.documents:,} documents indexed; holdout "
@@ -303,6 +319,14 @@ def _run(
     while not stop.wait(0.5):
         pass
     return EXIT_OK
+
+
+def _aws(env: dict[str, str], service: str) -> Any:
+    import boto3
+
+    return boto3.session.Session(region_name=env["AWS_REGION"]).client(
+        service, endpoint_url=env["AWS_ENDPOINT_URL"]
+    )  # type: ignore[call-overload]
 
 
 def _start_poller(env: dict[str, str], handler: Any) -> Any:
