@@ -39,6 +39,12 @@ def register(sub: Any) -> None:
     p.add_argument("--bundle-dir", type=Path, help="directory of bundle versions (sets RECPIPE_BUNDLE_DIR)")
     p.add_argument("--json", type=Path, help="write the run's result (metrics, gate decision) here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--sagemaker-tarball",
+        type=Path,
+        metavar="FILE",
+        help="only write the SageMaker script-mode source tarball (${TrainingCodeUri}) and exit",
+    )
     p.set_defaults(func=run)
 
 
@@ -72,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
     from recpipe.training.wiring import build_deps
     from recpipe.training.workflow import RetrainError, run_local
 
+    if args.sagemaker_tarball:
+        from recpipe.training.sagemaker_entry import build_source_tarball
+
+        print(f"wrote {build_source_tarball(args.sagemaker_tarball)}")
+        return 0
     if args.bundle_dir:
         os.environ["RECPIPE_BUNDLE_DIR"] = str(args.bundle_dir)
     try:

@@ -12,11 +12,25 @@ names what it produced.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
+
+#: The script-mode entry file SageMaker runs (HyperParameters.sagemaker_program).
+PROGRAM = "recpipe_train.py"
+#: Installed by the container before running PROGRAM (TensorFlow and boto3 are in the image).
+REQUIREMENTS = (
+    "implicit==0.7.3",
+    "threadpoolctl>=3",
+    "pydantic>=2.6,<3",
+    "redis>=5,<9",
+    "tqdm>=4.66",
+    "aws-lambda-powertools>=3.0,<4",
+)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -43,6 +57,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         (Path(args.model_dir) / "train_result.json").write_text(json.dumps(out, indent=2, default=str))
     print(json.dumps({"version": args.version, "metrics": out.get("metrics", {})}))
     return 0
+
+
+def build_source_tarball(out: Path) -> Path:
+    """The `${TrainingCodeUri}` object: recpipe_train.py + the recpipe package + requirements.txt.
+
+    Upload it to s3://<ModelArtifactsBucket>/code/recpipe-training.tar.gz (the deploy does)."""
+    import recpipe
+
+    package = Path(recpipe.__file__).resolve().parent
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(out, "w:gz") as tar:
+        add_bytes(
+            tar,
+            PROGRAM,
+            b"import sys\nfrom recpipe.training.sagemaker_entry import main\n\nsys.exit(main())\n",
+        )
+        add_bytes(tar, "requirements.txt", ("\n".join(REQUIREMENTS) + "\n").encode())
+        tar.add(package, arcname="recpipe", filter=lambda t: None if "__pycache__" in t.name else t)
+    return out
 
 
 if __name__ == "__main__":

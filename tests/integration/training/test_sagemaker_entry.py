@@ -1,0 +1,71 @@
+"""The SageMaker training entry point runs the same train step against S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+from recpipe.adapters.s3_models import S3ModelStore
+from recpipe.bundle import load_bundle
+from recpipe.training import sagemaker_entry, workflow
+from recpipe.training.pipeline import TrainParams
+from recpipe.training.runs import S3RunStore
+from recpipe.training.sources import default_loaders
+
+BUCKET = "sm-models"
+PARAM = "/recpipe/sm/model/current"
+
+
+def test_training_job_entry_point_uploads_a_bundle_but_does_not_promote(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_POINTER_PARAM", PARAM)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    runs = S3RunStore(s3, BUCKET)
+    models = S3ModelStore(s3, boto3.client("ssm"), BUCKET, PARAM)
+    deps = workflow.RetrainDeps(runs=runs, models=models, loaders=default_loaders())
+    source = {"kind": "synthetic", "n_users": 300, "n_items": 400, "n_interactions": 12000, "seed": 3}
+    run = workflow.prepare(
+        deps, {"source": source, "params": TrainParams.tiny().to_dict(), "version": "sm-v1"}
+    )
+
+    # what the container runs: python recpipe_train.py --run_id ... --version ... --bucket ...
+    code = sagemaker_entry.main(
+        [
+            "--run_id",
+            run["run_id"],
+            "--version",
+            "sm-v1",
+            "--bucket",
+            BUCKET,
+            "--model-dir",
+            str(tmp_path / "model"),
+        ]
+    )
+
+    assert code == 0
+    assert models.manifest("sm-v1") is not None
+    assert models.current_version() is None  # promotion is the workflow's last step, not training's
+    fetched = models.fetch("sm-v1", tmp_path / "fetched")
+    assert load_bundle(fetched).version == "sm-v1"
+    assert runs.exists(run["run_id"], workflow.CANDIDATES_FILE)
+    assert json.loads((tmp_path / "model" / "train_result.json").read_text())["version"] == "sm-v1"
+
+
+def test_source_tarball_has_the_program_the_package_and_requirements(tmp_path: Path) -> None:
+    out = sagemaker_entry.build_source_tarball(tmp_path / "code.tar.gz")
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
+        program = tar.extractfile(sagemaker_entry.PROGRAM)
+        assert program is not None and b"sagemaker_entry import main" in program.read()
+    assert {
+        "recpipe_train.py",
+        "requirements.txt",
+        "recpipe/training/sagemaker_entry.py",
+        "recpipe/bundle.py",
+    } <= names
+    assert not any("__pycache__" in n for n in names)
