@@ -135,30 +135,31 @@ def fit_bpr(
 def top_n(
     model: CFModel, users: npt.NDArray[np.int32], n: int
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """Best `n` items per user excluding consumed ones: (items [u, n] -1 padded, scores [u, n])."""
+    """Best `n` items per user excluding consumed ones: (items [u, n] -1 padded, scores [u, n]).
+
+    Scoring and selection run in implicit's multi-threaded C++ top-k, a block of users at a time."""
+    from implicit.cpu.topk import topk
+    from threadpoolctl import threadpool_limits
+
     n_items = model.item_factors.shape[0]
     n = min(n, n_items)
     out_i = np.full((len(users), n), -1, np.int32)
     out_s = np.zeros((len(users), n), np.float32)
-    item_t = model.item_factors.T
+    items = np.ascontiguousarray(model.item_factors, np.float32)
     batch = _rows_per_block(n_items)
-    for lo in range(0, len(users), batch):
-        block = users[lo : lo + batch]
-        scores = model.user_factors[block] @ item_t
-        consumed = model.user_items[block]
-        rows = np.repeat(np.arange(len(block)), np.diff(consumed.indptr))
-        scores[rows, consumed.indices] = -np.inf
-        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        best = np.take_along_axis(part, order, axis=1).astype(np.int32)
-        best_s = np.take_along_axis(part_scores, order, axis=1)
-        # users with no factors get nothing rather than arbitrary items
-        dead = ~np.isfinite(best_s) | (np.abs(model.user_factors[block]).sum(axis=1) == 0)[:, None]
-        best[dead] = -1
-        best_s[dead] = 0.0
-        out_i[lo : lo + len(block)] = best
-        out_s[lo : lo + len(block)] = best_s
+    with threadpool_limits(1, "blas"):
+        for lo in range(0, len(users), batch):
+            block = users[lo : lo + batch]
+            query = np.ascontiguousarray(model.user_factors[block], np.float32)
+            best, best_s = topk(items, query, n, filter_query_items=model.user_items[block], num_threads=0)
+            best = np.asarray(best, np.int32)
+            best_s = np.asarray(best_s, np.float32)
+            # consumed items come back with -inf; users with no factors get nothing
+            dead = ~np.isfinite(best_s) | (best < 0) | (np.abs(query).sum(axis=1) == 0)[:, None]
+            best[dead] = -1
+            best_s[dead] = 0.0
+            out_i[lo : lo + len(block)] = best
+            out_s[lo : lo + len(block)] = best_s
     return out_i, out_s
 
 
