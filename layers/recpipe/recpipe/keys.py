@@ -42,6 +42,10 @@ class KeyLayout:
     def candidate_version_pattern(self, version: str) -> str:
         return f"{self.prefix}cand:{version}:*"
 
+    def candidate_versions(self) -> str:
+        """Set of versions with lists written, so a publish that never completed is expired."""
+        return f"{self.prefix}cand:versions"
+
     # Live session and trending ---------------------------------------------------------------
     def session(self, user_id: str) -> str:
         return f"{self.prefix}sess:{user_id}"

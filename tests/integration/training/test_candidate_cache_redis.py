@@ -119,3 +119,18 @@ def test_pre_encoded_lists_are_served_like_encoded_ones(client: redis.Redis) -> 
     assert cache.publish("v1", lists.encoded(), {}) == 2
     assert cache.get("u1") == [("a", 0.9), ("c", -0.25)]
     assert cache.get("u2") == [("b", 3.5)]
+
+
+def test_a_version_left_half_written_by_a_failed_run_expires_at_the_next_switch(client: redis.Redis) -> None:
+    keys = KeyLayout("t")
+    cache = RedisCandidateCache(client, keys, pointer_ttl_s=0)
+    cache.publish("v1", _lists(5, "a"), {})
+    cache.write_lists("v2-failed", _lists(5, "x"))  # the run died before committing
+    assert client.ttl(keys.candidates("v2-failed", "u1")) == -1
+
+    cache.publish("v3", _lists(5, "c"), {})
+
+    assert 0 < client.ttl(keys.candidates("v2-failed", "u1")) <= OLD_VERSION_TTL_S
+    assert 0 < client.ttl(keys.candidates("v1", "u1")) <= OLD_VERSION_TTL_S
+    assert client.ttl(keys.candidates("v3", "u1")) == -1
+    assert {m.decode() for m in client.smembers(keys.candidate_versions())} == {"v3"}

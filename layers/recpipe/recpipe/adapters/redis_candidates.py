@@ -137,6 +137,7 @@ class RedisCandidateCache:
         `commit` once; writing the same shard twice only overwrites identical values.
         """
         check_version(version)
+        self._redis.sadd(self._keys.candidate_versions(), version)
         written = 0
         it = iter(lists)
         key = self._keys.candidates
@@ -171,6 +172,15 @@ class RedisCandidateCache:
         self._pointer, self._pointer_read_at = version, self._clock()
         if previous and previous != version:
             self.expire_version(previous, OLD_VERSION_TTL_S)
+        # Versions a failed run left half-written would otherwise stay in memory forever.
+        registry = self._keys.candidate_versions()
+        for raw in self._redis.smembers(registry):
+            other = _as_str(raw)
+            if other and other not in (version, previous):
+                self.expire_version(other, OLD_VERSION_TTL_S)
+                self._redis.srem(registry, other)
+        if previous and previous != version:
+            self._redis.srem(registry, previous)
 
     def expire_version(self, version: str, ttl_s: int) -> int:
         """Give every key of `version` a TTL (SCAN, so Redis is never blocked). Returns keys."""
