@@ -21,6 +21,8 @@ from recpipe.bundle import ITEMS_JSON, ITEMS_NPZ, MANIFEST, BundleError
 
 logger = logging.getLogger(__name__)
 
+#: Pointer values meaning "no model yet" (as recpipe.adapters.s3_models reads them).
+NO_VERSION = ("", "none", "-")
 #: Returns (version, bundle directory) of the current bundle, or None when there is none yet.
 BundleLocator = Callable[[], tuple[str, Path] | None]
 
@@ -46,6 +48,8 @@ def s3_bundle_locator(ssm: Any, s3: Any, pointer_param: str, bucket: str, cache_
         try:
             version = ssm.get_parameter(Name=pointer_param)["Parameter"]["Value"].strip()
         except ssm.exceptions.ParameterNotFound:
+            return None
+        if version.lower() in NO_VERSION:  # the pointer before the first promotion
             return None
         dest = cache_dir / version
         if not (dest / MANIFEST).is_file():
