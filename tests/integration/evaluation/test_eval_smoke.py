@@ -20,7 +20,9 @@ def movielens(dataset_dir: Path) -> Dataset:
 
 
 def test_random_protocol_smoke_beats_popularity(movielens: Dataset) -> None:
-    config = RandomProtocolConfig(max_users=150, methods=("popularity", "ease"), ranker_folds=1)
+    config = RandomProtocolConfig(
+        max_users=150, methods=("popularity", "ease"), ranker_folds=1, tune_ranker=False
+    )
     result = run_random(movielens, config)
     methods = result["methods"]
     assert result["config"]["users"] == 150

@@ -35,6 +35,11 @@ from recpipe.evaluation.two_stage import (
 )
 
 BASELINES = ("popularity", "item_knn", "bpr", "als", "ease")
+#: The ranker gets the same budget as every baseline: 8 configurations, chosen on validation.
+RANKER_SEARCH_SPACE: list[dict[str, Any]] = [
+    {"hidden": h, "epochs": e, "learning_rate": lr} for h in (16, 64) for e in (3, 8) for lr in (0.003, 0.01)
+]
+RANKER_DEFAULT: dict[str, Any] = {"hidden": 32, "epochs": 5, "learning_rate": 0.01}
 CANDIDATE_DEPTH = 200
 Progress = Callable[[str], None]
 
@@ -47,7 +52,8 @@ class RandomProtocolConfig:
     #: Ranker training carve-outs: (fraction kept for fitting, number of folds).
     ranker_fit_ratio: float = 0.9
     ranker_folds: int = 3
-    ranker_epochs: int = 5
+    #: Tune the ranker on the validation split with the baselines' budget (else RANKER_DEFAULT).
+    tune_ranker: bool = True
     per_source: int = 150
     #: Evaluate only this many users (seeded sample); None = all (CI smoke uses a subset).
     max_users: int | None = None
@@ -167,6 +173,8 @@ def run_random(
             x_train=x_train,
             t_train=t_train,
             x_test=x_test,
+            fit_mask=fit_mask,
+            x_val=x_val,
             best_params=best_params,
             config=config,
             progress=progress,
@@ -186,6 +194,8 @@ def _two_stage(
     x_train: sp.csr_matrix,
     t_train: sp.csr_matrix,
     x_test: sp.csr_matrix,
+    fit_mask: npt.NDArray[np.bool_],
+    x_val: sp.csr_matrix,
     best_params: dict[str, dict[str, Any]],
     config: RandomProtocolConfig,
     progress: Progress,
@@ -204,21 +214,26 @@ def _two_stage(
         ),
         side,
     )
-    folds: list[tuple[CandidateLists, npt.NDArray[np.float32]]] = []
-    for f in range(config.ranker_folds):
-        fit_f, held_f = _carve(log, train, config.ranker_fit_ratio, seed + 10 + f)
-        xf, tf_ = _matrices(log, fit_f)
-        xh, _ = _matrices(log, held_f)
-        cands_f = stage.run(xf, tf_, users)
-        folds.append((cands_f, labels_for(cands_f, xh, users)))
-    train_lists = CandidateLists(
-        items=np.concatenate([c.items for c, _ in folds]),
-        fused_order=np.concatenate([c.fused_order for c, _ in folds]),
-        features=np.concatenate([c.features for c, _ in folds]),
-        mask=np.concatenate([c.mask for c, _ in folds]),
-    )
-    ranker = ListwiseRanker(epochs=config.ranker_epochs, seed=seed)
-    ranker_fit = ranker.fit(train_lists, np.concatenate([lab for _, lab in folds]))
+    ranker_params = dict(RANKER_DEFAULT)
+    ranker_trials: list[dict[str, Any]] = []
+    if config.tune_ranker:
+        # Validation mirrors the test setting one level down: carve-outs of the fit part train
+        # the ranker, which re-ranks candidates from the fit part, scored on the validation part.
+        val_lists, val_labels = _fold_lists(stage, log, fit_mask, users, config)
+        x_fit, t_fit = _matrices(log, fit_mask)
+        val_cands = stage.run(x_fit, t_fit, users)
+        val_truth = [set(x_val[u].indices.tolist()) for u in users]
+        for params in RANKER_SEARCH_SPACE:
+            trial = ListwiseRanker(**params, seed=seed)
+            trial.fit(val_lists, val_labels)
+            top = trial.rank(val_cands, k)
+            score = evaluate_lists(((top[r].tolist(), val_truth[r]) for r in range(len(users))), k, n_items)
+            ranker_trials.append({"params": params, f"val_ndcg@{k}": round(score[f"ndcg@{k}"], 6)})
+        ranker_params = dict(max(ranker_trials, key=lambda t: float(t[f"val_ndcg@{k}"]))["params"])
+        progress(f"ranker: best on validation {ranker_params}")
+    train_lists, train_labels = _fold_lists(stage, log, train, users, config)
+    ranker = ListwiseRanker(**ranker_params, seed=seed)
+    ranker_fit = ranker.fit(train_lists, train_labels)
     cands = stage.run(x_train, t_train, users)
     truth = [set(x_test[u].indices.tolist()) for u in users]
     fused = cands.fused_order
@@ -245,11 +260,39 @@ def _two_stage(
     report["candidate_stage"] = {m: round(v, 6) for m, v in candidate_recall.items()}
     report["config"]["two_stage"] = {
         "candidates": f"EASE top-{config.per_source} U ALS top-{config.per_source}, RRF order",
-        "ranker": "listwise MLP (2x32 relu, softmax cross-entropy), TensorFlow",
+        "ranker": "listwise MLP (2 relu layers, softmax cross-entropy), TensorFlow",
         "ranker_training": f"{config.ranker_folds} carve-outs of the training part "
         f"({config.ranker_fit_ratio:.0%} fit / rest labels)",
-        "ranker_epochs": config.ranker_epochs,
+        "ranker_params": ranker_params,
+        "ranker_tuning": {"budget": len(ranker_trials), "trials": ranker_trials},
         "features": list(TWO_STAGE_FEATURES),
         "ranker_fit": ranker_fit,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _fold_lists(
+    stage: CandidateStage,
+    log: InteractionLog,
+    within: npt.NDArray[np.bool_],
+    users: npt.NDArray[np.int64],
+    config: RandomProtocolConfig,
+) -> tuple[CandidateLists, npt.NDArray[np.float32]]:
+    """Ranker training lists: candidates from `ranker_folds` carve-outs of `within`, labelled
+    with each carve-out's held-out rows."""
+    lists: list[CandidateLists] = []
+    labels: list[npt.NDArray[np.float32]] = []
+    for f in range(config.ranker_folds):
+        fit_f, held_f = _carve(log, within, config.ranker_fit_ratio, config.seed + 10 + f)
+        xf, tf_ = _matrices(log, fit_f)
+        xh, _ = _matrices(log, held_f)
+        cands = stage.run(xf, tf_, users)
+        lists.append(cands)
+        labels.append(labels_for(cands, xh, users))
+    merged = CandidateLists(
+        items=np.concatenate([c.items for c in lists]),
+        fused_order=np.concatenate([c.fused_order for c in lists]),
+        features=np.concatenate([c.features for c in lists]),
+        mask=np.concatenate([c.mask for c in lists]),
+    )
+    return merged, np.concatenate(labels)
