@@ -3,29 +3,15 @@ SSM pointer + S3, and a broken bundle keeps the previous table."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import boto3
-import numpy as np
 from recpipe.bundle import ITEMS_JSON, ITEMS_NPZ, MANIFEST
 from recpipe.stream.categories import ItemCategories, local_bundle_locator, s3_bundle_locator
 
 
-def write_items(bundle_dir: Path, version: str, cats: dict[str, list[str]]) -> None:
-    bundle_dir.mkdir(parents=True)
-    vocab = sorted({c for cs in cats.values() for c in cs})
-    ids = np.full((len(cats), 3), -1, np.int32)
-    for row, cs in enumerate(cats.values()):
-        ids[row, : len(cs)] = [vocab.index(c) for c in cs]
-    (bundle_dir / ITEMS_JSON).write_text(
-        json.dumps({"item_ids": list(cats), "titles": list(cats), "category_vocab": vocab})
-    )
-    np.savez(bundle_dir / ITEMS_NPZ, category_ids=ids)
-    (bundle_dir / MANIFEST).write_text(json.dumps({"version": version}))
-
-
-def test_local_versions_directory_follows_the_current_pointer(tmp_path: Path) -> None:
+def test_local_versions_directory_follows_the_current_pointer(tmp_path: Path, write_items: Any) -> None:
     write_items(tmp_path / "v1", "v1", {"m1": ["Drama"], "m2": ["Comedy", "Drama"]})
     write_items(tmp_path / "v2", "v2", {"m1": ["Horror"]})
     (tmp_path / "CURRENT").write_text("v1\n")
@@ -47,7 +33,7 @@ def test_no_bundle_means_no_categories(tmp_path: Path) -> None:
     assert ItemCategories(None)("m1") == ()
 
 
-def test_the_ssm_pointer_and_s3_bundle(aws: None, tmp_path: Path) -> None:
+def test_the_ssm_pointer_and_s3_bundle(aws: None, tmp_path: Path, write_items: Any) -> None:
     s3, ssm = boto3.client("s3"), boto3.client("ssm")
     s3.create_bucket(Bucket="models")
     write_items(tmp_path / "src", "2026-01-01", {"m1": ["Drama", "War"]})

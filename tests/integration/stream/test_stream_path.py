@@ -104,15 +104,21 @@ class Stack:
 
 
 @pytest.fixture()
-def stack(aws: None, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def stack(
+    aws: None, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, write_items: Any
+) -> Iterator[Stack]:
     names = create_local_resources(boto3.session.Session(), LocalNames(ENV))
+    # The current bundle's item table gives the updater its categories (affinity).
+    write_items(
+        tmp_path / "bundle", "it-v1", {"260": ["Sci-Fi"], "1196": ["Sci-Fi", "War"], "1210": ["Drama"]}
+    )
     for key, value in {
         "ENV_NAME": ENV,
         "REDIS_URL": redis_url,
         "USER_FEATURES_TABLE": names[USER_FEATURES_TABLE],
         "EVENT_STREAM_NAME": names[EVENT_STREAM],
         "FAILURE_QUEUE_URL": names[FAILURE_QUEUE],
-        "RECPIPE_BUNDLE_DIR": str(ROOT / "no-bundle-here"),
+        "RECPIPE_BUNDLE_DIR": str(tmp_path / "bundle"),
     }.items():
         monkeypatch.setenv(key, value)
     settings.cache_clear()
@@ -152,6 +158,8 @@ def test_posted_events_reach_session_immediately_and_features_through_the_stream
     u42, u7 = features(stack, "u-42"), features(stack, "u-7")
     assert u42.counts == {"view": 1, "add_to_cart": 1} and u42.cart == frozenset({"260"})
     assert u7.counts == {"rating": 1, "purchase": 1} and set(u7.purchased) == {"1210"}
+    assert set(u42.affinity) == {"Sci-Fi"} and set(u7.affinity) == {"Sci-Fi", "War", "Drama"}
+    assert u7.affinity["Drama"][0] > u7.affinity["War"][0]  # purchase (8) > half a 4.5-star rating
     assert [e.item_id for e in stack.sessions.recent("u-42")] == ["260", "260"]  # no duplicates
     top = stack.trending(now)
     assert [i for i, _ in top] == ["1210", "260", "1196"]  # purchase 8 > view+cart 5 > rating 4.5/5*3
