@@ -28,7 +28,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--items", type=int, default=2000, help="generated shop: items")
     parser.add_argument("--events", type=int, default=200_000, help="generated shop: interactions")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="small, fast training (CI); the model is weaker")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny training parameters (seconds); the ranker is then too weak for the click check",
+    )
     parser.add_argument("--requests", type=int, default=200, help="extra requests in the latency step")
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="default .recpipe (or $RECPIPE_STATE_DIR)"
