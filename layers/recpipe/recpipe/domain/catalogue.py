@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from recpipe.domain.events import Event, EventContext, EventType
+from recpipe.domain.events import Device, Event, EventContext, EventType
 
 #: Order of type codes in InteractionLog.types.
 EVENT_TYPE_CODES: tuple[EventType, ...] = tuple(EventType)
 TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPE_CODES)}
 #: Order of device codes in InteractionLog.devices.
-DEVICES: tuple[str, ...] = ("web", "mobile", "tablet", "tv", "other")
+DEVICES: tuple[Device, ...] = ("web", "mobile", "tablet", "tv", "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ class InteractionLog:
     def event(self, row: int) -> Event:
         """Row `row` as a schema Event with a deterministic event_id (replays are idempotent)."""
         value = float(self.values[row])
-        device = None
+        device: Device | None = None
         if self.devices is not None and self.devices[row] >= 0:
             device = DEVICES[int(self.devices[row])]
         return Event(
