@@ -18,7 +18,7 @@ from recpipe.stream.ingest import MAX_BODY_BYTES, EventIngestor
 from recpipe.testing.fakes_stream import InMemoryEventPublisher, InMemorySessionStore
 
 ROOT = Path(__file__).resolve().parents[3]
-NOW = 1_764_010_000.0
+NOW = 1_764_009_100.0  # a few minutes after the events/ samples
 
 
 def load_handler(name: str) -> ModuleType:
@@ -152,6 +152,13 @@ def test_events_the_stream_does_not_take_are_not_reported_accepted(api: Api) -> 
         {"index": 1, "event_id": "e2", "reason": "stream unavailable, retry (throttled)"}
     ]
     assert [e.item_id for e in api.sessions.recent("u1")] == ["m1"]  # no session entry for a lost event
+
+
+def test_old_events_are_accepted_but_not_shown_as_the_live_session(api: Api) -> None:
+    status, body = api.post({"events": [ev("old", item="m-old", ts=NOW - 3 * 3600), ev("new", item="m-new")]})
+    assert (status, body["accepted"]) == (202, 2)
+    assert [e.event_id for e in api.publisher.published] == ["old", "new"]
+    assert [e.item_id for e in api.sessions.recent("u1")] == ["m-new"]
 
 
 def test_a_session_write_failure_still_accepts_the_durable_events(api: Api) -> None:

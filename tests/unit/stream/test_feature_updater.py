@@ -216,6 +216,14 @@ def test_time_is_checked_per_user_within_a_chunk() -> None:
     assert sorted(world.sessions.sessions) == ["u0", "u1", "u2"]
 
 
+def test_a_replayed_old_range_updates_features_but_not_the_live_session(world: World) -> None:
+    result = world.updater.process(
+        records(ev("old", "u1", "m1", "click", ts=NOW - 2 * 86400), ev("new", "u1", "m2"))
+    )
+    assert result.applied == 2 and world.users.items["u1"].counts == {"click": 1, "view": 1}
+    assert [e.item_id for e in world.sessions.recent("u1")] == ["m2"]
+
+
 def test_unknown_items_count_without_affinity(world: World) -> None:
     world.updater.process(records(ev("e1", "u1", "not-in-catalogue", "purchase")))
     f = world.users.items["u1"]

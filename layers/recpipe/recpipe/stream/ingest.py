@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recpipe.domain.events import MAX_BATCH_EVENTS, Event, EventRejected, parse_event
+from recpipe.keys import SESSION_TTL_S
 from recpipe.ports import DependencyError, EventPublisher, SessionEntry
 from recpipe.stream.ports import SessionWriter
 
@@ -156,14 +157,19 @@ class EventIngestor:
         result.rejected.sort(key=lambda r: r.index)
         if result.accepted:
             try:
-                self._sessions.append_many(session_entries(result.accepted))
+                self._sessions.append_many(session_entries(result.accepted, now=now))
             except DependencyError:
                 result.session_degraded = True
         return result
 
 
-def session_entries(events: Sequence[Event]) -> dict[str, list[SessionEntry]]:
+def session_entries(events: Sequence[Event], *, now: float) -> dict[str, list[SessionEntry]]:
+    """Session entries per user. Only events of the last SESSION_TTL_S belong to the live
+    session: a backfill, a late producer or a replay of an old range must not show days-old
+    views as "what the user is doing now" (they still reach the durable features)."""
+    oldest = now - SESSION_TTL_S
     by_user: dict[str, list[SessionEntry]] = {}
     for e in events:
-        by_user.setdefault(e.user_id, []).append(SessionEntry(e.item_id, e.type.value, e.ts))
+        if e.ts >= oldest:
+            by_user.setdefault(e.user_id, []).append(SessionEntry(e.item_id, e.type.value, e.ts))
     return by_user

@@ -251,7 +251,7 @@ class FeatureUpdater:
 
     def _write_live_state(self, done: list[_UserWork], result: UpdateResult) -> None:
         events = [e for w in done for e in w.events]
-        self._sessions.append_many(session_entries(events))
+        self._sessions.append_many(session_entries(events, now=self._clock()))
         hits = [TrendingHit(e.event_id, e.item_id, e.ts, e.weight) for e in events]
         result.trending_counted += self._trending.add_once(hits)
 
