@@ -308,8 +308,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"unknown size {size!r} (choose from {', '.join(SIZES)})", file=sys.stderr)
             return 2
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            cmd = [sys.executable, "-m", "recpipe.cli", "bench", "retrain", "--child", size, "--child-out", out.name,
-                   "--data", args.data, "--publish-workers", str(args.publish_workers)]  # fmt: skip
+            # A bare interpreter (not the CLI, which imports every benchmark module) so the
+            # child's peak RSS is the retrain's own.
+            code = "import sys; from bench.retrain import child; child(sys.argv[1], sys.argv[2], int(sys.argv[3]), __import__('pathlib').Path(sys.argv[4]))"
+            cmd = [sys.executable, "-c", code, size, args.data, str(args.publish_workers), out.name]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, check=False)
             if proc.returncode != 0:
