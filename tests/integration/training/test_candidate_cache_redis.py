@@ -134,3 +134,18 @@ def test_a_version_left_half_written_by_a_failed_run_expires_at_the_next_switch(
     assert 0 < client.ttl(keys.candidates("v1", "u1")) <= OLD_VERSION_TTL_S
     assert client.ttl(keys.candidates("v3", "u1")) == -1
     assert {m.decode() for m in client.smembers(keys.candidate_versions())} == {"v3"}
+
+
+def test_an_unreachable_redis_is_a_retryable_dependency_error() -> None:
+    from recpipe.ports import RetryableError
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    cache = RedisCandidateCache(dead, KeyLayout("t"))
+    with pytest.raises(RetryableError):
+        cache.write_lists("v1", _lists(3, "a"))
+    with pytest.raises(RetryableError):
+        cache.commit("v1", {})
+    with pytest.raises(RetryableError):
+        cache.get("u1")

@@ -137,6 +137,14 @@ class RedisCandidateCache:
         `commit` once; writing the same shard twice only overwrites identical values.
         """
         check_version(version)
+        try:
+            return self._write_lists(version, lists)
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+
+    def _write_lists(
+        self, version: str, lists: Iterable[tuple[str, Sequence[tuple[str, float]] | bytes]]
+    ) -> int:
         self._redis.sadd(self._keys.candidate_versions(), version)
         written = 0
         it = iter(lists)
@@ -162,8 +170,11 @@ class RedisCandidateCache:
         """Mark a sharded publish complete and switch the pointer. False if already complete."""
         check_version(version)
         meta_key = self._keys.candidate_version_meta(version)
-        created = bool(self._redis.set(meta_key, json.dumps({**dict(meta), "version": version}), nx=True))
-        self._switch(version)
+        try:
+            created = bool(self._redis.set(meta_key, json.dumps({**dict(meta), "version": version}), nx=True))
+            self._switch(version)
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
         return created
 
     def _switch(self, version: str) -> None:
