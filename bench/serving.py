@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,42 @@ def populate(args: argparse.Namespace, shop: Path, redis_url: str, moto_url: str
     )
     client.close()
     return {"users": users, "setup_s": round(time.perf_counter() - t0, 1)}
+
+
+def dependency_baseline(users: Sequence[str], redis_url: str, moto_url: str, n: int = 300) -> dict[str, Any]:
+    """Latency of the single reads the handler makes, called directly (no handler around them)."""
+    import boto3
+    import redis
+    from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+    from recpipe.adapters.redis_candidates import RedisCandidateCache
+    from recpipe.adapters.redis_session import RedisSessionStore
+    from recpipe.keys import KeyLayout
+
+    client = redis.Redis.from_url(redis_url)
+    layout = KeyLayout(ENV_NAME)
+    ddb = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    calls: dict[str, Callable[[str], Any]] = {
+        "dynamodb_get_item": DynamoDBUserFeatureStore(ddb, TABLE, consistent_read=False).get,
+        "redis_candidate_list": RedisCandidateCache(client, layout).get,
+        "redis_session": RedisSessionStore(client, layout).recent,
+    }
+    out = {}
+    for name, fn in calls.items():
+        fn(users[0])
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            fn(users[i % len(users)])
+            lat.append((time.perf_counter() - t) * 1000.0)
+        out[name] = summary(lat)
+    client.close()
+    return out
 
 
 def content_dir_for(shop: Path) -> Path:
@@ -406,6 +442,7 @@ def run(args: argparse.Namespace) -> int:
         print("populating Redis and DynamoDB ...", flush=True)
         pop = populate(args, shop, redis_url, moto_url)
         report["setup"]["populate_s"] = pop["setup_s"]
+        report["dependencies_direct"] = dependency_baseline(pop["users"], redis_url, moto_url)
         base_env = {
             "ENV_NAME": ENV_NAME,
             "REDIS_URL": redis_url,
@@ -507,6 +544,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"cold-start users ({c['candidates']} candidates): p50 {c['p50_ms']:.3f}  p95 {c['p95_ms']:.3f}  p99 {c['p99_ms']:.3f} ms"
         )
+    for name, d in report.get("dependencies_direct", {}).items():
+        print(f"direct read {name}: p50 {d['p50_ms']:.3f}  p95 {d['p95_ms']:.3f}  p99 {d['p99_ms']:.3f} ms")
     print(
         f"initialisation (imports + bundle load): {report['init_ms']:.0f} ms  runs: {report['init']['runs']}"
     )

@@ -8,6 +8,7 @@ retried, and the previous model keeps serving.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -225,6 +226,7 @@ class ModelProvider:
             return False
         previous = self._model.version if self._model else None
         self._model = model
+        gc.freeze()  # the new bundle's objects live until the next swap: keep them out of GC passes
         self.last_error = None
         self.on_event("model_loaded", {"version": version, "previous": previous, "load_ms": model.load_ms})
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 import time
@@ -170,6 +171,10 @@ def build_online_path(
         budget_s=settings.request_budget_ms / 1000.0,
         read_timeout_s=timeout_s,
     )
+    # Everything built so far lives as long as the container: move it out of the collector's
+    # reach, so a full collection does not walk a 100k-item catalogue in the middle of a request.
+    gc.collect()
+    gc.freeze()
     return OnlinePath(
         recommender=recommender,
         models=models,
