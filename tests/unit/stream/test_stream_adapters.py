@@ -89,6 +89,26 @@ def test_a_throttled_call_is_retried_and_a_fatal_one_is_not() -> None:
     assert reason == "stream unavailable, retry (ResourceNotFoundException)"
 
 
+def test_no_retry_starts_after_the_time_budget() -> None:
+    now = [0.0]
+    kinesis = FakeKinesis({"e1": 99})
+    pub = KinesisEventPublisher(
+        kinesis, "s", budget_s=0.1, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0]
+    )
+    kinesis.put_records = _slow(kinesis.put_records, now, 0.06)  # type: ignore[method-assign]
+    [(_event, reason)] = pub.publish([event(0), event(1)])
+    assert len(kinesis.calls) == 2 and reason.startswith("stream unavailable, retry")
+    assert now[0] < 0.2
+
+
+def _slow(call: Any, now: list[float], seconds: float) -> Any:
+    def slow(**kwargs: Any) -> Any:
+        now[0] += seconds
+        return call(**kwargs)
+
+    return slow
+
+
 def test_large_requests_are_split_at_the_put_records_limit() -> None:
     kinesis = FakeKinesis({})
     pub, _ = publisher(kinesis)

@@ -46,30 +46,43 @@ class KinesisEventPublisher:
         max_attempts: int = 4,
         base_delay_s: float = 0.025,
         max_delay_s: float = 0.4,
+        budget_s: float = 3.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kinesis = client
         self._stream = stream_name
         self._max_attempts = max_attempts
         self._base_delay_s = base_delay_s
         self._max_delay_s = max_delay_s
+        # No retry starts after this long: the API call must answer well inside its timeout
+        # (and the client retries the events we report failed).
+        self._budget_s = budget_s
         self._sleep = sleep
+        self._clock = clock
         self.retries = 0  # records re-sent (exposed for metrics)
 
     def publish(self, events: Sequence[Event]) -> list[tuple[Event, str]]:
         failed: list[tuple[Event, str]] = []
+        deadline = self._clock() + self._budget_s
         for chunk in _chunks([(e, encode_record(e)) for e in events]):
-            failed += self._publish_chunk(chunk)
+            failed += self._publish_chunk(chunk, deadline)
         return failed
 
-    def _publish_chunk(self, chunk: list[tuple[Event, bytes]]) -> list[tuple[Event, str]]:
+    def _publish_chunk(self, chunk: list[tuple[Event, bytes]], deadline: float) -> list[tuple[Event, str]]:
         pending = chunk
-        reasons: dict[str, str] = {}
+        reasons: dict[str, str] = {e.event_id: "out of time" for e, _ in chunk}
         for attempt in range(self._max_attempts):
             if attempt:
+                delay = min(self._max_delay_s, self._base_delay_s * 2 ** (attempt - 1)) * (
+                    0.5 + random.random() / 2
+                )
+                if self._clock() + delay >= deadline:
+                    break
                 self.retries += len(pending)
-                delay = min(self._max_delay_s, self._base_delay_s * 2 ** (attempt - 1))
-                self._sleep(delay * (0.5 + random.random() / 2))
+                self._sleep(delay)
+            elif self._clock() >= deadline:
+                break
             try:
                 resp = self._kinesis.put_records(
                     StreamName=self._stream,

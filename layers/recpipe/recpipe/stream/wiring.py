@@ -59,7 +59,8 @@ def redis_client(settings: Settings, *, timeout_s: float) -> redis.Redis:
 
 
 def build_ingestor(settings: Settings) -> EventIngestor:
-    kinesis = aws_client("kinesis", settings, read_timeout_s=1.0)
+    # One SDK attempt: KinesisEventPublisher retries (failed records only) within its budget.
+    kinesis = aws_client("kinesis", settings, read_timeout_s=1.0, attempts=1)
     sessions = RedisSessionStore(
         redis_client(settings, timeout_s=max(0.05, settings.read_timeout_ms / 1000 * 4)),
         KeyLayout(settings.env_name),
