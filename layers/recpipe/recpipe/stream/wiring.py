@@ -62,7 +62,9 @@ def build_ingestor(settings: Settings) -> EventIngestor:
     # One SDK attempt: KinesisEventPublisher retries (failed records only) within its budget.
     kinesis = aws_client("kinesis", settings, read_timeout_s=1.0, attempts=1)
     sessions = RedisSessionStore(
-        redis_client(settings, timeout_s=max(0.05, settings.read_timeout_ms / 1000 * 4)),
+        # Not the online read deadline: read-your-writes is worth a slower write (and the TLS
+        # handshake of a cold start), and a timeout only degrades to "session via the updater".
+        redis_client(settings, timeout_s=0.25),
         KeyLayout(settings.env_name),
     )
     return EventIngestor(KinesisEventPublisher(kinesis, settings.event_stream_name), sessions)
