@@ -25,6 +25,8 @@ EXPECTED_POLICIES: dict[str, set[str]] = {
         "Sid:ListShardsOfEventStream",
         "SQSSendMessagePolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
+        "S3ReadPolicy",
+        "SSMParameterWithSlashPrefixReadPolicy",
     },
     "RetrainPrepareFunction": {"S3ReadPolicy", "S3CrudPolicy"},
     "RetrainTrainFunction": {"S3CrudPolicy"},
