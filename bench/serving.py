@@ -62,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bench-users", type=int, default=1000, help="users with stored features and a session"
     )
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--read-timeout-ms",
+        type=float,
+        help="READ_TIMEOUT_MS for the handler (default: the Settings default)",
+    )
+    parser.add_argument(
+        "--budget-ms", type=float, help="REQUEST_BUDGET_MS for the handler (default: Settings)"
+    )
     parser.add_argument("--init-runs", type=int, default=3, help="fresh processes timed for initialisation")
     parser.add_argument(
         "--cache-dir",
@@ -457,6 +465,15 @@ def run(args: argparse.Namespace) -> int:
             "POWERTOOLS_SERVICE_NAME": "recommend",
             "POWERTOOLS_METRICS_NAMESPACE": "recpipe-bench",
         }
+        if args.read_timeout_ms:
+            base_env["READ_TIMEOUT_MS"] = str(args.read_timeout_ms)
+        if args.budget_ms:
+            base_env["REQUEST_BUDGET_MS"] = str(args.budget_ms)
+        from recpipe.config import load_settings
+
+        effective = load_settings(base_env)
+        report["setup"]["read_timeout_ms"] = effective.read_timeout_ms
+        report["setup"]["request_budget_ms"] = effective.request_budget_ms
         for count in counts:
             cfg = {
                 "env": {**base_env, "MAX_CANDIDATES": str(count)},
