@@ -67,7 +67,11 @@ def run(args: argparse.Namespace) -> int:
         result = run_stream(
             dataset,
             StreamProtocolConfig(
-                k=args.k, seed=args.seed, max_events=args.max_events, max_users=args.max_users
+                k=args.k,
+                seed=args.seed,
+                max_events=args.max_events,
+                show_progress=not args.quiet,
+                max_users=args.max_users,
             ),
             progress,
         )

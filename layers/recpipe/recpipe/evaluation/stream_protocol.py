@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from recpipe.domain.catalogue import InteractionLog
 from recpipe.evaluation.data import Dataset
 from recpipe.evaluation.metrics import RankingAccumulator
 from recpipe.evaluation.splits import time_split
@@ -52,6 +54,8 @@ class StreamProtocolConfig:
     max_users: int | None = None
     #: Training parameters override for train_bundle (None = the project's defaults).
     train_params: Any = None
+    #: Progress bar for the replay (stderr).
+    show_progress: bool = True
 
 
 class _Clock:
@@ -67,6 +71,51 @@ class _Clock:
 def run_stream(
     dataset: Dataset, config: StreamProtocolConfig, progress: Progress = lambda _: None
 ) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    seed = config.seed
+    rng = np.random.default_rng(seed)
+    log = dataset.log
+    if config.max_users is not None:
+        all_users = np.unique(log.users)
+        if config.max_users < len(all_users):
+            keep = rng.choice(all_users, config.max_users, replace=False)
+            log = log.take(np.isin(log.users, keep))
+    log = log.sorted_by_time()
+    train_mask, cut = time_split(log, config.quantile)
+    test_rows = np.flatnonzero(~train_mask)
+    sampled = np.zeros(len(log), np.bool_)
+    n_eval = min(config.max_events, len(test_rows))
+    sampled[rng.choice(test_rows, n_eval, replace=False)] = True
+
+    scratch = tempfile.TemporaryDirectory(prefix="recpipe-eval-")
+    try:
+        return _run(
+            dataset,
+            config=config,
+            progress=progress,
+            log=log,
+            train_mask=train_mask,
+            cut=cut,
+            sampled=sampled,
+            workdir=Path(scratch.name),
+            t_start=t_start,
+        )
+    finally:
+        scratch.cleanup()
+
+
+def _run(
+    dataset: Dataset,
+    *,
+    config: StreamProtocolConfig,
+    progress: Progress,
+    log: InteractionLog,
+    train_mask: npt.NDArray[np.bool_],
+    cut: float,
+    sampled: npt.NDArray[np.bool_],
+    workdir: Path,
+    t_start: float,
+) -> dict[str, Any]:
     from recpipe.serving.models import LocalBundleSource, ModelProvider
     from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
     from recpipe.serving.recommender import Recommender
@@ -81,26 +130,12 @@ def run_stream(
     )
     from recpipe.training.pipeline import train_bundle
 
-    t_start = time.perf_counter()
     k, seed = config.k, config.seed
-    rng = np.random.default_rng(seed)
-    log = dataset.log
-    if config.max_users is not None:
-        all_users = np.unique(log.users)
-        if config.max_users < len(all_users):
-            keep = rng.choice(all_users, config.max_users, replace=False)
-            log = log.take(np.isin(log.users, keep))
-    log = log.sorted_by_time()
-    train_mask, cut = time_split(log, config.quantile)
     train_log = log.take(train_mask)
     test_rows = np.flatnonzero(~train_mask)
-    sampled = np.zeros(len(log), np.bool_)
-    n_eval = min(config.max_events, len(test_rows))
-    sampled[rng.choice(test_rows, n_eval, replace=False)] = True
-
+    n_eval = int(sampled.sum())
     # ---- batch path -----------------------------------------------------------------------
     t0 = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="recpipe-eval-"))
     version = f"eval-{seed}"
     trained = train_bundle(train_log, dataset.catalogue, workdir, version=version, params=config.train_params)
     train_s = time.perf_counter() - t0
@@ -213,7 +248,7 @@ def run_stream(
     pending: list[int] = []
     t0 = time.perf_counter()
     bar: Any = None
-    if progress is not None:
+    if config.show_progress:
         try:
             from tqdm import tqdm
 

@@ -14,7 +14,6 @@ carve-out of the training part (models refitted on the rest), so test rows never
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,34 +42,28 @@ TWO_STAGE_FEATURES: tuple[str, ...] = (
 )
 MONTH_S = 30 * 86400.0
 YEAR_S = 365 * 86400.0
-_YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
 @dataclass(slots=True)
 class ItemSide:
-    """Item attributes the ranker uses: genres (multi-hot) and release year."""
+    """Item attributes the ranker uses: genres (multi-hot, normalised)."""
 
     genres: npt.NDArray[np.float32]  # [n_items, n_genres], rows sum to 1 (or 0)
-    year: npt.NDArray[np.float32]  # [n_items], NaN when unknown
 
     @classmethod
     def build(cls, item_vocab: Sequence[str], meta: Mapping[str, ItemMeta]) -> ItemSide:
         vocab = sorted({g for m in meta.values() for g in m.categories})
         gi = {g: i for i, g in enumerate(vocab)}
         genres = np.zeros((len(item_vocab), max(len(vocab), 1)), np.float32)
-        year = np.full(len(item_vocab), np.nan, np.float32)
         for i, item in enumerate(item_vocab):
             m = meta.get(item)
             if m is None:
                 continue
             for g in m.categories:
                 genres[i, gi[g]] = 1.0
-            found = _YEAR.search(m.title.strip())
-            if found:
-                year[i] = float(found.group(1))
         sums = genres.sum(axis=1, keepdims=True)
         np.divide(genres, sums, out=genres, where=sums > 0)
-        return cls(genres=genres, year=year)
+        return cls(genres=genres)
 
 
 @dataclass(slots=True)
