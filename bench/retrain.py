@@ -2,7 +2,8 @@
 
 Sizes: `ml` (the MovieLens directory --data) and generated shops of `1M` / `10M` interactions
 (recpipe.local.synthetic). Each size runs in its own subprocess so its peak RSS
-(getrusage ru_maxrss: right for numpy/TensorFlow, unlike tracemalloc) is its own; the figure
+(VmHWM of /proc/self/status: right for numpy/TensorFlow, unlike tracemalloc, and unlike
+ru_maxrss not inherited from the parent across fork+exec) is its own; the figure
 after each stage is the process's high-water mark so far, and `rss_growth_mib` how much that
 stage raised it.
 
@@ -21,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from recpipe.training.pipeline import peak_rss_mib
+
+    return peak_rss_mib()
 
 
 #: The lists being published, inherited by forked shard workers (a Lambda loads them once per

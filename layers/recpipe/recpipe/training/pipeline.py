@@ -114,6 +114,18 @@ class TrainResult:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set size. VmHWM is per address space, so unlike ru_maxrss
+    it does not inherit the high-water mark of a parent that forked us before exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class _Stages:
     """Wall time and process peak RSS after each stage (the benchmark reads these)."""
 
@@ -133,7 +145,7 @@ class _Stages:
         yield
         self.stages[name] = {
             "wall_s": round(time.perf_counter() - t0, 3),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
         }
         if self._bar is not None:
             self._bar.update(1)
