@@ -148,7 +148,20 @@ def plot_latency(serving: Mapping[str, Any], path: Path) -> bool:
         )
     ax.set_xlabel("request latency (ms)")
     ax.set_ylabel("fraction of requests")
-    ax.set_title("Online path latency (recpipe bench serving)")
+    setup = serving.get("setup")
+    detail = ""
+    if isinstance(setup, Mapping):
+        detail = "\n" + ", ".join(
+            f"{label} {setup[key]}"
+            for key, label in (
+                ("catalogue_items", "items"),
+                ("requests", "requests/count"),
+                ("machine_cpus", "cpus"),
+                ("request_budget_ms", "budget ms"),
+            )
+            if key in setup
+        )
+    ax.set_title("Online path latency (recpipe bench serving)" + detail, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
