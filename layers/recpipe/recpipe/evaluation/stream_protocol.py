@@ -104,6 +104,149 @@ def run_stream(
         scratch.cleanup()
 
 
+class ProductHarness:
+    """The project's three paths wired in-process for offline replay: `train_bundle` on the
+    training rows, its CF candidates in a candidate cache, the real FeatureUpdater over
+    in-memory stores (the adapters' semantics) and the real Recommender, all on replay time."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        log: InteractionLog,
+        train_rows: npt.NDArray[np.int64],
+        workdir: Path,
+        *,
+        seed: int,
+        train_params: Any = None,
+        progress: Progress = lambda _: None,
+    ) -> None:
+        from recpipe.serving.models import LocalBundleSource, ModelProvider
+        from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
+        from recpipe.serving.recommender import Recommender
+        from recpipe.stream.updater import FeatureUpdater
+        from recpipe.testing.fakes_candidates import InMemoryCandidateCache
+        from recpipe.testing.fakes_stream import (
+            InMemoryFailureSink,
+            InMemorySessionStore,
+            InMemoryTrendingStore,
+            InMemoryUserFeatureStore,
+        )
+        from recpipe.training.pipeline import train_bundle
+
+        self.log = log
+        train_rows = train_rows[np.argsort(log.ts[train_rows], kind="stable")]
+        train_log = log.take(train_rows)
+        t0 = time.perf_counter()
+        self.version = f"eval-{seed}"
+        self.trained = train_bundle(
+            train_log, dataset.catalogue, workdir, version=self.version, params=train_params
+        )
+        self.train_seconds = time.perf_counter() - t0
+        progress(f"batch path trained on {len(train_log)} interactions in {self.train_seconds:.1f} s")
+        self.cache = InMemoryCandidateCache()
+        self.cache.publish(self.version, self.trained.candidates.pairs(), {"source": "evaluation"})
+
+        self.clock = _Clock(float(log.ts[train_rows[0]]) if len(train_rows) else 0.0)
+        self.users = InMemoryUserFeatureStore()
+        self.sessions = InMemorySessionStore()
+        self.trending = InMemoryTrendingStore(clock=self.clock)
+        categories = {m.item_id: list(m.categories) for m in dataset.catalogue}
+        self.updater = FeatureUpdater(
+            self.users,
+            self.sessions,
+            self.trending,
+            InMemoryFailureSink(),
+            lambda item: categories.get(item, ()),
+            clock=self.clock,
+        )
+        self._seq = 0
+        t0 = time.perf_counter()
+        self.apply(train_rows.tolist())
+        self.warm_seconds = time.perf_counter() - t0
+        progress(f"stream path warmed with {len(train_rows)} events in {self.warm_seconds:.1f} s")
+
+        self.provider = ModelProvider(
+            LocalBundleSource(self.trained.bundle_dir), background=False, refresh_s=1e12
+        )
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eval-reads")
+        runner = DeadlineRunner(self._executor, Bulkhead(limit=16))
+        # Generous deadlines: the evaluation measures quality; latency has its own benchmark.
+        reader = RequestReader(
+            runner,
+            candidates=self.cache,
+            sessions=self.sessions,
+            users=self.users,
+            trending=TrendingCache(self.trending, ttl_s=0.0),
+            timeout_s=10.0,
+        )
+        self.recommender = Recommender(
+            self.provider, reader, runner, content=None, budget_s=10.0, read_timeout_s=10.0, clock=self.clock
+        )
+        if self.provider.current() is None:
+            raise RuntimeError(
+                f"the trained bundle did not load: {self.provider.last_error} {self.provider.failed_versions}"
+            )
+        # Ablation: the same online code with the live stores detached (CF candidates, bundle
+        # popularity and the ranker only): what the batch model gives without the stream path.
+        batch_reader = RequestReader(
+            runner, candidates=self.cache, sessions=None, users=None, trending=None, timeout_s=10.0
+        )
+        self.batch_recommender = Recommender(
+            self.provider,
+            batch_reader,
+            runner,
+            content=None,
+            budget_s=10.0,
+            read_timeout_s=10.0,
+            clock=self.clock,
+        )
+        self.post_filtered = 0
+
+    def apply(self, rows: list[int]) -> None:
+        """Feed log rows to the FeatureUpdater as Kinesis-shaped records, in batches."""
+        from recpipe.stream.updater import StreamRecord
+
+        log = self.log
+        for start in range(0, len(rows), UPDATE_BATCH):
+            chunk = rows[start : start + UPDATE_BATCH]
+            records = []
+            for r in chunk:
+                event = log.event(r)
+                self._seq += 1
+                records.append(
+                    StreamRecord(
+                        str(self._seq), json.dumps(event.to_record()).encode(), partition_key=event.user_id
+                    )
+                )
+            self.clock.now = float(log.ts[chunk[-1]]) + 1.0
+            result = self.updater.process(records)
+            if result.failed or result.poison:
+                raise RuntimeError(
+                    f"feature updater failed {len(result.failed)} / poisoned {result.poison} records"
+                )
+
+    def cf(self, user_id: str) -> list[str]:
+        return [i for i, _ in self.cache.get(user_id)]
+
+    def ask(self, user_id: str, history: set[str], k: int, *, live: bool = True) -> tuple[list[str], Any]:
+        """Top-k from the online path, never an item of `history` (sent as `exclude` within the
+        API's cap, else k=100 filtered after)."""
+        from recpipe.serving.request import RecommendationRequest
+
+        if len(history) <= MAX_EXCLUDE:
+            req = RecommendationRequest.model_validate(
+                {"user_id": user_id, "k": k, "exclude": sorted(history)}
+            )
+        else:
+            req = RecommendationRequest.model_validate({"user_id": user_id, "k": MAX_K})
+            self.post_filtered += 1
+        result = (self.recommender if live else self.batch_recommender).recommend(req)
+        return [it["item_id"] for it in result.items if it["item_id"] not in history][:k], result
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
 def _run(
     dataset: Dataset,
     *,
@@ -116,99 +259,20 @@ def _run(
     workdir: Path,
     t_start: float,
 ) -> dict[str, Any]:
-    from recpipe.serving.models import LocalBundleSource, ModelProvider
-    from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
-    from recpipe.serving.recommender import Recommender
-    from recpipe.serving.request import RecommendationRequest
-    from recpipe.stream.updater import FeatureUpdater, StreamRecord
-    from recpipe.testing.fakes_candidates import InMemoryCandidateCache
-    from recpipe.testing.fakes_stream import (
-        InMemoryFailureSink,
-        InMemorySessionStore,
-        InMemoryTrendingStore,
-        InMemoryUserFeatureStore,
-    )
-    from recpipe.training.pipeline import train_bundle
-
     k, seed = config.k, config.seed
     train_log = log.take(train_mask)
     test_rows = np.flatnonzero(~train_mask)
     n_eval = int(sampled.sum())
-    # ---- batch path -----------------------------------------------------------------------
-    t0 = time.perf_counter()
-    version = f"eval-{seed}"
-    trained = train_bundle(train_log, dataset.catalogue, workdir, version=version, params=config.train_params)
-    train_s = time.perf_counter() - t0
-    progress(f"batch path trained on {len(train_log)} interactions in {train_s:.1f} s")
-    cache = InMemoryCandidateCache()
-    cache.publish(version, trained.candidates.pairs(), {"source": "evaluation"})
-
-    # ---- stream path (warm up with the training part) -------------------------------------
-    clock = _Clock(float(log.ts[0]))
-    users_store = InMemoryUserFeatureStore()
-    sessions = InMemorySessionStore()
-    trending = InMemoryTrendingStore(clock=clock)
-    failures = InMemoryFailureSink()
-    categories = {m.item_id: list(m.categories) for m in dataset.catalogue}
-    updater = FeatureUpdater(
-        users_store, sessions, trending, failures, lambda item: categories.get(item, ()), clock=clock
+    product = ProductHarness(
+        dataset,
+        log,
+        np.flatnonzero(train_mask),
+        workdir,
+        seed=seed,
+        train_params=config.train_params,
+        progress=progress,
     )
-    seq = 0
-
-    def apply(rows: list[int]) -> None:
-        nonlocal seq
-        for start in range(0, len(rows), UPDATE_BATCH):
-            chunk = rows[start : start + UPDATE_BATCH]
-            records = []
-            for r in chunk:
-                event = log.event(r)
-                seq += 1
-                records.append(
-                    StreamRecord(
-                        str(seq), json.dumps(event.to_record()).encode(), partition_key=event.user_id
-                    )
-                )
-            clock.now = float(log.ts[chunk[-1]]) + 1.0
-            result = updater.process(records)
-            if result.failed or result.poison:
-                raise RuntimeError(
-                    f"feature updater failed {len(result.failed)} / poisoned {result.poison} records"
-                )
-
-    t0 = time.perf_counter()
-    apply(np.flatnonzero(train_mask).tolist())
-    warm_s = time.perf_counter() - t0
-    progress(f"stream path warmed with {int(train_mask.sum())} events in {warm_s:.1f} s")
-
-    # ---- online path ------------------------------------------------------------------------
-    provider = ModelProvider(LocalBundleSource(trained.bundle_dir), background=False, refresh_s=1e12)
-    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="eval-reads")
-    runner = DeadlineRunner(executor, Bulkhead(limit=16))
-    # Generous deadlines: the evaluation measures quality; latency has its own benchmark.
-    reader = RequestReader(
-        runner,
-        candidates=cache,
-        sessions=sessions,
-        users=users_store,
-        trending=TrendingCache(trending, ttl_s=0.0),
-        timeout_s=10.0,
-    )
-    recommender = Recommender(
-        provider, reader, runner, content=None, budget_s=10.0, read_timeout_s=10.0, clock=clock
-    )
-    if provider.current() is None:
-        raise RuntimeError(
-            f"the trained bundle did not load: {provider.last_error} {provider.failed_versions}"
-        )
-    # Ablation: the same online code with the live stores detached (CF candidates, bundle
-    # popularity and the ranker only): what the batch model gives without the stream path.
-    batch_reader = RequestReader(
-        runner, candidates=cache, sessions=None, users=None, trending=None, timeout_s=10.0
-    )
-    batch_recommender = Recommender(
-        provider, batch_reader, runner, content=None, budget_s=10.0, read_timeout_s=10.0, clock=clock
-    )
-
+    clock, trending, trained = product.clock, product.trending, product.trained
     item_ids = log.item_vocab
     train_counts = np.bincount(train_log.items, minlength=len(item_ids))
     popular_order = [item_ids[i] for i in np.argsort(-train_counts, kind="stable")[: MAX_K + MAX_EXCLUDE]]
@@ -226,24 +290,11 @@ def _run(
     }
     known_users = {log.user_vocab[u] for u in np.unique(train_log.users).tolist()}
     degraded_counts: dict[str, int] = defaultdict(int)
-    post_filtered = 0
     session_hits = 0
     latencies: list[float] = []
 
     def first_k(ranked: list[str], exclude: set[str]) -> list[str]:
         return [i for i in ranked if i not in exclude][:k]
-
-    def ask(rec: Recommender, user_id: str, history: set[str]) -> tuple[list[str], Any]:
-        nonlocal post_filtered
-        if len(history) <= MAX_EXCLUDE:
-            req = RecommendationRequest.model_validate(
-                {"user_id": user_id, "k": k, "exclude": sorted(history)}
-            )
-        else:
-            req = RecommendationRequest.model_validate({"user_id": user_id, "k": MAX_K})
-            post_filtered += 1
-        result = rec.recommend(req)
-        return first_k([it["item_id"] for it in result.items], history), result
 
     pending: list[int] = []
     t0 = time.perf_counter()
@@ -260,7 +311,7 @@ def _run(
             pending.append(r)
             continue
         if pending:
-            apply(pending)
+            product.apply(pending)
             pending = []
         user_id = log.user_vocab[int(log.users[r])]
         target = {item_ids[int(log.items[r])]}
@@ -268,15 +319,15 @@ def _run(
         history = seen[user_id]
         segment = "known_users" if user_id in known_users else "new_users"
         popular = first_k(popular_order, history)
-        cf = [i for i, _ in cache.get(user_id)]
+        cf = product.cf(user_id)
         lists = {
             "popularity": popular,
             "trending": first_k([i for i, _ in trending.top(clock.now, MAX_K + len(history))], history),
             # A batch-only system still answers a user without CF candidates: popularity top-up.
             "batch_only": first_k(cf + popular_order, history),
         }
-        lists["pipeline_without_live"], _ = ask(batch_recommender, user_id, history)
-        lists["pipeline"], result = ask(recommender, user_id, history)
+        lists["pipeline_without_live"], _ = product.ask(user_id, history, k, live=False)
+        lists["pipeline"], result = product.ask(user_id, history, k)
         latencies.append(result.took_ms)
         for name in result.degraded:
             degraded_counts[name] += 1
@@ -285,15 +336,15 @@ def _run(
         for name, ranked in lists.items():
             for seg in ("all", segment):
                 accs[(seg, name)].add(ranked, target)
-        apply([r])
+        product.apply([r])
         history.add(next(iter(target)))
         if bar is not None:
             bar.update(1)
     if pending:
-        apply(pending)
+        product.apply(pending)
     if bar is not None:
         bar.close()
-    executor.shutdown(wait=False)
+    product.close()
     replay_s = time.perf_counter() - t0
 
     by_segment = {
@@ -319,12 +370,16 @@ def _run(
         "online": {
             "requests": len(latencies),
             "degraded": dict(degraded_counts),
-            "post_filtered_requests": post_filtered,
+            "post_filtered_requests": product.post_filtered,
             "hits_from_session_candidates": session_hits,
             "p50_ms": round(float(np.percentile(lat, 50)), 3),
             "p99_ms": round(float(np.percentile(lat, 99)), 3),
         },
-        "batch_path": {"version": version, "metrics": trained.metrics, "seconds": round(train_s, 2)},
+        "batch_path": {
+            "version": product.version,
+            "metrics": trained.metrics,
+            "seconds": round(product.train_seconds, 2),
+        },
         "config": {
             "seed": seed,
             "split": f"global time split at the {config.quantile:.0%} quantile of timestamps",
@@ -340,7 +395,7 @@ def _run(
             "stream_path": "FeatureUpdater with in-memory stores (adapters' semantics), fed Kinesis-shaped records",
             "online_path": "Recommender (ModelProvider + RequestReader + TFLite ranker), no content index",
             "exclusion": f"exclude=<history> in the request (<= {MAX_EXCLUDE} ids), else k={MAX_K} filtered after",
-            "warmup_seconds": round(warm_s, 2),
+            "warmup_seconds": round(product.warm_seconds, 2),
             "replay_seconds": round(replay_s, 2),
             "seconds": round(time.perf_counter() - t_start, 2),
         },
