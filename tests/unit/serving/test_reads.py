@@ -146,3 +146,9 @@ def test_a_call_cancelled_before_it_started_frees_its_bulkhead_slot() -> None:
         assert failures["users"].startswith("timed out"), "not 'too many calls in flight'"
     gate.set()
     pool.shutdown(wait=True)
+
+
+def test_no_budget_left_means_no_call(runner: DeadlineRunner) -> None:
+    called = []
+    results, failures = runner.gather({"content_index": lambda: called.append(1)}, -0.004)
+    assert results == {} and failures == {"content_index": "request budget exhausted"} and not called

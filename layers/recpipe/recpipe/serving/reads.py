@@ -90,6 +90,8 @@ class DeadlineRunner:
         """Results by name, and the reason for every call that did not produce one in time."""
         futures: dict[str, Future[Any]] = {}
         failures: dict[str, str] = {}
+        if timeout_s <= 0:  # the request's budget is spent: do not even start the calls
+            return {}, dict.fromkeys(calls, "request budget exhausted")
         for name, fn in calls.items():
             fut = self.submit(name, fn)
             if fut is None:
@@ -97,7 +99,7 @@ class DeadlineRunner:
             else:
                 futures[name] = fut
         if futures:
-            wait_futures(futures.values(), timeout=max(timeout_s, 0.0))
+            wait_futures(futures.values(), timeout=timeout_s)
         results: dict[str, Any] = {}
         for name, fut in futures.items():
             if not fut.done():
