@@ -248,7 +248,7 @@ def compare_cf(data: str, k: int = 10) -> dict[str, Any]:
     with threadpool_limits(1, "blas"):
         t0 = time.perf_counter()
         bpr = BayesianPersonalizedRanking(factors=p.factors, iterations=100, random_state=p.seed)
-        bpr.fit((ui > 0).astype(np.float32), show_progress=False)
+        bpr.fit((ui > 0).astype(np.float32).tocsr(), show_progress=False)
         # BPR keeps a bias term in its last factor: score with its own factors, same exclusion
         model = CFModel(
             np.asarray(bpr.user_factors, np.float32), np.asarray(bpr.item_factors, np.float32), ui
