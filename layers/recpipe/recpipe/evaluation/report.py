@@ -23,8 +23,15 @@ LABELS = {
     "pipeline": "full ranked pipeline",
     "batch_only": "batch model alone (CF candidates by CF score, popularity top-up)",
     "pipeline_without_live": "online path without live signals (no session/features/trending)",
+    "project_cf": "project batch model alone (train_bundle ALS candidates)",
+    "project_pipeline": "project online path (train_bundle bundle + Recommender)",
 }
 
+#: Protocol-specific names: in the random protocol "pipeline" is the evaluation's two-stage model.
+PROTOCOL_LABELS = {
+    "random": {"pipeline": "two-stage pipeline (EASE+ALS candidates -> learned ranker)"},
+}
+PROTOCOL_SHORT_LABELS = {"random": {"pipeline": "two-stage\npipeline"}}
 #: Short names for plot axes.
 SHORT_LABELS = {
     "popularity": "popularity",
@@ -37,6 +44,8 @@ SHORT_LABELS = {
     "pipeline": "full\npipeline",
     "batch_only": "batch model\nalone",
     "pipeline_without_live": "online path,\nno live signals",
+    "project_cf": "project\nALS candidates",
+    "project_pipeline": "project\nonline path",
 }
 
 
@@ -51,7 +60,8 @@ def markdown_table(report: Mapping[str, Any], methods: Mapping[str, Any] | None 
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name, metrics in (methods if methods is not None else report["methods"]).items():
         cells = [_cell(metrics, c, with_se=report["protocol"] == "stream") for c in cols]
-        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+        label = PROTOCOL_LABELS.get(str(report["protocol"]), {}).get(name) or LABELS.get(name, name)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -113,7 +123,8 @@ def plot_quality(report: Mapping[str, Any], path: Path) -> None:
         bars = ax.bar(xs, values, width, label=col)
         ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([SHORT_LABELS.get(n, n) for n in names], fontsize=8)
+    short = {**SHORT_LABELS, **PROTOCOL_SHORT_LABELS.get(str(report["protocol"]), {})}
+    ax.set_xticklabels([short.get(n, n) for n in names], fontsize=8)
     ax.set_ylabel("score")
     ax.set_title(f"Quality by method - {report['protocol']} protocol, {report.get('dataset', '')}")
     ax.legend(fontsize=7)
