@@ -157,7 +157,11 @@ def plot_latency(serving: Mapping[str, Any], path: Path) -> bool:
             label=f"{label} candidates "
             f"(p50 {np.percentile(arr, 50):.1f}, p99 {np.percentile(arr, 99):.1f} ms)",
         )
-    ax.set_xlabel("request latency (ms)")
+    # Log scale: the body (a few ms) and the rare slow outliers both stay readable.
+    ax.set_xscale("log")
+    ax.axvline(50.0, color="grey", linestyle="--", linewidth=1)
+    ax.text(50.0, 0.05, " 50 ms", color="grey", fontsize=7)
+    ax.set_xlabel("request latency (ms, log scale)")
     ax.set_ylabel("fraction of requests")
     setup = serving.get("setup")
     detail = ""
