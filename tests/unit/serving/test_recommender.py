@@ -85,10 +85,14 @@ class World:
             background_refresh=False,
         )  # fmt: skip
 
-    def ask(self, body: dict[str, Any], **overrides: Any) -> RecommendationResult:
+    def ask(
+        self, body: dict[str, Any], *, exclude_seen: bool = True, **overrides: Any
+    ) -> RecommendationResult:
         import json
 
-        return self.online(**overrides).recommender.recommend(parse_body(json.dumps(body)))
+        recommender = self.online(**overrides).recommender
+        recommender.exclude_seen = exclude_seen
+        return recommender.recommend(parse_body(json.dumps(body)))
 
 
 @pytest.fixture()
@@ -107,7 +111,9 @@ def test_never_returns_bought_carted_or_excluded_items(world: World) -> None:
     )
     world.sessions.append("u1", [SessionEntry("i7", "add_to_cart", NOW - 10), SessionEntry("i8", "add_to_cart", NOW - 9),
                                  SessionEntry("i8", "remove_from_cart", NOW - 5)])  # fmt: skip
-    result = world.ask({"user_id": "u1", "k": 100, "exclude": ["i3"], "context": {"cart": ["i4"]}})
+    body = {"user_id": "u1", "k": 100, "exclude": ["i3"], "context": {"cart": ["i4"]}}
+    # The hard rules alone (the seen-items rule off): what is bought/carted/excluded never shows.
+    result = world.ask(body, exclude_seen=False)
     shown = set(ids(result))
     assert result.degraded == []
     assert not {"i1", "i2", "i3", "i4", "i7"} & shown, (
@@ -115,6 +121,30 @@ def test_never_returns_bought_carted_or_excluded_items(world: World) -> None:
     )
     assert "i8" in shown, "removed from the cart again: may be shown"
     assert "i5" in shown and len(shown) == len(ids(result)) == len(ITEMS) - 5
+
+
+def test_items_the_user_interacted_with_are_left_out_by_default(world: World) -> None:
+    # Stored history: i1 purchase, i2 add_to_cart, i6 view, i11 click; live session below.
+    world.users.items["u1"] = user_with_history()
+    world.cache.publish("c1", [("u1", [("i6", 0.99), ("i11", 0.98), ("i12", 0.97), ("i5", 0.95)])], {})
+    world.sessions.append("u1", [SessionEntry("i8", "add_to_cart", NOW - 9), SessionEntry("i8", "remove_from_cart", NOW - 5),
+                                 SessionEntry("i12", "view", NOW - 2)])  # fmt: skip
+    seen = {"i1", "i2", "i6", "i11", "i8", "i12"}
+    everything = world.ask({"user_id": "u1", "k": 100}, exclude_seen=False)
+    assert {"i6", "i11", "i8", "i12"} <= set(ids(everything)), "rankable when the rule is off"
+    result = world.ask({"user_id": "u1", "k": 100})
+    assert result.degraded == []
+    assert not seen & set(ids(result)), "seen in the stored history or the live session"
+    assert len(result.items) == len(ITEMS) - len(seen) and "i5" in ids(result)
+    # What was seen still drives the answer: neighbours of the session item, session features.
+    assert result.source_counts["session"] > 0
+    # No model: the trending fallback leaves them out too.
+    world.trending.add({(int(NOW // 300), "i6"): 5.0, (int(NOW // 300), "i9"): 3.0})
+    world.bundle_root = world.bundle_root.parent / "none"
+    world.bundle_root.mkdir()
+    fallback = world.ask({"user_id": "u1", "k": 5})
+    assert fallback.degraded == ["model"] and ids(fallback)[0] == "i9"
+    assert not seen & set(ids(fallback))
 
 
 def test_category_filters(world: World) -> None:

@@ -66,10 +66,28 @@ class RecommendationResult:
         }
 
 
+def seen_items(user: UserFeatures | None, session: Sequence[SessionEntry]) -> set[str]:
+    """Items the user already interacted with, as far as the stores remember: every live
+    session entry and, from the stored features, the recent interactions, purchases and cart
+    operations (any event type, as training's replay excludes every item of the user's history)."""
+    seen = {e.item_id for e in session}
+    if user is not None:
+        seen.update(r.item_id for r in user.recent)
+        seen.update(user.purchased)
+        seen.update(user.cart_ops)
+    return seen
+
+
 def blocked_items(
-    req: RecommendationRequest, user: UserFeatures | None, session: Sequence[SessionEntry]
+    req: RecommendationRequest,
+    user: UserFeatures | None,
+    session: Sequence[SessionEntry],
+    *,
+    exclude_seen: bool = True,
 ) -> set[str]:
-    """Never shown: bought, in the cart (request, stored features, live session), excluded."""
+    """Never shown: bought, in the cart (request, stored features, live session), excluded by
+    the request and, by default, already interacted with (training's replay never offers the
+    user an item they have interacted with, so the ranker never learnt to score one)."""
     blocked = set(req.exclude) | set(req.context.cart)
     if user is not None:
         blocked |= set(user.purchased) | user.cart
@@ -83,6 +101,8 @@ def blocked_items(
         if entry.type == "purchase":
             blocked.add(entry.item_id)
     blocked |= {i for i, c in in_cart.items() if c}
+    if exclude_seen:
+        blocked |= seen_items(user, session)
     return blocked
 
 
@@ -97,6 +117,7 @@ class Recommender:
         max_candidates: int = 500,
         budget_s: float = 0.035,
         read_timeout_s: float = 0.015,
+        exclude_seen: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.models = models
@@ -106,6 +127,8 @@ class Recommender:
         self.max_candidates = max_candidates
         self.budget_s = budget_s
         self.read_timeout_s = read_timeout_s
+        #: Leave out items the user already interacted with (as training's replay does).
+        self.exclude_seen = exclude_seen
         self.clock = clock
         self._retrievers: dict[str, CandidateRetriever] = {}
 
@@ -199,7 +222,7 @@ class Recommender:
         part = daypart(int(ctx.local_hour))
         retriever = self._retriever(model)
         anchors = retriever.session_anchors(session)
-        blocked = blocked_items(req, user, session)
+        blocked = blocked_items(req, user, session, exclude_seen=self.exclude_seen)
         history_known = user is not None and bool(user.recent)
         cold_start = not reads.candidates and not history_known
         content: list[tuple[str, float]] = []
@@ -293,7 +316,7 @@ class Recommender:
         self, req: RecommendationRequest, reads: Reads, now: float, t0: float
     ) -> RecommendationResult:
         """Popularity from what is still reachable: trending, then the content index."""
-        blocked = blocked_items(req, reads.user, reads.session or [])
+        blocked = blocked_items(req, reads.user, reads.session or [], exclude_seen=self.exclude_seen)
         pool: dict[str, tuple[float, str]] = {}
         filters = req.filters
         # Without the item table categories are unknown: only the content index (which filters
