@@ -83,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"wrote {build_source_tarball(args.sagemaker_tarball)}")
         return 0
+    environ = dict(os.environ)
     if args.bundle_dir:
-        os.environ["RECPIPE_BUNDLE_DIR"] = str(args.bundle_dir)
+        environ["RECPIPE_BUNDLE_DIR"] = str(args.bundle_dir)
     try:
-        settings = load_settings()
+        settings = load_settings(environ)
         deps = build_deps(settings, work_dir=args.work_dir)
         result = run_local(
             deps, build_request(args), progress=not args.quiet, archive_bucket=args.archive_bucket
