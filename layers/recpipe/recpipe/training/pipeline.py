@@ -263,6 +263,11 @@ def train_bundle(
         if len(window):
             sample[rng.choice(window, min(p.max_examples, len(window)), replace=False)] = True
         cf1 = _cf_lookup(phase1, np.unique(log.users[rows[sample]]).astype(np.int32), p.policy.cf)
+        bar: Any = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(rows), desc="replay", unit="event", leave=False)
         examples, state = replay(
             log,
             rows,
@@ -276,7 +281,10 @@ def train_bundle(
             negatives=p.negatives,
             seed=p.seed,
             on_snapshot=on_snapshot,
+            progress=None if bar is None else (lambda k: bar.update(k - bar.n)),
         )
+        if bar is not None:
+            bar.close()
 
     with st.stage("train_ranker"):
         model, ranker_metrics = train_ranker(examples.x, examples.y, p.ranker)
