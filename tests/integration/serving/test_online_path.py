@@ -206,6 +206,18 @@ def test_unknown_user_gets_cold_start_from_content_and_popularity(stack: Stack) 
     assert result.source_counts.get("content", 0) > 0
 
 
+def test_first_cold_start_request_of_a_fresh_container_is_not_degraded(stack: Stack) -> None:
+    # The production deadlines (Settings defaults): init has opened the connections, built and
+    # searched the content index and run one request, so the first real one pays none of it.
+    s = stack.settings(READ_TIMEOUT_MS="15", REQUEST_BUDGET_MS="35")
+    online = build_online_path(s, dependencies=aws_dependencies(s), background_refresh=False)
+    content = online.recommender.content
+    assert content is not None and getattr(content, "version", None) == "it-v1", "built at init"
+    result = stack.ask({"user_id": "first-visitor", "k": 10, "context": {"device": "web"}}, online)
+    assert result.cold_start and result.degraded == [], result.failures
+    assert result.source_counts.get("content", 0) > 0 and len(result.items) == 10
+
+
 # ---- fallbacks --------------------------------------------------------------------------------
 def test_redis_down_degrades_within_the_budget(stack: Stack) -> None:
     user_id, _ = stack.known_user()

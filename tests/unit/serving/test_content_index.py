@@ -88,6 +88,37 @@ def test_a_broken_published_version_keeps_the_previous_one(tmp_path: Path) -> No
     assert ids(reader.search(text=None, categories=[], k=1)) == ["m5"] and reader.version == "v1"
 
 
+def test_background_reload_keeps_searches_on_the_current_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from recpipe.adapters import content_index
+
+    writer = InProcessContentIndexWriter(tmp_path)
+    writer.publish("v1", DOCS[:2])
+    clock = [0.0]
+    reader = InProcessContentIndex(tmp_path, refresh_s=1, background=True, clock=lambda: clock[0])
+    assert reader.version == "v1", "built at construction (init), before any search"
+    writer.publish("v2", DOCS)
+    release = threading.Event()
+    real_read = content_index.read_docs
+
+    def slow_read(path: Path) -> list[ContentDoc]:
+        assert release.wait(5), "the test never released the load"
+        return real_read(path)
+
+    monkeypatch.setattr(content_index, "read_docs", slow_read)
+    clock[0] = 5.0
+    # The load of v2 is held back: the search answers from v1 at once instead of waiting.
+    assert ids(reader.search(text=None, categories=[], k=1)) == ["m2"] and reader.version == "v1"
+    assert ids(reader.search(text=None, categories=[], k=1)) == ["m2"], "one load at a time"
+    release.set()
+    reader.wait_for_refresh(5)
+    assert reader.version == "v2"
+    assert ids(reader.search(text=None, categories=[], k=1)) == ["m5"]
+
+
 def test_invalid_versions_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="invalid content index version"):
         InProcessContentIndexWriter(tmp_path).publish("../escape", DOCS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,30 @@ class Failing:
             raise self.error
 
         return fail
+
+
+class SlowFirstCall:
+    """A dependency whose first call pays a one-off cost (connection set-up, the SDK's lazy
+    loading, an index built on first use), as in a fresh container."""
+
+    def __init__(self, inner: Any, first_s: float) -> None:
+        self.inner = inner
+        self.first_s = first_s
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls += 1
+                first = self.calls == 1
+            if first:
+                time.sleep(self.first_s)
+            return fn(*args, **kwargs)
+
+        return call
 
 
 def user_with_history(user_id: str = "u1") -> UserFeatures:
@@ -82,7 +107,7 @@ class World:
         )
         return build_online_path(
             load_settings(self.settings), dependencies=deps, source=LocalBundleSource(self.bundle_root),
-            background_refresh=False,
+            background_refresh=False, warm=overrides.get("warm", True),
         )  # fmt: skip
 
     def ask(
@@ -260,3 +285,25 @@ def test_diversity_widens_the_categories_shown(world: World) -> None:
 
     assert spread(0.0) == 1
     assert spread(1.0) >= 3
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_first_cold_start_request_after_init_is_not_degraded(world: World, warm: bool) -> None:
+    # Read timeout 200 ms: a 300 ms first call misses it unless init has already paid for it.
+    users, content = SlowFirstCall(world.users, 0.3), SlowFirstCall(world.content, 0.3)
+    online = world.online(users=users, content=content, warm=warm)
+    # Warm-up: each read and one search with a long deadline, then one request end to end.
+    assert (users.calls, content.calls) == ((2, 2) if warm else (0, 0))
+    result = online.recommender.recommend(parse_body('{"user_id": "brand-new", "k": 10}'))
+    assert result.cold_start and len(result.items) == 10
+    if warm:
+        assert result.degraded == [] and result.source_counts["content"] > 0
+    else:
+        assert result.degraded == ["user_features", "content_index"], "what warming at init avoids"
+
+
+def test_warm_up_with_dependencies_down_does_not_fail_init(world: World) -> None:
+    down = Failing(DependencyError("connection refused"))
+    online = world.online(users=down, sessions=down, candidates=down, trending=down, content=down)
+    result = online.recommender.recommend(parse_body('{"user_id": "u1", "k": 3}'))
+    assert len(result.items) == 3 and "user_features" in result.degraded

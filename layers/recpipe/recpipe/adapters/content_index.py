@@ -131,8 +131,11 @@ class _Postings:
 class InProcessContentIndex:
     """ContentIndex over a published directory (or a fixed list of docs in tests).
 
-    The pointer file is re-read at most every `refresh_s`; a new version is loaded before it
-    replaces the current one, so a broken publish leaves the previous version serving.
+    The index is built in the constructor (the container's init), never inside a request. The
+    pointer file is re-read at most every `refresh_s`; a new version is loaded before it
+    replaces the current one, so a broken publish leaves the previous version serving. With
+    `background=True` (serving) that load runs on its own thread while searches keep answering
+    from the current version: building 100k documents takes a second, far past any deadline.
     """
 
     def __init__(
@@ -141,28 +144,40 @@ class InProcessContentIndex:
         *,
         docs: Sequence[ContentDoc] | None = None,
         refresh_s: float = 30.0,
+        background: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
         self.refresh_s = refresh_s
+        self.background = background
         self.clock = clock
         self._index: _Postings | None = _Postings("inline", docs) if docs is not None else None
         self._next_check = 0.0
         self._lock = threading.Lock()
-        self._refresh()  # build the index at init (cold start), not inside a request's deadline
+        self._loader: threading.Thread | None = None
+        self._refresh(wait=True)  # build the index at init (cold start), not inside a request
 
     @property
     def version(self) -> str | None:
         return self._index.version if self._index else None
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, wait: bool = False) -> None:
         root = self.root
         if root is None or self.clock() < self._next_check:
             return
         with self._lock:  # one caller re-reads the pointer; the others keep the current version
-            if self.clock() < self._next_check:
+            if self.clock() < self._next_check or (self._loader is not None and self._loader.is_alive()):
                 return
             self._next_check = self.clock() + self.refresh_s
+            if self.background and not wait:
+                self._loader = threading.Thread(
+                    target=self._load_current, args=(root,), name="recpipe-content-index", daemon=True
+                )
+                self._loader.start()
+                return
+        self._load_current(root)
+
+    def _load_current(self, root: Path) -> None:
         try:
             version = (root / POINTER).read_text().strip()
         except OSError:
@@ -174,6 +189,12 @@ class InProcessContentIndex:
         except (OSError, ValueError, KeyError, TypeError):
             return  # keep the version we have; the writer validated what it published
         self._index = _Postings(version, docs)
+
+    def wait_for_refresh(self, timeout_s: float | None = None) -> None:
+        """Block until a background load (if any) has finished (tests, shutdown)."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout_s)
 
     def search(
         self, *, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str] = ()

@@ -157,7 +157,7 @@ class RequestReader:
         self.trending = trending
         self.timeout_s = timeout_s
 
-    def read(self, user_id: str, now: float, *, budget_s: float) -> Reads:
+    def read(self, user_id: str, now: float, *, budget_s: float, timeout_s: float | None = None) -> Reads:
         calls: dict[str, Callable[[], Any]] = {}
         reads = Reads()
         cache, sessions, users, trending = self.candidates, self.sessions, self.users, self.trending
@@ -172,7 +172,8 @@ class RequestReader:
         for name in (CANDIDATE_CACHE, SESSION, USER_FEATURES, TRENDING):
             if name not in calls:  # not configured in this environment
                 reads.failures[name] = "not configured"
-        results, failures = self.runner.gather(calls, min(self.timeout_s, budget_s))
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        results, failures = self.runner.gather(calls, min(timeout, budget_s))
         reads.failures.update(failures)
         reads.candidates = results.get(CANDIDATE_CACHE)
         reads.session = results.get(SESSION)

@@ -36,6 +36,10 @@ CONTENT_K = 100
 #: Categories used to query the content index for a cold-start user.
 MAX_QUERY_CATEGORIES = 5
 STAGES = ("reads", "candidates", "assembly", "inference", "rules")
+#: Who the init-time warm-up asks for (an id no real user has: the answer is a cold start).
+WARM_USER = "recpipe-warmup"
+#: How long the warm-up waits for each dependency's first call (connections, SDK set-up).
+WARM_TIMEOUT_S = 0.5
 
 
 @dataclass(slots=True)
@@ -159,6 +163,23 @@ class Recommender:
             result = self._ranked(req=req, model=model, reads=reads, now=now, t0=t0, timings=timings)
         result.took_ms = (time.perf_counter() - t0) * 1000.0
         return result
+
+    def warm_up(self, timeout_s: float = WARM_TIMEOUT_S) -> dict[str, str]:
+        """Run at init so the first request pays no first-call costs: every read once with a
+        longer deadline (connections opened, the SDK's lazy set-up done), one content-index
+        search, then one cold-start request end to end (candidates, assembly, ranker, rules).
+        Returns what failed, by dependency (init goes on: requests will degrade as usual)."""
+        reads = self.reader.read(WARM_USER, self.clock(), budget_s=timeout_s, timeout_s=timeout_s)
+        failures = {n: why for n, why in reads.failures.items() if why != "not configured"}
+        content = self.content
+        if content is not None:
+            _, failed = self.runner.gather(
+                {CONTENT_INDEX: lambda: content.search(text=WARM_USER, categories=[], k=CONTENT_K)},
+                timeout_s,
+            )
+            failures.update(failed)
+        self.recommend(RecommendationRequest.model_validate({"user_id": WARM_USER}))
+        return failures
 
     # ---- the normal path ------------------------------------------------------------------
     def _content_candidates(

@@ -103,7 +103,10 @@ def content_index(settings: Settings, timeout_s: float) -> ContentIndex | None:
     if settings.content_index_dir:
         from recpipe.adapters.content_index import InProcessContentIndex
 
-        return InProcessContentIndex(Path(settings.content_index_dir), refresh_s=settings.model_refresh_s)
+        # Built here (init); a newly published version is loaded off the request path.
+        return InProcessContentIndex(
+            Path(settings.content_index_dir), refresh_s=settings.model_refresh_s, background=True
+        )
     return None
 
 
@@ -137,6 +140,7 @@ def build_online_path(
     source: BundleSource | None = None,
     on_model_event: ModelEventSink | None = None,
     background_refresh: bool = True,
+    warm: bool = True,
 ) -> OnlinePath:
     t0 = time.perf_counter()
     deps = dependencies if dependencies is not None else aws_dependencies(settings)
@@ -171,6 +175,12 @@ def build_online_path(
         budget_s=settings.request_budget_ms / 1000.0,
         read_timeout_s=timeout_s,
     )
+    if warm:
+        # The first request must not pay first-call costs (connections, lazy SDK set-up, the
+        # first search and inference) inside its deadline: pay them here, as init.
+        failed = recommender.warm_up()
+        if failed:
+            logger.warning("warm-up: dependencies not reachable at init: %s", failed)
     # Everything built so far lives as long as the container: move it out of the collector's
     # reach, so a full collection does not walk a 100k-item catalogue in the middle of a request.
     gc.collect()
