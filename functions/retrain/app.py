@@ -15,7 +15,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from recpipe.config import settings
 from recpipe.training import workflow
-from recpipe.training.wiring import build_deps
+from recpipe.training.sagemaker_entry import publish_source_tarball
+from recpipe.training.wiring import aws_client, build_deps
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 
@@ -39,6 +40,11 @@ def prepare(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         execution=str(event.get("execution", "manual")),
         archive_bucket=event.get("archive_bucket"),
     )
+    if event.get("training_code_uri"):  # the SageMaker job's code: this layer's recpipe, kept current
+        run["training_code"] = publish_source_tarball(
+            aws_client("s3", settings()), event["training_code_uri"]
+        )
+        logger.info("training code", extra=run["training_code"])
     metrics.add_metric("RetrainInteractions", MetricUnit.Count, run["interactions"])
     metrics.add_metric("RetrainImportErrors", MetricUnit.Count, run["import_errors"])
     return run
@@ -65,7 +71,9 @@ def evaluate(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         shard_size=int(event.get("shard_size", 20000)),
     )
     metrics.add_metric("RetrainGateRejected", MetricUnit.Count, 0 if out["publish"] else 1)
-    logger.info("gate decision", extra={"publish": out["publish"], "reason": out["reason"]})
+    # the live model could not be scored on this holdout: the gate used its manifest number
+    metrics.add_metric("RetrainGateFallback", MetricUnit.Count, 0 if out["basis"] == "same_holdout" else 1)
+    logger.info("gate decision", extra={k: out[k] for k in ("publish", "reason", "new", "live", "basis")})
     return out
 
 

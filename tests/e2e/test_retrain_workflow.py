@@ -213,6 +213,9 @@ def test_a_successful_run_publishes_everything_and_switches_pointers_last(
     assert len(result["published"]) == len(result["evaluation"]["shards"]) >= 2  # the Map ran per shard
     assert stack.calls[:3] == ["prepare", "train", "evaluate"]
     assert stack.calls[-2:] == ["index_content", "promote"]
+    # Prepare put the SageMaker job's code where ${TrainingCodeUri} points, before Train ran
+    code = stack.s3.head_object(Bucket=BUCKET, Key="code/recpipe-training.tar.gz")
+    assert code["Metadata"]["recpipe-source-sha256"] == result["run"]["training_code"]["sha256"]
     # the model pointer names a complete, verifiable bundle
     assert stack.ssm.get_parameter(Name=POINTER)["Parameter"]["Value"] == "v1"
     for name in ("manifest.json", "ranker.tflite", "items.npz", "items.json", "neighbours.npz"):
@@ -239,13 +242,33 @@ def test_a_successful_run_publishes_everything_and_switches_pointers_last(
     assert stack.notifications() == []
 
 
-def test_the_gate_keeps_a_better_live_model(stack: Stack) -> None:
+def test_the_gate_scores_the_live_bundle_on_the_new_holdout(stack: Stack) -> None:
     assert stack.run(_request("v1"))["status"] == "SUCCEEDED"
-    # make the live model look much better than anything the next run can reach
+    # the live manifest's own number (older window) must not decide: make it unreachable
     key = "bundles/v1/manifest.json"
     manifest = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     manifest["metrics"]["ndcg@10"] = 0.99
     stack.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
+
+    out = stack.run(_request("v2", gate_margin=1.0))  # any same-data result is "not worse"
+
+    assert out["status"] == "SUCCEEDED"
+    evaluation = json.loads(out["output"])["evaluation"]
+    assert evaluation["basis"] == "same_holdout" and evaluation["live"] != 0.99
+    assert evaluation["live"] == evaluation["live_on_holdout"]["ndcg@10"]
+    assert evaluation["publish"] is True
+    assert stack.ssm.get_parameter(Name=POINTER)["Parameter"]["Value"] == "v2"
+
+
+def test_the_gate_keeps_the_live_model_by_its_manifest_when_its_bundle_cannot_be_loaded(
+    stack: Stack,
+) -> None:
+    assert stack.run(_request("v1"))["status"] == "SUCCEEDED"
+    key = "bundles/v1/manifest.json"
+    manifest = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    manifest["metrics"]["ndcg@10"] = 0.99
+    stack.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
+    stack.s3.delete_object(Bucket=BUCKET, Key="bundles/v1/ranker.tflite")  # live bundle unloadable
     stack.calls.clear()
 
     out = stack.run(_request("v2", gate_margin=0.01))
@@ -253,6 +276,7 @@ def test_the_gate_keeps_a_better_live_model(stack: Stack) -> None:
     assert out["status"] == "SUCCEEDED"
     evaluation = json.loads(out["output"])["evaluation"]
     assert evaluation["publish"] is False
+    assert evaluation["basis"] == "live_manifest" and "could not be loaded" in evaluation["basis_note"]
     assert "worse than live v1" in evaluation["reason"]
     assert "publish_candidates" not in stack.calls and "promote" not in stack.calls
     assert stack.ssm.get_parameter(Name=POINTER)["Parameter"]["Value"] == "v1"

@@ -69,3 +69,50 @@ def test_source_tarball_has_the_program_the_package_and_requirements(tmp_path: P
         "recpipe/bundle.py",
     } <= names
     assert not any("__pycache__" in n for n in names)
+
+
+def test_tarball_is_reproducible_byte_for_byte(tmp_path: Path) -> None:
+    a = sagemaker_entry.build_source_tarball(tmp_path / "a.tar.gz").read_bytes()
+    b = sagemaker_entry.build_source_tarball(tmp_path / "b.tar.gz").read_bytes()
+    assert a == b
+
+
+def test_prepare_uploads_the_training_code_once_and_again_only_when_it_changes(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    uri = f"s3://{BUCKET}/code/recpipe-training.tar.gz"
+
+    first = sagemaker_entry.publish_source_tarball(s3, uri)
+    head = s3.head_object(Bucket=BUCKET, Key="code/recpipe-training.tar.gz")
+    again = sagemaker_entry.publish_source_tarball(s3, uri)
+    after = s3.head_object(Bucket=BUCKET, Key="code/recpipe-training.tar.gz")
+
+    assert first["uploaded"] is True and again["uploaded"] is False
+    assert head["Metadata"][sagemaker_entry.DIGEST_METADATA] == first["sha256"] == again["sha256"]
+    assert after["ETag"] == head["ETag"] and after["LastModified"] == head["LastModified"]
+    body = s3.get_object(Bucket=BUCKET, Key="code/recpipe-training.tar.gz")["Body"].read()
+    (tmp_path / "code.tar.gz").write_bytes(body)
+    with tarfile.open(tmp_path / "code.tar.gz") as tar:
+        assert {"recpipe_train.py", "requirements.txt", "recpipe/training/sagemaker_entry.py"} <= set(
+            tar.getnames()
+        )
+
+    # a stale object (other code, or uploaded by hand without the digest) is replaced
+    s3.put_object(Bucket=BUCKET, Key="code/recpipe-training.tar.gz", Body=b"old code")
+    replaced = sagemaker_entry.publish_source_tarball(s3, uri)
+    assert replaced["uploaded"] is True
+    assert s3.get_object(Bucket=BUCKET, Key="code/recpipe-training.tar.gz")["Body"].read() == body
+
+    # the digest follows the package's content: a changed file means a new upload
+    changed = [
+        (n, d + b"# changed\n" if n == sagemaker_entry.PROGRAM else d)
+        for n, d in sagemaker_entry._source_entries()
+    ]
+    assert sagemaker_entry.source_digest(changed) != first["sha256"]
+
+
+def test_a_non_s3_training_code_uri_is_refused(aws: None) -> None:
+    with pytest.raises(ValueError, match="s3://bucket/key"):
+        sagemaker_entry.publish_source_tarball(boto3.client("s3"), "https://example.com/code.tgz")

@@ -33,3 +33,19 @@ def test_no_holdout_metric_keeps_the_live_model() -> None:
 def test_rerunning_the_live_version_is_allowed_as_a_noop() -> None:
     d = decide({"ndcg@10": 0.0}, {"ndcg@10": 0.15}, live_version="v2", new_version="v2")
     assert d.publish and "no-op" in d.reason
+
+
+def test_the_reason_names_the_basis_of_the_comparison() -> None:
+    same = decide({"ndcg@10": 0.10}, {"ndcg@10": 0.15}, live_version="v1", new_version="v2")
+    assert same.basis == "same_holdout" and "on the same holdout" in same.reason
+    fallback = decide(
+        {"ndcg@10": 0.20},
+        {"ndcg@10": 0.15},
+        live_version="v1",
+        new_version="v2",
+        basis="live_manifest",
+        basis_note="live bundle v1 could not be loaded (BundleError: checksum)",
+    )
+    assert fallback.publish and fallback.basis == "live_manifest"
+    assert "live_manifest: live bundle v1 could not be loaded" in fallback.reason
+    assert fallback.to_dict()["basis"] == "live_manifest"

@@ -19,6 +19,9 @@ class GateDecision:
     live: float | None
     live_version: str | None
     margin: float
+    #: where `live` comes from: "same_holdout" (the live bundle scored on this run's holdout),
+    #: "live_manifest" (fallback: the number the live bundle recorded on its own, older window)
+    basis: str = "same_holdout"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,13 +42,23 @@ def decide(
     new_version: str,
     margin: float = DEFAULT_MARGIN,
     metric: str = GATE_METRIC,
+    basis: str = "same_holdout",
+    basis_note: str = "",
 ) -> GateDecision:
-    """`margin` is absolute on `metric`: publish when new >= live - margin."""
+    """`margin` is absolute on `metric`: publish when new >= live - margin.
+
+    `live_metrics` should be the live bundle measured on the new model's holdout (basis
+    "same_holdout"); `basis_note` says why another basis had to be used."""
     new = _metric(new_metrics, metric)
     live = _metric(live_metrics, metric)
+    where = (
+        "on the same holdout"
+        if basis == "same_holdout"
+        else f"({basis}{': ' + basis_note if basis_note else ''})"
+    )
 
     def d(publish: bool, reason: str) -> GateDecision:
-        return GateDecision(publish, reason, metric, new, live, live_version, margin)
+        return GateDecision(publish, reason, metric, new, live, live_version, margin, basis)
 
     if live_version is None:
         return d(True, "no live model: the first model is published")
@@ -55,10 +68,14 @@ def decide(
         return d(False, f"the new model has no holdout {metric} (no evaluable users); keeping {live_version}")
     if live is None:
         return d(
-            True, f"live model {live_version} recorded no {metric}; the new model ({new:.4f}) replaces it"
+            True,
+            f"live model {live_version} has no {metric} {where}; the new model ({new:.4f}) replaces it",
         )
     if new + margin < live:
         return d(
-            False, f"{metric} {new:.4f} is worse than live {live_version} ({live:.4f}) by more than {margin}"
+            False,
+            f"{metric} {new:.4f} is worse than live {live_version} ({live:.4f}) by more than {margin} {where}",
         )
-    return d(True, f"{metric} {new:.4f} vs live {live_version} {live:.4f} (margin {margin}): not worse")
+    return d(
+        True, f"{metric} {new:.4f} vs live {live_version} {live:.4f} {where} (margin {margin}): not worse"
+    )

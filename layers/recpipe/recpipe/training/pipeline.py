@@ -26,22 +26,20 @@ import numpy.typing as npt
 
 from recpipe.bundle import Neighbours, write_bundle
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
-from recpipe.domain.features import FeatureAssembler, RequestContext
 from recpipe.domain.items import ItemTable
 from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
 from recpipe.training.candidates import CandidateLists
 from recpipe.training.cf import CFModel, fit_als, fit_bpr, neighbours, row_weights, top_n
+from recpipe.training.holdout import Holdout, evaluate_model, holdout_user
 from recpipe.training.item_table import build_item_table, item_universe
-from recpipe.training.ranker import RankerParams, export_tflite, tflite_scores, train_ranker
+from recpipe.training.ranker import RankerParams, export_tflite, train_ranker
 from recpipe.training.replay import (
     CandidatePolicy,
     Examples,
     ReplayState,
     Snapshot,
     TrendingWindow,
-    gather_candidates,
     replay,
-    user_view,
 )
 
 CANDIDATES_FILE = "candidates.npz"
@@ -112,6 +110,8 @@ class TrainResult:
     metrics: dict[str, Any]
     candidates_path: Path | None = None
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: what the users evaluated at T2 knew and did next (the Evaluate step scores the live model on it)
+    holdout: Holdout | None = None
 
 
 def peak_rss_mib() -> float:
@@ -298,9 +298,8 @@ def train_bundle(
         **{k: round(v, 5) for k, v in ranker_metrics.items()},
     }
     with st.stage("evaluate"):
-        metrics.update(
-            _evaluate(log, t2, state, in_replay, item_ids, item_cats, items, trending, blob, p, rng)
-        )
+        eval_metrics, holdout = _evaluate(log, t2, state, in_replay, item_ids, items, trending, blob, p, rng)
+        metrics.update(eval_metrics)
 
     with st.stage("cf_full"):
         final = _fit_phase(log, n_users, item_ids, items, p, end_ts=end_ts)
@@ -338,7 +337,7 @@ def train_bundle(
             indent=2,
         )
     )
-    return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages)
+    return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages, holdout)
 
 
 def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
@@ -347,14 +346,16 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     state: ReplayState,
     in_replay: npt.NDArray[np.bool_],
     item_ids: list[str],
-    item_cats: list[list[str]],
     catalogue: Sequence[ItemMeta],
     trending: TrendingWindow,
     blob: bytes,
     p: TrainParams,
     rng: np.random.Generator,
-) -> dict[str, Any]:
-    """HitRate/NDCG@k at T2 of the ranked pipeline (the exported TFLite model) vs CF alone."""
+) -> tuple[dict[str, Any], Holdout | None]:
+    """HitRate/NDCG@k at T2 of the ranked pipeline (the exported TFLite model) vs CF alone.
+
+    The ranked figures come from `holdout.evaluate_model` on the returned Holdout, the same
+    call the Evaluate step makes for the live bundle."""
     k = p.eval_k
     before = log.ts < t2
     after_users = np.unique(log.users[~before])
@@ -362,64 +363,53 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     known[log.users[before]] = True
     users = after_users[known[after_users] & in_replay[after_users]]
     if not len(users):
-        return {"eval_users": 0}
+        return {"eval_users": 0}, None
     if len(users) > p.max_eval_users:
         users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
     phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
     cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k))
-    assembler = FeatureAssembler(phase2.items)
     popular = np.argsort(-phase2.items.popularity, kind="stable")[: p.policy.popular].astype(np.int32)
-    trend = trending.top(t2, p.policy.trending)
     relevant: dict[int, set[str]] = {}
     tail = ~before
     for u, i in zip(log.users[tail].tolist(), log.items[tail].tolist(), strict=True):
         relevant.setdefault(u, set()).add(item_ids[i])
 
-    blocks: list[npt.NDArray[np.float32]] = []
-    cand_items: list[npt.NDArray[np.int32]] = []
-    for u in users.tolist():
-        view = user_view(state.features.get(u), state.session_at(u, t2), phase2.items, t2)
-        cands = gather_candidates(
-            p.policy,
-            phase2.items,
-            phase2.neighbours,
-            cf=cf2.get(u, []),
-            session=view.session,
-            trending=trend,
-            popular=popular,
-            exclude=state.seen.get(u, set()),
-        )
-        blocks.append(assembler.assemble(cands, view, RequestContext(now=t2)))
-        cand_items.append(cands.items)
-    scores = tflite_scores(blob, np.concatenate(blocks)) if blocks else np.zeros(0, np.float32)
-
-    ranked_hr = ranked_ndcg = cf_hr = cf_ndcg = pop_ndcg = recall = 0.0
+    holdout = Holdout(t2, k, p.policy, trending.top(t2, p.policy.trending))
+    cf_hr = cf_ndcg = pop_ndcg = 0.0
     pop_list = [item_ids[i] for i in popular[: k * 4].tolist()]
-    offset = 0
-    for u, c in zip(users.tolist(), cand_items, strict=True):
-        s = scores[offset : offset + len(c)]
-        offset += len(c)
-        rel = relevant[u]
-        ranked = [item_ids[i] for i in c[np.argsort(-s, kind="stable")[:k]].tolist()]
-        cf_list = [i for i, _ in cf2.get(u, [])[:k]]
+    for u in users.tolist():
+        features = state.features.get(u)
         seen = state.seen.get(u, set())
+        holdout.users.append(
+            holdout_user(
+                log.user_vocab[u],
+                affinity=features.affinity_at(t2) if features else {},
+                recent=[r.item_id for r in features.recent] if features else [],
+                session=[e.item_id for e in state.session_at(u, t2)],
+                cart=sorted(features.cart) if features else [],
+                total_events=features.total_events if features else 0,
+                seen=[item_ids[i] for i in seen],
+                cf=cf2.get(u, []),
+                relevant=relevant[u],
+            )
+        )
+        rel = relevant[u]
+        cf_list = [i for i, _ in cf2.get(u, [])[:k]]
         pop = [i for i in pop_list if phase2.items.index[i] not in seen][:k]
-        ranked_hr += hit_rate_at_k(ranked, rel, k)
-        ranked_ndcg += ndcg_at_k(ranked, rel, k)
         cf_hr += hit_rate_at_k(cf_list, rel, k)
         cf_ndcg += ndcg_at_k(cf_list, rel, k)
         pop_ndcg += ndcg_at_k(pop, rel, k)
-        recall += len(rel & {item_ids[i] for i in c.tolist()}) / len(rel)
+    ranked = evaluate_model(holdout, phase2.items, phase2.neighbours, blob)
     n = float(len(users))
     return {
         "eval_users": int(n),
-        f"hit_rate@{k}": round(ranked_hr / n, 5),
-        f"ndcg@{k}": round(ranked_ndcg / n, 5),
+        f"hit_rate@{k}": ranked[f"hit_rate@{k}"],
+        f"ndcg@{k}": ranked[f"ndcg@{k}"],
         f"cf_hit_rate@{k}": round(cf_hr / n, 5),
         f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
         f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
-        "candidate_recall": round(recall / n, 5),
-    }
+        "candidate_recall": ranked["candidate_recall"],
+    }, holdout
 
 
 def with_overrides(params: TrainParams, **changes: Any) -> TrainParams:

@@ -12,13 +12,20 @@ names what it produced.
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import io
 import json
 import os
+import re
 import sys
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 #: The script-mode entry file SageMaker runs (HyperParameters.sagemaker_program).
 PROGRAM = "recpipe_train.py"
@@ -59,29 +66,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def build_source_tarball(out: Path) -> Path:
-    """The `${TrainingCodeUri}` object: recpipe_train.py + the recpipe package + requirements.txt.
+#: Object metadata key holding `source_digest()` of the uploaded tarball.
+DIGEST_METADATA = "recpipe-source-sha256"
 
-    Upload it to s3://<ModelArtifactsBucket>/code/recpipe-training.tar.gz (the deploy does)."""
+
+def _source_entries() -> list[tuple[str, bytes]]:
+    """(name in the tarball, bytes), sorted: the program, requirements and the installed package."""
     import recpipe
 
     package = Path(recpipe.__file__).resolve().parent
+    files = sorted(
+        p
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo"}
+    )
+    return [
+        (PROGRAM, b"import sys\nfrom recpipe.training.sagemaker_entry import main\n\nsys.exit(main())\n"),
+        ("requirements.txt", ("\n".join(REQUIREMENTS) + "\n").encode()),
+        *((f"recpipe/{p.relative_to(package).as_posix()}", p.read_bytes()) for p in files),
+    ]
+
+
+def source_digest(entries: Sequence[tuple[str, bytes]] | None = None) -> str:
+    """sha256 over names and contents: equal code gives an equal digest, whatever the file times."""
+    h = hashlib.sha256()
+    for name, data in entries if entries is not None else _source_entries():
+        h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return h.hexdigest()
+
+
+def build_source_tarball(out: Path) -> Path:
+    """The `${TrainingCodeUri}` object: recpipe_train.py + the recpipe package + requirements.txt.
+
+    Byte-for-byte reproducible (sorted entries, zero times/owners, gzip without a timestamp)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-
-    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-
-    with tarfile.open(out, "w:gz") as tar:
-        add_bytes(
-            tar,
-            PROGRAM,
-            b"import sys\nfrom recpipe.training.sagemaker_entry import main\n\nsys.exit(main())\n",
-        )
-        add_bytes(tar, "requirements.txt", ("\n".join(REQUIREMENTS) + "\n").encode())
-        tar.add(package, arcname="recpipe", filter=lambda t: None if "__pycache__" in t.name else t)
+    with (
+        out.open("wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, data in _source_entries():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
     return out
+
+
+def publish_source_tarball(s3: Any, uri: str) -> dict[str, Any]:
+    """Upload the tarball to `uri` (s3://bucket/key) unless the object there has the same digest.
+
+    Called by the Prepare step (the installed layer is the code to train with), so a deploy
+    needs no manual upload and a re-run with unchanged code writes nothing."""
+    match = re.fullmatch(r"s3://([^/]+)/(.+)", uri)
+    if match is None:
+        raise ValueError(f"training code URI must be s3://bucket/key, got {uri!r}")
+    bucket, key = match.groups()
+    entries = _source_entries()
+    digest = source_digest(entries)
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchKey", "NotFound"}:
+            raise
+        head = None
+    if head is not None and head.get("Metadata", {}).get(DIGEST_METADATA) == digest:
+        return {"uri": uri, "sha256": digest, "uploaded": False}
+    with tempfile.TemporaryDirectory(prefix="recpipe-code-") as tmp:
+        path = build_source_tarball(Path(tmp) / "recpipe-training.tar.gz")
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=path.read_bytes(),
+            ContentType="application/gzip",
+            Metadata={DIGEST_METADATA: digest},
+        )
+    return {"uri": uri, "sha256": digest, "uploaded": True}
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from recpipe.adapters.archive import catalogue_lines, parse_catalogue
-from recpipe.bundle import load_bundle
+from recpipe.bundle import BundleError, load_bundle
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
-from recpipe.ports import ContentDoc, ContentIndexWriter
+from recpipe.ports import ContentDoc, ContentIndexWriter, DependencyError, RetryableError
 from recpipe.training.gate import DEFAULT_MARGIN, decide
 from recpipe.training.runs import RunStore
 
@@ -39,6 +39,7 @@ CANDIDATES_META = "candidates.json"
 TRAIN_REPORT = "train_report.json"
 CONTENT_FILE = "content.jsonl"
 DECISION_FILE = "decision.json"
+HOLDOUT_FILE = "holdout.json.gz"
 PROMOTED_FILE = "promoted.json"
 DEFAULT_SHARD_SIZE = 20_000
 #: Fewer interactions than this is a broken export, not a day of traffic.
@@ -59,6 +60,8 @@ class ModelRegistry(Protocol):
     def set_current(self, version: str) -> None: ...
 
     def manifest(self, version: str) -> dict[str, Any] | None: ...
+
+    def fetch(self, version: str, dest: Path) -> Path: ...
 
 
 class CandidateWriter(Protocol):
@@ -222,6 +225,8 @@ def train(deps: RetrainDeps, run_id: str, version: str, *, progress: bool = Fals
             for m in items
         )
         deps.runs.put_bytes(run_id, CONTENT_FILE, content)
+        if result.holdout is not None:
+            deps.runs.put_bytes(run_id, HOLDOUT_FILE, result.holdout.to_bytes())
         _put_json(
             deps.runs,
             run_id,
@@ -231,6 +236,7 @@ def train(deps: RetrainDeps, run_id: str, version: str, *, progress: bool = Fals
                 "metrics": result.metrics,
                 "stages": result.stages,
                 "users_with_candidates": len(result.candidates),
+                "data_window": result.manifest.get("data_window"),
             },
         )
     return {"run_id": run_id, "version": version, "metrics": result.metrics}
@@ -244,25 +250,80 @@ def evaluate(
     gate_margin: float = DEFAULT_MARGIN,
     shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> dict[str, Any]:
-    """Gate the new model against the live one; plan the candidate shards when publishing."""
+    """Gate the new model against the live one; plan the candidate shards when publishing.
+
+    The live bundle is fetched through the ModelStore and scored on this run's holdout with
+    `holdout.evaluate_model`, the function that produced the new model's numbers. Only when it
+    cannot be loaded does the gate fall back to the metric in the live manifest (measured on
+    the live model's own, older window), and the decision says so."""
     report = _json(deps.runs, run_id, TRAIN_REPORT)
     live = deps.models.current_version()
     live_manifest = deps.models.manifest(live) if live else None
+    record: dict[str, Any] = {
+        "new_metrics": report["metrics"],
+        "live_manifest_metrics": (live_manifest or {}).get("metrics"),
+    }
+    basis, note, live_metrics = "same_holdout", "", None
+    if live is not None and live != version:
+        live_metrics, note = _live_on_holdout(deps, run_id, live)
+        record["live_on_holdout"] = live_metrics
+        if live_metrics is None:
+            basis, live_metrics = "live_manifest", (live_manifest or {}).get("metrics")
+        window = (live_manifest or {}).get("data_window") or {}
+        holdout_start = (report.get("data_window") or {}).get("holdout_start")
+        if isinstance(window.get("end"), int | float) and isinstance(holdout_start, int | float):
+            # the live model may have trained on part of this holdout: the comparison then favours it
+            record["live_trained_on_holdout"] = bool(window["end"] >= holdout_start)
     decision = decide(
         report["metrics"],
-        (live_manifest or {}).get("metrics"),
+        live_metrics,
         live_version=live,
         new_version=version,
         margin=gate_margin,
+        basis=basis,
+        basis_note=note,
     )
     n_users = int(report.get("users_with_candidates", 0))
     shards = [
         {"run_id": run_id, "version": version, "shard": i, "lo": lo, "hi": min(lo + shard_size, n_users)}
         for i, lo in enumerate(range(0, n_users, shard_size))
     ]
-    body = {**decision.to_dict(), "run_id": run_id, "version": version, "decided_at": time.time()}
+    body = {
+        **decision.to_dict(),
+        **record,
+        "basis_note": note,
+        "run_id": run_id,
+        "version": version,
+        "decided_at": time.time(),
+    }
     _put_json(deps.runs, run_id, DECISION_FILE, body)
-    return {**decision.to_dict(), "shards": shards if decision.publish else []}
+    return {
+        **decision.to_dict(),
+        "basis_note": note,
+        "live_on_holdout": record.get("live_on_holdout"),
+        "shards": shards if decision.publish else [],
+    }
+
+
+def _live_on_holdout(deps: RetrainDeps, run_id: str, live: str) -> tuple[dict[str, Any] | None, str]:
+    """(metrics of the live bundle on this run's holdout, "") or (None, why it could not be scored)."""
+    from recpipe.training.holdout import Holdout, evaluate_model
+
+    if not deps.runs.exists(run_id, HOLDOUT_FILE):
+        return None, f"run {run_id} has no holdout file (no evaluable users)"
+    holdout = Holdout.from_bytes(deps.runs.get_bytes(run_id, HOLDOUT_FILE))
+    with tempfile.TemporaryDirectory(prefix="recpipe-live-") as tmp:
+        try:
+            bundle = load_bundle(deps.models.fetch(live, Path(tmp) / live))
+            ranker = bundle.ranker_path.read_bytes()
+        except RetryableError:
+            raise  # throttling/timeouts: the state's Retry, not a weaker comparison
+        except (BundleError, DependencyError, OSError, ValueError, KeyError) as exc:
+            return None, f"live bundle {live} could not be loaded ({type(exc).__name__}: {exc})"
+        try:
+            return evaluate_model(holdout, bundle.items, bundle.neighbours, ranker), ""
+        except (ValueError, RuntimeError) as exc:  # e.g. a ranker the runtime refuses
+            return None, f"live bundle {live} could not be scored ({type(exc).__name__}: {exc})"
 
 
 _LOADED: dict[tuple[int, str], Any] = {}

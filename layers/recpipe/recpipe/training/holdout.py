@@ -1,0 +1,158 @@
+"""The time-based holdout as data, and the one function that scores a model on it.
+
+`train_bundle` freezes, for each evaluated user, what the online path would know at T2 (stored
+features, session, items already seen, the CF list) and what the user did after T2. The new
+model's `ndcg@10` and the live bundle's, measured by the Evaluate step on the same file with
+`evaluate_model`, are therefore the same computation on the same users and the same moment.
+numpy + tflite-runtime only: it runs in the Evaluate Lambda, which has no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from recpipe.bundle import Neighbours
+from recpipe.domain.features import FeatureAssembler, RequestContext, UserView
+from recpipe.domain.items import ItemTable
+from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.training.ranker import tflite_scores
+from recpipe.training.replay import SESSION_LIMIT, CandidatePolicy, gather_candidates
+
+
+@dataclass(frozen=True, slots=True)
+class HoldoutUser:
+    user_id: str
+    #: category -> affinity at T2 (UserFeatures.affinity_at)
+    affinity: dict[str, float]
+    #: item ids, as the stores hold them at T2 (recent: newest first; session: newest first)
+    recent: list[str]
+    session: list[str]
+    cart: list[str]
+    total_events: int
+    seen: list[str]
+    cf: list[tuple[str, float]]
+    #: what the user interacted with after T2
+    relevant: list[str]
+
+
+@dataclass(slots=True)
+class Holdout:
+    t2: float
+    k: int
+    policy: CandidatePolicy
+    trending: list[tuple[str, float]]
+    users: list[HoldoutUser] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "t2": self.t2,
+            "k": self.k,
+            "policy": asdict(self.policy),
+            "trending": self.trending,
+            "users": [asdict(u) for u in self.users],
+        }
+        return gzip.compress(json.dumps(body, separators=(",", ":")).encode(), mtime=0)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Holdout:
+        d = json.loads(gzip.decompress(data))
+        users = [HoldoutUser(**{**u, "cf": [(str(i), float(s)) for i, s in u["cf"]]}) for u in d["users"]]
+        return cls(
+            float(d["t2"]),
+            int(d["k"]),
+            CandidatePolicy(**d["policy"]),
+            [(str(i), float(s)) for i, s in d["trending"]],
+            users,
+        )
+
+
+def view_of(user: HoldoutUser, items: ItemTable) -> UserView:
+    """Same construction as replay.user_view, from stored ids (unknown items are dropped)."""
+    return UserView(
+        affinity=dict(user.affinity),
+        history=items.indices(user.recent),
+        session=items.indices(user.session[:SESSION_LIMIT]),
+        cart=items.indices(sorted(user.cart)),
+        total_events=user.total_events,
+    )
+
+
+def evaluate_model(
+    holdout: Holdout, items: ItemTable, neighbours: Neighbours, ranker_tflite: bytes
+) -> dict[str, Any]:
+    """HitRate/NDCG@k of a model (item table + neighbours + TFLite ranker) on the holdout.
+
+    Candidates come from the same sources the online path merges; the CF list is the holdout's
+    (the live model's own CF lists live in the Candidate Cache, not in its bundle)."""
+    k = holdout.k
+    if not holdout.users:
+        return {"eval_users": 0}
+    assembler = FeatureAssembler(items)
+    popular = np.argsort(-items.popularity, kind="stable")[: holdout.policy.popular].astype(np.int32)
+    blocks: list[npt.NDArray[np.float32]] = []
+    cand_items: list[npt.NDArray[np.int32]] = []
+    for u in holdout.users:
+        view = view_of(u, items)
+        cands = gather_candidates(
+            holdout.policy,
+            items,
+            neighbours,
+            cf=u.cf,
+            session=view.session,
+            trending=holdout.trending,
+            popular=popular,
+            exclude={int(i) for i in items.indices(u.seen).tolist()},
+        )
+        blocks.append(assembler.assemble(cands, view, RequestContext(now=holdout.t2)))
+        cand_items.append(cands.items)
+    scores = tflite_scores(ranker_tflite, np.concatenate(blocks)) if blocks else np.zeros(0, np.float32)
+    hr = ndcg = recall = 0.0
+    offset = 0
+    ids = items.item_ids
+    for u, c in zip(holdout.users, cand_items, strict=True):
+        s = scores[offset : offset + len(c)]
+        offset += len(c)
+        rel = set(u.relevant)
+        ranked = [ids[i] for i in c[np.argsort(-s, kind="stable")[:k]].tolist()]
+        hr += hit_rate_at_k(ranked, rel, k)
+        ndcg += ndcg_at_k(ranked, rel, k)
+        recall += len(rel & {ids[i] for i in c.tolist()}) / len(rel)
+    n = float(len(holdout.users))
+    return {
+        "eval_users": int(n),
+        f"hit_rate@{k}": round(hr / n, 5),
+        f"ndcg@{k}": round(ndcg / n, 5),
+        "candidate_recall": round(recall / n, 5),
+    }
+
+
+def holdout_user(
+    user_id: str,
+    *,
+    affinity: Mapping[str, float],
+    recent: Sequence[str],
+    session: Sequence[str],
+    cart: Sequence[str],
+    total_events: int,
+    seen: Iterable[str],
+    cf: Sequence[tuple[str, float]],
+    relevant: Iterable[str],
+) -> HoldoutUser:
+    return HoldoutUser(
+        user_id,
+        {str(c): float(v) for c, v in affinity.items()},
+        list(recent),
+        list(session),
+        list(cart),
+        int(total_events),
+        sorted(seen),
+        [(str(i), float(s)) for i, s in cf],
+        sorted(relevant),
+    )

@@ -1,0 +1,118 @@
+"""The Evaluate step scores the LIVE bundle on the new run's holdout (same users, same moment,
+same code) and gates on that; the live manifest's number is only a recorded fallback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any  # the trained_run fixture (conftest.TrainedRun)
+
+import pytest
+from recpipe.adapters.s3_models import DirectoryModelStore
+from recpipe.bundle import load_bundle
+from recpipe.training import workflow
+from recpipe.training.holdout import Holdout, evaluate_model
+from recpipe.training.runs import DirectoryRunStore
+
+LIVE = "it-v1"
+#: What the live manifest claims (measured on its own, older window): never the gate's basis here.
+MANIFEST_CLAIM = 0.999
+
+
+@pytest.fixture()
+def deps(trained_run: Any, tmp_path: Path) -> workflow.RetrainDeps:
+    models = DirectoryModelStore(tmp_path / "bundles")
+    models.upload(trained_run.result.bundle_dir, LIVE)
+    manifest_path = tmp_path / "bundles" / LIVE / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["metrics"]["ndcg@10"] = MANIFEST_CLAIM
+    manifest_path.write_text(json.dumps(manifest))
+    models.set_current(LIVE)
+    return workflow.RetrainDeps(runs=DirectoryRunStore(tmp_path / "runs"), models=models)
+
+
+def _new_run(deps: workflow.RetrainDeps, trained_run: Any, ndcg: float) -> None:
+    """A trained run 'v2' as the Train step leaves it, reporting `ndcg` on its holdout."""
+    holdout = trained_run.result.holdout
+    assert holdout is not None and holdout.users
+    deps.runs.put_bytes("v2", workflow.HOLDOUT_FILE, holdout.to_bytes())
+    report = {
+        "version": "v2",
+        "metrics": {**trained_run.result.metrics, "ndcg@10": ndcg},
+        "users_with_candidates": 10,
+        "data_window": trained_run.result.manifest["data_window"],
+    }
+    deps.runs.put_bytes("v2", workflow.TRAIN_REPORT, json.dumps(report).encode())
+
+
+def _live_on_holdout(trained_run: Any) -> dict[str, Any]:
+    bundle = load_bundle(trained_run.result.bundle_dir)
+    assert trained_run.result.holdout is not None
+    return evaluate_model(
+        trained_run.result.holdout, bundle.items, bundle.neighbours, bundle.ranker_path.read_bytes()
+    )
+
+
+def test_holdout_survives_the_run_store_round_trip(trained_run: Any) -> None:
+    holdout = trained_run.result.holdout
+    assert holdout is not None
+    again = Holdout.from_bytes(holdout.to_bytes())
+    assert again == holdout
+    live = _live_on_holdout(trained_run)
+    assert live["eval_users"] == len(holdout.users) == trained_run.result.metrics["eval_users"]
+    assert 0.0 <= live["ndcg@10"] <= 1.0
+
+
+def test_a_better_new_model_is_published_against_the_live_bundle_on_the_same_holdout(
+    deps: workflow.RetrainDeps, trained_run: Any
+) -> None:
+    live = _live_on_holdout(trained_run)["ndcg@10"]
+    _new_run(deps, trained_run, round(live + 0.03, 5))
+
+    out = workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)
+
+    assert out["publish"] is True and out["shards"]
+    assert out["basis"] == "same_holdout" and out["live"] == live  # not the manifest's 0.999
+    assert out["live_on_holdout"]["ndcg@10"] == live
+    assert f"{live:.4f}" in out["reason"] and "same holdout" in out["reason"]
+    decision = json.loads(deps.runs.get_bytes("v2", workflow.DECISION_FILE))
+    assert decision["live_manifest_metrics"]["ndcg@10"] == MANIFEST_CLAIM
+    assert decision["new_metrics"]["ndcg@10"] == round(live + 0.03, 5)
+    # the live bundle was trained on everything, holdout included: recorded, it favours the live model
+    assert decision["live_trained_on_holdout"] is True
+
+
+def test_within_the_margin_is_published_beyond_it_is_rejected_with_the_reason(
+    deps: workflow.RetrainDeps, trained_run: Any
+) -> None:
+    live = _live_on_holdout(trained_run)["ndcg@10"]
+    _new_run(deps, trained_run, round(live - 0.01, 5))
+    assert workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)["publish"] is True
+
+    _new_run(deps, trained_run, round(live - 0.05, 5))
+    out = workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)
+
+    assert out["publish"] is False and out["shards"] == []
+    assert out["basis"] == "same_holdout"
+    assert (
+        "worse than live it-v1" in out["reason"] and "by more than 0.02 on the same holdout" in out["reason"]
+    )
+    decision = json.loads(deps.runs.get_bytes("v2", workflow.DECISION_FILE))
+    assert (
+        decision["publish"] is False and decision["live"] == live and decision["new"] == round(live - 0.05, 5)
+    )
+
+
+def test_an_unloadable_live_bundle_falls_back_to_its_manifest_metric_and_says_so(
+    deps: workflow.RetrainDeps, trained_run: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "bundles" / LIVE / "ranker.tflite").write_bytes(b"not the published ranker")
+    _new_run(deps, trained_run, 0.5)
+
+    out = workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)
+
+    assert out["publish"] is False  # 0.5 + 0.02 < 0.999
+    assert out["basis"] == "live_manifest" and out["live"] == MANIFEST_CLAIM
+    assert out["live_on_holdout"] is None
+    assert "could not be loaded" in out["basis_note"] and "BundleError" in out["basis_note"]
+    assert "live_manifest" in out["reason"] and "could not be loaded" in out["reason"]
