@@ -8,6 +8,8 @@ Content: OpenSearch when OPENSEARCH_URL is set, else the in-process index in CON
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from botocore.config import Config
 
 from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.adapters.s3_models import DirectoryModelStore, S3ModelStore
-from recpipe.config import Settings
+from recpipe.config import ConfigError, Settings
 from recpipe.keys import KeyLayout
 from recpipe.ports import ContentIndexWriter
 from recpipe.training.runs import DirectoryRunStore, RunStore, S3RunStore
@@ -64,6 +66,41 @@ def content_writer(settings: Settings) -> ContentIndexWriter | None:
     return None
 
 
+def content_access(settings: Settings, environ: Mapping[str, str] | None = None) -> Any:
+    """Callable that maps the scoring and indexing roles in OpenSearch FGAC, or None without
+    OpenSearch. AWS calls (secret, caller identity) happen when called, not when wiring."""
+    env = os.environ if environ is None else environ
+    secret_arn = env.get("OPENSEARCH_AUTH_SECRET_ARN")
+    if not settings.opensearch_url or not secret_arn:
+        return None
+    url = settings.opensearch_url
+
+    def ensure() -> dict[str, str]:
+        from opensearchpy import OpenSearch
+
+        from recpipe.adapters.opensearch_security import (
+            ContentIndexAccess,
+            content_roles,
+            master_credentials,
+            role_arn_of_caller,
+        )
+
+        reader = env.get("CONTENT_INDEX_READER_ROLE_ARN")
+        if not reader:
+            raise ConfigError("CONTENT_INDEX_READER_ROLE_ARN is required with OPENSEARCH_AUTH_SECRET_ARN")
+        writer = env.get("CONTENT_INDEX_WRITER_ROLE_ARN") or role_arn_of_caller(
+            aws_client("sts", settings).get_caller_identity()["Arn"]
+        )
+        secret = aws_client("secretsmanager", settings).get_secret_value(SecretId=secret_arn)["SecretString"]
+        client = OpenSearch(hosts=[url], http_auth=master_credentials(secret), timeout=30)
+        roles = content_roles(
+            settings.env_name, settings.content_index_alias, reader_arn=reader, writer_arn=writer
+        )
+        return ContentIndexAccess(client, roles).ensure()
+
+    return ensure
+
+
 def sns_notifier(settings: Settings) -> Any:
     sns = aws_client("sns", settings)
 
@@ -99,4 +136,5 @@ def build_deps(
         content=content_writer(settings),
         loaders=default_loaders(s3, settings.model_bucket) if s3 is not None else default_loaders(),
         notify=sns_notifier(settings),
+        content_access=content_access(settings),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import tempfile
 import time
@@ -42,6 +43,7 @@ DECISION_FILE = "decision.json"
 HOLDOUT_FILE = "holdout.json.gz"
 PROMOTED_FILE = "promoted.json"
 DEFAULT_SHARD_SIZE = 20_000
+logger = logging.getLogger(__name__)
 #: Fewer interactions than this is a broken export, not a day of traffic.
 MIN_INTERACTIONS = 100
 
@@ -84,6 +86,8 @@ class RetrainDeps:
     #: source kind -> loader (archive, movielens, synthetic)
     loaders: Mapping[str, DataLoader] | None = None
     notify: Callable[[str, str, str], str] | None = None
+    #: maps the scoring/indexing roles inside OpenSearch FGAC before a publish (None: no OpenSearch)
+    content_access: Callable[[], dict[str, str]] | None = None
 
 
 # ---- interaction log files ---------------------------------------------------------------------
@@ -355,6 +359,11 @@ def publish_candidates(
 def index_content(deps: RetrainDeps, run_id: str, version: str) -> dict[str, Any]:
     if deps.content is None:
         return {"indexed": 0, "skipped": "no content index configured"}
+    access: dict[str, str] = {}
+    if deps.content_access is None:
+        logger.info("content index access: no OpenSearch (OPENSEARCH_URL unset), role mapping skipped")
+    else:  # before the publish: the writer's SigV4 requests are refused until its role is mapped
+        access = deps.content_access()
     docs = []
     for line in deps.runs.get_bytes(run_id, CONTENT_FILE).splitlines():
         d = json.loads(line)
@@ -367,7 +376,7 @@ def index_content(deps: RetrainDeps, run_id: str, version: str) -> dict[str, Any
                 float(d.get("popularity", 0.0)),
             )
         )
-    return {"indexed": deps.content.publish(version, docs)}
+    return {"indexed": deps.content.publish(version, docs), "access": access}
 
 
 def promote(deps: RetrainDeps, run_id: str, version: str) -> dict[str, Any]:
