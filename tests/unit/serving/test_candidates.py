@@ -209,3 +209,19 @@ def test_vectorised_pool_equals_candidate_builder(  # noqa: PLR0917 - hypothesis
     for name in ("items", "sources", "cf_score", "cf_rank", "trending", "anchor"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     assert (retriever._positions == -1).all(), "the scratch is reset"
+
+
+def test_cf_list_is_cut_to_the_training_policy_quota() -> None:
+    # Replay offers the ranker only the first `policy.cf` CF items; serving does the same.
+    cf = [(f"i{i}", 1.0 - i / 100) for i in range(10, 30)]
+    pool = retrieve(cf=cf, policy=CandidatePolicy(cf=5, popular=3), max_candidates=40)
+    assert {i for i, v in pool.items() if v[0] & Source.CF} == {f"i{i}" for i in range(10, 15)}
+
+
+def test_a_blocked_item_is_free_again_for_the_next_request() -> None:
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, 10, POLICY)
+    blocked = Eligibility.build(ITEMS, ["i0", "i1"])
+    first = retriever.retrieve(inputs(), blocked)
+    assert not {0, 1} & set(first.items.tolist())
+    again = retriever.retrieve(inputs(), Eligibility.build(ITEMS, []))
+    assert again.items[:2].tolist() == [0, 1], "the per-request blocked scratch was cleared"

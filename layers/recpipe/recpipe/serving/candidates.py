@@ -54,11 +54,20 @@ class Eligibility:
             exclude = np.asarray([cidx[c] for c in exclude_categories if c in cidx], np.int32)
         return cls(blocked=blocked.astype(np.int32), include=include, exclude=exclude)
 
-    def allowed(self, items: ItemTable, idx: npt.NDArray[np.int32]) -> npt.NDArray[np.bool_]:
+    def allowed(
+        self,
+        items: ItemTable,
+        idx: npt.NDArray[np.int32],
+        blocked_mask: npt.NDArray[np.bool_] | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """Which of `idx` may be pooled. `blocked_mask` (item -> blocked, already marked with
+        `blocked`) makes the blocked check a lookup instead of a sort per call."""
         ok = np.ones(len(idx), np.bool_)
         if len(idx) == 0:
             return ok
-        if len(self.blocked):
+        if blocked_mask is not None:
+            ok &= ~blocked_mask[idx]
+        elif len(self.blocked):
             ok &= ~np.isin(idx, self.blocked, assume_unique=False)
         if self.include is not None or (self.exclude is not None and len(self.exclude)):
             cats = items.category_ids[idx]
@@ -103,8 +112,10 @@ class CandidateRetriever:
         self.neighbours = neighbours_indices
         self.max_candidates = max_candidates
         self.policy = policy or CandidatePolicy()
-        # Item -> pool position scratch, reset after each request (one request at a time).
+        # Item -> pool position and item -> blocked scratch, reset after each request (one
+        # request at a time): lookups instead of a sort per source and request.
         self._positions = np.full(len(items), -1, np.int32)
+        self._blocked = np.zeros(len(items), np.bool_)
         self._lock = threading.Lock()
         # Training flags the globally most popular items (not per daypart) as POPULAR.
         self.global_popular = np.argsort(-items.popularity, kind="stable")[: self.policy.popular].astype(
@@ -115,17 +126,11 @@ class CandidateRetriever:
         self, pairs: Sequence[tuple[str, float]]
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.int32]]:
         """Dense indices, scores and original list positions of the items the bundle knows."""
-        idx = self.items.index
-        pos: list[int] = []
-        scores: list[float] = []
-        ranks: list[int] = []
-        for rank, (item_id, score) in enumerate(pairs):
-            i = idx.get(item_id)
-            if i is not None:
-                pos.append(i)
-                scores.append(score)
-                ranks.append(rank)
-        return np.asarray(pos, np.int32), np.asarray(scores, np.float32), np.asarray(ranks, np.int32)
+        get = self.items.index.get
+        found = np.fromiter((get(item_id, -1) for item_id, _ in pairs), np.int32, len(pairs))
+        scores = np.fromiter((score for _, score in pairs), np.float32, len(pairs))
+        ranks = np.flatnonzero(found >= 0).astype(np.int32)
+        return found[ranks], scores[ranks], ranks
 
     def session_anchors(self, session: Sequence[SessionEntry]) -> npt.NDArray[np.int32]:
         """Distinct known session items, most recent first (removals are not interest)."""
@@ -146,7 +151,7 @@ class CandidateRetriever:
     def _retrieve(self, inputs: CandidateInputs, eligibility: Eligibility) -> CandidateSet:
         items = self.items
         policy = self.policy
-        pool = _Pool(self._positions, self.max_candidates)
+        pool = _Pool(self._positions, self._blocked, eligibility, items, self.max_candidates)
         try:
             # Freshest signal first: what the user is doing right now.
             anchors = self.session_anchors(inputs.session)[: policy.session_items]
@@ -155,21 +160,21 @@ class CandidateRetriever:
                 flat = rows.reshape(-1)
                 anchor_of = np.repeat(anchors, rows.shape[1]).astype(np.int32)
                 keep = flat >= 0
-                pool.add(flat[keep], Source.SESSION, eligibility, items, anchor=anchor_of[keep])
+                pool.add(flat[keep], Source.SESSION, anchor=anchor_of[keep])
             t_idx, t_scores, _ = self._known(inputs.trending[: policy.trending])
-            pool.add(t_idx, Source.TRENDING, eligibility, items, trending=t_scores)
+            pool.add(t_idx, Source.TRENDING, trending=t_scores)
             c_idx, _, _ = self._known(inputs.content)
-            pool.add(c_idx, Source.CONTENT, eligibility, items, cap=CONTENT_CANDIDATES)
-            cf_idx, cf_scores, cf_ranks = self._known(inputs.cf)
-            pool.add(cf_idx, Source.CF, eligibility, items, cf_score=cf_scores, cf_rank=cf_ranks)
-            pool.add(self.global_popular, Source.POPULAR, eligibility, items)
+            pool.add(c_idx, Source.CONTENT, cap=CONTENT_CANDIDATES)
+            cf_idx, cf_scores, cf_ranks = self._known(inputs.cf[: policy.cf])
+            pool.add(cf_idx, Source.CF, cf_score=cf_scores, cf_rank=cf_ranks)
+            pool.add(self.global_popular, Source.POPULAR, distinct=True)
             if pool.size < pool.limit:
                 popular = inputs.popular
                 if eligibility.include is None and eligibility.exclude is None:
                     # Without category filters, this many popular items always fill the pool.
                     popular = popular[: pool.limit + len(eligibility.blocked)]
                 # Serving-only top-up (the training policy has no pool size): new items only.
-                pool.add(popular, Source.POPULAR, eligibility, items, relabel=False)
+                pool.add(popular, Source.POPULAR, relabel=False, distinct=True)
             return pool.build()
         finally:
             pool.release()
@@ -181,8 +186,18 @@ class _Pool:
     its flag, and attribute values follow CandidateBuilder.add.
     tests/unit/serving/test_candidates.py checks it against CandidateBuilder itself."""
 
-    def __init__(self, positions: npt.NDArray[np.int32], limit: int) -> None:
+    def __init__(
+        self,
+        positions: npt.NDArray[np.int32],
+        blocked_mask: npt.NDArray[np.bool_],
+        eligibility: Eligibility,
+        items: ItemTable,
+        limit: int,
+    ) -> None:
         self.positions = positions  # item -> pool position, -1 = not pooled (shared scratch)
+        self.blocked_mask = blocked_mask  # item -> never pooled (shared scratch)
+        self.eligibility = eligibility
+        self.item_table = items
         self.limit = limit
         self.size = 0
         self.items = np.empty(limit, np.int32)
@@ -191,21 +206,23 @@ class _Pool:
         self.cf_rank = np.full(limit, -1.0, np.float32)
         self.trending = np.zeros(limit, np.float32)
         self.anchor = np.full(limit, -1, np.int32)
+        blocked_mask[eligibility.blocked] = True  # cleared by release()
 
     def add(
         self,
         idx: npt.NDArray[np.int32],
         source: Source,
-        eligibility: Eligibility,
-        items: ItemTable,
         *,
         cap: int | None = None,
         relabel: bool = True,
+        distinct: bool = False,
         **attrs: npt.NDArray[Any],
     ) -> None:
+        """`distinct`: the source proposes each item once (a popularity ranking), so the
+        first-occurrence and repeated-proposal bookkeeping can be skipped."""
         if len(idx) == 0:
             return
-        ok = eligibility.allowed(items, idx)
+        ok = self.eligibility.allowed(self.item_table, idx, self.blocked_mask)
         if not ok.all():
             idx = idx[ok]
             attrs = {k: v[ok] for k, v in attrs.items()}
@@ -216,9 +233,12 @@ class _Pool:
         room = self.limit - self.size if cap is None else min(cap, self.limit - self.size)
         admitted = np.zeros(0, np.int64)
         if len(fresh) and room > 0:
-            # First occurrence of each new item, in proposal order.
-            _, first = np.unique(idx[fresh], return_index=True)
-            admitted = fresh[np.sort(first)][:room]
+            if distinct:
+                admitted = fresh[:room]
+            else:
+                # First occurrence of each new item, in proposal order.
+                _, first = np.unique(idx[fresh], return_index=True)
+                admitted = fresh[np.sort(first)][:room]
             new_items = idx[admitted]
             slots = np.arange(self.size, self.size + len(new_items), dtype=np.int32)
             self.positions[new_items] = slots
@@ -231,7 +251,7 @@ class _Pool:
             # Only the items this source brought in (and its repeated proposals of them).
             if len(admitted) == 0:
                 return
-            take = np.flatnonzero(np.isin(idx, idx[admitted]))
+            take = admitted if distinct else np.flatnonzero(np.isin(idx, idx[admitted]))
             pos = self.positions[idx]
         if len(take) == 0:
             return
@@ -265,3 +285,4 @@ class _Pool:
 
     def release(self) -> None:
         self.positions[self.items[: self.size]] = -1
+        self.blocked_mask[self.eligibility.blocked] = False

@@ -55,6 +55,8 @@ class OnlinePath:
     probes: dict[str, Callable[[], Any]]
     settings: Settings
     init_ms: float = 0.0
+    #: Part of init_ms spent warming up (first calls to each dependency, one request).
+    warm_up_ms: float = 0.0
 
     def health(self, runner_timeout_s: float = 0.05) -> dict[str, Any]:
         """Model loaded and each dependency's status, each probe under a short deadline."""
@@ -120,8 +122,11 @@ def aws_dependencies(settings: Settings) -> Dependencies:
     timeout_s = settings.read_timeout_ms / 1000.0
     layout = KeyLayout(settings.env_name)
     client = redis_client(settings, timeout_s=timeout_s)
-    # One SDK attempt: the request has no time for retries, the read degrades instead.
-    ddb = aws_client("dynamodb", settings, read_timeout_s=max(timeout_s, 0.05), attempts=1)
+    # One SDK attempt: the request has no time for retries, the read degrades instead. The
+    # socket read timeout is the read deadline: a late answer ends in a timeout instead of being
+    # parsed (under the GIL) while the request it missed assembles features; the cost is that
+    # the connection is dropped and the next call opens one (a TLS handshake in AWS).
+    ddb = aws_client("dynamodb", settings, read_timeout_s=timeout_s, attempts=1)
     return Dependencies(
         candidates=RedisCandidateCache(client, layout),
         sessions=RedisSessionStore(client, layout),
@@ -175,12 +180,14 @@ def build_online_path(
         budget_s=settings.request_budget_ms / 1000.0,
         read_timeout_s=timeout_s,
     )
+    t_warm = time.perf_counter()
     if warm:
         # The first request must not pay first-call costs (connections, lazy SDK set-up, the
         # first search and inference) inside its deadline: pay them here, as init.
         failed = recommender.warm_up()
         if failed:
             logger.warning("warm-up: dependencies not reachable at init: %s", failed)
+    warm_up_ms = (time.perf_counter() - t_warm) * 1000.0
     # Everything built so far lives as long as the container: move it out of the collector's
     # reach, so a full collection does not walk a 100k-item catalogue in the middle of a request.
     gc.collect()
@@ -191,4 +198,5 @@ def build_online_path(
         probes=dict(deps.probes or {}),
         settings=settings,
         init_ms=(time.perf_counter() - t0) * 1000.0,
+        warm_up_ms=warm_up_ms,
     )
