@@ -161,3 +161,13 @@ def test_the_workflow_passes_only_the_training_role_to_sagemaker_only(resources:
     (passing,) = [s for owner, s in _identity_statements(resources) if "iam:PassRole" in as_list(s["Action"])]
     assert passing["Resource"] == {"Fn::GetAtt": ["TrainingJobRole", "Arn"]}
     assert passing["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
+
+
+def test_prepare_may_upload_the_training_code_to_the_model_bucket(resources: dict[str, Any]) -> None:
+    # Prepare puts s3://<ModelArtifactsBucket>/code/recpipe-training.tar.gz (the SageMaker job's
+    # code, ${TrainingCodeUri}) next to the run snapshot: both are within its CRUD on that bucket.
+    policies = _function_policies(resources, "RetrainPrepareFunction")
+    crud = [p["S3CrudPolicy"] for p in policies if isinstance(p, dict) and "S3CrudPolicy" in p]
+    assert crud == [{"BucketName": {"Ref": "ModelArtifactsBucket"}}]
+    code_uri = resources["RetrainStateMachine"]["Properties"]["DefinitionSubstitutions"]["TrainingCodeUri"]
+    assert code_uri == {"Fn::Sub": "s3://${ModelArtifactsBucket}/code/recpipe-training.tar.gz"}

@@ -130,6 +130,8 @@ def evaluate_model(
         f"hit_rate@{k}": round(hr / n, 5),
         f"ndcg@{k}": round(ndcg / n, 5),
         "candidate_recall": round(recall / n, 5),
+        #: candidates ranked per request: what a bigger candidate policy costs online
+        "mean_candidates": round(sum(len(c) for c in cand_items) / n, 1),
     }
 
 

@@ -409,6 +409,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
         f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
         "candidate_recall": ranked["candidate_recall"],
+        "mean_candidates": ranked["mean_candidates"],
     }, holdout
 
 
