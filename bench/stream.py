@@ -3,8 +3,11 @@
 Throughput: N synthetic events (Zipf items, several per user, event mix like a shop) delivered
 as Kinesis Lambda events in batches of --batch-size through `records_from_lambda_event` +
 `FeatureUpdater.process`, against a throw-away redis-server and moto DynamoDB — once with the
-real DynamoDB adapter and once with an in-memory store that still encodes/decodes every item
-(the updater's own ceiling, i.e. what one process does when the database is not the limit).
+real DynamoDB adapter per --write-modes (transact: TransactWriteItems of up to 100 users per
+request; item: one conditional PutItem per user on --write-workers threads), each run on its
+own users, and once with an in-memory store that still encodes/decodes every item (the
+updater's own ceiling, i.e. what one process does when the database is not the limit). The
+load average at start and end is recorded: the development box is shared.
 The updater process's CPU time is reported too: moto spends its CPU in this process
 (in-process mode) or in its own (server mode), so events per updater CPU-second is the figure
 that transfers to DynamoDB.
@@ -59,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=100, help="records per Lambda batch (template: 100)"
     )
     parser.add_argument("--write-workers", type=int, default=16, help="concurrent per-user writes")
+    parser.add_argument(
+        "--write-modes",
+        default="transact,item",
+        help="USER_FEATURES_WRITE_MODE values to run against DynamoDB, comma-separated; the first "
+        "is the headline events_per_s (transact: TransactWriteItems of up to 100 users; item: "
+        "one PutItem per user)",
+    )
     parser.add_argument("--freshness", type=int, default=200, help="events timed for freshness (0 = skip)")
     parser.add_argument(
         "--aws",
@@ -170,17 +180,19 @@ class Workload:
     n_users: int
 
 
-def make_workload(n: int, users: int, items: int, batch_size: int, seed: int) -> Workload:
+def make_workload(
+    n: int, users: int, items: int, batch_size: int, seed: int, *, prefix: str = "bench"
+) -> Workload:
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
     item_rank = np.minimum(np_rng.zipf(1.3, size=n), items) - 1
-    user_ids = [f"bench-u{rng.randrange(users)}" for _ in range(n)]
+    user_ids = [f"{prefix}-u{rng.randrange(users)}" for _ in range(n)]
     now = time.time()
     records = []
     for i in range(n):
         type_ = rng.choice(TYPES)
         body: dict[str, Any] = {
-            "event_id": f"bench-{seed}-{i}",
+            "event_id": f"{prefix}-{seed}-{i}",
             "user_id": user_ids[i],
             "item_id": f"m{int(item_rank[i])}",
             "type": type_,
@@ -237,8 +249,19 @@ class SerialisingUserStore:
             self._items[features.user_id] = item
         return stored
 
+    def put_many(self, writes: Sequence[tuple[Any, int]]) -> dict[str, Any]:
+        from recpipe.ports import ConflictError
 
-def run_updater(workload: Workload, updater: Any, label: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for features, expected_version in writes:
+            try:
+                out[features.user_id] = self.put(features, expected_version)
+            except ConflictError as exc:
+                out[features.user_id] = exc
+        return out
+
+
+def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -> dict[str, Any]:
     from recpipe.stream.updater import records_from_lambda_event
 
     batch_ms = []
@@ -252,6 +275,7 @@ def run_updater(workload: Workload, updater: Any, label: str) -> dict[str, Any]:
         writes += result.users_written
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {
+        "write_mode": write_mode,
         "events": workload.n_events,
         "users": workload.n_users,
         "failed_records": failed,
@@ -286,7 +310,15 @@ def run(args: argparse.Namespace) -> int:
     from recpipe.testing.fakes_stream import InMemoryFailureSink
 
     users = args.users or max(1, args.events // 20)
-    workload = make_workload(args.events, users, args.items, args.batch_size, args.seed)
+    modes = [m.strip() for m in args.write_modes.split(",") if m.strip()]
+    if not modes or any(m not in ("transact", "item") for m in modes):
+        raise SystemExit(f"--write-modes: expected transact and/or item, got {args.write_modes!r}")
+    # One workload per mode with its own users, so every run starts from an empty user table.
+    workloads = {
+        m: make_workload(args.events, users, args.items, args.batch_size, args.seed, prefix=f"bench-{m}")
+        for m in modes
+    }
+    workload = workloads[modes[0]]
     report: dict[str, Any] = {
         "benchmark": "stream",
         "config": {
@@ -295,10 +327,14 @@ def run(args: argparse.Namespace) -> int:
             "items": args.items,
             "batch_size": args.batch_size,
             "write_workers": args.write_workers,
+            "write_modes": modes,
             "freshness_events": args.freshness,
             "seed": args.seed,
         },
         "targets": {"events_per_s": 5000, "freshness_session_p99_ms": 50},
+        # The box is shared: the load when the run started (and ended, below) frames the figures.
+        "load_average_1_5_15_start": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
     }
     with ExitStack() as stack:
         redis_srv = stack.enter_context(RedisServer(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
@@ -322,26 +358,37 @@ def run(args: argparse.Namespace) -> int:
         layout = KeyLayout("bench")
         categories = workload.categories.get
 
-        def updater_with(store: Any, write_workers: int) -> FeatureUpdater:
+        def updater_with(store: Any, write_workers: int, write_mode: str) -> FeatureUpdater:
             return FeatureUpdater(
                 store,
                 RedisSessionStore(client, layout),
                 RedisTrendingStore(client, layout),
                 InMemoryFailureSink(),
                 lambda item: categories(item, ()),
-                write_workers=write_workers,
+                # Transactions carry a chunk's users in one request: no writer threads needed.
+                write_workers=write_workers if write_mode == "item" else 1,
+                write_mode=write_mode,
             )
 
         from recpipe.stream.wiring import aws_client
 
         ddb = aws_client("dynamodb", settings(), max_pool=max(10, args.write_workers), read_timeout_s=30)
         store = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
-        report["updater_dynamodb"] = run_updater(
-            workload, updater_with(store, args.write_workers), "updater (moto DynamoDB)"
-        )
-        client.flushdb()
+        by_mode = report["updater_dynamodb_by_write_mode"] = {}
+        for mode in modes:
+            by_mode[mode] = run_updater(
+                workloads[mode],
+                updater_with(store, args.write_workers, mode),
+                f"updater (moto DynamoDB, {mode})",
+                mode,
+            )
+            client.flushdb()
+        report["updater_dynamodb"] = by_mode[modes[0]]
         report["updater_in_memory_store"] = run_updater(
-            workload, updater_with(SerialisingUserStore(), 1), "updater (in-memory)"
+            workload,
+            updater_with(SerialisingUserStore(), 1, modes[0]),
+            f"updater (in-memory, {modes[0]})",
+            modes[0],
         )
         report["events_per_s"] = report["updater_dynamodb"]["events_per_s"]
         report["events_per_s_in_memory_store"] = report["updater_in_memory_store"]["events_per_s"]
@@ -364,6 +411,7 @@ def run(args: argparse.Namespace) -> int:
                 report["freshness_recommendation_first_get_misses"] = misses
                 report["freshness_recommendation_setup"] = bundle_note
 
+    report["load_average_1_5_15_end"] = [round(x, 2) for x in os.getloadavg()]
     print_report(report)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -541,14 +589,14 @@ def print_report(r: dict[str, Any]) -> None:
     c = r["config"]
     print(
         f"workload: {c['events']} events, {c['users']} users, {c['items']} items, "
-        f"batch {c['batch_size']}, {c['write_workers']} write workers"
+        f"batch {c['batch_size']}, {c['write_workers']} write workers (item mode); "
+        f"load average {r['load_average_1_5_15_start']} -> {r['load_average_1_5_15_end']} "
+        f"on {r['cpu_count']} CPUs"
     )
     print(f"{'updater run':<28}{'events/s':>10}{'ev/cpu-s':>10}{'batch p50':>11}{'p95':>9}{'p99':>9}")
-    for key, label in (
-        ("updater_dynamodb", "real adapter, moto DynamoDB"),
-        ("updater_in_memory_store", "in-memory store (ceiling)"),
-    ):
-        u = r[key]
+    runs = [(u, f"moto DynamoDB, {m}") for m, u in r["updater_dynamodb_by_write_mode"].items()]
+    runs.append((r["updater_in_memory_store"], "in-memory store (ceiling)"))
+    for u, label in runs:
         b = u["batch_latency_ms"]
         print(
             f"{label:<28}{u['events_per_s']:>10.0f}{u['events_per_cpu_s'] or 0:>10.0f}"

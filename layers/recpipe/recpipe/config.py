@@ -47,6 +47,11 @@ class Settings(BaseModel):
     content_index_dir: str | None = Field(None, alias="CONTENT_INDEX_DIR")
     # JWT mode: the user is the token's subject.
     auth_mode: str = Field("API_KEY", alias="AUTH_MODE", pattern=r"^(API_KEY|JWT|IAM)$")
+    # Feature updater: "transact" commits up to 100 users per TransactWriteItems request (one
+    # round trip, 2x write units per item); "item" makes one conditional PutItem per user.
+    user_features_write_mode: str = Field(
+        "transact", alias="USER_FEATURES_WRITE_MODE", pattern=r"^(transact|item)$"
+    )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

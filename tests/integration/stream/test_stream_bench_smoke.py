@@ -34,6 +34,12 @@ def test_bench_stream_writes_its_report(tmp_path: Path, monkeypatch: pytest.Monk
     report = json.loads(out.read_text())
     assert report["updater_dynamodb"]["events"] == 300 and report["updater_dynamodb"]["failed_records"] == 0
     assert report["updater_in_memory_store"]["failed_records"] == 0
+    by_mode = report["updater_dynamodb_by_write_mode"]
+    assert set(by_mode) == {"transact", "item"} and report["updater_dynamodb"] == by_mode["transact"]
+    # Each mode writes its own users from an empty table: the same number of user writes.
+    assert by_mode["item"]["failed_records"] == 0
+    assert by_mode["item"]["user_writes"] == by_mode["transact"]["user_writes"] > 0
+    assert len(report["load_average_1_5_15_start"]) == 3
     assert report["events_per_s"] > 0 and "in-process" in report["aws_backend"]
     assert "freshness_recommendation_ms" not in report
     for key in ("freshness_session_ms", "freshness_dynamodb_ms"):

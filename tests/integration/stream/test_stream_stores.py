@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import boto3
 import pytest
@@ -114,3 +115,25 @@ def test_both_layouts_are_readable_and_keep_floats_exact(aws: None) -> None:
     assert item["features_format"]["S"] == "json+zlib/1" and item["total_events"]["N"] == "3"
     assert int(item["expires_at"]["N"]) == int(NOW) + 180 * 24 * 3600
     assert native.get("u1") == stored and stored.affinity == state.affinity  # bit-exact floats
+
+
+def test_put_many_transaction_against_moto_reports_the_conflicting_user(
+    table: DynamoDBUserFeatureStore,
+) -> None:
+    def view(i: int, user: str) -> Any:
+        e = {"event_id": f"t{i}", "user_id": user, "item_id": f"i{i}", "type": "view", "ts": NOW}
+        return parse_event(e, now=NOW)
+
+    users = [f"u{i}" for i in range(4)]
+    first = table.put_many([(apply_event(None, view(i, u)), 0) for i, u in enumerate(users)])
+    assert {u: getattr(f, "version", f) for u, f in first.items()} == dict.fromkeys(users, 1)
+    # u1 moves on behind the batch's back: its Put fails its condition and cancels the
+    # transaction; moto names the reason per item and the other three are committed on re-submit.
+    assert table.put(apply_event(table.get("u1"), view(99, "u1")), expected_version=1).version == 2
+    out = table.put_many([(apply_event(table.get(u), view(10 + i, u)), 1) for i, u in enumerate(users)])
+    assert isinstance(out["u1"], ConflictError)
+    got = table.get_many(users)
+    assert {u: f.version for u, f in got.items()} == {"u0": 2, "u1": 2, "u2": 2, "u3": 2}
+    # u1 holds the concurrent writer's event, not the batch's (the caller re-reads and re-applies).
+    assert "t99" in got["u1"].applied_event_ids and "t11" not in got["u1"].applied_event_ids
+    assert "t10" in got["u0"].applied_event_ids

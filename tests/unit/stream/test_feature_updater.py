@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ CATEGORIES = {"m1": ("Drama",), "m2": ("Comedy", "Drama"), "m3": ("Horror",)}
 
 
 class World:
-    def __init__(self, write_workers: int = 1) -> None:
+    def __init__(self, write_workers: int = 1, write_mode: str = "item") -> None:
         self.users = InMemoryUserFeatureStore()
         self.sessions = InMemorySessionStore()
         self.trending = InMemoryTrendingStore(clock=lambda: NOW)
@@ -37,6 +38,7 @@ class World:
             self.failures,
             lambda item: CATEGORIES.get(item, ()),
             write_workers=write_workers,
+            write_mode=write_mode,
             clock=lambda: NOW,
         )
 
@@ -74,9 +76,12 @@ def strip_version(f: UserFeatures | None) -> dict[str, Any] | None:
     return item
 
 
-@pytest.fixture(params=[1, 8], ids=["sequential", "8-writers"])
+@pytest.fixture(
+    params=[(1, "item"), (8, "item"), (1, "transact")], ids=["sequential", "8-writers", "transact"]
+)
 def world(request: pytest.FixtureRequest) -> World:
-    return World(write_workers=request.param)
+    workers, mode = request.param
+    return World(write_workers=workers, write_mode=mode)
 
 
 def test_a_batch_updates_features_session_and_trending(world: World) -> None:
@@ -238,3 +243,35 @@ def test_the_sample_kinesis_event(world: World) -> None:
     assert world.failures.reports[0]["shardId"] == "shardId-000000000000"
     assert world.users.items["u-42"].counts == {"view": 1, "add_to_cart": 1}
     assert world.users.items["u-7"].purchased.keys() == {"1210"}
+
+
+def test_transact_mode_writes_a_chunk_of_users_in_one_request_and_re_applies_a_cancelled_one() -> None:
+    world = World(write_mode="transact")
+    world.updater.process(records(*(ev(f"e{i}", f"u{i}", "m1") for i in range(150))))
+    # 150 users: two reads of 100 users, two put_many calls (the store splits at 100 per transaction).
+    assert world.users.batch_puts == 2 and world.users.puts == 150
+
+    # A store whose transaction cancels one user's Put (ConditionalCheckFailed: a concurrent
+    # writer moved it on) — that user is re-read and re-applied, the others written once.
+    concurrent = apply_event(world.users.items["u7"], parse_event(ev("x", "u7", "m3", "purchase"), now=NOW))
+    world.users.before_put = lambda _f: world.users.items.__setitem__("u7", replace(concurrent, version=2))
+    result = world.updater.process(
+        records(*(ev(f"f{i}", f"u{i}", "m2", "click") for i in range(5, 10)), start=200)
+    )
+    assert result.failed == [] and result.conflicts == 1 and result.users_written == 5
+    assert world.users.items["u7"].counts == {"view": 1, "purchase": 1, "click": 1}
+    assert world.users.items["u5"].counts == {"view": 1, "click": 1}
+
+
+def test_transact_mode_needs_a_store_with_put_many() -> None:
+    class PlainStore:
+        def get(self, user_id: str) -> None: ...
+
+    with pytest.raises(TypeError, match="put_many"):
+        FeatureUpdater(
+            PlainStore(),
+            InMemorySessionStore(),
+            InMemoryTrendingStore(),
+            InMemoryFailureSink(),
+            write_mode="transact",
+        )  # type: ignore[arg-type]

@@ -186,3 +186,113 @@ def test_a_corrupt_feature_document_is_a_dependency_error_not_a_crash() -> None:
 
     with pytest.raises(DependencyError, match="unreadable feature item"):
         DynamoDBUserFeatureStore(OneItem(), "t").get("u1")
+
+
+class TransactionalDynamoDB:
+    """TransactWriteItems like DynamoDB: all-or-nothing, conditional on each item's version;
+    a cancelled transaction names each item's reason (ConditionalCheckFailed / None / ...).
+    `reasons_once` forces reasons (by user) on the next transaction."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.transactions: list[list[str]] = []
+        self.single_puts: list[str] = []
+        self.reasons_once: dict[str, str] = {}
+
+    def _condition_holds(self, put: dict[str, Any]) -> bool:
+        user = put["Item"]["user_id"]["S"]
+        if put["ConditionExpression"] == "attribute_not_exists(user_id)":
+            return user not in self.versions
+        return self.versions.get(user) == int(put["ExpressionAttributeValues"][":expected"]["N"])
+
+    def transact_write_items(self, TransactItems: list[dict[str, Any]], ClientRequestToken: str) -> None:
+        puts = [t["Put"] for t in TransactItems]
+        users = [p["Item"]["user_id"]["S"] for p in puts]
+        self.transactions.append(users)
+        forced, self.reasons_once = self.reasons_once, {}
+        reasons = []
+        for p, u in zip(puts, users, strict=True):
+            code = forced.get(u) or ("None" if self._condition_holds(p) else "ConditionalCheckFailed")
+            reasons.append({"Code": code})
+        if any(r["Code"] != "None" for r in reasons):
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                    "CancellationReasons": reasons,
+                },
+                "TransactWriteItems",
+            )
+        for p, u in zip(puts, users, strict=True):
+            self.versions[u] = int(p["Item"]["version"]["N"])
+
+    def put_item(self, **put: Any) -> None:
+        user = put["Item"]["user_id"]["S"]
+        self.single_puts.append(user)
+        if not self._condition_holds(put):
+            raise client_error("ConditionalCheckFailedException", "PutItem")
+        self.versions[user] = int(put["Item"]["version"]["N"])
+
+
+def test_put_many_commits_a_batch_in_one_transaction_and_reapplies_only_the_conflicting_user() -> None:
+    ddb = TransactionalDynamoDB()
+    store = DynamoDBUserFeatureStore(ddb, "t", sleep=lambda _s: None)
+    users = [f"u{i}" for i in range(5)]
+    first = store.put_many([(apply_event(None, event(i, user=u)), 0) for i, u in enumerate(users)])
+    assert ddb.transactions == [users] and {u: f.version for u, f in first.items()} == dict.fromkeys(users, 1)  # type: ignore[union-attr]
+
+    ddb.versions["u2"] = 2  # a concurrent writer (a replay) got to u2 first
+    out = store.put_many([(apply_event(first[u], event(10 + i, user=u)), 1) for i, u in enumerate(users)])  # type: ignore[arg-type]
+    # The first transaction is cancelled as a whole; the innocent four are re-submitted at once
+    # (no backoff), u2 is left to the caller to re-read and re-apply.
+    assert ddb.transactions[1:] == [users, ["u0", "u1", "u3", "u4"]]
+    assert isinstance(out["u2"], ConflictError)
+    assert {u: o.version for u, o in out.items() if u != "u2"} == {"u0": 2, "u1": 2, "u3": 2, "u4": 2}  # type: ignore[union-attr]
+    assert ddb.versions == {"u0": 2, "u1": 2, "u2": 2, "u3": 2, "u4": 2}
+
+
+def test_put_many_retries_throttled_items_with_backoff_then_gives_retryable_error() -> None:
+    ddb = TransactionalDynamoDB()
+    sleeps: list[float] = []
+    store = DynamoDBUserFeatureStore(ddb, "t", sleep=sleeps.append)
+    ddb.reasons_once = {"u1": "ThrottlingError"}
+    out = store.put_many([(apply_event(None, event(i, user=f"u{i}")), 0) for i in range(3)])
+    assert len(sleeps) == 1 and ddb.transactions == [["u0", "u1", "u2"]] * 2
+    assert all(not isinstance(o, Exception) for o in out.values())
+
+    class AlwaysThrottled(TransactionalDynamoDB):
+        def transact_write_items(self, TransactItems: list[dict[str, Any]], ClientRequestToken: str) -> None:
+            self.reasons_once = {
+                t["Put"]["Item"]["user_id"]["S"]: "TransactionConflict" for t in TransactItems
+            }
+            super().transact_write_items(TransactItems, ClientRequestToken)
+
+    store = DynamoDBUserFeatureStore(AlwaysThrottled(), "t", sleep=lambda _s: None)
+    out = store.put_many([(apply_event(None, event(i, user=f"v{i}")), 0) for i in range(3)])
+    assert all(isinstance(o, RetryableError) and "cancelled 4 times" in str(o) for o in out.values())
+
+
+def test_put_many_maps_non_retryable_reasons_and_whole_request_errors() -> None:
+    ddb = TransactionalDynamoDB()
+    store = DynamoDBUserFeatureStore(ddb, "t", sleep=lambda _s: None)
+    ddb.reasons_once = {"u0": "ValidationError"}
+    out = store.put_many([(apply_event(None, event(i, user=f"u{i}")), 0) for i in range(2)])
+    assert type(out["u0"]) is DependencyError and "ValidationError" in str(out["u0"])
+    assert not isinstance(out["u1"], Exception)
+
+    class Down(TransactionalDynamoDB):
+        def transact_write_items(self, **_: Any) -> None:
+            raise client_error("ThrottlingException", "TransactWriteItems")
+
+    out = DynamoDBUserFeatureStore(Down(), "t").put_many(
+        [(apply_event(None, event(i, user=f"w{i}")), 0) for i in range(2)]
+    )
+    assert all(type(o) is RetryableError for o in out.values())
+
+
+def test_put_many_of_one_user_is_a_plain_conditional_put() -> None:
+    ddb = TransactionalDynamoDB()
+    store = DynamoDBUserFeatureStore(ddb, "t")
+    store.put_many([(apply_event(None, event(1)), 0)])
+    out = store.put_many([(apply_event(None, event(2)), 0)])  # stale expected version
+    assert ddb.transactions == [] and ddb.single_puts == ["u1", "u1"]
+    assert isinstance(out["u1"], ConflictError)

@@ -14,7 +14,9 @@ native layout (`layout="native"`: `to_item()` as maps/lists, floats as exact dec
 read as well.
 
 Writes are conditional on `version` (optimistic concurrency); `ClientError` codes become the
-domain errors of recpipe.ports so callers never see botocore.
+domain errors of recpipe.ports so callers never see botocore. `put_many` commits many users'
+conditional writes in TransactWriteItems requests (up to 100 per request): one round trip
+instead of one per user, at twice the write capacity per item (see docs/stream.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -41,6 +44,14 @@ DOCUMENT_FORMAT = "json+zlib/1"
 BATCH_GET_MAX = 100
 #: Rounds of UnprocessedKeys retries before giving up with RetryableError.
 UNPROCESSED_RETRIES = 5
+#: TransactWriteItems takes at most 100 actions (and 4 MB) per request.
+TRANSACT_MAX_ITEMS = 100
+#: Re-submissions of a transaction's innocent/throttled items before they become RetryableError.
+TRANSACT_RETRIES = 3
+#: CancellationReasons codes worth re-submitting (after a backoff).
+RETRYABLE_CANCEL_CODES = frozenset(
+    {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict", "RequestLimitExceeded"}
+)
 
 RETRYABLE_CODES = frozenset(
     {
@@ -96,6 +107,12 @@ def from_attribute(attr: Mapping[str, Any]) -> Any:
     if kind == "NULL":
         return None
     raise ValueError(f"unsupported DynamoDB attribute type {kind}")
+
+
+def domain_error(exc: Exception, what: str) -> ConflictError | DependencyError:
+    err = map_client_error(exc, what)
+    assert isinstance(err, ConflictError | DependencyError)
+    return err
 
 
 def map_client_error(exc: Exception, what: str) -> Exception:
@@ -173,23 +190,103 @@ class DynamoDBUserFeatureStore:
         return out
 
     def put(self, features: UserFeatures, expected_version: int) -> UserFeatures:
+        try:
+            self._ddb.put_item(**self._put_action(features, expected_version))
+        except (ClientError, BotoCoreError) as exc:
+            raise map_client_error(exc, f"put user {features.user_id}") from exc
+        return replace(features, version=expected_version + 1)
+
+    def put_many(
+        self, writes: Sequence[tuple[UserFeatures, int]]
+    ) -> dict[str, UserFeatures | ConflictError | DependencyError]:
+        """Conditional writes of several users (distinct ids), TRANSACT_MAX_ITEMS per
+        TransactWriteItems request. Per user: the stored features, ConflictError (its version
+        changed: re-read and re-apply) or RetryableError/DependencyError. A transaction is
+        all-or-nothing, so when DynamoDB cancels it the items that did not cause the
+        cancellation were not written either: they are re-submitted without the culprits."""
+        out: dict[str, UserFeatures | ConflictError | DependencyError] = {}
+        for start in range(0, len(writes), TRANSACT_MAX_ITEMS):
+            chunk = writes[start : start + TRANSACT_MAX_ITEMS]
+            pending = [(replace(f, version=v + 1), self._put_action(f, v)) for f, v in chunk]
+            for attempt in range(TRANSACT_RETRIES + 1):
+                retry, backoff = self._transact(pending, out)
+                if not retry:
+                    break
+                if attempt == TRANSACT_RETRIES:
+                    for stored, _ in retry:
+                        out[stored.user_id] = RetryableError(
+                            f"put user {stored.user_id}: transaction cancelled {attempt + 1} times"
+                        )
+                    break
+                if backoff:
+                    self._sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+                pending = retry
+        return out
+
+    def _transact(
+        self,
+        pending: list[tuple[UserFeatures, dict[str, Any]]],
+        out: dict[str, UserFeatures | ConflictError | DependencyError],
+    ) -> tuple[list[tuple[UserFeatures, dict[str, Any]]], bool]:
+        """One TransactWriteItems; fills `out` with final outcomes. Returns what to re-submit
+        and whether to back off first (throttled, or cancelled with no culprit named)."""
+        if len(pending) == 1:  # no transaction needed (and it would cost 2x the write units)
+            stored, action = pending[0]
+            try:
+                self._ddb.put_item(**action)
+                out[stored.user_id] = stored
+            except (ClientError, BotoCoreError) as exc:
+                out[stored.user_id] = domain_error(exc, f"put user {stored.user_id}")
+            return [], False
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[{"Put": action} for _, action in pending],
+                # Makes the SDK's own retry of a request that did commit a no-op, not a conflict.
+                ClientRequestToken=uuid.uuid4().hex,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            reasons = (exc.response.get("CancellationReasons") or []) if isinstance(exc, ClientError) else []
+            if len(reasons) != len(pending):  # no per-item information: the same outcome for all
+                err = domain_error(exc, f"transact put {len(pending)} users")
+                if isinstance(err, ConflictError):
+                    err = RetryableError(f"transact put {len(pending)} users: cancelled without reasons")
+                for stored, _ in pending:
+                    out[stored.user_id] = err
+                return [], False
+            retry = []
+            culprit = throttled = False
+            for (stored, action), reason in zip(pending, reasons, strict=True):
+                why = reason.get("Code") or "None"
+                if why == "ConditionalCheckFailed":
+                    out[stored.user_id] = ConflictError(
+                        f"put user {stored.user_id}: version changed concurrently"
+                    )
+                    culprit = True
+                elif why == "None" or why in RETRYABLE_CANCEL_CODES:
+                    # "None": innocent, not written because another item cancelled the transaction.
+                    retry.append((stored, action))
+                    throttled = throttled or why != "None"
+                else:  # ValidationError, ItemCollectionSizeLimitExceeded...: retrying cannot help
+                    out[stored.user_id] = DependencyError(
+                        f"put user {stored.user_id}: {why} {reason.get('Message', '')}".rstrip()
+                    )
+                    culprit = True
+            return retry, throttled or not culprit
+        for stored, _ in pending:
+            out[stored.user_id] = stored
+        return [], False
+
+    def _put_action(self, features: UserFeatures, expected_version: int) -> dict[str, Any]:
         stored = replace(features, version=expected_version + 1)
         item = encode_item(stored) if self._layout == "document" else encode_native_item(stored)
         item["expires_at"] = {"N": str(int(self._clock()) + USER_TTL_S)}
+        action: dict[str, Any] = {"TableName": self._table, "Item": item}
         if expected_version == 0:
-            condition = "attribute_not_exists(user_id)"
-            values: dict[str, Any] | None = None
+            action["ConditionExpression"] = "attribute_not_exists(user_id)"
         else:
-            condition = "version = :expected"
-            values = {":expected": {"N": str(expected_version)}}
-        kwargs: dict[str, Any] = {"TableName": self._table, "Item": item, "ConditionExpression": condition}
-        if values:
-            kwargs["ExpressionAttributeValues"] = values
-        try:
-            self._ddb.put_item(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            raise map_client_error(exc, f"put user {features.user_id}") from exc
-        return stored
+            action["ConditionExpression"] = "version = :expected"
+            action["ExpressionAttributeValues"] = {":expected": {"N": str(expected_version)}}
+        return action
 
     @staticmethod
     def _decode(item: Mapping[str, Any]) -> UserFeatures:

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from recpipe.ports import SessionEntry
+from recpipe.domain.user import UserFeatures
+from recpipe.ports import ConflictError, DependencyError, SessionEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,4 +36,15 @@ class SessionWriter(Protocol):
 class FailureSink(Protocol):
     def report(self, failures: Sequence[Mapping[str, Any]]) -> None:
         """Persist reports of records that can never succeed (the failure queue)."""
+        ...
+
+
+class BatchUserFeatureWriter(Protocol):
+    """A UserFeatureStore that can commit several users' conditional writes in one request."""
+
+    def put_many(
+        self, writes: Sequence[tuple[UserFeatures, int]]
+    ) -> Mapping[str, UserFeatures | ConflictError | DependencyError]:
+        """(features, expected_version) per distinct user -> per user: the stored features,
+        ConflictError (version changed) or DependencyError/RetryableError."""
         ...

@@ -2,7 +2,9 @@
 
 Exactly-once in effect, record by record:
 - DynamoDB: one conditional write per user per batch (optimistic concurrency on
-  `UserFeatures.version`). The event ids folded into a user's state travel in the same item
+  `UserFeatures.version`); with write_mode="transact" a chunk's users are committed together
+  in TransactWriteItems requests (one round trip per 100 users, each Put still conditional on
+  the version read). The event ids folded into a user's state travel in the same item
   (`applied_event_ids`, the last MAX_APPLIED_IDS), so the dedup check and the state change are
   one atomic write: a redelivered event is a no-op and a lost race is re-read and re-applied.
   (A separate idempotency table would need a second write that can succeed while the first
@@ -33,7 +35,13 @@ from recpipe.domain.events import Event, EventRejected, parse_event
 from recpipe.domain.user import UserFeatures, apply_event
 from recpipe.ports import ConflictError, DependencyError, UserFeatureStore
 from recpipe.stream.ingest import session_entries
-from recpipe.stream.ports import FailureSink, SessionWriter, TrendingCounter, TrendingHit
+from recpipe.stream.ports import (
+    BatchUserFeatureWriter,
+    FailureSink,
+    SessionWriter,
+    TrendingCounter,
+    TrendingHit,
+)
 
 #: Users whose features are read in one BatchGetItem.
 USERS_PER_READ = 100
@@ -43,6 +51,9 @@ MAX_CONFLICT_RETRIES = 3
 MIN_REMAINING_MS = 3000
 #: Bytes of a poison record's payload copied into its failure report.
 POISON_PREVIEW_BYTES = 2048
+#: "item": one PutItem per user, run on `write_workers` threads. "transact": TransactWriteItems
+#: (the store's put_many), 100 users per request — fewer round trips, 2x write units.
+WRITE_MODES = ("item", "transact")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +127,16 @@ class FeatureUpdater:
         *,
         min_remaining_ms: int = MIN_REMAINING_MS,
         write_workers: int = 1,
+        write_mode: str = "item",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if write_mode not in WRITE_MODES:
+            raise ValueError(f"unknown write mode {write_mode!r} (expected one of {WRITE_MODES})")
+        self._batch_writer: BatchUserFeatureWriter | None = None
+        if write_mode == "transact":
+            if not hasattr(users, "put_many"):
+                raise TypeError(f"{type(users).__name__} has no put_many: cannot use write_mode='transact'")
+            self._batch_writer = users  # type: ignore[assignment]
         self._users = users
         self._sessions = sessions
         self._trending = trending
@@ -205,6 +224,8 @@ class FeatureUpdater:
         """Per-user read-modify-write; users are independent items, so they run concurrently
         (the calls are I/O bound: ~5 ms each in DynamoDB, a batch has up to 100s of users).
         The time budget is checked per user: slow, retried writes can eat a whole chunk's time."""
+        if self._batch_writer is not None:
+            return self._apply_batched(self._batch_writer, chunk, states, work, remaining_ms)
 
         def one(u: str) -> tuple[str, UpdateResult | DependencyError | None]:
             if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
@@ -219,6 +240,69 @@ class FeatureUpdater:
         if self._executor is None or len(chunk) == 1:
             return [one(u) for u in chunk]
         return list(self._executor.map(one, chunk))
+
+    def _apply_batched(
+        self,
+        writer: BatchUserFeatureWriter,
+        chunk: list[str],
+        states: Mapping[str, UserFeatures],
+        work: Mapping[str, _UserWork],
+        remaining_ms: Callable[[], int] | None,
+    ) -> list[tuple[str, UpdateResult | DependencyError | None]]:
+        """The chunk's users folded and written in one put_many (one transaction per 100 users);
+        the users that lost a write race are re-read together and re-applied, as in `_apply`."""
+        current: dict[str, UserFeatures | None] = {u: states.get(u) for u in chunk}
+        outcomes = {u: UpdateResult() for u in chunk}
+        final: dict[str, UpdateResult | DependencyError] = {}
+        todo = chunk
+        for attempt in range(MAX_CONFLICT_RETRIES + 1):
+            if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
+                break  # the users left in `todo` are returned unprocessed
+            writes: list[tuple[UserFeatures, int]] = []
+            fresh_of: dict[str, int] = {}
+            for u in todo:
+                state = current[u]
+                new, fresh = self._fold(state, work[u].events)
+                if not fresh or new is None:
+                    outcomes[u].duplicates += len(work[u].events)
+                    final[u] = outcomes[u]
+                    continue
+                writes.append((new, state.version if state else 0))
+                fresh_of[u] = fresh
+            if not writes:
+                break
+            try:
+                written = writer.put_many(writes)
+            except DependencyError as exc:
+                final.update((u, exc) for u in fresh_of)
+                break
+            conflicted = []
+            for u, fresh in fresh_of.items():
+                got = written.get(u, DependencyError(f"user {u}: no outcome for the write"))
+                o = outcomes[u]
+                if isinstance(got, ConflictError):
+                    o.conflicts += 1
+                    if attempt == MAX_CONFLICT_RETRIES:
+                        final[u] = DependencyError(f"user {u}: lost {attempt + 1} write races")
+                    else:
+                        conflicted.append(u)
+                elif isinstance(got, DependencyError):
+                    final[u] = got
+                else:
+                    o.applied += fresh
+                    o.duplicates += len(work[u].events) - fresh
+                    o.users_written += 1
+                    final[u] = o
+            if not conflicted:
+                break
+            try:
+                reread = self._users.get_many(conflicted)
+            except DependencyError as exc:
+                final.update((u, exc) for u in conflicted)
+                break
+            current.update((u, reread.get(u)) for u in conflicted)
+            todo = conflicted
+        return [(u, final.get(u)) for u in chunk]
 
     def _apply(
         self, user_id: str, state: UserFeatures | None, events: list[Event], result: UpdateResult

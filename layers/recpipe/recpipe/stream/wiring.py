@@ -100,6 +100,7 @@ def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORK
         failures,
         item_categories(settings),
         write_workers=write_workers,
+        write_mode=settings.user_features_write_mode,
     )
 
 

@@ -104,6 +104,7 @@ class InMemoryUserFeatureStore:
         self.fail_users: dict[str, Exception] = {}
         self.fail_with: Exception | None = None
         self.puts = 0
+        self.batch_puts = 0
         self.gets = 0
         #: Called before each put: lets a test simulate a concurrent writer.
         self.before_put: Callable[[UserFeatures], None] | None = None
@@ -138,6 +139,20 @@ class InMemoryUserFeatureStore:
         self.items[features.user_id] = stored
         self.puts += 1
         return stored
+
+    def put_many(
+        self, writes: Sequence[tuple[UserFeatures, int]]
+    ) -> dict[str, UserFeatures | ConflictError | DependencyError]:
+        """BatchUserFeatureWriter: the per-user outcomes the DynamoDB adapter's transactions give
+        (each write conditional on its own version; failures are per user, never raised)."""
+        self.batch_puts += 1
+        out: dict[str, UserFeatures | ConflictError | DependencyError] = {}
+        for features, expected_version in writes:
+            try:
+                out[features.user_id] = self.put(features, expected_version)
+            except (ConflictError, DependencyError) as exc:
+                out[features.user_id] = exc
+        return out
 
 
 class InMemoryEventPublisher:
