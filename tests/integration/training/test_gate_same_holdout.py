@@ -11,7 +11,7 @@ import pytest
 from recpipe.adapters.s3_models import DirectoryModelStore
 from recpipe.bundle import load_bundle
 from recpipe.training import workflow
-from recpipe.training.holdout import Holdout, evaluate_model
+from recpipe.training.holdout import Holdout, evaluate_model, score
 from recpipe.training.runs import DirectoryRunStore
 
 LIVE = "it-v1"
@@ -45,11 +45,15 @@ def _new_run(deps: workflow.RetrainDeps, trained_run: Any, ndcg: float) -> None:
     deps.runs.put_bytes("v2", workflow.TRAIN_REPORT, json.dumps(report).encode())
 
 
-def _live_on_holdout(trained_run: Any) -> dict[str, Any]:
+def _live_on_holdout(trained_run: Any, since: float | None = None) -> dict[str, Any]:
     bundle = load_bundle(trained_run.result.bundle_dir)
     assert trained_run.result.holdout is not None
     return evaluate_model(
-        trained_run.result.holdout, bundle.items, bundle.neighbours, bundle.ranker_path.read_bytes()
+        trained_run.result.holdout,
+        bundle.items,
+        bundle.neighbours,
+        bundle.ranker_path.read_bytes(),
+        since=since,
     )
 
 
@@ -61,6 +65,10 @@ def test_holdout_survives_the_run_store_round_trip(trained_run: Any) -> None:
     live = _live_on_holdout(trained_run)
     assert live["eval_users"] == len(holdout.users) == trained_run.result.metrics["eval_users"]
     assert 0.0 <= live["ndcg@10"] <= 1.0
+    # the new model's stored rankings reproduce its reported holdout metrics
+    ranked = score(holdout, [u.ranked for u in holdout.users])
+    assert ranked["ndcg@10"] == trained_run.result.metrics["ndcg@10"]
+    assert ranked["hit_rate@10"] == trained_run.result.metrics["hit_rate@10"]
 
 
 def test_a_better_new_model_is_published_against_the_live_bundle_on_the_same_holdout(
@@ -116,3 +124,28 @@ def test_an_unloadable_live_bundle_falls_back_to_its_manifest_metric_and_says_so
     assert out["live_on_holdout"] is None
     assert "could not be loaded" in out["basis_note"] and "BundleError" in out["basis_note"]
     assert "live_manifest" in out["reason"] and "could not be loaded" in out["reason"]
+
+
+def test_a_live_model_trained_into_the_holdout_is_compared_only_on_what_came_after_its_window(
+    deps: workflow.RetrainDeps, trained_run: Any, tmp_path: Path
+) -> None:
+    holdout = trained_run.result.holdout
+    times = sorted(t for u in holdout.users for _, t in u.relevant_after)
+    live_end = times[len(times) // 2]  # the live model saw the first half of this holdout
+    manifest_path = tmp_path / "bundles" / LIVE / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["data_window"]["end"] = live_end
+    manifest_path.write_text(json.dumps(manifest))
+    _new_run(deps, trained_run, 0.999)  # the report's whole-holdout number must not be used
+
+    out = workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)
+
+    decision = json.loads(deps.runs.get_bytes("v2", workflow.DECISION_FILE))
+    after = [u for u in holdout.users if any(t > live_end for _, t in u.relevant_after)]
+    assert 0 < len(after) < len(holdout.users)
+    assert decision["holdout_since"] == live_end and decision["live_trained_on_holdout"] is True
+    assert decision["new_on_holdout"]["eval_users"] == decision["live_on_holdout"]["eval_users"] == len(after)
+    expected_new = score(holdout, [u.ranked for u in holdout.users], since=live_end)["ndcg@10"]
+    expected_live = _live_on_holdout(trained_run, since=live_end)["ndcg@10"]
+    assert out["new"] == expected_new != 0.999 and out["live"] == expected_live
+    assert f"only events after the live window ended, {len(after)} users" in out["reason"]

@@ -51,11 +51,10 @@ def decide(
     "same_holdout"); `basis_note` says why another basis had to be used."""
     new = _metric(new_metrics, metric)
     live = _metric(live_metrics, metric)
-    where = (
-        "on the same holdout"
-        if basis == "same_holdout"
-        else f"({basis}{': ' + basis_note if basis_note else ''})"
-    )
+    if basis == "same_holdout":
+        where = f"on the same holdout{f' ({basis_note})' if basis_note else ''}"
+    else:
+        where = f"({basis}{f': {basis_note}' if basis_note else ''})"
 
     def d(publish: bool, reason: str) -> GateDecision:
         return GateDecision(publish, reason, metric, new, live, live_version, margin, basis)

@@ -40,6 +40,10 @@ class HoldoutUser:
     cf: list[tuple[str, float]]
     #: what the user interacted with after T2
     relevant: list[str]
+    #: (item, first time after T2): lets the gate keep only what a live model never saw
+    relevant_after: list[tuple[str, float]] = field(default_factory=list)
+    #: the new model's top-k for this user (rankings do not depend on what is relevant)
+    ranked: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -63,7 +67,16 @@ class Holdout:
     @classmethod
     def from_bytes(cls, data: bytes) -> Holdout:
         d = json.loads(gzip.decompress(data))
-        users = [HoldoutUser(**{**u, "cf": [(str(i), float(s)) for i, s in u["cf"]]}) for u in d["users"]]
+        users = [
+            HoldoutUser(
+                **{
+                    **u,
+                    "cf": [(str(i), float(s)) for i, s in u["cf"]],
+                    "relevant_after": [(str(i), float(t)) for i, t in u.get("relevant_after", [])],
+                }
+            )
+            for u in d["users"]
+        ]
         return cls(
             float(d["t2"]),
             int(d["k"]),
@@ -84,16 +97,18 @@ def view_of(user: HoldoutUser, items: ItemTable) -> UserView:
     )
 
 
-def evaluate_model(
-    holdout: Holdout, items: ItemTable, neighbours: Neighbours, ranker_tflite: bytes
-) -> dict[str, Any]:
-    """HitRate/NDCG@k of a model (item table + neighbours + TFLite ranker) on the holdout.
+def relevant_of(user: HoldoutUser, since: float | None = None) -> set[str]:
+    """What the user did after T2, or only after `since` (e.g. the end of a live model's window)."""
+    if since is None:
+        return set(user.relevant)
+    return {i for i, t in user.relevant_after if t > since}
 
-    Candidates come from the same sources the online path merges; the CF list is the holdout's
-    (the live model's own CF lists live in the Candidate Cache, not in its bundle)."""
+
+def rank(
+    holdout: Holdout, items: ItemTable, neighbours: Neighbours, ranker_tflite: bytes
+) -> tuple[list[list[str]], list[set[str]]]:
+    """Per user: the model's top-k item ids, and its candidate set (ids)."""
     k = holdout.k
-    if not holdout.users:
-        return {"eval_users": 0}
     assembler = FeatureAssembler(items)
     popular = np.argsort(-items.popularity, kind="stable")[: holdout.policy.popular].astype(np.int32)
     blocks: list[npt.NDArray[np.float32]] = []
@@ -113,26 +128,67 @@ def evaluate_model(
         blocks.append(assembler.assemble(cands, view, RequestContext(now=holdout.t2)))
         cand_items.append(cands.items)
     scores = tflite_scores(ranker_tflite, np.concatenate(blocks)) if blocks else np.zeros(0, np.float32)
-    hr = ndcg = recall = 0.0
+    rankings: list[list[str]] = []
     offset = 0
     ids = items.item_ids
-    for u, c in zip(holdout.users, cand_items, strict=True):
+    for c in cand_items:
         s = scores[offset : offset + len(c)]
         offset += len(c)
-        rel = set(u.relevant)
-        ranked = [ids[i] for i in c[np.argsort(-s, kind="stable")[:k]].tolist()]
-        hr += hit_rate_at_k(ranked, rel, k)
-        ndcg += ndcg_at_k(ranked, rel, k)
-        recall += len(rel & {ids[i] for i in c.tolist()}) / len(rel)
-    n = float(len(holdout.users))
-    return {
-        "eval_users": int(n),
+        rankings.append([ids[i] for i in c[np.argsort(-s, kind="stable")[:k]].tolist()])
+    return rankings, [{ids[i] for i in c.tolist()} for c in cand_items]
+
+
+def score(
+    holdout: Holdout,
+    rankings: Sequence[Sequence[str]],
+    candidates: Sequence[set[str]] | None = None,
+    *,
+    since: float | None = None,
+) -> dict[str, Any]:
+    """HitRate/NDCG@k of `rankings` over the users with something relevant (after `since`)."""
+    k = holdout.k
+    hr = ndcg = recall = 0.0
+    n = size = 0
+    for i, u in enumerate(holdout.users):
+        rel = relevant_of(u, since)
+        if not rel:
+            continue
+        n += 1
+        hr += hit_rate_at_k(list(rankings[i]), rel, k)
+        ndcg += ndcg_at_k(list(rankings[i]), rel, k)
+        if candidates is not None:
+            recall += len(rel & candidates[i]) / len(rel)
+            size += len(candidates[i])
+    if not n:
+        return {"eval_users": 0}
+    out: dict[str, Any] = {
+        "eval_users": n,
         f"hit_rate@{k}": round(hr / n, 5),
         f"ndcg@{k}": round(ndcg / n, 5),
-        "candidate_recall": round(recall / n, 5),
-        #: candidates ranked per request: what a bigger candidate policy costs online
-        "mean_candidates": round(sum(len(c) for c in cand_items) / n, 1),
     }
+    if candidates is not None:
+        out["candidate_recall"] = round(recall / n, 5)
+        # candidates ranked per request: what a bigger candidate policy costs online
+        out["mean_candidates"] = round(size / n, 1)
+    return out
+
+
+def evaluate_model(
+    holdout: Holdout,
+    items: ItemTable,
+    neighbours: Neighbours,
+    ranker_tflite: bytes,
+    *,
+    since: float | None = None,
+) -> dict[str, Any]:
+    """HitRate/NDCG@k of a model (item table + neighbours + TFLite ranker) on the holdout.
+
+    Candidates come from the same sources the online path merges; the CF list is the holdout's
+    (the live model's own CF lists live in the Candidate Cache, not in its bundle)."""
+    if not holdout.users:
+        return {"eval_users": 0}
+    rankings, candidates = rank(holdout, items, neighbours, ranker_tflite)
+    return score(holdout, rankings, candidates, since=since)
 
 
 def holdout_user(
@@ -145,8 +201,9 @@ def holdout_user(
     total_events: int,
     seen: Iterable[str],
     cf: Sequence[tuple[str, float]],
-    relevant: Iterable[str],
+    relevant: Mapping[str, float],
 ) -> HoldoutUser:
+    """`relevant`: item -> first time the user interacted with it after T2."""
     return HoldoutUser(
         user_id,
         {str(c): float(v) for c, v in affinity.items()},
@@ -157,4 +214,5 @@ def holdout_user(
         sorted(seen),
         [(str(i), float(s)) for i, s in cf],
         sorted(relevant),
+        sorted((str(i), float(t)) for i, t in relevant.items()),
     )

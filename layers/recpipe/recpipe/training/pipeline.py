@@ -30,7 +30,7 @@ from recpipe.domain.items import ItemTable
 from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
 from recpipe.training.candidates import CandidateLists
 from recpipe.training.cf import CFModel, fit_als, fit_bpr, neighbours, row_weights, top_n
-from recpipe.training.holdout import Holdout, evaluate_model, holdout_user
+from recpipe.training.holdout import Holdout, holdout_user, rank, score
 from recpipe.training.item_table import build_item_table, item_universe
 from recpipe.training.ranker import RankerParams, export_tflite, train_ranker
 from recpipe.training.replay import (
@@ -369,10 +369,12 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
     cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k))
     popular = np.argsort(-phase2.items.popularity, kind="stable")[: p.policy.popular].astype(np.int32)
-    relevant: dict[int, set[str]] = {}
+    relevant: dict[int, dict[str, float]] = {}  # user -> item -> first time after T2
     tail = ~before
-    for u, i in zip(log.users[tail].tolist(), log.items[tail].tolist(), strict=True):
-        relevant.setdefault(u, set()).add(item_ids[i])
+    for u, i, t in zip(
+        log.users[tail].tolist(), log.items[tail].tolist(), log.ts[tail].tolist(), strict=True
+    ):
+        relevant.setdefault(u, {}).setdefault(item_ids[i], t)
 
     holdout = Holdout(t2, k, p.policy, trending.top(t2, p.policy.trending))
     cf_hr = cf_ndcg = pop_ndcg = 0.0
@@ -393,13 +395,15 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
                 relevant=relevant[u],
             )
         )
-        rel = relevant[u]
+        rel = set(relevant[u])
         cf_list = [i for i, _ in cf2.get(u, [])[:k]]
         pop = [i for i in pop_list if phase2.items.index[i] not in seen][:k]
         cf_hr += hit_rate_at_k(cf_list, rel, k)
         cf_ndcg += ndcg_at_k(cf_list, rel, k)
         pop_ndcg += ndcg_at_k(pop, rel, k)
-    ranked = evaluate_model(holdout, phase2.items, phase2.neighbours, blob)
+    rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, blob)
+    ranked = score(holdout, rankings, candidate_sets)
+    holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
     n = float(len(users))
     return {
         "eval_users": int(n),

@@ -257,9 +257,13 @@ def evaluate(
     """Gate the new model against the live one; plan the candidate shards when publishing.
 
     The live bundle is fetched through the ModelStore and scored on this run's holdout with
-    `holdout.evaluate_model`, the function that produced the new model's numbers. Only when it
-    cannot be loaded does the gate fall back to the metric in the live manifest (measured on
-    the live model's own, older window), and the decision says so."""
+    `holdout.evaluate_model`, the code that produced the new model's numbers. When the live model
+    was trained past the holdout's start, both are scored only on what users did after the live
+    window ended (neither model saw it). Only when the live bundle cannot be loaded does the
+    gate fall back to the metric in the live manifest (measured on the live model's own, older
+    window), and the decision says so."""
+    from recpipe.training.holdout import Holdout, score
+
     report = _json(deps.runs, run_id, TRAIN_REPORT)
     live = deps.models.current_version()
     live_manifest = deps.models.manifest(live) if live else None
@@ -267,19 +271,35 @@ def evaluate(
         "new_metrics": report["metrics"],
         "live_manifest_metrics": (live_manifest or {}).get("metrics"),
     }
+    new_metrics: Mapping[str, Any] = report["metrics"]
     basis, note, live_metrics = "same_holdout", "", None
     if live is not None and live != version:
-        live_metrics, note = _live_on_holdout(deps, run_id, live)
+        holdout = (
+            Holdout.from_bytes(deps.runs.get_bytes(run_id, HOLDOUT_FILE))
+            if deps.runs.exists(run_id, HOLDOUT_FILE)
+            else None
+        )
+        since: float | None = None
+        live_end = ((live_manifest or {}).get("data_window") or {}).get("end")
+        if holdout is not None and isinstance(live_end, int | float):
+            # the live model trained on part of this holdout: scoring it there would favour it
+            record["live_trained_on_holdout"] = bool(live_end >= holdout.t2)
+            unseen = [u for u in holdout.users if any(t > live_end for _, t in u.relevant_after)]
+            if live_end >= holdout.t2 and unseen and any(u.ranked for u in holdout.users):
+                since = float(live_end)
+                new_metrics = score(holdout, [u.ranked for u in holdout.users], since=since)
+                note = f"only events after the live window ended, {len(unseen)} users"
+            elif live_end >= holdout.t2:
+                note = "every holdout event is inside the live model's window: whole holdout, favours the live model"
+        record["holdout_since"] = since
+        record["new_on_holdout"] = dict(new_metrics)
+        live_metrics, failure = _live_on_holdout(deps, holdout, live, since)
         record["live_on_holdout"] = live_metrics
         if live_metrics is None:
-            basis, live_metrics = "live_manifest", (live_manifest or {}).get("metrics")
-        window = (live_manifest or {}).get("data_window") or {}
-        holdout_start = (report.get("data_window") or {}).get("holdout_start")
-        if isinstance(window.get("end"), int | float) and isinstance(holdout_start, int | float):
-            # the live model may have trained on part of this holdout: the comparison then favours it
-            record["live_trained_on_holdout"] = bool(window["end"] >= holdout_start)
+            basis, note, live_metrics = "live_manifest", failure, (live_manifest or {}).get("metrics")
+            new_metrics = report["metrics"]
     decision = decide(
-        report["metrics"],
+        new_metrics,
         live_metrics,
         live_version=live,
         new_version=version,
@@ -309,13 +329,14 @@ def evaluate(
     }
 
 
-def _live_on_holdout(deps: RetrainDeps, run_id: str, live: str) -> tuple[dict[str, Any] | None, str]:
+def _live_on_holdout(
+    deps: RetrainDeps, holdout: Any, live: str, since: float | None
+) -> tuple[dict[str, Any] | None, str]:
     """(metrics of the live bundle on this run's holdout, "") or (None, why it could not be scored)."""
-    from recpipe.training.holdout import Holdout, evaluate_model
+    from recpipe.training.holdout import evaluate_model
 
-    if not deps.runs.exists(run_id, HOLDOUT_FILE):
-        return None, f"run {run_id} has no holdout file (no evaluable users)"
-    holdout = Holdout.from_bytes(deps.runs.get_bytes(run_id, HOLDOUT_FILE))
+    if holdout is None:
+        return None, "this run has no holdout file (no evaluable users)"
     with tempfile.TemporaryDirectory(prefix="recpipe-live-") as tmp:
         try:
             bundle = load_bundle(deps.models.fetch(live, Path(tmp) / live))
@@ -325,7 +346,7 @@ def _live_on_holdout(deps: RetrainDeps, run_id: str, live: str) -> tuple[dict[st
         except (BundleError, DependencyError, OSError, ValueError, KeyError) as exc:
             return None, f"live bundle {live} could not be loaded ({type(exc).__name__}: {exc})"
         try:
-            return evaluate_model(holdout, bundle.items, bundle.neighbours, ranker), ""
+            return evaluate_model(holdout, bundle.items, bundle.neighbours, ranker, since=since), ""
         except (ValueError, RuntimeError) as exc:  # e.g. a ranker the runtime refuses
             return None, f"live bundle {live} could not be scored ({type(exc).__name__}: {exc})"
 
