@@ -25,24 +25,21 @@ from recpipe.evaluation.data import Dataset
 from recpipe.evaluation.metrics import evaluate_lists, recall_of_candidates
 from recpipe.evaluation.splits import stratified_split
 from recpipe.evaluation.two_stage import (
-    FEATURE_SETS,
+    TWO_STAGE_FEATURES,
     CandidateLists,
     CandidateStage,
     CandidateStageConfig,
     ItemSide,
-    LambdaRanker,
-    TrainingPart,
+    ListwiseRanker,
     labels_for,
 )
 
 BASELINES = ("popularity", "item_knn", "bpr", "als", "ease")
-#: The ranker gets the same budget as every baseline: 8 configurations, chosen on validation
-#: (feature set x leaves x trees; each fit is scored at both tree counts).
-RANKER_FITS: list[dict[str, Any]] = [
-    {"features": f, "num_leaves": leaves} for f in ("all", "scale_free") for leaves in (7, 15)
+#: The ranker gets the same budget as every baseline: 8 configurations, chosen on validation.
+RANKER_SEARCH_SPACE: list[dict[str, Any]] = [
+    {"hidden": h, "epochs": e, "learning_rate": lr} for h in (16, 64) for e in (3, 8) for lr in (0.003, 0.01)
 ]
-RANKER_TREES: tuple[int, ...] = (50, 150)
-RANKER_DEFAULT: dict[str, Any] = {"features": "scale_free", "num_leaves": 7, "n_estimators": 50}
+RANKER_DEFAULT: dict[str, Any] = {"hidden": 32, "epochs": 5, "learning_rate": 0.01}
 CANDIDATE_DEPTH = 200
 Progress = Callable[[str], None]
 
@@ -53,8 +50,8 @@ class RandomProtocolConfig:
     seed: int = 42
     test_ratio: float = 0.25
     #: Ranker training carve-outs: (fraction kept for fitting, number of folds).
-    ranker_fit_ratio: float = 0.75
-    ranker_folds: int = 2
+    ranker_fit_ratio: float = 0.9
+    ranker_folds: int = 3
     #: Tune the ranker on the validation split with the baselines' budget (else RANKER_DEFAULT).
     tune_ranker: bool = True
     #: Also score the project's own batch model and online path (train_bundle + Recommender).
@@ -117,7 +114,7 @@ def run_random(
         log = log.take(np.isin(log.users, users))
 
     train = stratified_split(log, 1.0 - config.test_ratio, seed)
-    x_train, _ = _matrices(log, train)
+    x_train, t_train = _matrices(log, train)
     x_test, _ = _matrices(log, ~train)
     fit_mask, val_mask = _carve(log, train, 1.0 - config.test_ratio, seed + 1)
     x_fit, _ = _matrices(log, fit_mask)
@@ -175,6 +172,8 @@ def run_random(
             log=log,
             train=train,
             users=users,
+            x_train=x_train,
+            t_train=t_train,
             x_test=x_test,
             fit_mask=fit_mask,
             x_val=x_val,
@@ -199,19 +198,6 @@ def run_random(
     return report
 
 
-def _part(log: InteractionLog, mask: npt.NDArray[np.bool_]) -> TrainingPart:
-    """The rows in `mask` as a candidate stage sees them: binary, time and rating matrices."""
-    x, times = _matrices(log, mask)
-    rows = np.flatnonzero(mask)
-    ratings = sp.csr_matrix(
-        (np.nan_to_num(log.values[rows]).astype(np.float32), (log.users[rows], log.items[rows])),
-        shape=x.shape,
-    )
-    ratings.sum_duplicates()
-    ratings.data = np.minimum(ratings.data, 5.0)  # a repeated cell keeps one rating's scale
-    return TrainingPart(x=x, times=times, ratings=ratings)
-
-
 def _two_stage(
     report: dict[str, Any],
     *,
@@ -219,6 +205,8 @@ def _two_stage(
     log: InteractionLog,
     train: npt.NDArray[np.bool_],
     users: npt.NDArray[np.int64],
+    x_train: sp.csr_matrix,
+    t_train: sp.csr_matrix,
     x_test: sp.csr_matrix,
     fit_mask: npt.NDArray[np.bool_],
     x_val: sp.csr_matrix,
@@ -226,7 +214,7 @@ def _two_stage(
     config: RandomProtocolConfig,
     progress: Progress,
 ) -> None:
-    """Candidates (EASE U ALS, tuned above) -> LambdaRank ranker trained on carve-outs."""
+    """Candidates (EASE U ALS, tuned above) -> listwise ranker trained on carve-outs."""
     t0 = time.perf_counter()
     k, seed, n_items = config.k, config.seed, len(log.item_vocab)
     methods = report["methods"]
@@ -234,9 +222,7 @@ def _two_stage(
     stage = CandidateStage(
         CandidateStageConfig(
             ease=best_params.get("ease", {"reg": 500.0}),
-            als=dict(best_params.get("als", {})),
-            knn=best_params.get("item_knn", {"similarity": "cosine", "neighbours": 100}),
-            bpr=best_params.get("bpr"),
+            als={k_: v for k_, v in best_params.get("als", {}).items()},
             per_source=config.per_source,
             seed=seed,
         ),
@@ -247,26 +233,22 @@ def _two_stage(
     if config.tune_ranker:
         # Validation mirrors the test setting one level down: carve-outs of the fit part train
         # the ranker, which re-ranks candidates from the fit part, scored on the validation part.
-        # One fit per (features, leaves) is scored at each tree count: 8 configurations.
         val_lists, val_labels = _fold_lists(stage, log, fit_mask, users, config)
-        val_cands = stage.run(_part(log, fit_mask), users)
+        x_fit, t_fit = _matrices(log, fit_mask)
+        val_cands = stage.run(x_fit, t_fit, users)
         val_truth = [set(x_val[u].indices.tolist()) for u in users]
-        for fit_params in RANKER_FITS:
-            trial = LambdaRanker(**fit_params, n_estimators=max(RANKER_TREES), seed=seed)
+        for params in RANKER_SEARCH_SPACE:
+            trial = ListwiseRanker(**params, seed=seed)
             trial.fit(val_lists, val_labels)
-            for trees in RANKER_TREES:
-                top = trial.rank(val_cands, k, trees)
-                score = evaluate_lists(
-                    ((top[r].tolist(), val_truth[r]) for r in range(len(users))), k, n_items
-                )
-                params = {**fit_params, "n_estimators": trees}
-                ranker_trials.append({"params": params, f"val_ndcg@{k}": round(score[f"ndcg@{k}"], 6)})
+            top = trial.rank(val_cands, k)
+            score = evaluate_lists(((top[r].tolist(), val_truth[r]) for r in range(len(users))), k, n_items)
+            ranker_trials.append({"params": params, f"val_ndcg@{k}": round(score[f"ndcg@{k}"], 6)})
         ranker_params = dict(max(ranker_trials, key=lambda t: float(t[f"val_ndcg@{k}"]))["params"])
         progress(f"ranker: best on validation {ranker_params}")
     train_lists, train_labels = _fold_lists(stage, log, train, users, config)
-    ranker = LambdaRanker(**ranker_params, seed=seed)
+    ranker = ListwiseRanker(**ranker_params, seed=seed)
     ranker_fit = ranker.fit(train_lists, train_labels)
-    cands = stage.run(_part(log, train), users)
+    cands = stage.run(x_train, t_train, users)
     truth = [set(x_test[u].indices.tolist()) for u in users]
     fused = cands.fused_order
     methods["cf_candidates"] = evaluate_lists(
@@ -292,13 +274,12 @@ def _two_stage(
     report["candidate_stage"] = {m: round(v, 6) for m, v in candidate_recall.items()}
     report["config"]["two_stage"] = {
         "candidates": f"EASE top-{config.per_source} U ALS top-{config.per_source}, RRF order",
-        "ranker": "LightGBM LambdaRank (monotone in the CF scores, ties broken by EASE score)",
+        "ranker": "listwise MLP (2 relu layers, softmax cross-entropy), TensorFlow",
         "ranker_training": f"{config.ranker_folds} carve-outs of the training part "
         f"({config.ranker_fit_ratio:.0%} fit / rest labels)",
         "ranker_params": ranker_params,
         "ranker_tuning": {"budget": len(ranker_trials), "trials": ranker_trials},
-        "features": list(FEATURE_SETS[ranker_params["features"]]),
-        "feature_gain": ranker.importance(),
+        "features": list(TWO_STAGE_FEATURES),
         "ranker_fit": ranker_fit,
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -317,8 +298,9 @@ def _fold_lists(
     labels: list[npt.NDArray[np.float32]] = []
     for f in range(config.ranker_folds):
         fit_f, held_f = _carve(log, within, config.ranker_fit_ratio, config.seed + 10 + f)
+        xf, tf_ = _matrices(log, fit_f)
         xh, _ = _matrices(log, held_f)
-        cands = stage.run(_part(log, fit_f), users)
+        cands = stage.run(xf, tf_, users)
         lists.append(cands)
         labels.append(labels_for(cands, xh, users))
     merged = CandidateLists(

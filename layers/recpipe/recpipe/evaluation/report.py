@@ -29,7 +29,7 @@ LABELS = {
 
 #: Protocol-specific names: in the random protocol "pipeline" is the evaluation's two-stage model.
 PROTOCOL_LABELS = {
-    "random": {"pipeline": "two-stage pipeline (EASE+ALS candidates -> LambdaRank ranker)"},
+    "random": {"pipeline": "two-stage pipeline (EASE+ALS candidates -> learned ranker)"},
 }
 PROTOCOL_SHORT_LABELS = {"random": {"pipeline": "two-stage\npipeline"}}
 #: Short names for plot axes.

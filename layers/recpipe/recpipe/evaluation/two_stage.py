@@ -2,14 +2,14 @@
 
 Candidate stage: the union of the EASE and ALS top lists (each tuned like the baselines), fused
 by reciprocal rank so the stage also has its own order (its recall@200 is the ranker's ceiling).
-Ranker: LightGBM LambdaRank (gradient-boosted trees optimising nDCG per user list) over
-per-(user, candidate) features: EASE / ALS / item-kNN / BPR scores (raw, relative to the user's
-best, rank among all unseen items), a second EASE with a stronger regularisation, similarity to
-the user's best-rated items, item popularity, mean rating and rating count, the user's activity
-and mean rating, genre affinity, and item-side time context (how often the item was rated while
-the user was active, when it first and last appeared relative to the user's ratings). It is
-trained on carve-outs of the training part (base models refitted on the rest), so test rows
-never inform it.
+Ranker: a small listwise model (softmax cross-entropy over each user's candidate list, TensorFlow)
+over per-(user, candidate) features: EASE/ALS/item-kNN scores relative to the user's best and
+reciprocal ranks, source flags, popularity, genre affinity, user activity and item-side time
+context (how often the item was rated while the user was active, and whether it first appeared
+after the user's last training interaction) (raw scores, mean
+rating and release-year distance were tried and dropped: they shift between the carve-out fits
+and the full fit and made the ranker worse on test). It is trained on a validation
+carve-out of the training part (models refitted on the rest), so test rows never inform it.
 """
 
 from __future__ import annotations
@@ -23,62 +23,23 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from recpipe.domain.catalogue import ItemMeta
-from recpipe.evaluation.baselines import ALS, BPR, EASE, ItemKNN, top_k
+from recpipe.evaluation.baselines import ALS, EASE, ItemKNN, top_k
 
 TWO_STAGE_FEATURES: tuple[str, ...] = (
-    "ease_score",
     "ease_score_rel",
-    "ease_log_rank",
-    "ease_strong_score_rel",
-    "ease_strong_log_rank",
-    "als_score",
+    "ease_rrank",
     "als_score_rel",
-    "als_log_rank",
+    "als_rrank",
     "knn_score_rel",
-    "knn_log_rank",
-    "knn_liked_score_rel",
-    "bpr_score_rel",
-    "bpr_log_rank",
     "in_ease",
     "in_als",
     "item_log_popularity",
-    "item_mean_rating",
-    "item_rating_std",
     "genre_affinity",
     "user_log_activity",
-    "user_mean_rating",
-    "user_log_span_days",
     "window_popularity",
-    "window_share",
+    "first_seen_after_user",
     "first_seen_gap",
-    "last_seen_gap",
-    "item_mean_time_gap",
 )
-#: Features whose scale moves with the amount of training data (raw scores, absolute counts,
-#: activity spans): they shift between the carve-outs the ranker learns on and the full fit.
-SHIFTING_FEATURES = frozenset(
-    {
-        "ease_score",
-        "als_score",
-        "user_log_activity",
-        "item_log_popularity",
-        "first_seen_gap",
-        "last_seen_gap",
-        "item_mean_time_gap",
-        "user_log_span_days",
-    }
-)
-#: Feature sets the ranker search chooses between: everything, or the scale-free subset.
-FEATURE_SETS: dict[str, tuple[str, ...]] = {
-    "all": TWO_STAGE_FEATURES,
-    "scale_free": tuple(n for n in TWO_STAGE_FEATURES if n not in SHIFTING_FEATURES),
-}
-#: Monotone constraints: more CF evidence never ranks an item lower (+1 on scores, -1 on ranks).
-MONOTONE: dict[str, int] = {
-    name: (-1 if name.endswith("log_rank") else 1)
-    for name in TWO_STAGE_FEATURES
-    if name.split("_")[0] in {"ease", "als", "knn", "bpr"}
-}
 MONTH_S = 30 * 86400.0
 YEAR_S = 365 * 86400.0
 
@@ -106,25 +67,12 @@ class ItemSide:
 
 
 @dataclass(slots=True)
-class TrainingPart:
-    """What a candidate stage may see: the binary matrix, and the same cells holding the
-    interaction time and the rating value."""
-
-    x: sp.csr_matrix
-    times: sp.csr_matrix
-    ratings: sp.csr_matrix
-
-
-@dataclass(slots=True)
 class CandidateStageConfig:
     ease: Mapping[str, Any]
     als: Mapping[str, Any]
-    knn: Mapping[str, Any] = field(default_factory=lambda: {"similarity": "cosine", "neighbours": 100})
-    bpr: Mapping[str, Any] | None = None
+    knn: Mapping[str, Any] = field(default_factory=lambda: {"similarity": "bm25", "neighbours": 100})
     #: Depth taken from each source before the union.
     per_source: int = 150
-    #: The second, more strongly regularised EASE (a multiple of the tuned lambda).
-    strong_ease_factor: float = 5.0
     seed: int = 0
 
 
@@ -138,92 +86,32 @@ class CandidateLists:
     mask: npt.NDArray[np.bool_]  # [n_users, C]
 
 
-def _log_ranks(scores: npt.NDArray[np.float32], seen: sp.csr_matrix) -> npt.NDArray[np.float32]:
-    """log1p(rank) of every item among the user's unseen items (0 = best)."""
-    s = np.array(scores, dtype=np.float64, copy=True)
-    rows, cols = seen.nonzero()
-    s[rows, cols] = -np.inf
-    order = np.argsort(-s, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(s.shape[1])[None, :].repeat(s.shape[0], 0), axis=1)
-    return np.log1p(ranks).astype(np.float32)
-
-
-def _relative(scores: npt.NDArray[np.float32], seen: sp.csr_matrix) -> npt.NDArray[np.float32]:
-    """Scores divided by the user's best unseen score (scale-free across users)."""
-    s = np.array(scores, dtype=np.float64, copy=True)
-    rows, cols = seen.nonzero()
-    s[rows, cols] = -np.inf
-    best = np.maximum(s.max(axis=1, keepdims=True), 1e-9)
-    return (scores / best).astype(np.float32)
-
-
 class CandidateStage:
-    """Fits EASE, ALS, item-kNN and BPR on a training part and produces featurised candidates."""
+    """Fits EASE, ALS and item-kNN on a training matrix and produces featurised candidates."""
 
     def __init__(self, config: CandidateStageConfig, item_side: ItemSide) -> None:
         self.config = config
         self.item_side = item_side
 
-    def run(self, part: TrainingPart, users: npt.NDArray[np.int64]) -> CandidateLists:
+    def run(self, x: sp.csr_matrix, times: sp.csr_matrix, users: npt.NDArray[np.int64]) -> CandidateLists:
+        """`x`: binary train matrix; `times`: the same cells holding the interaction time."""
         cfg = self.config
-        x, times, ratings = part.x, part.times, part.ratings
-        xu = x[users]
         ease = EASE(**cfg.ease)
         ease.fit(x)
-        s_ease = ease.scores(users, x)
-        strong = EASE(reg=float(cfg.ease.get("reg", 500.0)) * cfg.strong_ease_factor)
-        strong.fit(x)
-        s_strong = strong.scores(users, x)
         als = ALS(**cfg.als, seed=cfg.seed)
         als.fit(x)
-        s_als = als.scores(users, x)
         knn = ItemKNN(**cfg.knn)
         knn.fit(x)
+        s_ease = ease.scores(users, x)
+        s_als = als.scores(users, x)
         s_knn = knn.scores(users, x)
-        # similarity to the items the user rated at or above their own mean rating
-        r_u = ratings[users].tocsr()
-        liked = r_u.copy()
-        means = np.asarray(r_u.sum(axis=1)).ravel() / np.maximum(np.diff(r_u.indptr), 1)
-        liked.data = (liked.data >= np.repeat(means, np.diff(r_u.indptr))).astype(np.float32)
-        liked.eliminate_zeros()
-        s_liked = np.asarray((liked.astype(np.float32) @ knn.model.similarity).toarray(), np.float32)
-        if cfg.bpr is not None:
-            bpr = BPR(**cfg.bpr, seed=cfg.seed)
-            bpr.fit(x)
-            s_bpr = bpr.scores(users, x)
-        else:
-            s_bpr = np.zeros_like(s_ease)
-
         depth = cfg.per_source
-        top_e = top_k(s_ease, xu, depth)
-        top_a = top_k(s_als, xu, depth)
-        columns = {
-            "ease_score": s_ease,
-            "ease_score_rel": _relative(s_ease, xu),
-            "ease_log_rank": _log_ranks(s_ease, xu),
-            "ease_strong_score_rel": _relative(s_strong, xu),
-            "ease_strong_log_rank": _log_ranks(s_strong, xu),
-            "als_score": s_als,
-            "als_score_rel": _relative(s_als, xu),
-            "als_log_rank": _log_ranks(s_als, xu),
-            "knn_score_rel": _relative(s_knn, xu),
-            "knn_log_rank": _log_ranks(s_knn, xu),
-            "knn_liked_score_rel": _relative(s_liked, xu),
-            "bpr_score_rel": _relative(s_bpr, xu),
-            "bpr_log_rank": _log_ranks(s_bpr, xu),
-        }
+        top_e = top_k(s_ease, x[users], depth)
+        top_a = top_k(s_als, x[users], depth)
 
         n_items = x.shape[1]
         counts = np.asarray(x.sum(axis=0)).ravel()
-        log_pop = np.log1p(counts).astype(np.float32)
-        rc = ratings.tocsc()
-        r_sum = np.asarray(rc.sum(axis=0)).ravel()
-        r_sq = np.asarray(rc.multiply(rc).sum(axis=0)).ravel()
-        # shrunk towards the global mean so items with few ratings are not extreme
-        g_mean = float(ratings.data.mean()) if ratings.nnz else 0.0
-        item_mean = ((r_sum + 5.0 * g_mean) / (counts + 5.0)).astype(np.float32)
-        item_std = np.sqrt(np.maximum(r_sq / np.maximum(counts, 1) - (r_sum / np.maximum(counts, 1)) ** 2, 0))
+        log_pop = (np.log1p(counts) / np.log1p(max(counts.max(), 1))).astype(np.float32)
         side = self.item_side
         # When each item was rated, from training rows only: a user active in 2001 did not rate
         # a film that first appears in 2015 (item-side time context, legitimate in this split).
@@ -236,17 +124,12 @@ class CandidateStage:
         cum_month = np.cumsum(per_month, axis=1)
         first_seen = np.full(n_items, np.inf)
         np.minimum.at(first_seen, tc.col, tc.data)
-        last_seen = np.full(n_items, -np.inf)
-        np.maximum.at(last_seen, tc.col, tc.data)
-        t_sum = np.zeros(n_items)
-        np.add.at(t_sum, tc.col, tc.data)
-        item_mean_t = np.where(counts > 0, t_sum / np.maximum(counts, 1), np.nan)
 
         width = 2 * depth
-        names = TWO_STAGE_FEATURES
+        n_feat = len(TWO_STAGE_FEATURES)
         items = np.full((len(users), width), -1, np.int64)
         fused = np.full((len(users), width), -1, np.int64)
-        feats = np.zeros((len(users), width, len(names)), np.float32)
+        feats = np.zeros((len(users), width, n_feat), np.float32)
         mask = np.zeros((len(users), width), np.bool_)
         for row, u in enumerate(users):
             rr_e = np.zeros(n_items, np.float32)
@@ -257,118 +140,101 @@ class CandidateStage:
             # Reciprocal-rank fusion (k=60 as in Cormack et al.) gives the stage's own order.
             rrf = np.zeros(len(cand))
             for order in (top_e[row], top_a[row]):
-                pos = np.full(n_items, -1, np.int64)
-                pos[order] = np.arange(len(order))
-                p = pos[cand]
-                rrf += np.where(p >= 0, 1.0 / (60 + np.maximum(p, 0)), 0.0)
+                pos = {int(it): r for r, it in enumerate(order)}
+                rrf += np.array([1.0 / (60 + pos[int(c)]) if int(c) in pos else 0.0 for c in cand])
             n = len(cand)
             items[row, :n] = cand
             fused[row, :n] = cand[np.argsort(-rrf, kind="stable")]
             mask[row, :n] = True
             seen = x[u].indices
+            se, sa, sk = s_ease[row], s_als[row], s_knn[row]
             profile = side.genres[seen].sum(axis=0)
             if profile.sum() > 0:
                 profile = profile / profile.sum()
             ut = times[u].data
-            ur = ratings[u].data
             lo = int((ut.min() - t_origin) // MONTH_S) if len(ut) else 0
             hi = int((ut.max() - t_origin) // MONTH_S) if len(ut) else n_months - 2
             lo, hi = max(lo - 1, 0), min(hi + 2, n_months)
-            in_window = cum_month[cand, hi] - cum_month[cand, lo]
-            first = float(ut.min()) if len(ut) else 0.0
-            last = float(ut.max()) if len(ut) else 0.0
-            mid = float(ut.mean()) if len(ut) else 0.0
-            fs, ls = first_seen[cand], last_seen[cand]
-            f = {name: col[row, cand] for name, col in columns.items()}
-            f |= {
-                "in_ease": (rr_e[cand] > 0).astype(np.float32),
-                "in_als": (rr_a[cand] > 0).astype(np.float32),
-                "item_log_popularity": log_pop[cand],
-                "item_mean_rating": item_mean[cand],
-                "item_rating_std": item_std[cand],
-                "genre_affinity": side.genres[cand] @ profile * len(profile),
-                "user_log_activity": np.full(n, np.log1p(len(seen))),
-                "user_mean_rating": np.full(n, float(ur.mean()) if len(ur) else g_mean),
-                "user_log_span_days": np.full(n, np.log1p((last - first) / 86400.0)),
-                "window_popularity": np.log1p(in_window),
-                "window_share": in_window / np.maximum(counts[cand], 1),
-                "first_seen_gap": np.where(np.isfinite(fs), (fs - last) / YEAR_S, 0.0),
-                "last_seen_gap": np.where(np.isfinite(ls), (ls - first) / YEAR_S, 0.0),
-                "item_mean_time_gap": np.nan_to_num((item_mean_t[cand] - mid) / YEAR_S),
-            }
-            feats[row, :n] = np.stack([np.asarray(f[name], np.float32) for name in names], axis=1)
+            win = np.log1p(cum_month[cand, hi] - cum_month[cand, lo])
+            win = win / max(float(win.max()), 1e-6)
+            last = float(ut.max()) if len(ut) else float("inf")
+            gap = np.where(np.isfinite(first_seen[cand]), (first_seen[cand] - last) / YEAR_S, 0.0)
+            f = np.stack(
+                [
+                    se[cand] / max(float(se[top_e[row][0]]), 1e-6),
+                    rr_e[cand],
+                    sa[cand] / max(float(sa[top_a[row][0]]), 1e-6),
+                    rr_a[cand],
+                    sk[cand] / max(float(sk.max()), 1e-6),
+                    (rr_e[cand] > 0).astype(np.float32),
+                    (rr_a[cand] > 0).astype(np.float32),
+                    log_pop[cand],
+                    side.genres[cand] @ profile * len(profile),
+                    np.full(n, np.log1p(len(seen)) / 10.0),
+                    win,
+                    (gap > 0).astype(np.float32),
+                    np.clip(gap, -5.0, 5.0) / 5.0,
+                ],
+                axis=1,
+            )
+            feats[row, :n] = f
         return CandidateLists(items=items, fused_order=fused, features=feats, mask=mask)
 
 
-class LambdaRanker:
-    """LightGBM LambdaRank over each user's candidate list (deterministic, fixed threads)."""
+class ListwiseRanker:
+    """A small MLP trained with a listwise softmax loss over each user's candidate list."""
 
     def __init__(
-        self,
-        *,
-        num_leaves: int = 31,
-        n_estimators: int = 300,
-        learning_rate: float = 0.05,
-        min_child_samples: int = 200,
-        monotone: bool = True,
-        features: str = "all",
-        seed: int = 0,
+        self, hidden: int = 32, epochs: int = 60, learning_rate: float = 0.01, seed: int = 0
     ) -> None:
-        self.monotone = monotone
-        self.features = FEATURE_SETS[features]
-        self._cols = [TWO_STAGE_FEATURES.index(n) for n in self.features]
-        self.params = {
-            "objective": "lambdarank",
-            "num_leaves": num_leaves,
-            "learning_rate": learning_rate,
-            "min_data_in_leaf": min_child_samples,
-            "bagging_fraction": 0.8,
-            "bagging_freq": 1,
-            "feature_fraction": 0.8,
-            "lambdarank_truncation_level": 20,
-            "seed": seed,
-            "deterministic": True,
-            "force_row_wise": True,
-            "num_threads": 2,
-            "verbose": -1,
-        }
-        self.n_estimators = n_estimators
+        self.hidden = hidden
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.seed = seed
         self._model: Any = None
+        self._mean: npt.NDArray[np.float32] | None = None
+        self._std: npt.NDArray[np.float32] | None = None
+
+    def _norm(self, feats: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        assert self._mean is not None and self._std is not None
+        return ((feats - self._mean) / self._std).astype(np.float32)
 
     def fit(self, cands: CandidateLists, labels: npt.NDArray[np.float32]) -> dict[str, float]:
-        import lightgbm as lgb
+        import tensorflow as tf
 
-        keep = (labels.sum(axis=1) > 0) & cands.mask.any(axis=1)  # lists without positives teach nothing
-        feats, mask, y = cands.features[keep], cands.mask[keep], labels[keep]
-        x = feats[mask][:, self._cols]
-        groups = mask.sum(axis=1)
-        params = dict(self.params)
-        if self.monotone:
-            params["monotone_constraints"] = [MONOTONE.get(n, 0) for n in self.features]
-            params["monotone_constraints_method"] = "advanced"
-        data = lgb.Dataset(x, label=y[mask], group=groups, feature_name=list(self.features))
-        self._model = lgb.train(params, data, num_boost_round=self.n_estimators)
-        return {"train_lists": float(keep.sum()), "train_rows": float(len(x))}
+        tf.keras.utils.set_random_seed(self.seed)
+        tf.config.experimental.enable_op_determinism()
+        flat = cands.features[cands.mask]
+        self._mean = flat.mean(axis=0)
+        self._std = flat.std(axis=0) + 1e-6
+        keep = labels.sum(axis=1) > 0  # a list without positives teaches nothing listwise
+        x = self._norm(cands.features[keep])
+        y = labels[keep] / labels[keep].sum(axis=1, keepdims=True)
+        m = cands.mask[keep].astype(np.float32)
 
-    def scores(self, cands: CandidateLists, n_estimators: int | None = None) -> npt.NDArray[np.float64]:
-        assert self._model is not None, "fit first"
-        out = np.full(cands.mask.shape, -np.inf)
-        out[cands.mask] = self._model.predict(
-            cands.features[cands.mask][:, self._cols], num_iteration=n_estimators
+        inputs = tf.keras.Input(shape=(None, x.shape[2]))
+        mask_in = tf.keras.Input(shape=(None,))
+        h = tf.keras.layers.Dense(self.hidden, activation="relu")(inputs)
+        h = tf.keras.layers.Dense(self.hidden, activation="relu")(h)
+        score = tf.keras.layers.Reshape((-1,))(tf.keras.layers.Dense(1)(h))
+        masked = tf.keras.layers.Lambda(lambda t: t[0] + (t[1] - 1.0) * 1e9)([score, mask_in])
+        model = tf.keras.Model([inputs, mask_in], masked)
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(self.learning_rate),
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
         )
-        return out
+        hist = model.fit([x, m], y, epochs=self.epochs, batch_size=32, verbose=0, shuffle=True)
+        self._model = model
+        return {"final_loss": float(hist.history["loss"][-1]), "train_lists": float(keep.sum())}
 
-    def rank(self, cands: CandidateLists, k: int, n_estimators: int | None = None) -> npt.NDArray[np.int64]:
-        scores = self.scores(cands, n_estimators)
-        # Trees give piecewise-constant scores: ties are broken by the EASE score, not item id.
-        tie = np.where(cands.mask, cands.features[:, :, TWO_STAGE_FEATURES.index("ease_score_rel")], -np.inf)
-        order = np.lexsort((-tie, -scores), axis=1)[:, :k]
-        return np.take_along_axis(cands.items, order, axis=1)
-
-    def importance(self) -> dict[str, int]:
+    def rank(self, cands: CandidateLists, k: int) -> npt.NDArray[np.int64]:
         assert self._model is not None, "fit first"
-        gains = self._model.feature_importance(importance_type="gain")
-        return {n: round(float(g)) for n, g in zip(self.features, gains, strict=True)}
+        scores = self._model.predict(
+            [self._norm(cands.features), cands.mask.astype(np.float32)], verbose=0, batch_size=64
+        )
+        scores = np.where(cands.mask, scores, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(cands.items, order, axis=1)
 
 
 def labels_for(
