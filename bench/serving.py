@@ -294,6 +294,8 @@ def worker(config_path: str, out_path: str) -> int:
 
     cfg = json.loads(Path(config_path).read_text())
     os.environ.update(cfg["env"])
+    if cfg.get("in_process"):
+        return in_process_worker(cfg, out_path)
     # Logs and metrics are produced as in Lambda; here they go nowhere.
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     sys.stdout = devnull
@@ -383,6 +385,72 @@ def worker(config_path: str, out_path: str) -> int:
     return 0
 
 
+def in_process_worker(cfg: dict[str, Any], out_path: str) -> int:
+    """The Recommender alone with in-memory stores (recpipe.testing fakes): the compute path
+    without network reads, so its percentiles are the code's and the machine's, not moto's."""
+    import numpy as np
+    from recpipe.bundle import load_bundle
+    from recpipe.config import load_settings
+    from recpipe.domain.events import Event
+    from recpipe.domain.user import apply_events
+    from recpipe.keys import trending_bucket_of
+    from recpipe.ports import SessionEntry
+    from recpipe.serving.models import LocalBundleSource
+    from recpipe.serving.request import parse_query
+    from recpipe.serving.runtime import Dependencies, build_online_path
+    from recpipe.testing.fakes_candidates import InMemoryCandidateCache
+    from recpipe.testing.fakes_stream import (
+        InMemorySessionStore,
+        InMemoryTrendingStore,
+        InMemoryUserFeatureStore,
+    )
+    from recpipe.training.candidates import CandidateLists
+
+    shop = Path(cfg["shop"])
+    source = LocalBundleSource(shop / "bundle")
+    items = load_bundle(shop / "bundle").items
+    lists = list(CandidateLists.load(shop / "candidates.npz").items())[: cfg["users"]]
+    cache, users = InMemoryCandidateCache(), InMemoryUserFeatureStore()
+    sessions, trending = InMemorySessionStore(), InMemoryTrendingStore()
+    cache.publish("bench", lists, {})
+    rng = np.random.default_rng(cfg["seed"])
+    now = time.time()
+    kinds = ["view"] * 6 + ["click", "click", "add_to_cart", "purchase"]
+    for user_id, _ in lists:
+        picks = rng.integers(0, len(items), 60).tolist()
+        events = [
+            Event(event_id=f"{user_id}-{j}", user_id=user_id, item_id=items.item_ids[i], type=kinds[j % 10], ts=now - 86400 + 60 * j)  # type: ignore[arg-type]
+            for j, i in enumerate(picks)
+        ]  # fmt: skip
+        state = apply_events(None, events, {items.item_ids[i]: items.categories(i) for i in picks})
+        assert state is not None
+        users.items[user_id] = state
+        sessions.append(user_id, [SessionEntry(e.item_id, e.type.value, now - 60 * (5 - n)) for n, e in enumerate(events[-5:])])  # fmt: skip
+    top = np.argsort(-items.popularity)[:200]
+    trending.add({(trending_bucket_of(now), items.item_ids[i]): float(200 - r) for r, i in enumerate(top)})
+    settings = load_settings({**cfg["env"], "READ_TIMEOUT_MS": "1000", "REQUEST_BUDGET_MS": "2000"})
+    deps = Dependencies(candidates=cache, sessions=sessions, users=users, trending=trending)
+    recommender = build_online_path(
+        settings, dependencies=deps, source=source, background_refresh=False
+    ).recommender
+    ids = [u for u, _ in lists]
+    devices = ("web", "mobile", "tablet")
+    requests = [
+        parse_query({"user_id": ids[i % len(ids)], "k": str(cfg["k"]), "device": devices[i % 3]})
+        for i in range(cfg["warmup"] + cfg["requests"])
+    ]
+    stages: list[dict[str, float]] = []
+    cpu: list[float] = []
+    for n, request in enumerate(requests):
+        c0 = time.thread_time()
+        result = recommender.recommend(request)
+        if n >= cfg["warmup"]:
+            cpu.append((time.thread_time() - c0) * 1000.0)
+            stages.append(result.timings)
+    Path(out_path).write_text(json.dumps({"stages": stages, "main_thread_cpu_ms": cpu}))
+    return 0
+
+
 def run_worker(config: dict[str, Any], workdir: Path, name: str) -> dict[str, Any]:
     cfg_path, out_path = workdir / f"{name}.json", workdir / f"{name}.out.json"
     cfg_path.write_text(json.dumps(config))
@@ -398,7 +466,8 @@ def run_worker(config: dict[str, Any], workdir: Path, name: str) -> dict[str, An
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out_path.read_text())
-    result["process_ready_ms"] = round((result.pop("ready_at") - t_spawn) * 1000.0, 1)
+    if "ready_at" in result:
+        result["process_ready_ms"] = round((result.pop("ready_at") - t_spawn) * 1000.0, 1)
     return result
 
 
@@ -440,6 +509,8 @@ def run(args: argparse.Namespace) -> int:
             "bundle_source": "local directory (RECPIPE_BUNDLE_DIR)",
             "content_index": "in-process (CONTENT_INDEX_DIR)",
             "machine_cpus": os.cpu_count(),
+            # The machine is shared: the 1/5/15-minute load averages when the run started.
+            "load_average_start": [round(x, 2) for x in os.getloadavg()],
         },
         "by_candidates": {},
         "samples_ms": {},
@@ -502,6 +573,33 @@ def run(args: argparse.Namespace) -> int:
                     "stages": stage_summary(cold["stages"]),
                     "degraded_requests": cold["degraded"],
                 }
+        report["in_process"] = {
+            "what": "Recommender with in-memory stores (no network reads), same bundle, one fresh "
+            "process per count, OPENBLAS_NUM_THREADS=1 as in the handler; users with a CF list, "
+            "60 random stored interactions and a 5-entry session; main_thread_cpu = thread CPU "
+            "time of recommend() (wall minus preemption and waiting)",
+            "by_candidates": {},
+        }
+        for count in counts:
+            print(
+                f"{count} candidates in-process: {args.warmup} warm-up + {args.requests} requests ...",
+                flush=True,
+            )
+            cfg = {
+                "env": {**base_env, "MAX_CANDIDATES": str(count), "OPENBLAS_NUM_THREADS": "1"},
+                "in_process": True,
+                "shop": str(shop),
+                "users": args.bench_users,
+                "k": args.k,
+                "warmup": args.warmup,
+                "requests": args.requests,
+                "seed": args.seed,
+            }
+            res = run_worker(cfg, workdir, f"p{count}")
+            report["in_process"]["by_candidates"][str(count)] = {
+                "stages": stage_summary(res["stages"]),
+                "main_thread_cpu": summary(res["main_thread_cpu_ms"]),
+            }
         # Initialisation as deployed: no in-process content index (OpenSearch is a client only).
         init_env = {k: v for k, v in base_env.items() if k != "CONTENT_INDEX_DIR"}
         inits = [
@@ -543,6 +641,7 @@ def run(args: argparse.Namespace) -> int:
                 "rss_peak_mb": round(without["rss_peak_mb"], 1),
                 "rss_mb_with_in_process_content_index": round(with_index["rss_mb"], 1),
             }
+    report["setup"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print_report(report)
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -566,6 +665,16 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"cold-start users ({c['candidates']} candidates): p50 {c['p50_ms']:.3f}  p95 {c['p95_ms']:.3f}  p99 {c['p99_ms']:.3f} ms"
         )
+    for count, e in report.get("in_process", {}).get("by_candidates", {}).items():
+        st, cpu = e["stages"], e["main_thread_cpu"]
+        print(
+            f"in-process (in-memory stores), {count} candidates: compute p50 {st['compute']['p50_ms']:.3f}  "
+            f"p95 {st['compute']['p95_ms']:.3f}  p99 {st['compute']['p99_ms']:.3f} ms; main-thread CPU "
+            f"p50 {cpu['p50_ms']:.3f}  p99 {cpu['p99_ms']:.3f} ms"
+        )
+    print(
+        f"load average: start {report['setup']['load_average_start']}, end {report['setup']['load_average_end']}"
+    )
     for name, d in report.get("dependencies_direct", {}).items():
         print(f"direct read {name}: p50 {d['p50_ms']:.3f}  p95 {d['p95_ms']:.3f}  p99 {d['p99_ms']:.3f} ms")
     print(
