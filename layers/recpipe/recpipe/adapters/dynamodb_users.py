@@ -190,11 +190,12 @@ class DynamoDBUserFeatureStore:
         return out
 
     def put(self, features: UserFeatures, expected_version: int) -> UserFeatures:
+        stored = replace(features, version=expected_version + 1)
         try:
-            self._ddb.put_item(**self._put_action(features, expected_version))
+            self._ddb.put_item(**self._put_action(stored, expected_version))
         except (ClientError, BotoCoreError) as exc:
             raise map_client_error(exc, f"put user {features.user_id}") from exc
-        return replace(features, version=expected_version + 1)
+        return stored
 
     def put_many(
         self, writes: Sequence[tuple[UserFeatures, int]]
@@ -207,7 +208,11 @@ class DynamoDBUserFeatureStore:
         out: dict[str, UserFeatures | ConflictError | DependencyError] = {}
         for start in range(0, len(writes), TRANSACT_MAX_ITEMS):
             chunk = writes[start : start + TRANSACT_MAX_ITEMS]
-            pending = [(replace(f, version=v + 1), self._put_action(f, v)) for f, v in chunk]
+            # Encoded once: re-submissions after a cancellation reuse the request items.
+            pending = [
+                (new, self._put_action(new, v))
+                for new, v in ((replace(f, version=v + 1), v) for f, v in chunk)
+            ]
             for attempt in range(TRANSACT_RETRIES + 1):
                 retry, backoff = self._transact(pending, out)
                 if not retry:
@@ -276,8 +281,8 @@ class DynamoDBUserFeatureStore:
             out[stored.user_id] = stored
         return [], False
 
-    def _put_action(self, features: UserFeatures, expected_version: int) -> dict[str, Any]:
-        stored = replace(features, version=expected_version + 1)
+    def _put_action(self, stored: UserFeatures, expected_version: int) -> dict[str, Any]:
+        """The conditional Put of `stored` (already at expected_version + 1)."""
         item = encode_item(stored) if self._layout == "document" else encode_native_item(stored)
         item["expires_at"] = {"N": str(int(self._clock()) + USER_TTL_S)}
         action: dict[str, Any] = {"TableName": self._table, "Item": item}
