@@ -7,14 +7,12 @@ shards are the real definition's; the handlers talk to moto S3/SSM/SNS and a rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -25,6 +23,7 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.bundle import load_bundle
 from recpipe.keys import KeyLayout
+from recpipe.local.functions import LambdaContext, load_function
 from recpipe.training.pipeline import TrainParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,28 +41,6 @@ BUCKET = "recpipe-test-models"
 ARCHIVE = "recpipe-test-archive"
 POINTER = "/recpipe/test/model/current"
 SYNTHETIC = {"kind": "synthetic", "n_users": 300, "n_items": 400, "n_interactions": 12000, "seed": 3}
-
-
-def _load_app() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("retrain_app", ROOT / "functions" / "retrain" / "app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class _Context:
-    function_name: str
-    memory_limit_in_mb: int = 1024
-    aws_request_id: str = "req"
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 @dataclass
@@ -109,7 +86,7 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         from recpipe.config import settings
 
         settings.cache_clear()
-        app = _load_app()
+        app = load_function("retrain")
         calls: list[str] = []
 
         def invoke(  # noqa: PLR0917 - moto's signature
@@ -125,7 +102,7 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             calls.append(step)
             event = json.loads(body) if body else {}
             try:
-                result = getattr(app, step)(event, _Context(name))
+                result = getattr(app, step)(event, LambdaContext(name, timeout_s=900))
             except Exception as exc:  # what the Lambda runtime reports for an unhandled error
                 response_headers["x-amz-function-error"] = "Unhandled"
                 return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()

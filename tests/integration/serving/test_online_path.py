@@ -4,7 +4,6 @@ real handler and the real adapters."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import time
@@ -28,6 +27,7 @@ from recpipe.config import load_settings, settings
 from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures, apply_events
 from recpipe.keys import KeyLayout, trending_bucket_of
+from recpipe.local.functions import LambdaContext, load_function
 from recpipe.local.redis_server import free_port
 from recpipe.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
 from recpipe.ports import ContentDoc, SessionEntry
@@ -308,28 +308,13 @@ def test_hot_swap_through_s3_and_ssm_and_last_good_kept(stack: Stack, tmp_path: 
 
 
 # ---- the handler with the events/ payloads ------------------------------------------------------
-@dataclass
-class LambdaContext:
-    function_name: str = "RecommendFunction"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:recommend"
-    aws_request_id: str = "it-req"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 5_000
 
 
 def load_app(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     for k, v in stack.env.items():
         monkeypatch.setenv(k, v)
     settings.cache_clear()
-    spec = importlib.util.spec_from_file_location(
-        "recommend_app_it", ROOT / "functions" / "recommend" / "app.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_function("recommend")
 
 
 def response_validator() -> Any:

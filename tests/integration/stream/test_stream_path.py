@@ -4,7 +4,6 @@ failure queue; `recpipe replay` re-drives them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,8 @@ from recpipe.cli import main as cli_main
 from recpipe.config import settings
 from recpipe.domain.user import UserFeatures
 from recpipe.keys import KeyLayout
+from recpipe.local.functions import LambdaContext, load_function
+from recpipe.local.functions import sample_event as sample
 from recpipe.local.resources import (
     EVENT_STREAM,
     FAILURE_QUEUE,
@@ -36,29 +37,6 @@ from recpipe.stream.updater import FeatureUpdater, records_from_lambda_event
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = "itest"
-
-
-def load_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_app_it", ROOT / "functions" / name / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def sample(name: str) -> dict[str, Any]:
-    return json.loads((ROOT / "events" / name).read_text())
-
-
-@dataclass
-class Context:
-    function_name: str = "fn"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:fn"
-    aws_request_id: str = "req"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 @dataclass
@@ -99,7 +77,7 @@ class Stack:
     def post(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         event = sample("ingest_single.json")
         event["body"] = json.dumps(body)
-        resp = self.ingest.handler(event, Context())
+        resp = self.ingest.handler(event, LambdaContext(timeout_s=30))
         return resp["statusCode"], json.loads(resp["body"])
 
 
@@ -123,7 +101,10 @@ def stack(
         monkeypatch.setenv(key, value)
     settings.cache_clear()
     yield Stack(
-        names, redis.Redis.from_url(redis_url), load_module("ingest_events"), load_module("update_features")
+        names,
+        redis.Redis.from_url(redis_url),
+        load_function("ingest_events"),
+        load_function("update_features"),
     )
     settings.cache_clear()
 
@@ -147,7 +128,7 @@ def recent_batch() -> tuple[dict[str, Any], float]:
 
 def test_posted_events_reach_session_immediately_and_features_through_the_stream(stack: Stack) -> None:
     batch, now = recent_batch()
-    resp = stack.ingest.handler(batch, Context())
+    resp = stack.ingest.handler(batch, LambdaContext(timeout_s=30))
     assert resp["statusCode"] == 202 and json.loads(resp["body"])["accepted"] == 4
     # Read-your-writes: the session is there before any stream processing.
     assert [e.item_id for e in stack.sessions.recent("u-42")] == ["260", "260"]
@@ -165,7 +146,7 @@ def test_posted_events_reach_session_immediately_and_features_through_the_stream
     assert [i for i, _ in top] == ["1210", "260", "1196"]  # purchase 8 > view+cart 5 > rating 4.5/5*3
 
     # The same events again (producer retry) and a full redelivery of the stream: one effect.
-    resp = stack.ingest.handler(batch, Context())
+    resp = stack.ingest.handler(batch, LambdaContext(timeout_s=30))
     assert json.loads(resp["body"])["accepted"] == 4
     stack.poller().drain()  # a new poller from TRIM_HORIZON redelivers everything
     assert features(stack, "u-42").counts == u42.counts and features(stack, "u-42").version == u42.version
@@ -175,7 +156,7 @@ def test_posted_events_reach_session_immediately_and_features_through_the_stream
 
 def test_the_sample_kinesis_event_through_the_handler(stack: Stack) -> None:
     event = sample("kinesis_batch.json")
-    resp = stack.update.handler(event, Context())
+    resp = stack.update.handler(event, LambdaContext(timeout_s=30))
     assert resp == {"batchItemFailures": []}
     [poison] = stack.queue()
     assert (
@@ -184,7 +165,7 @@ def test_the_sample_kinesis_event_through_the_handler(stack: Stack) -> None:
     )
     assert "type: field required" in poison["reason"]
     assert features(stack, "u-42").counts == {"view": 1, "add_to_cart": 1}
-    assert stack.update.handler(event, Context()) == {"batchItemFailures": []}  # redelivery
+    assert stack.update.handler(event, LambdaContext(timeout_s=30)) == {"batchItemFailures": []}  # redelivery
     assert features(stack, "u-42").counts == {"view": 1, "add_to_cart": 1}
 
 

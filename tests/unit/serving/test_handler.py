@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,6 +12,8 @@ import aws_xray_sdk.core  # noqa: F401 - its recorder opens a UDP socket at impo
 import pytest
 import yaml
 from recpipe.config import load_settings, settings
+from recpipe.local.functions import LambdaContext, load_function
+from recpipe.local.functions import sample_event as sample
 from recpipe.ports import SessionEntry
 from recpipe.serving.models import LocalBundleSource
 from recpipe.serving.runtime import Dependencies, build_online_path
@@ -21,21 +21,6 @@ from recpipe.testing.fakes_candidates import InMemoryCandidateCache
 from recpipe.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore, InMemoryUserFeatureStore
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def sample(name: str) -> dict[str, Any]:
-    return json.loads((ROOT / "events" / name).read_text())
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "RecommendFunction"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:recommend"
-    aws_request_id: str = "lambda-req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 5_000
 
 
 class Api:
@@ -80,12 +65,7 @@ def api(monkeypatch: pytest.MonkeyPatch, make_bundle: Any, tmp_path: Path) -> It
     monkeypatch.setenv("RECPIPE_BUNDLE_DIR", str(bundle))
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
     settings.cache_clear()
-    spec = importlib.util.spec_from_file_location(
-        "recommend_app", ROOT / "functions" / "recommend" / "app.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_function("recommend")
     cache = InMemoryCandidateCache()
     cache.publish("c1", [("user-42", [("i30", 0.9), ("i31", 0.8), ("i3", 0.7)])], {})
     sessions = InMemorySessionStore()

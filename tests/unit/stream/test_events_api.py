@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,35 +11,15 @@ from typing import Any
 import pytest
 from recpipe.config import settings
 from recpipe.domain.events import MAX_BATCH_EVENTS
+from recpipe.local.functions import LambdaContext
+from recpipe.local.functions import load_function as load_handler
+from recpipe.local.functions import sample_event as sample
 from recpipe.ports import DependencyError
 from recpipe.stream.ingest import MAX_BODY_BYTES, EventIngestor
 from recpipe.testing.fakes_stream import InMemoryEventPublisher, InMemorySessionStore
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = 1_764_009_100.0  # a few minutes after the events/ samples
-
-
-def load_handler(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"{name}_app", ROOT / "functions" / name / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def sample(name: str) -> dict[str, Any]:
-    return json.loads((ROOT / "events" / name).read_text())
-
-
-@dataclass
-class LambdaContext:
-    function_name: str = "IngestEventsFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ingest"
-    aws_request_id: str = "lambda-req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
 
 
 class Api:

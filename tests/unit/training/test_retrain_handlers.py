@@ -3,9 +3,7 @@ over in-memory/local-directory adapters."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import aws_xray_sdk.core  # noqa: F401 - its recorder opens a UDP socket at import: before sockets are off
 import pytest
 from recpipe.adapters.s3_models import DirectoryModelStore
+from recpipe.local.functions import LambdaContext, load_function
 from recpipe.testing.fakes_candidates import InMemoryCandidateCache
 from recpipe.training import workflow
 from recpipe.training.runs import DirectoryRunStore
@@ -24,24 +23,11 @@ def _event(name: str) -> dict[str, Any]:
     return dict(json.loads((ROOT / "events" / name).read_text()))
 
 
-@dataclass
-class _Context:
-    function_name: str = "retrain"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:retrain"
-    aws_request_id: str = "req-1"
-
-
 @pytest.fixture()
 def app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[ModuleType, workflow.RetrainDeps, list[tuple[str, str, str]]]:
-    spec = importlib.util.spec_from_file_location(
-        "retrain_app_unit", ROOT / "functions" / "retrain" / "app.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_function("retrain")
     sent: list[tuple[str, str, str]] = []
 
     def notify(topic: str, subject: str, body: str) -> str:
@@ -60,7 +46,7 @@ def app(
 
 def test_notify_failure_names_the_run_and_the_error(app: tuple[ModuleType, Any, list[Any]]) -> None:
     module, _, sent = app
-    out = module.notify_failure(_event("retrain_notify_failure.json"), _Context())
+    out = module.notify_failure(_event("retrain_notify_failure.json"), LambdaContext("retrain"))
     assert out["message_id"] == "msg-1"
     topic, subject, body = sent[0]
     assert topic.endswith(":recpipe-retrain")
@@ -76,7 +62,7 @@ def test_evaluate_publishes_the_first_model_and_plans_shards(app: tuple[ModuleTy
     report = {"metrics": {"ndcg@10": 0.2}, "users_with_candidates": 45_000}
     deps.runs.put_bytes(event["run_id"], workflow.TRAIN_REPORT, json.dumps(report).encode())
 
-    out = module.evaluate(event, _Context())
+    out = module.evaluate(event, LambdaContext("retrain"))
 
     assert out["publish"] is True and "no live model" in out["reason"]
     assert [(s["lo"], s["hi"]) for s in out["shards"]] == [(0, 20000), (20000, 40000), (40000, 45000)]
@@ -89,10 +75,10 @@ def test_a_step_without_its_inputs_fails_loudly(app: tuple[ModuleType, Any, list
     from recpipe.training.runs import RunArtefactMissing
 
     with pytest.raises(RunArtefactMissing, match="train_report.json"):
-        module.evaluate(_event("retrain_evaluate.json"), _Context())
+        module.evaluate(_event("retrain_evaluate.json"), LambdaContext("retrain"))
 
 
 def test_prepare_refuses_an_unknown_source(app: tuple[ModuleType, Any, list[Any]]) -> None:
     module, _, _ = app
     with pytest.raises(workflow.RetrainError, match="unknown data source"):
-        module.prepare({"request": {"source": {"kind": "ftp"}}, "execution": "x"}, _Context())
+        module.prepare({"request": {"source": {"kind": "ftp"}}, "execution": "x"}, LambdaContext("retrain"))

@@ -12,11 +12,9 @@ Extra routes (the demo's `/demo/*`) and a static directory can be mounted next t
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import mimetypes
-import sys
 import threading
 import time
 import traceback
@@ -25,20 +23,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from recpipe.local.resources import ROOT
+from recpipe.local.functions import (
+    FUNCTIONS_DIR,
+    STAGE,
+    Handler,
+    HandlerMissing,
+    LambdaContext,
+    load_handler,
+    load_module,
+)
+
+__all__ = [
+    "API_ROUTES",
+    "HandlerMissing",
+    "LambdaContext",
+    "LocalApi",
+    "apigw_event",
+    "load_handler",
+    "load_module",
+]
 
 log = logging.getLogger("recpipe.local.api")
 
-FUNCTIONS_DIR = ROOT / "functions"
 #: API Gateway's payload limit; larger bodies never reach the function.
 MAX_BODY_BYTES = 10 * 1024 * 1024
-STAGE = "local"
-
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,54 +67,6 @@ API_ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", "recommend"),
     Route("POST", "/events", "ingest_events"),
 )
-
-
-class HandlerMissing(RuntimeError):
-    pass
-
-
-class LambdaContext:
-    """The attributes Powertools and the handlers read from a Lambda context."""
-
-    def __init__(self, function: str, timeout_s: float = 10.0) -> None:
-        self.function_name = f"recpipe-{STAGE}-{function}"
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-        self.memory_limit_in_mb = 1024
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-def load_module(path: Path, name: str) -> ModuleType:
-    """Import a handler file under a unique module name (every function's file is `app.py`)."""
-    if not path.is_file():
-        raise HandlerMissing(
-            f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} does not exist"
-        )
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise HandlerMissing(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
-def load_handler(function: str, attribute: str = "handler", functions_dir: Path = FUNCTIONS_DIR) -> Handler:
-    module = load_module(functions_dir / function / "app.py", f"recpipe_fn_{function}")
-    handler = getattr(module, attribute, None)
-    if not callable(handler):
-        raise HandlerMissing(f"functions/{function}/app.py has no callable `{attribute}`")
-    return handler
 
 
 def apigw_event(
