@@ -16,6 +16,8 @@ SESSION_TTL_S = 30 * 60
 TRENDING_BUCKET_S = 300
 TRENDING_BUCKETS = 12  # an hour of 5-minute buckets
 TRENDING_TTL_S = TRENDING_BUCKET_S * (TRENDING_BUCKETS + 1)
+#: Buckets lose half their weight every this many buckets when combined into `top`.
+TRENDING_HALF_LIFE_BUCKETS = 4.0
 #: Old candidate versions stay readable this long after a switch (in-flight requests).
 OLD_VERSION_TTL_S = 6 * 3600
 

@@ -29,6 +29,7 @@ from recpipe.keys import (
     SESSION_TTL_S,
     TRENDING_BUCKET_S,
     TRENDING_BUCKETS,
+    TRENDING_HALF_LIFE_BUCKETS,
     TRENDING_TTL_S,
     KeyLayout,
     decode_session_entry,
@@ -40,8 +41,6 @@ from recpipe.stream.ports import TrendingHit
 
 #: How long an event's trending marker is kept: the whole readable window plus clock skew.
 TRENDING_MARKER_TTL_S = int(TRENDING_TTL_S + TRENDING_BUCKET_S + MAX_FUTURE_SKEW_S)
-#: Buckets lose half their weight every this many buckets when combined into `top`.
-TRENDING_HALF_LIFE_BUCKETS = 4.0
 #: A combined top list is recomputed at most this often per bucket (cheap reads on the hot path).
 TRENDING_TOP_TTL_S = 5
 

@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from recpipe.adapters.redis_session import TRENDING_HALF_LIFE_BUCKETS
 from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures
-from recpipe.keys import SESSION_MAX_ITEMS, TRENDING_BUCKETS, trending_bucket_of
+from recpipe.keys import SESSION_MAX_ITEMS, TRENDING_BUCKETS, TRENDING_HALF_LIFE_BUCKETS, trending_bucket_of
 from recpipe.ports import ConflictError, DependencyError, SessionEntry
 from recpipe.stream.ports import TrendingHit
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from recpipe.adapters.redis_session import TRENDING_HALF_LIFE_BUCKETS
 from recpipe.bundle import Neighbours
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.domain.features import (
@@ -31,7 +30,13 @@ from recpipe.domain.features import (
 )
 from recpipe.domain.items import ItemTable
 from recpipe.domain.user import UserFeatures, apply_event
-from recpipe.keys import SESSION_TTL_S, TRENDING_BUCKET_S, TRENDING_BUCKETS, trending_bucket_of
+from recpipe.keys import (
+    SESSION_TTL_S,
+    TRENDING_BUCKET_S,
+    TRENDING_BUCKETS,
+    TRENDING_HALF_LIFE_BUCKETS,
+    trending_bucket_of,
+)
 from recpipe.ports import SessionEntry
 
 #: Session items read per request (the online path reads the 20 newest).
