@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from recpipe.domain.candidates import CandidatePolicy
 from recpipe.domain.features import CandidateSet, Source
 from recpipe.domain.items import ItemTable
 from recpipe.ports import SessionEntry
-from recpipe.training.replay import CandidatePolicy
 
 #: Content-index candidates for a cold-start user (a serving-only source).
 CONTENT_CANDIDATES = 100

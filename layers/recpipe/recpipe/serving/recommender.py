@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from recpipe.domain.candidates import user_view
 from recpipe.domain.features import FEATURE_NAMES, RequestContext
 from recpipe.domain.items import daypart
 from recpipe.domain.user import UserFeatures
@@ -29,7 +30,6 @@ from recpipe.serving.reads import CONTENT_INDEX, DeadlineRunner, Reads, RequestR
 from recpipe.serving.reasons import SOURCE_NAMES, reason, source_names
 from recpipe.serving.request import RecommendationRequest
 from recpipe.serving.rules import mmr
-from recpipe.training.replay import user_view
 
 MODEL = "model"
 CONTENT_K = 100
