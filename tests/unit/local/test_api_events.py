@@ -76,3 +76,22 @@ def test_stats_give_percentiles_and_status_counts() -> None:
     snap = api.stats.snapshot()["GET /recommendations"]
     assert snap["requests"] == 100 and snap["p50_ms"] == 50.5 and snap["p99_ms"] > 98
     assert snap["status_counts"] == {"200": 90, "400": 10}
+
+
+def test_disabled_metrics_do_not_pile_up_and_spill_into_the_terminal(monkeypatch: Any, capsys: Any) -> None:
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    metrics = Metrics(namespace="recpipe-test", service="recpipe")
+
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=1.0)
+        return {"statusCode": 200, "body": "{}"}
+
+    api = LocalApi(handlers={"recommend": handler})
+    for _ in range(150):  # Powertools prints a metric set once a metric holds 100 values
+        assert api.invoke("GET", "/health", {}, {}, None)[0] == 200
+    assert metrics.metric_set == {}
+    assert '"_aws"' not in capsys.readouterr().out

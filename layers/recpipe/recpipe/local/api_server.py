@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
 from recpipe.local.functions import (
     FUNCTIONS_DIR,
     STAGE,
@@ -211,7 +214,17 @@ class LocalApi:
                 # API Gateway turns a function error into 502; keep the traceback for the developer.
                 log.error("handler %s failed:\n%s", route.function, traceback.format_exc())
                 return _json_error(502, "internal_error", "Internal server error")
+            finally:
+                discard_disabled_metrics()
         return _proxy_response(response)
+
+
+def discard_disabled_metrics() -> None:
+    """With POWERTOOLS_METRICS_DISABLED, Powertools (3.x) skips the per-invocation flush but never
+    clears its (process-wide) metric set, and prints the set anyway once a metric holds 100
+    values. A long-lived local process therefore drops the values after each invocation."""
+    if is_metrics_disabled():
+        Metrics().clear_metrics()
 
 
 def _json_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
