@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from infra_contract import as_list, statements
+from infra_contract import RESOURCELESS_ACTIONS, as_list, statements
 
 #: Function -> the SAM policy templates and inline statement Sids it may have. Adding a
 #: permission is a deliberate change of this table, reviewed with the template.
@@ -47,20 +47,6 @@ EXPECTED_POLICIES: dict[str, set[str]] = {
         "Sid:MoveModelPointer",
     },
     "RetrainNotifyFailureFunction": {"SNSPublishMessagePolicy"},
-}
-
-#: Actions AWS does not scope to a resource, with the condition we require where one exists.
-RESOURCELESS_ACTIONS = {
-    "ecr:GetAuthorizationToken",
-    "cloudwatch:PutMetricData",
-    "logs:CreateLogDelivery",
-    "logs:GetLogDelivery",
-    "logs:UpdateLogDelivery",
-    "logs:DeleteLogDelivery",
-    "logs:ListLogDeliveries",
-    "logs:PutResourcePolicy",
-    "logs:DescribeResourcePolicies",
-    "logs:DescribeLogGroups",
 }
 
 
