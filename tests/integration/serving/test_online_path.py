@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 import pytest
 import redis
-import yaml
 from recpipe.adapters.content_index import InProcessContentIndexWriter
 from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.redis_candidates import RedisCandidateCache
@@ -34,6 +33,7 @@ from recpipe.ports import ContentDoc, SessionEntry
 from recpipe.serving.recommender import RecommendationResult
 from recpipe.serving.request import parse_body
 from recpipe.serving.runtime import OnlinePath, aws_dependencies, build_online_path
+from recpipe.testing.openapi import response_validator
 from recpipe.training.pipeline import TrainResult
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -315,27 +315,6 @@ def load_app(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         monkeypatch.setenv(k, v)
     settings.cache_clear()
     return load_function("recommend")
-
-
-def response_validator() -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
-    doc = yaml.safe_load((ROOT / "api" / "openapi.yaml").read_text())
-
-    def convert(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {k: convert(v) for k, v in node.items() if k not in ("nullable", "description")}
-            if node.get("nullable"):
-                out["type"] = [node["type"], "null"]
-            if "$ref" in out:
-                out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/definitions/")
-            return out
-        return [convert(v) for v in node] if isinstance(node, list) else node
-
-    schema = {
-        "definitions": convert(doc["components"]["schemas"]),
-        "$ref": "#/definitions/RecommendationResponse",
-    }
-    return jsonschema.Draft4Validator(schema)
 
 
 @pytest.mark.parametrize(

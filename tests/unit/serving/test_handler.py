@@ -10,7 +10,6 @@ from typing import Any
 
 import aws_xray_sdk.core  # noqa: F401 - its recorder opens a UDP socket at import: before sockets are off
 import pytest
-import yaml
 from recpipe.config import load_settings, settings
 from recpipe.local.functions import LambdaContext, load_function
 from recpipe.local.functions import sample_event as sample
@@ -19,6 +18,7 @@ from recpipe.serving.models import LocalBundleSource
 from recpipe.serving.runtime import Dependencies, build_online_path
 from recpipe.testing.fakes_candidates import InMemoryCandidateCache
 from recpipe.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore, InMemoryUserFeatureStore
+from recpipe.testing.openapi import response_validator
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -33,30 +33,8 @@ class Api:
         return resp["statusCode"], json.loads(resp["body"])
 
 
-def response_schema() -> dict[str, Any]:
-    """components/schemas from api/openapi.yaml as a JSON-schema registry (nullable -> type list)."""
-    doc = yaml.safe_load((ROOT / "api" / "openapi.yaml").read_text())
-    schemas = doc["components"]["schemas"]
-
-    def convert(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {k: convert(v) for k, v in node.items() if k not in ("nullable", "description")}
-            if node.get("nullable"):
-                out["type"] = [node["type"], "null"]
-            if "$ref" in out:
-                out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/definitions/")
-            return out
-        if isinstance(node, list):
-            return [convert(v) for v in node]
-        return node
-
-    # OpenAPI 3.0 schemas are draft-4 flavoured (boolean exclusiveMinimum, `definitions`).
-    return {"definitions": convert(schemas), "$ref": "#/definitions/RecommendationResponse"}
-
-
 def check_schema(body: dict[str, Any]) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    jsonschema.Draft4Validator(response_schema()).validate(body)
+    response_validator().validate(body)
 
 
 @pytest.fixture()
