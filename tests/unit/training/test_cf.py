@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.domain.events import EventType
-from recpipe.training.cf import confidence_matrix, fit_als, neighbours, top_n
+from recpipe.training.cf import CFModel, confidence_matrix, fit_als, neighbours, top_n
 
 
 def _two_taste_log() -> InteractionLog:
@@ -20,6 +20,19 @@ def _two_taste_log() -> InteractionLog:
             rows.append((f"u{u}", f"{group}{i}", ts, EventType.VIEW, None))
             ts += 1
     return InteractionLog.from_rows(rows)
+
+
+def _fit(log: InteractionLog) -> CFModel:
+    return fit_als(
+        log,
+        len(log.user_vocab),
+        len(log.item_vocab),
+        factors=8,
+        iterations=15,
+        regularization=0.05,
+        alpha=5.0,
+        seed=1,
+    )
 
 
 def test_confidence_follows_event_weights_and_clips_negatives() -> None:
@@ -39,16 +52,7 @@ def test_confidence_follows_event_weights_and_clips_negatives() -> None:
 
 def test_top_n_recommends_the_missing_item_of_the_users_taste_and_never_a_consumed_one() -> None:
     log = _two_taste_log()
-    model = fit_als(
-        log,
-        len(log.user_vocab),
-        len(log.item_vocab),
-        factors=8,
-        iterations=15,
-        regularization=0.05,
-        alpha=5.0,
-        seed=1,
-    )
+    model = _fit(log)
     users = np.arange(len(log.user_vocab), dtype=np.int32)
     best, scores = top_n(model, users, 3)
     consumed = model.user_items.toarray() > 0
@@ -61,16 +65,7 @@ def test_top_n_recommends_the_missing_item_of_the_users_taste_and_never_a_consum
 
 def test_neighbours_are_same_taste_items_and_never_the_item_itself() -> None:
     log = _two_taste_log()
-    model = fit_als(
-        log,
-        len(log.user_vocab),
-        len(log.item_vocab),
-        factors=8,
-        iterations=15,
-        regularization=0.05,
-        alpha=5.0,
-        seed=1,
-    )
+    model = _fit(log)
     idx, sim = neighbours(model.normalised_items, 5)
     for i, item in enumerate(log.item_vocab):
         row = idx[i][idx[i] >= 0]
