@@ -127,35 +127,12 @@ def trained_shop(args: argparse.Namespace, n_items: int) -> Path:
 
 # ---- setup: the local stack --------------------------------------------------------------------
 @contextmanager
-def moto_server(workdir: Path) -> Iterator[str]:
-    from recpipe.local.redis_server import free_port
+def moto_server(workdir: Path) -> Iterator[tuple[str, str]]:
+    """The local stack's moto server (recpipe.local.moto_server): (url, HTTP front end)."""
+    from recpipe.local.moto_server import MotoServer
 
-    port = free_port()
-    log = (workdir / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start; see {workdir / 'moto.log'}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with MotoServer(workdir / "moto.log") as server:
+        yield server.url, server.front
 
 
 def populate(args: argparse.Namespace, shop: Path, redis_url: str, moto_url: str) -> dict[str, Any]:
@@ -505,7 +482,6 @@ def run(args: argparse.Namespace) -> int:
             "requests": args.requests,
             "warmup": args.warmup,
             "redis": "throw-away redis-server (local TCP)",
-            "dynamodb": "moto server in its own process (HTTP on localhost)",
             "bundle_source": "local directory (RECPIPE_BUNDLE_DIR)",
             "content_index": "in-process (CONTENT_INDEX_DIR)",
             "machine_cpus": os.cpu_count(),
@@ -518,7 +494,8 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="recpipe-bench-serving-") as tmp:
         workdir = Path(tmp)
         redis_url = stack.enter_context(RedisServer(workdir / "redis")).url
-        moto_url = stack.enter_context(moto_server(workdir))
+        moto_url, front = stack.enter_context(moto_server(workdir))
+        report["setup"]["dynamodb"] = f"moto server in its own process (HTTP on localhost, {front})"
         print("populating Redis and DynamoDB ...", flush=True)
         pop = populate(args, shop, redis_url, moto_url)
         report["setup"]["populate_s"] = pop["setup_s"]

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -84,10 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--moto-transactions",
-        choices=["one-snapshot", "as-is"],
-        default="one-snapshot",
-        help="server mode: start moto_server with TransactWriteItems taking its rollback snapshot "
-        "once per table instead of once per item (same semantics; see MOTO_SERVER_ONE_SNAPSHOT)",
+        choices=["touched-items", "as-is"],
+        default="touched-items",
+        help="server mode: the local stack's moto (TransactWriteItems rollback copies the items it "
+        "touches; see recpipe.local.moto_app) or moto as-is (copies the whole table per item)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", dest="json_out", help="write the report here")
@@ -148,41 +147,8 @@ def free_port() -> int:
 #: 100,000 items, seconds per request — nothing like DynamoDB). The copies are taken before
 #: any change, so one per table is the same snapshot; the benchmark's moto_server is started
 #: with that memo (`--moto-transactions as-is` runs moto unchanged).
-MOTO_SERVER_ONE_SNAPSHOT = """
-import copy, sys, threading
-import moto.dynamodb.models as models
-from moto.server import main
-
-_memo = threading.local()
-
-class _Copy:
-    @staticmethod
-    def deepcopy(obj, memo=None):
-        cache = getattr(_memo, "tables", None)
-        if cache is None or type(obj).__name__ != "Table":
-            return copy.deepcopy(obj, memo)
-        if id(obj) not in cache:
-            cache[id(obj)] = copy.deepcopy(obj)
-        return cache[id(obj)]
-
-_transact = models.DynamoDBBackend.transact_write_items
-
-def transact_write_items(self, transact_items):
-    _memo.tables = {}
-    try:
-        return _transact(self, transact_items)
-    finally:
-        _memo.tables = None
-
-models.copy = _Copy
-models.DynamoDBBackend.transact_write_items = transact_write_items
-sys.argv[0] = "moto_server"
-sys.exit(main())
-"""
-
-
 @contextmanager
-def moto_backend(mode: str, *, one_snapshot: bool = True) -> Iterator[str]:
+def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
     """Yields a description; sets AWS_ENDPOINT_URL in server mode."""
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -194,38 +160,21 @@ def moto_backend(mode: str, *, one_snapshot: bool = True) -> Iterator[str]:
             os.environ.pop("AWS_ENDPOINT_URL")
             yield "moto in-process (mock_aws): DynamoDB/Kinesis CPU is spent in the updater process"
         return
-    port = free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    argv = [sys.executable, "-c", MOTO_SERVER_ONE_SNAPSHOT] if one_snapshot else [str(exe)]
-    proc = subprocess.Popen(
-        [*argv, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.05)
-        with patched_env(AWS_ENDPOINT_URL=url):
-            note = (
-                "; TransactWriteItems rollback snapshot taken once per table (moto copies the "
-                "table once per item)"
-                if one_snapshot
-                else "; moto unchanged"
-            )
-            yield f"moto_server subprocess at {url} (separate process, HTTP){note}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:  # moto still busy with a backlog of requests
-            proc.kill()
-            proc.wait(10)
+    from recpipe.local.moto_server import MotoServer
+
+    transactions = "touched-items" if touched_items else "as-is"
+    log = Path(tempfile.gettempdir()) / f"recpipe-bench-stream-moto-{os.getpid()}.log"
+    with (
+        MotoServer(log, env={"RECPIPE_MOTO_TRANSACTIONS": transactions}) as server,
+        patched_env(AWS_ENDPOINT_URL=server.url),
+    ):
+        note = (
+            "; TransactWriteItems rollback copies the items it touches (moto as-is copies "
+            "the whole table per item)"
+            if touched_items
+            else "; moto transactions as-is"
+        )
+        yield f"moto server at {server.url} (separate process, HTTP via {server.front}){note}"
 
 
 @dataclass
@@ -395,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         redis_srv = stack.enter_context(RedisServer(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
         report["aws_backend"] = stack.enter_context(
-            moto_backend(args.aws, one_snapshot=args.moto_transactions == "one-snapshot")
+            moto_backend(args.aws, touched_items=args.moto_transactions == "touched-items")
         )
         client = redis.Redis.from_url(redis_srv.url)
         report["redis"] = f"throw-away redis-server {client.info()['redis_version']}"

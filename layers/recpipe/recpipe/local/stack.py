@@ -14,15 +14,14 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recpipe.local.redis_server import INSTALL_HINT, RedisServer, RedisUnavailable, free_port
+from recpipe.local.moto_server import MotoServer, MotoUnavailable, child_pids, kill_leftovers
+from recpipe.local.redis_server import INSTALL_HINT, RedisServer, RedisUnavailable
 from recpipe.local.resources import (
     ARCHIVE_BUCKET,
     EVENT_STREAM,
@@ -126,6 +125,7 @@ def _terminate(pid: int | None, marker: str, timeout: float = 5.0) -> bool:
     if not _alive(pid, marker):
         return False
     assert pid is not None
+    workers = child_pids(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -138,6 +138,7 @@ def _terminate(pid: int | None, marker: str, timeout: float = 5.0) -> bool:
     else:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    kill_leftovers(workers)
     return True
 
 
@@ -157,19 +158,6 @@ def create_model_pointer(session: Any, template_path: Path, env_name: str) -> st
     except ssm.exceptions.ParameterNotFound:
         ssm.put_parameter(Name=name, Value=str(props.get("Value", "none")), Type="String")
     return name
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LocalStackError(f"moto server exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise LocalStackError(f"moto server did not answer at {url} within {timeout:.0f}s; see {log}")
 
 
 def redis_ping(url: str, timeout: float = 1.0) -> bool:
@@ -214,7 +202,7 @@ class LocalStack:
         self.template = template
         self.state: StackState | None = None
         self._redis: RedisServer | None = None
-        self._moto: subprocess.Popen[bytes] | None = None
+        self._moto: MotoServer | None = None
 
     @property
     def state_path(self) -> Path:
@@ -297,20 +285,12 @@ class LocalStack:
             raise LocalStackError(
                 "moto server is not installed: run `.venv/bin/pip install 'moto[server]'` (or `make venv`)"
             ) from None
-        port = free_port()
-        log = self.state_dir / "moto.log"
-        env = {**os.environ, **FAKE_CREDENTIALS}
-        with log.open("wb") as out:
-            self._moto = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=self.detach,
-            )
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(url, self._moto, 30.0, log)
+        self._moto = MotoServer(self.state_dir / "moto.log", detach=self.detach, env=FAKE_CREDENTIALS)
+        try:
+            url = self._moto.start()
+        except MotoUnavailable as exc:
+            raise LocalStackError(str(exc)) from None
+        assert self._moto.pid is not None
         return url, self._moto.pid
 
     def _environment(self, redis_url: str, moto_url: str, resources: dict[str, str]) -> dict[str, str]:
@@ -336,9 +316,7 @@ class LocalStack:
     def stop(self) -> None:
         """Stop what this object started, or (after `running()`) what the state file records."""
         if self._moto is not None:
-            _terminate(self._moto.pid, "moto", timeout=MOTO_STOP_S)
-            with contextlib.suppress(Exception):
-                self._moto.wait(1)
+            self._moto.stop(timeout=MOTO_STOP_S)
             self._moto = None
         if self._redis is not None:
             self._redis.stop()
