@@ -161,12 +161,14 @@ class RequestReader:
         calls: dict[str, Callable[[], Any]] = {}
         reads = Reads()
         cache, sessions, users, trending = self.candidates, self.sessions, self.users, self.trending
+        # The DynamoDB read is the slowest: submitted first, its SDK work (signing,
+        # serialisation) does not queue behind the Redis reads' for the GIL.
+        if users is not None:
+            calls[USER_FEATURES] = lambda: users.get(user_id)
         if cache is not None:
             calls[CANDIDATE_CACHE] = lambda: cache.get(user_id)
         if sessions is not None:
             calls[SESSION] = lambda: sessions.recent(user_id, SESSION_LIMIT)
-        if users is not None:
-            calls[USER_FEATURES] = lambda: users.get(user_id)
         if trending is not None:
             calls[TRENDING] = lambda: trending.top(now, TRENDING_LIMIT)
         for name in (CANDIDATE_CACHE, SESSION, USER_FEATURES, TRENDING):

@@ -127,7 +127,9 @@ def aws_dependencies(settings: Settings) -> Dependencies:
     # connection and the next call must open one (a TLS handshake in AWS). Tried equal to the
     # deadline (so a late answer is not parsed during assembly): no clear gain measured, and
     # more reconnects (docs/serving.md).
-    ddb = aws_client("dynamodb", settings, read_timeout_s=max(timeout_s, 0.05), attempts=1)
+    # No client-side parameter validation: the adapter builds every request itself, and it
+    # costs CPU on the request path.
+    ddb = aws_client("dynamodb", settings, read_timeout_s=max(timeout_s, 0.05), attempts=1, validate=False)
     return Dependencies(
         candidates=RedisCandidateCache(client, layout),
         sessions=RedisSessionStore(client, layout),
