@@ -43,6 +43,9 @@ class Settings(BaseModel):
     model_refresh_s: float = Field(60.0, alias="MODEL_REFRESH_S", ge=0)
     # Candidate pool size ranked per request (CF + session + trending, topped up with popularity).
     max_candidates: int = Field(500, alias="MAX_CANDIDATES", ge=10, le=5000)
+    # Leave out items the user already interacted with (training's replay never offers them,
+    # so the ranker never learnt to score them); false for "buy it again" style rails.
+    exclude_seen: bool = Field(True, alias="EXCLUDE_SEEN")
     # In-process content index directory (local stack; used when OPENSEARCH_URL is unset).
     content_index_dir: str | None = Field(None, alias="CONTENT_INDEX_DIR")
     # JWT mode: the user is the token's subject.

@@ -168,8 +168,8 @@ def test_request_exclusions_cart_and_category_filters(stack: Stack) -> None:
 
 def test_items_the_user_interacted_with_are_not_recommended(stack: Stack) -> None:
     user_id, features = stack.known_user()
-    online = stack.online()
-    online.recommender.exclude_seen = False
+    online = stack.online(EXCLUDE_SEEN="false")
+    assert not online.recommender.exclude_seen
     before = ids(stack.ask({"user_id": user_id, "k": 20}, online))
     # The user now looks at the top three (the live session; the stored history knows item 7).
     RedisSessionStore(stack.redis, KeyLayout(ENV)).append(
@@ -177,13 +177,13 @@ def test_items_the_user_interacted_with_are_not_recommended(stack: Stack) -> Non
     )
     seen = {r.item_id for r in features.recent} | set(before[:3])
     assert stack.items.item_ids[7] in seen
-    online.recommender.exclude_seen = True  # the default, as training's replay excludes them
+    online = stack.online()  # the default, as training's replay excludes them
     result = stack.ask({"user_id": user_id, "k": 20}, online)
     assert result.degraded == [] and len(result.items) == 20
     assert not seen & set(ids(result))
     assert set(before[3:]) & set(ids(result)), "the rest of the list stays"
     assert result.source_counts["session"] > 0, "what was seen still brings its neighbours"
-    assert stack.online().recommender.exclude_seen, "on by default"
+    assert online.recommender.exclude_seen, "on by default"
 
 
 def test_diversity_spreads_categories(stack: Stack) -> None:

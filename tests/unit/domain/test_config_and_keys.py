@@ -18,6 +18,9 @@ def test_settings_parse_and_fail_loudly_on_bad_values() -> None:
         load_settings({"REQUEST_BUDGET_MS": "-1"})
     with pytest.raises(ConfigError, match="AUTH_MODE"):
         load_settings({"AUTH_MODE": "NONE"})
+    assert load_settings({}).exclude_seen and not load_settings({"EXCLUDE_SEEN": "false"}).exclude_seen
+    with pytest.raises(ConfigError, match="EXCLUDE_SEEN"):
+        load_settings({"EXCLUDE_SEEN": "sometimes"})
 
 
 def test_keys_are_prefixed_by_environment_and_version() -> None:

@@ -182,6 +182,7 @@ def build_online_path(
         max_candidates=settings.max_candidates,
         budget_s=settings.request_budget_ms / 1000.0,
         read_timeout_s=timeout_s,
+        exclude_seen=settings.exclude_seen,
     )
     t_warm = time.perf_counter()
     if warm:
