@@ -50,7 +50,7 @@ class RandomProtocolConfig:
     seed: int = 42
     test_ratio: float = 0.25
     #: Ranker training carve-outs: (fraction kept for fitting, number of folds).
-    ranker_fit_ratio: float = 0.9
+    ranker_fit_ratio: float = 0.75
     ranker_folds: int = 3
     #: Tune the ranker on the validation split with the baselines' budget (else RANKER_DEFAULT).
     tune_ranker: bool = True
@@ -274,7 +274,9 @@ def _two_stage(
     report["candidate_stage"] = {m: round(v, 6) for m, v in candidate_recall.items()}
     report["config"]["two_stage"] = {
         "candidates": f"EASE top-{config.per_source} U ALS top-{config.per_source}, RRF order",
-        "ranker": "listwise MLP (2 relu layers, softmax cross-entropy), TensorFlow",
+        "ranker": f"listwise MLP (2 relu layers, softmax cross-entropy), TensorFlow, "
+        f"{ranker.members} seeds' logits summed",
+        "sequential": dict(stage.config.sequential),
         "ranker_training": f"{config.ranker_folds} carve-outs of the training part "
         f"({config.ranker_fit_ratio:.0%} fit / rest labels)",
         "ranker_params": ranker_params,
