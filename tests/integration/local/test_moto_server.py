@@ -162,3 +162,156 @@ def _client_kwargs() -> dict[str, str]:
         "aws_access_key_id": "testing",
         "aws_secret_access_key": "testing",
     }
+
+
+# ---- moto_app's fast paths: same answers as moto's own code --------------------------------------
+ALL_TYPES_ITEM: dict[str, Any] = {
+    "user_id": {"S": "u-ü"},
+    "empty": {"S": ""},
+    "n": {"N": "-12.50"},
+    "b": {"B": b"\x00\xffzlib"},
+    "ss": {"SS": ["a", "b"]},
+    "ns": {"NS": ["1", "2.5"]},
+    "bs": {"BS": [b"\x01", b"\x02"]},
+    "m": {"M": {"x": {"L": [{"N": "1"}, {"NULL": True}, {"BOOL": False}]}, "y": {"M": {}}}},
+    "l": {"L": []},
+    "t": {"BOOL": True},
+    "z": {"NULL": True},
+}
+
+
+def _moto_body(result: Any, operation: str, *, fast: bool) -> str:
+    """The response body moto serializes for `result` (a DynamoResult's input)."""
+    import moto.core.serialize as moto_serialize
+    from moto.core.utils import get_service_model
+    from moto.dynamodb.responses import DynamoResult
+    from recpipe.local import moto_app
+
+    model = get_service_model("dynamodb")
+    cls = moto_app.DynamoDBJSONSerializer if fast else moto_serialize.JSONSerializer
+    picker = moto_serialize.XFormedAttributePicker(response_transformers=None)
+    serializer = cls(operation_model=model.operation_model(operation), value_picker=picker)
+    return str(serializer.serialize(DynamoResult(result).result)["body"])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("operation", ["GetItem", "BatchGetItem", "Scan"])
+def test_the_attribute_value_serializer_writes_the_bytes_moto_writes(operation: str) -> None:
+    from moto.dynamodb.models.dynamo_type import Item
+    from recpipe.local import moto_app
+
+    assert moto_app.install_serializer_patch()
+    item = Item(ALL_TYPES_ITEM["user_id"], None, _wire(ALL_TYPES_ITEM))
+    attrs = item.describe_attrs(attributes=None)["Item"]
+    result: dict[str, Any] = {
+        "GetItem": {"Item": attrs},
+        "BatchGetItem": {"Responses": {"users": [attrs, attrs]}, "UnprocessedKeys": {}},
+        "Scan": {"Items": [attrs], "Count": 1, "ScannedCount": 1},
+    }[operation]
+    assert _moto_body(result, operation, fast=True) == _moto_body(result, operation, fast=False)
+
+
+def _wire(item: dict[str, Any]) -> dict[str, Any]:
+    """As moto receives an item: binary values base64 text."""
+    import base64
+
+    def conv(v: Any) -> Any:
+        ((kind, value),) = v.items()
+        if kind == "B":
+            return {"B": base64.b64encode(value).decode()}
+        if kind == "BS":
+            return {"BS": [base64.b64encode(x).decode() for x in value]}
+        if kind == "M":
+            return {"M": {k: conv(x) for k, x in value.items()}}
+        if kind == "L":
+            return {"L": [conv(x) for x in value]}
+        return v
+
+    return {k: conv(v) for k, v in item.items()}
+
+
+@pytest.mark.integration
+def test_every_attribute_type_round_trips_through_the_server(ddb: Any) -> None:
+    ddb.put_item(TableName="users", Item=ALL_TYPES_ITEM)
+    key = {"user_id": ALL_TYPES_ITEM["user_id"]}
+    got = ddb.get_item(TableName="users", Key=key, ConsistentRead=True)["Item"]
+    batch = ddb.batch_get_item(RequestItems={"users": {"Keys": [key]}})["Responses"]["users"]
+    expected = {k: _sets_as_sets(v) for k, v in ALL_TYPES_ITEM.items()}
+    assert {k: _sets_as_sets(v) for k, v in got.items()} == expected
+    assert [{k: _sets_as_sets(v) for k, v in i.items()} for i in batch] == [expected]
+
+
+def _sets_as_sets(v: dict[str, Any]) -> Any:
+    ((kind, value),) = v.items()
+    return (kind, frozenset(value)) if kind in ("SS", "NS", "BS") else v
+
+
+@pytest.mark.integration
+def test_cached_conditions_answer_like_fresh_ones(ddb: Any) -> None:
+    """The same expression with other values, names or items: each answer is its own."""
+    ddb.transact_write_items(TransactItems=[_put("users", {"user_id": f"u{i}"}, 1, None) for i in range(3)])
+    for _ in range(2):  # the second round is answered from the cache
+        with pytest.raises(ClientError) as err:
+            ddb.transact_write_items(
+                TransactItems=[_put("users", {"user_id": "u0"}, 2, 1), _put("users", {"user_id": "u1"}, 2, 7)]
+            )
+        codes = [r["Code"] for r in err.value.response["CancellationReasons"]]
+        assert codes == ["None", "ConditionalCheckFailed"]
+    ddb.transact_write_items(
+        TransactItems=[_put("users", {"user_id": "u0"}, 2, 1), _put("users", {"user_id": "u1"}, 2, 1)]
+    )
+    ddb.put_item(
+        TableName="users",
+        Item={"user_id": {"S": "u2"}, "version": {"N": "2"}},
+        ConditionExpression="#v = :expected",
+        ExpressionAttributeNames={"#v": "version"},
+        ExpressionAttributeValues={":expected": {"N": "1"}},
+    )
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+        ddb.put_item(
+            TableName="users",
+            Item={"user_id": {"S": "u2"}, "version": {"N": "3"}},
+            ConditionExpression="#v = :expected",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":expected": {"N": "1"}},
+        )
+    with pytest.raises(ClientError, match="ValidationException"):  # unused name: still refused
+        ddb.put_item(
+            TableName="users",
+            Item={"user_id": {"S": "u2"}, "version": {"N": "3"}},
+            ConditionExpression="version = :expected",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":expected": {"N": "2"}},
+        )
+    assert _versions(ddb)["users"] == [("u0", "2"), ("u1", "2"), ("u2", "2")]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("size", [404_000, 404_990, 405_000, 406_000])
+def test_the_one_pass_item_size_check_decides_like_moto(size: int) -> None:
+    """Same outcome (and the same attribute at fault) as LimitedSizeDict's per-insert re-sum."""
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from recpipe.local import moto_app
+
+    attrs = {"user_id": {"S": "u"}, "a": {"S": "x" * (size // 2)}, "b": {"S": "y" * (size - size // 2)}}
+
+    def moto_own() -> dict[str, Any] | str:
+        out = LimitedSizeDict()
+        try:
+            for key, value in attrs.items():
+                out[key] = DynamoType(value)
+        except ItemSizeTooLarge:
+            return f"too large at {len(out)}"
+        return dict(out)
+
+    def patched() -> dict[str, Any] | str:
+        item = Item.__new__(Item)
+        try:
+            moto_app._item_init(item, DynamoType(attrs["user_id"]), None, attrs)
+        except ItemSizeTooLarge:
+            return f"too large at {len(item.attrs)}"
+        assert type(item.attrs) is LimitedSizeDict
+        return dict(item.attrs)
+
+    assert patched() == moto_own()

@@ -1,13 +1,25 @@
 """The moto WSGI application the local stack serves (granian imports `app` from here).
 
-One change to moto's behaviour-free internals, applied on import: TransactWriteItems keeps its
-rollback copy of the items the transaction touches instead of a deep copy of every table it
-touches. moto 5 deep-copies the whole table per item of the transaction (72 ms for a
-1,000-user table, measured), which makes the local DynamoDB's transactions O(table size) while
-DynamoDB's are O(items). Outcomes are unchanged: a cancelled transaction still leaves every item
-as it was (tests/integration/local/test_moto_app.py checks it). Tables with a DynamoDB stream
-keep moto's own path, since the copy there also rolls back stream records.
-RECPIPE_MOTO_TRANSACTIONS=as-is serves moto unchanged (to compare).
+Changes to moto's behaviour-free internals, applied on import. Each keeps DynamoDB's (and
+moto's) answers exactly; tests/integration/local/test_moto_server.py checks each against moto.
+
+- Transactions (RECPIPE_MOTO_TRANSACTIONS=as-is turns it off): TransactWriteItems keeps its
+  rollback copy of the items the transaction touches instead of a deep copy of every table
+  it touches. moto 5 deep-copies the whole table per item of the transaction (72 ms for a
+  1,000-user table, measured), which makes the local DynamoDB's transactions O(table size)
+  while DynamoDB's are O(items). A cancelled transaction still leaves every item as it was.
+  When every action is a Put, the stored item objects are the copy (a Put replaces the
+  object, never changes it). Tables with a DynamoDB stream keep moto's own path, since the
+  copy there also rolls back stream records.
+- Fast paths (RECPIPE_MOTO_FAST_PATHS=as-is turns them off), measured on a 100-user
+  BatchGetItem + TransactWriteItems batch of the stream benchmark, ~43 -> ~21 ms of moto CPU:
+  - AttributeValue responses are serialized without moto's alias search for absent members
+    (identical bytes; `DynamoDBJSONSerializer`);
+  - parsed condition expressions are memoised on (expression, names, values): a
+    transaction's Put was parsed three times, and the parse is pure
+    (`CachedConditionExpressionParser`);
+  - an item's 400 KB check is one pass instead of a re-sum of the item per attribute (same
+    limit, same attribute at fault; `_item_init`).
 
 `python -m recpipe.local.moto_app -p PORT` serves the same app with werkzeug (moto's own dev
 server), the fallback when granian is not installed.
@@ -17,13 +29,18 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import moto.core.serialize as moto_serialize
+import moto.dynamodb.comparisons as ddb_comparisons
 import moto.dynamodb.models as ddb_models
+import moto.dynamodb.models.dynamo_type as ddb_dynamo_type
+import moto.dynamodb.responses as ddb_responses
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -66,8 +83,13 @@ def _key_of(table: Any, op_type: str, op: dict[str, Any]) -> tuple[DynamoType, D
 
 
 def _snapshot(backend: Any, transact_items: list[dict[str, Any]]) -> list[Saved] | None:
-    """Deep copies of the items the transaction may change; None = use moto's own path."""
+    """Copies of the items the transaction may change; None = use moto's own path.
+
+    A Put replaces the stored Item object and never changes it (Table.put_item builds a new
+    Item), so when every action is a Put the stored objects themselves are the rollback
+    copy; an Update changes an item in place, so any other action mix deep-copies."""
     saved: list[Saved] = []
+    only_puts = all(len(entry) == 1 and "Put" in entry for entry in transact_items)
     for entry in transact_items:
         if len(entry) != 1:
             return None
@@ -85,7 +107,7 @@ def _snapshot(backend: Any, transact_items: list[dict[str, Any]]) -> list[Saved]
             current = table.items.get(hash_key)
         else:
             current = table.items.get(hash_key, {}).get(range_key)
-        saved.append((table, hash_key, range_key, copy.deepcopy(current)))
+        saved.append((table, hash_key, range_key, current if only_puts else copy.deepcopy(current)))
     return saved
 
 
@@ -115,6 +137,30 @@ def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Non
             raise
 
 
+def _item_init(self: Any, hash_key: DynamoType, range_key: DynamoType | None, attrs: dict[str, Any]) -> None:
+    """moto's Item.__init__ with its 400 KB check done in one pass.
+
+    moto inserts each attribute through LimitedSizeDict.__setitem__, which re-sums the sizes
+    of every attribute already inserted: O(attributes^2) per item written. The running sum
+    here makes the same decision at the same attribute (sizes of keys and values, limit
+    405,000 bytes, ItemSizeTooLarge) and leaves the same LimitedSizeDict, whose later
+    changes (UpdateItem) keep moto's own check."""
+    self.hash_key = hash_key
+    self.range_key = range_key
+    self.attrs = item_attrs = ddb_dynamo_type.LimitedSizeDict()
+    total = 0
+    for key, value in attrs.items():
+        attr = DynamoType(value)
+        total += ddb_dynamo_type.bytesize(key) + attr.size()
+        if total > ITEM_SIZE_LIMIT:
+            raise ddb_dynamo_type.ItemSizeTooLarge
+        dict.__setitem__(item_attrs, key, attr)
+
+
+#: moto's LimitedSizeDict limit (DynamoDB's 400 KB, as moto measures it).
+ITEM_SIZE_LIMIT = 405000
+
+
 def install_transaction_patch() -> bool:
     """Idempotent. False (moto left as-is) when moto's internals are not the ones this was
     written against (moto 5.x): a changed moto stays slow rather than becoming wrong."""
@@ -125,8 +171,133 @@ def install_transaction_patch() -> bool:
     return True
 
 
+#: The members of DynamoDB's AttributeValue structure (botocore's service model).
+ATTRIBUTE_VALUE_MEMBERS = ("S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL")
+_ATTRIBUTE_VALUE_KEYS = frozenset(ATTRIBUTE_VALUE_MEMBERS)
+
+
+class DynamoDBJSONSerializer(moto_serialize.JSONSerializer):
+    """moto's JSON response serializer, with a direct path for AttributeValue dicts.
+
+    moto finds each member of a response structure through an "attribute picker" that tries
+    up to a dozen aliases per member (class-name prefixes, snake_case...) before concluding the
+    member is absent. An AttributeValue has ten members and one present, and a 100-item
+    BatchGetItem response holds ~1,000 of them: the picker was ~60 ms of a ~65 ms response.
+    For a plain dict whose keys are all AttributeValue member names, none of those aliases
+    can name another member (they are the shape names `StringAttributeValue`..., their
+    snake_case forms, and lower-case forms of the key), so the picker's answer is `dict.get`.
+    Every member is then serialized by moto's own code (same order, same per-type methods),
+    so the response bytes are identical (tests/integration/local/test_moto_server.py compares
+    them with moto's path for every attribute type). Anything else takes moto's path."""
+
+    def _serialize_type_structure(self, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if (
+            type(value) is dict
+            and shape.name == "AttributeValue"
+            and value.keys() <= _ATTRIBUTE_VALUE_KEYS
+            and not getattr(self._value_picker, "response_transformers", None)
+        ):
+            wrapper: Any = self.MAP_TYPE() if key else serialized
+            for member_key, member_shape in shape.members.items():
+                member_shape.parent = shape  # as moto's loop does (its aliases read it)
+                member_value = value.get(member_key)
+                if member_value is not None:
+                    self._serialize(wrapper, member_value, member_shape, member_key)
+            if key:
+                self._default_serialize(serialized, wrapper, shape, key)
+            return
+        super()._serialize_type_structure(serialized, value, shape, key)
+
+
+#: Parsed condition expressions kept (distinct expression + names + values).
+CONDITION_CACHE_SIZE = 4096
+_condition_cache: dict[str, tuple[Any, list[str], list[str]]] = {}
+
+
+class CachedConditionExpressionParser(ddb_comparisons.ConditionExpressionParser):
+    """moto's condition parser, memoised on (expression, names, values).
+
+    moto parses a TransactWriteItems Put's ConditionExpression three times (request
+    validation, the transaction's own check, then put_item), ~0.1 ms each, and the parse
+    is a pure function of those three inputs. The tree it returns is only evaluated
+    (`Op.expr(item)` reads the item and its own fields; nothing mutates a node after
+    construction), so one tree serves every request with equal inputs. Only successful
+    parses are kept: an invalid expression raises on every request, as before. Inputs that
+    are not JSON values are never cached."""
+
+    def parse(self) -> Any:
+        try:
+            key = json.dumps(
+                [
+                    self.condition_expression,
+                    self.expression_attribute_names,
+                    self.expression_attribute_values,
+                ],
+                sort_keys=True,
+            )
+        except (TypeError, ValueError):
+            return super().parse()
+        hit = _condition_cache.get(key)
+        if hit is None:
+            op = super().parse()
+            if len(_condition_cache) >= CONDITION_CACHE_SIZE:
+                _condition_cache.clear()  # rare (the updater uses a handful of versions)
+            _condition_cache[key] = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            return op
+        op, names_found, values_found = hit
+        self.expr_attr_names_found.extend(names_found)
+        self.expr_attr_values_found.extend(values_found)
+        return op
+
+
+def _cached_condition_parser(
+    expr: str | None, names: dict[str, str] | None, values: dict[str, dict[str, str]] | None
+) -> ddb_comparisons.ConditionExpressionParser:
+    return CachedConditionExpressionParser(expr, names, values)
+
+
+def install_condition_cache() -> bool:
+    """Idempotent. False (moto left as-is) when moto's parser factory is not where it was."""
+    factory = "create_condition_expression_parser"
+    modules = (ddb_comparisons, ddb_models, ddb_responses)  # the latter two import it by name
+    if not all(hasattr(m, factory) for m in modules):
+        return False
+    for module in modules:
+        setattr(module, factory, _cached_condition_parser)
+    return True
+
+
+def install_item_size_check() -> bool:
+    """Idempotent. False (moto left as-is) when Item/LimitedSizeDict are not as expected."""
+    needed = ("Item", "LimitedSizeDict", "ItemSizeTooLarge", "bytesize")
+    if not all(hasattr(ddb_dynamo_type, name) for name in needed):
+        return False
+    ddb_dynamo_type.Item.__init__ = _item_init  # type: ignore[method-assign]
+    return True
+
+
+def install_serializer_patch() -> bool:
+    """Idempotent. False (moto left as-is) when moto's serializer registry or botocore's
+    AttributeValue shape are not the ones the fast path was checked against."""
+    import botocore.session
+
+    registry = getattr(moto_serialize, "SERVICE_SPECIFIC_SERIALIZERS", None)
+    ours = {"json": DynamoDBJSONSerializer}
+    if not isinstance(registry, dict) or registry.get("dynamodb", ours) != ours:
+        return False
+    shape = botocore.session.get_session().get_service_model("dynamodb").shape_for("AttributeValue")
+    if tuple(getattr(shape, "members", ())) != ATTRIBUTE_VALUE_MEMBERS:
+        return False
+    registry["dynamodb"] = {"json": DynamoDBJSONSerializer}
+    return True
+
+
 if os.environ.get("RECPIPE_MOTO_TRANSACTIONS", "touched-items") != "as-is":
     install_transaction_patch()
+if os.environ.get("RECPIPE_MOTO_FAST_PATHS", "on") != "as-is":
+    install_serializer_patch()
+    install_condition_cache()
+    install_item_size_check()
 app = DomainDispatcherApplication(create_backend_app)
 
 
