@@ -1,0 +1,125 @@
+"""Faster botocore (de)serialisation of DynamoDB AttributeValues for the updater's client.
+
+botocore turns request parameters into JSON and responses back by walking the service model
+shape by shape, one Python call per node. A 100-user TransactWriteItems is ~4,000 such nodes
+(each user item is 8 AttributeValues inside a Put) and cost ~5 ms of updater CPU to
+serialise; the BatchGetItem response ~2 ms to parse (measured on the stream benchmark's
+items), together about a quarter of the updater's CPU per event. An AttributeValue is
+already in wire form except its binary members (base64 on the wire), so the subclasses here
+convert whole AttributeValues directly and leave every other shape to botocore. Same output:
+tests/unit/stream/test_dynamodb_codec.py compares request bodies and parsed responses with
+botocore's own classes for every attribute type. Anything unexpected (an unknown member, an
+empty or multi-member value, a non-dict) takes botocore's path, which reports it as before.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from botocore.parsers import JSONParser, ResponseParserFactory
+from botocore.serialize import JSONSerializer
+
+_SCALARS = frozenset({"S", "N", "NULL", "BOOL"})
+_MEMBERS = frozenset({"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"})
+
+
+class _NotFast(Exception):
+    """The value is not a plain AttributeValue: let botocore handle it."""
+
+
+def _b64(value: Any) -> str:
+    # botocore's Serializer._get_base64
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return base64.b64encode(value).strip().decode("utf-8")
+
+
+def attribute_to_wire(value: Any) -> dict[str, Any]:
+    if type(value) is not dict or len(value) != 1:
+        raise _NotFast
+    ((kind, inner),) = value.items()
+    if kind in _SCALARS or kind in ("SS", "NS"):
+        # Strings, numbers and booleans are serialised as they are (botocore's default).
+        return {kind: list(inner) if kind in ("SS", "NS") else inner}
+    if kind == "B":
+        return {kind: _b64(inner)}
+    if kind == "M":
+        return {kind: {k: attribute_to_wire(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {kind: [attribute_to_wire(v) for v in inner]}
+    if kind == "BS":
+        return {kind: [_b64(v) for v in inner]}
+    raise _NotFast
+
+
+def attribute_from_wire(value: Any) -> dict[str, Any]:
+    if type(value) is not dict or len(value) != 1:
+        raise _NotFast
+    ((kind, inner),) = value.items()
+    if kind not in _MEMBERS or inner is None:
+        raise _NotFast
+    if kind in _SCALARS:
+        return {kind: inner}
+    if kind == "B":
+        return {kind: base64.b64decode(inner)}
+    if kind in ("SS", "NS"):
+        if any(v is None for v in inner):
+            raise _NotFast
+        return {kind: list(inner)}
+    if kind == "M":
+        return {kind: {k: attribute_from_wire(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {kind: [attribute_from_wire(v) for v in inner]}
+    if any(v is None for v in inner):  # BS
+        raise _NotFast
+    return {kind: [base64.b64decode(v) for v in inner]}
+
+
+class AttributeValueSerializer(JSONSerializer):
+    def _serialize_type_structure(self, serialized: Any, value: Any, shape: Any, key: Any) -> None:
+        if shape.name == "AttributeValue" and key is not None:
+            try:
+                serialized[key] = attribute_to_wire(value)
+                return
+            except _NotFast:
+                pass
+        super()._serialize_type_structure(serialized, value, shape, key)  # type: ignore[misc]
+
+
+class AttributeValueParser(JSONParser):
+    def _handle_structure(self, shape: Any, value: Any) -> Any:
+        if shape.name == "AttributeValue":
+            try:
+                return attribute_from_wire(value)
+            except _NotFast:
+                pass
+        return super()._handle_structure(shape, value)  # type: ignore[misc]
+
+
+class _ParserFactory(ResponseParserFactory):
+    def create_parser(self, protocol_name: str) -> Any:
+        if protocol_name == "json" and not getattr(self, "_defaults", None):
+            return AttributeValueParser()
+        return super().create_parser(protocol_name)
+
+
+def install(client: Any) -> bool:
+    """Give a botocore DynamoDB client (built without parameter validation) the faster
+    serializer and parser. False, client unchanged, when its internals are not the ones
+    this was checked against."""
+    endpoint = getattr(client, "_endpoint", None)
+    factory = getattr(endpoint, "_response_parser_factory", None)
+    serializer = getattr(client, "_serializer", None)
+    if (
+        client.meta.service_model.service_name != "dynamodb"
+        or type(serializer) is not JSONSerializer
+        or type(factory) is not ResponseParserFactory
+        or getattr(factory, "_defaults", None)
+    ):
+        return False
+    fast = AttributeValueSerializer()
+    fast.__dict__.update(serializer.__dict__)
+    client._serializer = fast
+    endpoint._response_parser_factory = _ParserFactory()  # type: ignore[union-attr]
+    return True

@@ -1,0 +1,132 @@
+"""recpipe.stream.dynamodb_codec: the updater's faster AttributeValue (de)serialisation gives
+exactly what botocore's own serializer and parser give."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.parsers import create_parser
+from botocore.serialize import create_serializer
+from recpipe.stream import dynamodb_codec
+
+pytestmark = pytest.mark.unit
+
+ITEM: dict[str, Any] = {
+    "user_id": {"S": "u-ü"},
+    "empty": {"S": ""},
+    "n": {"N": "-12.50"},
+    "b": {"B": b"\x00\xffzlib"},
+    "b_text": {"B": "text is encoded"},
+    "ss": {"SS": ["a", "b"]},
+    "ns": {"NS": ["1", "2.5"]},
+    "bs": {"BS": [b"\x01", b"\x02"]},
+    "m": {"M": {"x": {"L": [{"N": "1"}, {"NULL": True}, {"BOOL": False}]}, "y": {"M": {}}}},
+    "l": {"L": []},
+    "t": {"BOOL": True},
+    "z": {"NULL": True},
+}
+
+
+def _client() -> Any:
+    return boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(parameter_validation=False),
+    )
+
+
+def _operation(name: str) -> Any:
+    return _client().meta.service_model.operation_model(name)
+
+
+def _requests() -> list[tuple[str, dict[str, Any]]]:
+    put = {
+        "TableName": "t",
+        "Item": ITEM,
+        "ConditionExpression": "version = :v",
+        "ExpressionAttributeValues": {":v": {"N": "3"}},
+    }
+    return [
+        ("TransactWriteItems", {"TransactItems": [{"Put": put}, {"Put": put}], "ClientRequestToken": "tok"}),
+        ("PutItem", put),
+        (
+            "BatchGetItem",
+            {"RequestItems": {"t": {"Keys": [{"user_id": {"S": "a"}}], "ConsistentRead": True}}},
+        ),
+        # Not plain AttributeValues: botocore's path (and botocore's outcome).
+        ("PutItem", {"TableName": "t", "Item": {"a": {}, "b": {"S": "x", "N": "1"}, "c": {"M": {"d": {}}}}}),
+    ]
+
+
+@pytest.mark.parametrize(("operation", "params"), _requests())
+def test_request_bodies_are_botocores(operation: str, params: dict[str, Any]) -> None:
+    op = _operation(operation)
+    ours = dynamodb_codec.AttributeValueSerializer().serialize_to_request(params, op)
+    theirs = create_serializer("json", include_validation=False).serialize_to_request(params, op)
+    assert ours == theirs
+
+
+def _wire(item: dict[str, Any]) -> dict[str, Any]:
+    def conv(v: Any) -> Any:
+        ((kind, value),) = v.items()
+        if kind == "B":
+            return {"B": base64.b64encode(value if isinstance(value, bytes) else value.encode()).decode()}
+        if kind == "BS":
+            return {"BS": [base64.b64encode(x).decode() for x in value]}
+        if kind == "M":
+            return {"M": {k: conv(x) for k, x in value.items()}}
+        if kind == "L":
+            return {"L": [conv(x) for x in value]}
+        return v
+
+    return {k: conv(v) for k, v in item.items()}
+
+
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        ("BatchGetItem", {"Responses": {"t": [_wire(ITEM), _wire(ITEM)]}, "UnprocessedKeys": {}}),
+        ("GetItem", {"Item": _wire(ITEM)}),
+        ("GetItem", {"Item": {"a": {"S": "x"}, "gap": {"L": [None, {"S": "y"}]}, "m": {"M": {"k": None}}}}),
+        ("GetItem", {"Item": {"a": {"S": "x"}, "ss": {"SS": ["a", None]}, "bs": {"BS": [None]}}}),
+    ],
+)
+def test_parsed_responses_are_botocores(operation: str, body: dict[str, Any]) -> None:
+    op = _operation(operation)
+    response = {"status_code": 200, "headers": {}, "body": json.dumps(body).encode()}
+    ours = dynamodb_codec.AttributeValueParser().parse(dict(response), op.output_shape)
+    theirs = create_parser("json").parse(dict(response), op.output_shape)
+    assert ours == theirs
+
+
+def test_an_attribute_value_with_two_members_fails_as_in_botocore() -> None:
+    op = _operation("GetItem")
+    response = {"status_code": 200, "headers": {}, "body": b'{"Item": {"a": {"S": "x", "N": "1"}}}'}
+    outcomes = []
+    for parser in (dynamodb_codec.AttributeValueParser(), create_parser("json")):
+        try:
+            outcomes.append(parser.parse(dict(response), op.output_shape))
+        except Exception as exc:  # whatever botocore does, the fast parser does
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_install_swaps_only_a_dynamodb_client_it_recognises() -> None:
+    client = _client()
+    assert dynamodb_codec.install(client)
+    assert isinstance(client._serializer, dynamodb_codec.AttributeValueSerializer)
+    assert not dynamodb_codec.install(client)  # already swapped: left as it is
+    validating = boto3.client(
+        "dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    assert not dynamodb_codec.install(validating)  # parameter validation wraps the serializer
+    sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    assert not dynamodb_codec.install(sqs)
