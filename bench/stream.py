@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--write-workers", type=int, default=16, help="concurrent per-user writes")
     parser.add_argument(
+        "--chunk-workers",
+        type=int,
+        default=0,
+        help="chunks of 100 users in flight at once (default: the updater's UPDATER_CHUNK_WORKERS)",
+    )
+    parser.add_argument(
         "--write-modes",
         default="transact,item",
         help="USER_FEATURES_WRITE_MODE values to run against DynamoDB, comma-separated; the first "
@@ -364,6 +370,10 @@ def run(args: argparse.Namespace) -> int:
         settings.cache_clear()
         layout = KeyLayout("bench")
         categories = workload.categories.get
+        from recpipe.stream.wiring import UPDATER_CHUNK_WORKERS, updater_dynamodb_client
+
+        chunk_workers = args.chunk_workers or UPDATER_CHUNK_WORKERS
+        report["config"]["chunk_workers"] = chunk_workers
 
         def updater_with(store: Any, write_workers: int, write_mode: str) -> FeatureUpdater:
             return FeatureUpdater(
@@ -375,9 +385,8 @@ def run(args: argparse.Namespace) -> int:
                 # Transactions carry a chunk's users in one request: no writer threads needed.
                 write_workers=write_workers if write_mode == "item" else 1,
                 write_mode=write_mode,
+                chunk_workers=chunk_workers,
             )
-
-        from recpipe.stream.wiring import updater_dynamodb_client
 
         # The updater's own client (build_updater), so its client-side tuning is what is measured.
         ddb = updater_dynamodb_client(settings(), write_workers=args.write_workers)

@@ -275,3 +275,55 @@ def test_transact_mode_needs_a_store_with_put_many() -> None:
             InMemoryFailureSink(),
             write_mode="transact",
         )  # type: ignore[arg-type]
+
+
+def _chunked_world(chunk_workers: int) -> World:
+    world = World(write_mode="transact")
+    world.updater = FeatureUpdater(
+        world.users,
+        world.sessions,
+        world.trending,
+        world.failures,
+        lambda item: CATEGORIES.get(item, ()),
+        write_mode="transact",
+        chunk_workers=chunk_workers,
+        clock=lambda: NOW,
+    )
+    return world
+
+
+def test_chunks_in_flight_together_give_the_sequential_outcome() -> None:
+    """350 users (4 chunks), several events each, a redelivered range and a throttled user."""
+    bodies = [ev(f"e{i}", f"u{i % 350}", f"m{1 + i % 3}", ts=NOW - 1000 + i) for i in range(1000)]
+    outcomes = []
+    for workers in (1, 3):
+        world = _chunked_world(workers)
+        world.updater.process(records(*bodies[:400]))
+        world.users.fail_users["u123"] = RetryableError("throttled")
+        result = world.updater.process(records(*bodies[300:], start=301))
+        outcomes.append(
+            (
+                result,
+                {u: strip_version(f) for u, f in world.users.items.items()},
+                world.sessions.sessions,
+                world.trending.buckets,
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    result = outcomes[1][0]
+    assert result.failed == [f"{n:05d}" for n in range(301, 1001) if (n - 1) % 350 == 123]
+    assert result.duplicates == 100 and result.retryable == 2
+
+
+def test_chunks_started_after_the_time_ran_out_are_returned_unprocessed() -> None:
+    world = _chunked_world(2)
+    started = {"n": 0}
+
+    def remaining() -> int:
+        started["n"] += 1  # transact mode asks once per chunk start and once per attempt
+        return 10_000 if world.users.batch_puts == 0 else 100
+
+    result = world.updater.process(records(*(ev(f"e{i}", f"u{i}", "m1") for i in range(450))), remaining)
+    written = len(world.users.items)
+    assert written in (100, 200)  # the chunks already in flight when the first write landed
+    assert result.unprocessed == 450 - written and len(result.failed) == 450 - written

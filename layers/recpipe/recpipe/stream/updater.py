@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +84,10 @@ class UpdateResult:
         return {"batchItemFailures": [{"itemIdentifier": s} for s in self.failed]}
 
 
+#: A user's outcome: its counts, the error to return its records for, or None (out of time).
+_Outcome = UpdateResult | DependencyError | None
+
+
 @dataclass(slots=True)
 class _UserWork:
     events: list[Event] = field(default_factory=list)
@@ -128,6 +132,7 @@ class FeatureUpdater:
         min_remaining_ms: int = MIN_REMAINING_MS,
         write_workers: int = 1,
         write_mode: str = "item",
+        chunk_workers: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if write_mode not in WRITE_MODES:
@@ -146,6 +151,9 @@ class FeatureUpdater:
         self._clock = clock
         self._executor = (
             ThreadPoolExecutor(write_workers, thread_name_prefix="user-writes") if write_workers > 1 else None
+        )
+        self._chunk_executor = (
+            ThreadPoolExecutor(chunk_workers, thread_name_prefix="user-chunks") if chunk_workers > 1 else None
         )
 
     def process(
@@ -176,21 +184,9 @@ class FeatureUpdater:
 
         done: list[_UserWork] = []
         users = list(work)
-        for start in range(0, len(users), USERS_PER_READ):
-            chunk = users[start : start + USERS_PER_READ]
-            if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
-                for u in users[start:]:
-                    failed.update(work[u].sequence_numbers)
-                    result.unprocessed += len(work[u].sequence_numbers)
-                break
-            try:
-                states = self._users.get_many(chunk)
-            except DependencyError:
-                for u in chunk:
-                    failed.update(work[u].sequence_numbers)
-                    result.retryable += len(work[u].sequence_numbers)
-                continue
-            for u, outcome in self._apply_all(chunk, states, work, remaining_ms):
+        chunks = [users[start : start + USERS_PER_READ] for start in range(0, len(users), USERS_PER_READ)]
+        for outcomes in self._run_chunks(chunks, work, remaining_ms):
+            for u, outcome in outcomes:
                 if outcome is None:  # skipped: out of time
                     failed.update(work[u].sequence_numbers)
                     result.unprocessed += len(work[u].sequence_numbers)
@@ -214,20 +210,53 @@ class FeatureUpdater:
         result.failed = [r.sequence_number for r in records if r.sequence_number in failed]
         return result
 
+    def _run_chunks(
+        self,
+        chunks: list[list[str]],
+        work: Mapping[str, _UserWork],
+        remaining_ms: Callable[[], int] | None,
+    ) -> Iterator[list[tuple[str, _Outcome]]]:
+        """Each chunk's read-fold-write, in chunk order. With chunk workers, up to that many
+        chunks are in flight at once: their users are distinct (a user's events are all in one
+        chunk), so while one chunk waits on DynamoDB another is folded and encoded."""
+        if self._chunk_executor is None or len(chunks) == 1:
+            for i, chunk in enumerate(chunks):
+                if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
+                    yield [(u, None) for c in chunks[i:] for u in c]
+                    return
+                yield self._run_chunk(chunk, work, remaining_ms)
+            return
+
+        def run(chunk: list[str]) -> list[tuple[str, _Outcome]]:
+            if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
+                return [(u, None) for u in chunk]
+            return self._run_chunk(chunk, work, remaining_ms)
+
+        yield from self._chunk_executor.map(run, chunks)
+
+    def _run_chunk(
+        self, chunk: list[str], work: Mapping[str, _UserWork], remaining_ms: Callable[[], int] | None
+    ) -> list[tuple[str, _Outcome]]:
+        try:
+            states = self._users.get_many(chunk)
+        except DependencyError as exc:
+            return [(u, exc) for u in chunk]
+        return self._apply_all(chunk, states, work, remaining_ms)
+
     def _apply_all(
         self,
         chunk: list[str],
         states: Mapping[str, UserFeatures],
         work: Mapping[str, _UserWork],
         remaining_ms: Callable[[], int] | None,
-    ) -> list[tuple[str, UpdateResult | DependencyError | None]]:
+    ) -> list[tuple[str, _Outcome]]:
         """Per-user read-modify-write; users are independent items, so they run concurrently
         (the calls are I/O bound: ~5 ms each in DynamoDB, a batch has up to 100s of users).
         The time budget is checked per user: slow, retried writes can eat a whole chunk's time."""
         if self._batch_writer is not None:
             return self._apply_batched(self._batch_writer, chunk, states, work, remaining_ms)
 
-        def one(u: str) -> tuple[str, UpdateResult | DependencyError | None]:
+        def one(u: str) -> tuple[str, _Outcome]:
             if remaining_ms is not None and remaining_ms() < self._min_remaining_ms:
                 return u, None
             outcome = UpdateResult()
@@ -248,7 +277,7 @@ class FeatureUpdater:
         states: Mapping[str, UserFeatures],
         work: Mapping[str, _UserWork],
         remaining_ms: Callable[[], int] | None,
-    ) -> list[tuple[str, UpdateResult | DependencyError | None]]:
+    ) -> list[tuple[str, _Outcome]]:
         """The chunk's users folded and written in one put_many (one transaction per 100 users);
         the users that lost a write race are re-read together and re-applied, as in `_apply`."""
         current: dict[str, UserFeatures | None] = {u: states.get(u) for u in chunk}
