@@ -48,6 +48,32 @@ def test_session_is_newest_first_bounded_and_duplicate_free(client: redis.Redis)
     assert 0 < client.ttl(KeyLayout("t").session("u1")) <= 1800
 
 
+def test_a_batch_of_users_is_appended_like_one_user_at_a_time(client: redis.Redis) -> None:
+    """append_many (one Lua script) gives every user what append gives: more entries than one
+    ZADD takes (250), a repeated entry, an empty list, the bound and the TTL."""
+    batch, fake = RedisSessionStore(client, KeyLayout("t")), InMemorySessionStore()
+    many = [SessionEntry(f"i{n}", "view", NOW + n * 0.001) for n in range(250)]
+    by_user = {
+        "a": many,
+        "b": [
+            SessionEntry("x", "click", NOW),
+            SessionEntry("x", "click", NOW),
+            SessionEntry("y", "view", NOW + 1),
+        ],
+        "c": [],
+        "d": [SessionEntry("z", "purchase", NOW - 7)],
+    }
+    batch.append_many(by_user)
+    fake.append_many(by_user)
+    for user in by_user:
+        assert batch.recent(user, limit=1000) == fake.recent(user, limit=1000)
+    assert len(batch.recent("a", limit=1000)) == SESSION_MAX_ITEMS
+    assert client.zcard(KeyLayout("t").session("b")) == 2
+    assert not client.exists(KeyLayout("t").session("c"))
+    assert 0 < client.ttl(KeyLayout("t").session("d")) <= 1800
+    batch.append_many({})  # nothing to write: no round trip, no error
+
+
 def test_trending_counts_each_event_once_and_normalises(client: redis.Redis) -> None:
     store = RedisTrendingStore(client, KeyLayout("t"), clock=lambda: NOW)
     fake = InMemoryTrendingStore(clock=lambda: NOW)
