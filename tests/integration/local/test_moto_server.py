@@ -315,3 +315,30 @@ def test_the_one_pass_item_size_check_decides_like_moto(size: int) -> None:
         return dict(item.attrs)
 
     assert patched() == moto_own()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("operation", ["TransactWriteItems", "PutItem", "BatchGetItem"])
+def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str) -> None:
+    import json
+
+    import moto.core.parse as moto_parse
+    from moto.core.utils import get_service_model
+    from recpipe.local import moto_app
+
+    assert moto_app.install_request_parser()
+    wire = _wire(ALL_TYPES_ITEM)
+    odd = {"empty": {}, "two": {"S": "x", "N": "1"}, "null_s": {"S": None}, "m": {"M": {"k": {}}}}
+    put = {"TableName": "users", "Item": wire | odd, "ExpressionAttributeValues": {":v": {"N": "1"}}}
+    body = {
+        "TransactWriteItems": {
+            "TransactItems": [{"Put": put}, {"Put": {"TableName": "users", "Item": wire}}]
+        },
+        "PutItem": put,
+        "BatchGetItem": {"RequestItems": {"users": {"Keys": [{"user_id": {"S": "a"}}, wire]}}},
+    }[operation]
+    request: Any = {"body": json.dumps(body).encode(), "headers": {}, "method": "POST", "url_path": "/"}
+    model = get_service_model("dynamodb").operation_model(operation)
+    ours = moto_app.DynamoDBJSONParser(model).parse(dict(request))
+    theirs = moto_parse.JSONParser(model).parse(dict(request))
+    assert ours == theirs
