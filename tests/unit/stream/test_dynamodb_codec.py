@@ -130,3 +130,29 @@ def test_install_swaps_only_a_dynamodb_client_it_recognises() -> None:
     assert not dynamodb_codec.install(validating)  # parameter validation wraps the serializer
     sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     assert not dynamodb_codec.install(sqs)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"Put": {"TableName": "t", "Item": ITEM}}] * 3,
+        [
+            {"Put": {"TableName": "a", "Item": ITEM}},
+            {"Delete": {"TableName": "b", "Key": {}}},
+            {"Update": {"TableName": "a", "Key": {}}},
+            {"ConditionCheck": {"TableName": "c", "Key": {}}},
+        ],
+        [{"Put": {"Item": ITEM}}, {"Put": {"TableName": "t"}, "Delete": {"TableName": "u"}}, {}],
+        [{"Put": "not a dict"}],
+        [],
+    ],
+)
+def test_the_transaction_resource_list_is_botocores(items: list[Any]) -> None:
+    import jmespath
+
+    op = _operation("TransactWriteItems")
+    path = op.operation_context_parameters["ResourceArnList"]["path"]
+    cache = dynamodb_codec._ContextParamCache(lambda _name, _op, args: jmespath.search(path, args))
+    for _ in range(2):  # computed, then from the cache
+        got = cache("ResourceArnList", op, {"TransactItems": items, "ClientRequestToken": "x"})
+        assert got == jmespath.search(path, {"TransactItems": items})

@@ -10,11 +10,13 @@ convert whole AttributeValues directly and leave every other shape to botocore. 
 tests/unit/stream/test_dynamodb_codec.py compares request bodies and parsed responses with
 botocore's own classes for every attribute type. Anything unexpected (an unknown member, an
 empty or multi-member value, a non-dict) takes botocore's path, which reports it as before.
+The endpoint ruleset's ResourceArnList of a transaction is memoised (`_ContextParamCache`).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.parsers import JSONParser, ResponseParserFactory
@@ -97,6 +99,69 @@ class AttributeValueParser(JSONParser):
         return super()._handle_structure(shape, value)  # type: ignore[misc]
 
 
+#: TransactWriteItems' action names, the members its ResourceArnList expression reads.
+_TRANSACT_ACTIONS = ("ConditionCheck", "Put", "Delete", "Update")
+_ABSENT = object()
+
+
+def _transact_tables(call_args: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """Per transaction item, (action, TableName) of each action present: all that botocore's
+    ResourceArnList expression reads. None when a value is not what the API expects."""
+    items = call_args.get("TransactItems")
+    if type(items) is not list:
+        return None
+    key = []
+    for item in items:
+        if type(item) is not dict:
+            return None
+        found = []
+        for action in _TRANSACT_ACTIONS:
+            op = item.get(action, _ABSENT)
+            if op is _ABSENT:
+                continue
+            if type(op) is not dict:
+                return None
+            table = op.get("TableName", _ABSENT)
+            if not (table is _ABSENT or type(table) is str):
+                return None
+            found.append((action, table))
+        key.append(tuple(found))
+    return tuple(key)
+
+
+def _minimal_transact(key: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "TransactItems": [
+            {action: ({} if table is _ABSENT else {"TableName": table}) for action, table in item}
+            for item in key
+        ]
+    }
+
+
+class _ContextParamCache:
+    """botocore evaluates the endpoint ruleset's ResourceArnList parameter of every
+    TransactWriteItems with a JMESPath expression over all its items (~15 interpreter steps per
+    item: ~1 ms of a 100-item transaction). Its value depends only on each item's actions and
+    TableNames, so it is computed once per distinct such layout, by botocore itself on a copy
+    holding just those fields."""
+
+    def __init__(self, resolve: Any) -> None:
+        self._resolve = resolve
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, param_name: str, operation_model: Any, call_args: Any) -> Any:
+        if param_name == "ResourceArnList" and operation_model.name == "TransactWriteItems":
+            key = _transact_tables(call_args)
+            if key is not None:
+                if key not in self._cache:
+                    if len(self._cache) >= 256:
+                        self._cache.clear()
+                    self._cache[key] = self._resolve(param_name, operation_model, _minimal_transact(key))
+                value = self._cache[key]
+                return list(value) if isinstance(value, list) else value
+        return self._resolve(param_name, operation_model, call_args)
+
+
 class _ParserFactory(ResponseParserFactory):
     def create_parser(self, protocol_name: str) -> Any:
         if protocol_name == "json" and not getattr(self, "_defaults", None):
@@ -118,8 +183,13 @@ def install(client: Any) -> bool:
         or getattr(factory, "_defaults", None)
     ):
         return False
+    resolver = getattr(client, "_ruleset_resolver", None)
+    context_param = "_resolve_param_as_operation_context_param"
+    if resolver is None or not callable(getattr(resolver, context_param, None)):
+        return False
     fast = AttributeValueSerializer()
     fast.__dict__.update(serializer.__dict__)
     client._serializer = fast
     endpoint._response_parser_factory = _ParserFactory()  # type: ignore[union-attr]
+    setattr(resolver, context_param, _ContextParamCache(getattr(resolver, context_param)))
     return True
