@@ -97,6 +97,19 @@ def test_trending_counts_each_event_once_and_normalises(client: redis.Redis) -> 
     assert store.top(NOW, 1) == top[:1]
 
 
+def test_trending_counts_an_event_given_twice_in_one_call_once(client: redis.Redis) -> None:
+    store = RedisTrendingStore(client, KeyLayout("t"), clock=lambda: NOW)
+    hit = TrendingHit("e9", "a/b:c", NOW - 1, 1.5)
+    other_bucket = TrendingHit("e10", "a/b:c", NOW - TRENDING_BUCKET_S, 0.25)
+    assert store.add_once([hit, other_bucket, hit]) == 2
+    assert store.add_once([hit]) == 0
+    scores = [
+        client.zscore(KeyLayout("t").trending_bucket(int(h.ts // TRENDING_BUCKET_S)), h.item_id)
+        for h in (hit, other_bucket)
+    ]
+    assert scores == [1.5, 0.25]
+
+
 def test_user_features_round_trip_and_conflicts(table: DynamoDBUserFeatureStore) -> None:
     ev = parse_event(
         {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "add_to_cart", "ts": NOW}, now=NOW
