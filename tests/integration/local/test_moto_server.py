@@ -211,6 +211,21 @@ def test_the_attribute_value_serializer_writes_the_bytes_moto_writes(operation: 
     assert _moto_body(result, operation, fast=True) == _moto_body(result, operation, fast=False)
 
 
+@pytest.mark.unit
+def test_unusual_attribute_values_are_serialized_as_moto_does() -> None:
+    odd = {
+        "gap": {"L": [None, {"S": "x"}, {"M": {"k": {}}}]},
+        "sets": {"SS": ["x", ""]},
+        "bs": {"BS": [b"\x00", "text"]},
+        "empty": {},
+        "two": {"S": "x", "N": "1"},
+        "null_s": {"S": None},
+        "number": {"N": 5},
+    }
+    result = {"Item": odd}
+    assert _moto_body(result, "GetItem", fast=True) == _moto_body(result, "GetItem", fast=False)
+
+
 def _wire(item: dict[str, Any]) -> dict[str, Any]:
     """As moto receives an item: binary values base64 text."""
     import base64

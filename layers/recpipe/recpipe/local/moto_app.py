@@ -174,6 +174,10 @@ def install_transaction_patch() -> bool:
     return True
 
 
+class _NotPlain(Exception):
+    """Not a plain AttributeValue: moto's own code handles it."""
+
+
 #: The members of DynamoDB's AttributeValue structure (botocore's service model).
 ATTRIBUTE_VALUE_MEMBERS = ("S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL")
 _ATTRIBUTE_VALUE_KEYS = frozenset(ATTRIBUTE_VALUE_MEMBERS)
@@ -189,9 +193,10 @@ class DynamoDBJSONSerializer(moto_serialize.JSONSerializer):
     For a plain dict whose keys are all AttributeValue member names, none of those aliases
     can name another member (they are the shape names `StringAttributeValue`..., their
     snake_case forms, and lower-case forms of the key), so the picker's answer is `dict.get`.
-    Every member is then serialized by moto's own code (same order, same per-type methods),
-    so the response bytes are identical (tests/integration/local/test_moto_server.py compares
-    them with moto's path for every attribute type). Anything else takes moto's path."""
+    A one-member value is converted directly (`_plain_attribute_value`, moto's per-type rules
+    inlined); other dicts are serialized member by member by moto's own code. The response
+    bytes are identical (tests/integration/local/test_moto_server.py compares them with
+    moto's path for every attribute type). Anything else takes moto's path."""
 
     def _serialize_type_structure(self, serialized: Any, value: Any, shape: Any, key: str) -> None:
         if (
@@ -200,6 +205,12 @@ class DynamoDBJSONSerializer(moto_serialize.JSONSerializer):
             and value.keys() <= _ATTRIBUTE_VALUE_KEYS
             and not getattr(self._value_picker, "response_transformers", None)
         ):
+            if key:
+                try:
+                    self._default_serialize(serialized, self._plain_attribute_value(value), shape, key)
+                    return
+                except _NotPlain:
+                    pass
             wrapper: Any = self.MAP_TYPE() if key else serialized
             for member_key, member_shape in shape.members.items():
                 member_shape.parent = shape  # as moto's loop does (its aliases read it)
@@ -210,6 +221,37 @@ class DynamoDBJSONSerializer(moto_serialize.JSONSerializer):
                 self._default_serialize(serialized, wrapper, shape, key)
             return
         super()._serialize_type_structure(serialized, value, shape, key)
+
+    def _plain_attribute_value(self, value: Any) -> dict[str, Any]:
+        """What the member loop above makes of a plain AttributeValue (one member, not null),
+        without a `_serialize` call per member: strings and numbers through moto's string rule,
+        binary through `_base64`, booleans as they are, lists and maps element by element as
+        BaseJSONSerializer does. _NotPlain for anything else (the loop handles it)."""
+        if type(value) is not dict or len(value) != 1:
+            raise _NotPlain
+        ((kind, inner),) = value.items()
+        if inner is None or kind not in _ATTRIBUTE_VALUE_KEYS:
+            raise _NotPlain
+        if kind in ("S", "N"):
+            return {kind: _moto_string(inner)}
+        if kind in ("NULL", "BOOL"):
+            return {kind: inner}
+        if kind == "B":
+            return {kind: self._base64(inner)}
+        if kind in ("SS", "NS"):
+            return {kind: [_moto_string(v) for v in inner]}
+        if kind == "BS":
+            if any(v is None for v in inner):
+                raise _NotPlain
+            return {kind: [self._base64(v) for v in inner]}
+        if kind == "M":
+            return {kind: {k: self._plain_attribute_value(v) for k, v in inner.items()}}
+        return {kind: [self._plain_attribute_value(v) for v in inner]}  # L
+
+
+def _moto_string(value: Any) -> Any:
+    # moto's JSON _serialize_type_string (enums aside: AttributeValues hold plain values)
+    return str(value) if value not in [None, {}, []] else value
 
 
 #: Parsed condition expressions kept (distinct expression + names + values).
@@ -299,10 +341,6 @@ def _attribute_value_from_request(value: Any, blob: Any) -> Any:
     if kind == "BS":
         return {kind: [blob(v) for v in inner]}
     return {kind: list(inner)}  # SS, NS
-
-
-class _NotPlain(Exception):
-    pass
 
 
 class DynamoDBJSONParser(moto_parse.JSONParser):
