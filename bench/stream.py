@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--write-workers", type=int, default=16, help="concurrent per-user writes")
     parser.add_argument(
+        "--extra-batch-sizes",
+        default="500",
+        help="also run the first write mode with these records per batch, comma-separated "
+        "(FeatureUpdaterBatchSize is a deploy parameter; '' = none)",
+    )
+    parser.add_argument(
         "--chunk-workers",
         type=int,
         default=0,
@@ -176,9 +182,9 @@ def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
     ):
         note = (
             "; TransactWriteItems rollback copies the items it touches (moto as-is copies "
-            "the whole table per item)"
+            "the whole table per item); moto_app's DynamoDB fast paths (same answers)"
             if touched_items
-            else "; moto transactions as-is"
+            else "; moto transactions as-is; moto_app's DynamoDB fast paths (same answers)"
         )
         yield f"moto server at {server.url} (separate process, HTTP via {server.front}){note}"
 
@@ -321,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
     from recpipe.testing.fakes_stream import InMemoryFailureSink
 
     users = args.users or max(1, args.events // 20)
+    batch_sizes = [int(b) for b in args.extra_batch_sizes.split(",") if b.strip()]
     modes = [m.strip() for m in args.write_modes.split(",") if m.strip()]
     if not modes or any(m not in ("transact", "item") for m in modes):
         raise SystemExit(f"--write-modes: expected transact and/or item, got {args.write_modes!r}")
@@ -337,6 +344,7 @@ def run(args: argparse.Namespace) -> int:
             "users": users,
             "items": args.items,
             "batch_size": args.batch_size,
+            "extra_batch_sizes": batch_sizes,
             "write_workers": args.write_workers,
             "write_modes": modes,
             "freshness_events": args.freshness,
@@ -409,6 +417,26 @@ def run(args: argparse.Namespace) -> int:
         )
         report["events_per_s"] = report["updater_dynamodb"]["events_per_s"]
         report["events_per_s_in_memory_store"] = report["updater_in_memory_store"]["events_per_s"]
+        report["events_per_cpu_s"] = report["updater_dynamodb"]["events_per_cpu_s"]
+        # FeatureUpdaterBatchSize is a deploy parameter: the first write mode again at the other
+        # batch sizes, each on its own users (same events per user overall, more per batch).
+        by_batch = report["updater_dynamodb_by_batch_size"] = {
+            str(args.batch_size): report["updater_dynamodb"]
+        }
+        for size in batch_sizes:
+            if str(size) in by_batch:
+                continue
+            wl = make_workload(
+                args.events, users, args.items, size, args.seed, prefix=f"bench-{modes[0]}-b{size}"
+            )
+            by_batch[str(size)] = run_updater(
+                wl,
+                updater_with(store, args.write_workers, modes[0]),
+                f"updater (moto DynamoDB, {modes[0]}, batch {size})",
+                modes[0],
+            )
+            by_batch[str(size)]["batch_size"] = size
+            client.flushdb()
 
         if args.freshness:
             # The handlers print CloudWatch EMF metrics on stdout: keep the report readable.
@@ -610,13 +638,19 @@ def print_report(r: dict[str, Any]) -> None:
         f"load average {r['load_average_1_5_15_start']} -> {r['load_average_1_5_15_end']} "
         f"on {r['cpu_count']} CPUs"
     )
-    print(f"{'updater run':<28}{'events/s':>10}{'ev/cpu-s':>10}{'batch p50':>11}{'p95':>9}{'p99':>9}")
+    print(f"{'updater run':<34}{'events/s':>10}{'ev/cpu-s':>10}{'batch p50':>11}{'p95':>9}{'p99':>9}")
     runs = [(u, f"moto DynamoDB, {m}") for m, u in r["updater_dynamodb_by_write_mode"].items()]
+    first = c["write_modes"][0]
+    runs += [
+        (u, f"moto DynamoDB, {first}, batch {size}")
+        for size, u in r.get("updater_dynamodb_by_batch_size", {}).items()
+        if size != str(c["batch_size"])
+    ]
     runs.append((r["updater_in_memory_store"], "in-memory store (ceiling)"))
     for u, label in runs:
         b = u["batch_latency_ms"]
         print(
-            f"{label:<28}{u['events_per_s']:>10.0f}{u['events_per_cpu_s'] or 0:>10.0f}"
+            f"{label:<34}{u['events_per_s']:>10.0f}{u['events_per_cpu_s'] or 0:>10.0f}"
             f"{b['p50_ms']:>9.1f}ms{b['p95_ms']:>7.1f}ms{b['p99_ms']:>7.1f}ms"
         )
     for key, label in (
