@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from recpipe.domain.events import Event, EventType
@@ -26,6 +27,7 @@ MAX_CATEGORIES = 64
 MAX_APPLIED_IDS = 256
 
 _LN2 = math.log(2.0)
+_TS = attrgetter("ts")
 
 
 def decay(value: float, dt: float, half_life: float = AFFINITY_HALF_LIFE_S) -> float:
@@ -122,7 +124,8 @@ def apply_event(
 
     ts, item = event.ts, event.item_id
 
-    recent = sorted((*state.recent, Interaction(item, ts, event.type.value)), key=lambda r: -r.ts)
+    # Newest first; reverse=True keeps the order of equal times as key=-ts did (sort is stable).
+    recent = sorted((*state.recent, Interaction(item, ts, event.type.value)), key=_TS, reverse=True)
     counts = dict(state.counts)
     counts[event.type.value] = counts.get(event.type.value, 0) + 1
 
@@ -152,8 +155,9 @@ def apply_event(
         purchased[item] = max(ts, purchased.get(item, ts))
         purchased = _bounded_latest(purchased, MAX_PURCHASED, key=lambda v: v)
 
-    return replace(
-        state,
+    # Every field spelled out: dataclasses.replace re-inspects the fields on each call.
+    return UserFeatures(
+        user_id=state.user_id,
         recent=tuple(recent[:MAX_RECENT]),
         affinity=affinity,
         counts=counts,
@@ -162,6 +166,7 @@ def apply_event(
         first_seen=ts if state.first_seen is None else min(state.first_seen, ts),
         last_seen=ts if state.last_seen is None else max(state.last_seen, ts),
         applied_event_ids=(*state.applied_event_ids, event.event_id)[-MAX_APPLIED_IDS:],
+        version=state.version,
     )
 
 
