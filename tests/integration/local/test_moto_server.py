@@ -357,3 +357,28 @@ def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str) 
     ours = moto_app.DynamoDBJSONParser(model).parse(dict(request))
     theirs = moto_parse.JSONParser(model).parse(dict(request))
     assert ours == theirs
+
+
+@pytest.mark.unit
+def test_the_dispatcher_finds_the_backend_moto_finds() -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from recpipe.local.moto_app import HostCachingDispatcher
+
+    ours = HostCachingDispatcher(create_backend_app)
+    theirs = DomainDispatcherApplication(create_backend_app)
+    hosts = [
+        "dynamodb.us-east-1.amazonaws.com",
+        "kinesis.eu-west-1.amazonaws.com",
+        "sqs.us-east-1.amazonaws.com",
+        "s3.amazonaws.com",
+        "bucket.s3.amazonaws.com",
+        "ssm.us-east-1.amazonaws.com",
+        "moto_api",
+        "dynamodb",
+        "unknown.example.com",
+    ]
+    for _ in range(2):  # looked up, then remembered
+        assert [ours.get_backend_for_host(h) for h in hosts] == [
+            theirs.get_backend_for_host(h) for h in hosts
+        ]
+    assert ours.get_backend_for_host(None) is None

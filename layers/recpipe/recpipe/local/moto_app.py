@@ -21,7 +21,9 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
   - an item's 400 KB check is one pass instead of a re-sum of the item per attribute (same
     limit, same attribute at fault; `_item_init`);
   - AttributeValues in requests are parsed directly instead of by a loop over the shape's
-    ten members (same parsed request; `DynamoDBJSONParser`).
+    ten members (same parsed request; `DynamoDBJSONParser`);
+  - the backend serving a host name is remembered instead of matched against every
+    service's URL patterns per request (`HostCachingDispatcher`).
 
 `python -m recpipe.local.moto_app -p PORT` serves the same app with werkzeug (moto's own dev
 server), the fallback when granian is not installed.
@@ -401,7 +403,32 @@ if os.environ.get("RECPIPE_MOTO_FAST_PATHS", "on") != "as-is":
     install_condition_cache()
     install_item_size_check()
     install_request_parser()
-app = DomainDispatcherApplication(create_backend_app)
+
+
+class HostCachingDispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, remembering which backend serves a host name.
+
+    moto matches every request's host against the URL patterns of all its services in turn
+    (~0.3 ms of a ~1.1 ms GetItem on this box). The answer is a pure function of the host
+    string (the patterns and module list are fixed at import), so found backends are kept;
+    hosts without a backend are looked up each time, as moto does (it logs those)."""
+
+    def __init__(self, create_app: Any) -> None:
+        super().__init__(create_app)
+        self._backend_of: dict[str, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host is None:
+            return None
+        backend = self._backend_of.get(host)
+        if backend is None:
+            backend = super().get_backend_for_host(host)
+            if backend is not None and os.environ.get("RECPIPE_MOTO_FAST_PATHS", "on") != "as-is":
+                self._backend_of[host] = backend
+        return backend
+
+
+app = HostCachingDispatcher(create_backend_app)
 
 
 def main(argv: list[str] | None = None) -> None:
