@@ -382,3 +382,14 @@ def test_the_dispatcher_finds_the_backend_moto_finds() -> None:
             theirs.get_backend_for_host(h) for h in hosts
         ]
     assert ours.get_backend_for_host(None) is None
+
+
+@pytest.mark.unit
+def test_action_names_are_listed_as_moto_lists_them() -> None:
+    from moto.core.utils import method_names_from_class
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.kinesis.responses import KinesisResponse
+    from recpipe.local.moto_app import _cached_method_names
+
+    for cls in (DynamoHandler, KinesisResponse, DynamoHandler):
+        assert _cached_method_names(cls) == method_names_from_class(cls)
