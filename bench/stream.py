@@ -148,6 +148,27 @@ def patched_env(**values: str) -> Iterator[None]:
         settings.cache_clear()
 
 
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process and its direct children (granian's worker), from
+    /proc; None where that is not available."""
+    if pid is None:
+        return None
+    try:
+        from recpipe.local.moto_server import child_pids
+
+        total = 0
+        for p in (pid, *child_pids(pid)):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+#: CPU probes of the other processes doing the work: name -> CPU seconds so far.
+SERVER_CPU: dict[str, Callable[[], float | None]] = {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,6 +201,7 @@ def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
         MotoServer(log, env={"RECPIPE_MOTO_TRANSACTIONS": transactions}) as server,
         patched_env(AWS_ENDPOINT_URL=server.url),
     ):
+        SERVER_CPU["moto_server"] = lambda: process_cpu_s(server.pid)
         note = (
             "; TransactWriteItems rollback copies the items it touches (moto as-is copies "
             "the whole table per item); moto_app's DynamoDB fast paths (same answers)"
@@ -283,6 +305,7 @@ def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -
 
     batch_ms = []
     failed = writes = 0
+    servers0 = {name: probe() for name, probe in SERVER_CPU.items()}
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for event in progress(workload.lambda_events, label):
         t0 = time.perf_counter()
@@ -291,6 +314,14 @@ def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -
         failed += len(result.failed)
         writes += result.users_written
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    # The other processes' CPU over the run (the moto server, redis-server): with the updater's
+    # own, where one event's CPU goes. Clock-tick resolution (10 ms): fine over a whole run.
+    servers = {}
+    for name, probe in SERVER_CPU.items():
+        before, after = servers0[name], probe()
+        if before is not None and after is not None:
+            servers[f"{name}_cpu_s"] = round(after - before, 2)
+            servers[f"{name}_cpu_us_per_event"] = round((after - before) / workload.n_events * 1e6, 1)
     return {
         "write_mode": write_mode,
         "events": workload.n_events,
@@ -303,6 +334,8 @@ def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -
         "events_per_s": round(workload.n_events / wall, 1),
         "updater_cpu_s": round(cpu, 3),
         "events_per_cpu_s": round(workload.n_events / cpu, 1) if cpu > 0 else None,
+        "updater_cpu_us_per_event": round(cpu / workload.n_events * 1e6, 1),
+        **servers,
         "batch_latency_ms": percentiles(batch_ms),
     }
 
@@ -357,6 +390,8 @@ def run(args: argparse.Namespace) -> int:
     }
     with ExitStack() as stack:
         redis_srv = stack.enter_context(RedisServer(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        SERVER_CPU["redis_server"] = lambda: process_cpu_s(redis_srv.pid)
+        stack.callback(SERVER_CPU.clear)
         report["aws_backend"] = stack.enter_context(
             moto_backend(args.aws, touched_items=args.moto_transactions == "touched-items")
         )
@@ -638,7 +673,10 @@ def print_report(r: dict[str, Any]) -> None:
         f"load average {r['load_average_1_5_15_start']} -> {r['load_average_1_5_15_end']} "
         f"on {r['cpu_count']} CPUs"
     )
-    print(f"{'updater run':<34}{'events/s':>10}{'ev/cpu-s':>10}{'batch p50':>11}{'p95':>9}{'p99':>9}")
+    print(
+        f"{'updater run':<34}{'events/s':>10}{'ev/cpu-s':>10}{'batch p50':>11}{'p95':>9}{'p99':>9}"
+        f"{'CPU us/event: updater':>23}{'moto':>6}{'redis':>7}"
+    )
     runs = [(u, f"moto DynamoDB, {m}") for m, u in r["updater_dynamodb_by_write_mode"].items()]
     first = c["write_modes"][0]
     runs += [
@@ -652,6 +690,8 @@ def print_report(r: dict[str, Any]) -> None:
         print(
             f"{label:<34}{u['events_per_s']:>10.0f}{u['events_per_cpu_s'] or 0:>10.0f}"
             f"{b['p50_ms']:>9.1f}ms{b['p95_ms']:>7.1f}ms{b['p99_ms']:>7.1f}ms"
+            f"{u['updater_cpu_us_per_event']:>23.0f}{u.get('moto_server_cpu_us_per_event', 0):>6.0f}"
+            f"{u.get('redis_server_cpu_us_per_event', 0):>7.0f}"
         )
     for key, label in (
         ("freshness_session_ms", "POST -> session visible"),
