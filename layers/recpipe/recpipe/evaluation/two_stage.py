@@ -4,7 +4,8 @@ Candidate stage: the union of the EASE and ALS top lists (each tuned like the ba
 by reciprocal rank so the stage also has its own order (its recall@200 is the ranker's ceiling).
 Ranker: a small listwise model (softmax cross-entropy over each user's candidate list, TensorFlow)
 over per-(user, candidate) features: EASE/ALS/item-kNN scores relative to the user's best and
-reciprocal ranks, the time-local co-occurrence score (`sequential.py`: items rated close together
+reciprocal ranks, the same for a denoising linear autoencoder (DLAE, Steck 2020), the time-local
+co-occurrence score (`sequential.py`: items rated close together
 in users' training sequences) and its rank, source flags, popularity, genre affinity, user
 activity and item-side time context (how often the item was rated while the user was active, and
 whether it first appeared after the user's last training interaction) (raw scores, mean
@@ -25,7 +26,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from recpipe.domain.catalogue import ItemMeta
-from recpipe.evaluation.baselines import ALS, EASE, ItemKNN, top_k
+from recpipe.evaluation.baselines import ALS, DLAE, EASE, ItemKNN, top_k
 from recpipe.evaluation.sequential import SequentialCooccurrence
 
 TWO_STAGE_FEATURES: tuple[str, ...] = (
@@ -44,6 +45,9 @@ TWO_STAGE_FEATURES: tuple[str, ...] = (
     "window_popularity",
     "first_seen_after_user",
     "first_seen_gap",
+    "dlae_score_rel",
+    "dlae_rrank",
+    "in_dlae",
 )
 MONTH_S = 30 * 86400.0
 YEAR_S = 365 * 86400.0
@@ -81,6 +85,12 @@ class CandidateStageConfig:
     sequential: Mapping[str, Any] = field(
         default_factory=lambda: {"window": 20, "decay": 0.85, "damping": 0.3}
     )
+    #: Denoising linear autoencoder (Steck 2020; DLAE parameters) for the dlae_* features (and a
+    #: possible candidate source), chosen alone on the validation split (about 30 settings of
+    #: dropout, lambda and the emphasized variant).
+    dlae: Mapping[str, Any] = field(default_factory=lambda: {"reg": 200.0, "dropout": 0.67})
+    #: The ranker's feature columns, in order (a subset of TWO_STAGE_FEATURES).
+    features: tuple[str, ...] = TWO_STAGE_FEATURES
     #: Depth taken from each source before the union.
     per_source: int = 150
     #: Candidate sources (their top-`per_source` lists are united and fused by RRF). Adding
@@ -121,10 +131,20 @@ class CandidateStage:
         seq = SequentialCooccurrence(**cfg.sequential)
         seq.fit(times)
         s_seq = seq.scores(users, x)
+        need_dlae = "dlae" in cfg.sources or any(
+            f.endswith("dlae") or f.startswith("dlae") for f in cfg.features
+        )
+        if need_dlae:
+            dlae = DLAE(**cfg.dlae)
+            dlae.fit(x)
+            s_dlae = dlae.scores(users, x)
+        else:
+            s_dlae = np.zeros_like(s_ease)
         depth = cfg.per_source
         top_e = top_k(s_ease, x[users], depth)
         top_a = top_k(s_als, x[users], depth)
         top_s = top_k(s_seq, x[users], depth)
+        top_d = top_k(s_dlae, x[users], depth) if need_dlae else top_e
 
         n_items = x.shape[1]
         counts = np.asarray(x.sum(axis=0)).ravel()
@@ -142,10 +162,10 @@ class CandidateStage:
         first_seen = np.full(n_items, np.inf)
         np.minimum.at(first_seen, tc.col, tc.data)
 
-        tops = {"ease": top_e, "als": top_a, "sequential": top_s}
+        tops = {"ease": top_e, "als": top_a, "sequential": top_s, "dlae": top_d}
         sources = [tops[name] for name in cfg.sources]
         width = len(sources) * depth
-        n_feat = len(TWO_STAGE_FEATURES)
+        n_feat = len(cfg.features)
         items = np.full((len(users), width), -1, np.int64)
         fused = np.full((len(users), width), -1, np.int64)
         feats = np.zeros((len(users), width, n_feat), np.float32)
@@ -154,9 +174,11 @@ class CandidateStage:
             rr_e = np.zeros(n_items, np.float32)
             rr_a = np.zeros(n_items, np.float32)
             rr_s = np.zeros(n_items, np.float32)
+            rr_d = np.zeros(n_items, np.float32)
             rr_e[top_e[row]] = 1.0 / (1.0 + np.arange(depth))
             rr_a[top_a[row]] = 1.0 / (1.0 + np.arange(depth))
             rr_s[top_s[row]] = 1.0 / (1.0 + np.arange(depth))
+            rr_d[top_d[row]] = 1.0 / (1.0 + np.arange(depth))
             cand = np.unique(np.concatenate([src[row] for src in sources]))
             # Reciprocal-rank fusion (k=60 as in Cormack et al.) gives the stage's own order.
             rrf = np.zeros(len(cand))
@@ -168,7 +190,7 @@ class CandidateStage:
             fused[row, :n] = cand[np.argsort(-rrf, kind="stable")]
             mask[row, :n] = True
             seen = x[u].indices
-            se, sa, sk, ss = s_ease[row], s_als[row], s_knn[row], s_seq[row]
+            se, sa, sk, ss, sd = s_ease[row], s_als[row], s_knn[row], s_seq[row], s_dlae[row]
             profile = side.genres[seen].sum(axis=0)
             if profile.sum() > 0:
                 profile = profile / profile.sum()
@@ -180,26 +202,27 @@ class CandidateStage:
             win = win / max(float(win.max()), 1e-6)
             last = float(ut.max()) if len(ut) else float("inf")
             gap = np.where(np.isfinite(first_seen[cand]), (first_seen[cand] - last) / YEAR_S, 0.0)
-            f = np.stack(
-                [
-                    se[cand] / max(float(se[top_e[row][0]]), 1e-6),
-                    rr_e[cand],
-                    sa[cand] / max(float(sa[top_a[row][0]]), 1e-6),
-                    rr_a[cand],
-                    sk[cand] / max(float(sk.max()), 1e-6),
-                    ss[cand] / max(float(ss[top_s[row][0]]), 1e-6),
-                    rr_s[cand],
-                    (rr_e[cand] > 0).astype(np.float32),
-                    (rr_a[cand] > 0).astype(np.float32),
-                    log_pop[cand],
-                    side.genres[cand] @ profile * len(profile),
-                    np.full(n, np.log1p(len(seen)) / 10.0),
-                    win,
-                    (gap > 0).astype(np.float32),
-                    np.clip(gap, -5.0, 5.0) / 5.0,
-                ],
-                axis=1,
-            )
+            columns = {
+                "ease_score_rel": se[cand] / max(float(se[top_e[row][0]]), 1e-6),
+                "ease_rrank": rr_e[cand],
+                "als_score_rel": sa[cand] / max(float(sa[top_a[row][0]]), 1e-6),
+                "als_rrank": rr_a[cand],
+                "knn_score_rel": sk[cand] / max(float(sk.max()), 1e-6),
+                "seq_score_rel": ss[cand] / max(float(ss[top_s[row][0]]), 1e-6),
+                "seq_rrank": rr_s[cand],
+                "in_ease": (rr_e[cand] > 0).astype(np.float32),
+                "in_als": (rr_a[cand] > 0).astype(np.float32),
+                "item_log_popularity": log_pop[cand],
+                "genre_affinity": side.genres[cand] @ profile * len(profile),
+                "user_log_activity": np.full(n, np.log1p(len(seen)) / 10.0),
+                "window_popularity": win,
+                "first_seen_after_user": (gap > 0).astype(np.float32),
+                "first_seen_gap": np.clip(gap, -5.0, 5.0) / 5.0,
+                "dlae_score_rel": sd[cand] / max(float(sd[top_d[row][0]]), 1e-6),
+                "dlae_rrank": rr_d[cand],
+                "in_dlae": (rr_d[cand] > 0).astype(np.float32),
+            }
+            f = np.stack([columns[name] for name in cfg.features], axis=1)
             feats[row, :n] = f
         return CandidateLists(items=items, fused_order=fused, features=feats, mask=mask)
 
