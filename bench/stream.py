@@ -7,10 +7,12 @@ real DynamoDB adapter per --write-modes (transact: TransactWriteItems of up to 1
 request; item: one conditional PutItem per user on --write-workers threads), each run on its
 own users, and once with an in-memory store that still encodes/decodes every item (the
 updater's own ceiling, i.e. what one process does when the database is not the limit). The
-load average at start and end is recorded: the development box is shared.
+first write mode also runs at --extra-batch-sizes (FeatureUpdaterBatchSize is a deploy
+parameter). The load average at start and end is recorded: the development box is shared.
 The updater process's CPU time is reported too: moto spends its CPU in this process
 (in-process mode) or in its own (server mode), so events per updater CPU-second is the figure
-that transfers to DynamoDB.
+that transfers to DynamoDB. In server mode the moto server's and redis-server's CPU per event
+are recorded as well (from /proc), which says where a run's time went.
 
 Freshness: for each of --freshness events, time from calling the POST /events handler to
 (a) the event in the user's session list, read through SessionStore — the read the
@@ -175,11 +177,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: moto's TransactWriteItems deep-copies the whole table once *per transaction item* for its
-#: rollback snapshot (O(items x table): a 100-item transaction on a 1,000-user table copies
-#: 100,000 items, seconds per request — nothing like DynamoDB). The copies are taken before
-#: any change, so one per table is the same snapshot; the benchmark's moto_server is started
-#: with that memo (`--moto-transactions as-is` runs moto unchanged).
+#: The local stack's moto server (recpipe.local.moto_app): TransactWriteItems' rollback copies
+#: the items it touches (moto as-is deep-copies the whole table per transaction item: seconds
+#: per 100-item request on a 1,000-user table, nothing like DynamoDB), plus DynamoDB fast paths
+#: that keep moto's answers. `--moto-transactions as-is` runs moto's own transactions.
 @contextmanager
 def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
     """Yields a description; sets AWS_ENDPOINT_URL in server mode."""
