@@ -188,7 +188,13 @@ def test_outputs_name_the_endpoints_an_operator_needs(template: dict[str, Any]) 
 
 #: Settings fields that only make sense locally (moto endpoint, bundle/index directories) or have
 #: a sensible default in AWS.
-LOCAL_OR_DEFAULTED = {"AWS_ENDPOINT_URL", "RECPIPE_BUNDLE_DIR", "CONTENT_INDEX_DIR", "MAX_CANDIDATES"}
+LOCAL_OR_DEFAULTED = {
+    "AWS_ENDPOINT_URL",
+    "RECPIPE_BUNDLE_DIR",
+    "CONTENT_INDEX_DIR",
+    "MAX_CANDIDATES",
+    "EXCLUDE_SEEN",
+}
 EXTRA_VARIABLES = {
     "CORS_ALLOW_ORIGIN",
     "ARCHIVE_BUCKET",
