@@ -12,6 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from recpipe.local.moto_server import MotoServer, child_pids, granian_installed, moto_command
+from recpipe.testing.dynamodb_wire import wire_item
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -201,7 +202,7 @@ def test_the_attribute_value_serializer_writes_the_bytes_moto_writes(operation: 
     from recpipe.local import moto_app
 
     assert moto_app.install_serializer_patch()
-    item = Item(ALL_TYPES_ITEM["user_id"], None, _wire(ALL_TYPES_ITEM))
+    item = Item(ALL_TYPES_ITEM["user_id"], None, wire_item(ALL_TYPES_ITEM))
     attrs = item.describe_attrs(attributes=None)["Item"]
     result: dict[str, Any] = {
         "GetItem": {"Item": attrs},
@@ -224,25 +225,6 @@ def test_unusual_attribute_values_are_serialized_as_moto_does() -> None:
     }
     result = {"Item": odd}
     assert _moto_body(result, "GetItem", fast=True) == _moto_body(result, "GetItem", fast=False)
-
-
-def _wire(item: dict[str, Any]) -> dict[str, Any]:
-    """As moto receives an item: binary values base64 text."""
-    import base64
-
-    def conv(v: Any) -> Any:
-        ((kind, value),) = v.items()
-        if kind == "B":
-            return {"B": base64.b64encode(value).decode()}
-        if kind == "BS":
-            return {"BS": [base64.b64encode(x).decode() for x in value]}
-        if kind == "M":
-            return {"M": {k: conv(x) for k, x in value.items()}}
-        if kind == "L":
-            return {"L": [conv(x) for x in value]}
-        return v
-
-    return {k: conv(v) for k, v in item.items()}
 
 
 @pytest.mark.integration
@@ -342,7 +324,7 @@ def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str) 
     from recpipe.local import moto_app
 
     assert moto_app.install_request_parser()
-    wire = _wire(ALL_TYPES_ITEM)
+    wire = wire_item(ALL_TYPES_ITEM)
     odd = {"empty": {}, "two": {"S": "x", "N": "1"}, "null_s": {"S": None}, "m": {"M": {"k": {}}}}
     put = {"TableName": "users", "Item": wire | odd, "ExpressionAttributeValues": {":v": {"N": "1"}}}
     body = {

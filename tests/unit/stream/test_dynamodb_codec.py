@@ -3,7 +3,6 @@ exactly what botocore's own serializer and parser give."""
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -13,6 +12,7 @@ from botocore.config import Config
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 from recpipe.stream import dynamodb_codec
+from recpipe.testing.dynamodb_wire import wire_item
 
 pytestmark = pytest.mark.unit
 
@@ -74,27 +74,11 @@ def test_request_bodies_are_botocores(operation: str, params: dict[str, Any]) ->
     assert ours == theirs
 
 
-def _wire(item: dict[str, Any]) -> dict[str, Any]:
-    def conv(v: Any) -> Any:
-        ((kind, value),) = v.items()
-        if kind == "B":
-            return {"B": base64.b64encode(value if isinstance(value, bytes) else value.encode()).decode()}
-        if kind == "BS":
-            return {"BS": [base64.b64encode(x).decode() for x in value]}
-        if kind == "M":
-            return {"M": {k: conv(x) for k, x in value.items()}}
-        if kind == "L":
-            return {"L": [conv(x) for x in value]}
-        return v
-
-    return {k: conv(v) for k, v in item.items()}
-
-
 @pytest.mark.parametrize(
     ("operation", "body"),
     [
-        ("BatchGetItem", {"Responses": {"t": [_wire(ITEM), _wire(ITEM)]}, "UnprocessedKeys": {}}),
-        ("GetItem", {"Item": _wire(ITEM)}),
+        ("BatchGetItem", {"Responses": {"t": [wire_item(ITEM), wire_item(ITEM)]}, "UnprocessedKeys": {}}),
+        ("GetItem", {"Item": wire_item(ITEM)}),
         ("GetItem", {"Item": {"a": {"S": "x"}, "gap": {"L": [None, {"S": "y"}]}, "m": {"M": {"k": None}}}}),
         ("GetItem", {"Item": {"a": {"S": "x"}, "ss": {"SS": ["a", None]}, "bs": {"BS": [None]}}}),
     ],
