@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from recpipe.local.moto_server import MotoServer, child_pids, granian_installed, moto_command
-from recpipe.testing.dynamodb_wire import wire_item
+from recpipe.testing.dynamodb_wire import ALL_TYPES_ITEM, wire_item
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -166,19 +166,6 @@ def _client_kwargs() -> dict[str, str]:
 
 
 # ---- moto_app's fast paths: same answers as moto's own code --------------------------------------
-ALL_TYPES_ITEM: dict[str, Any] = {
-    "user_id": {"S": "u-ü"},
-    "empty": {"S": ""},
-    "n": {"N": "-12.50"},
-    "b": {"B": b"\x00\xffzlib"},
-    "ss": {"SS": ["a", "b"]},
-    "ns": {"NS": ["1", "2.5"]},
-    "bs": {"BS": [b"\x01", b"\x02"]},
-    "m": {"M": {"x": {"L": [{"N": "1"}, {"NULL": True}, {"BOOL": False}]}, "y": {"M": {}}}},
-    "l": {"L": []},
-    "t": {"BOOL": True},
-    "z": {"NULL": True},
-}
 
 
 def _moto_body(result: Any, operation: str, *, fast: bool) -> str:

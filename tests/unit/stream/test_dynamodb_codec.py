@@ -12,24 +12,11 @@ from botocore.config import Config
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 from recpipe.stream import dynamodb_codec
-from recpipe.testing.dynamodb_wire import wire_item
+from recpipe.testing.dynamodb_wire import ALL_TYPES_ITEM, wire_item
 
 pytestmark = pytest.mark.unit
 
-ITEM: dict[str, Any] = {
-    "user_id": {"S": "u-ü"},
-    "empty": {"S": ""},
-    "n": {"N": "-12.50"},
-    "b": {"B": b"\x00\xffzlib"},
-    "b_text": {"B": "text is encoded"},
-    "ss": {"SS": ["a", "b"]},
-    "ns": {"NS": ["1", "2.5"]},
-    "bs": {"BS": [b"\x01", b"\x02"]},
-    "m": {"M": {"x": {"L": [{"N": "1"}, {"NULL": True}, {"BOOL": False}]}, "y": {"M": {}}}},
-    "l": {"L": []},
-    "t": {"BOOL": True},
-    "z": {"NULL": True},
-}
+ITEM: dict[str, Any] = {**ALL_TYPES_ITEM, "b_text": {"B": "text is encoded"}}
 
 
 def _client() -> Any:
