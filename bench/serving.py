@@ -137,7 +137,6 @@ def moto_server(workdir: Path) -> Iterator[tuple[str, str]]:
 
 def populate(args: argparse.Namespace, shop: Path, redis_url: str, moto_url: str) -> dict[str, Any]:
     """Candidate lists, sessions, trending (Redis) and user features (DynamoDB) for the bench users."""
-    import boto3
     import numpy as np
     import redis
     from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
@@ -147,6 +146,7 @@ def populate(args: argparse.Namespace, shop: Path, redis_url: str, moto_url: str
     from recpipe.domain.user import apply_events
     from recpipe.keys import KeyLayout, trending_bucket_of
     from recpipe.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
+    from recpipe.local.stack import aws_session
     from recpipe.local.synthetic import generate
     from recpipe.ports import SessionEntry
     from recpipe.training.candidates import CandidateLists
@@ -168,13 +168,7 @@ def populate(args: argparse.Namespace, shop: Path, redis_url: str, moto_url: str
     for ev in sub.events():
         by_user.setdefault(ev.user_id, []).append(ev)
     cats = {i: items.categories(n) for n, i in enumerate(items.item_ids)}
-    ddb = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    ddb = aws_session(moto_url).client("dynamodb")
     ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, TABLE))
     store = DynamoDBUserFeatureStore(ddb, TABLE)
     sessions = RedisSessionStore(client, layout)
@@ -204,22 +198,16 @@ def populate(args: argparse.Namespace, shop: Path, redis_url: str, moto_url: str
 
 def dependency_baseline(users: Sequence[str], redis_url: str, moto_url: str, n: int = 300) -> dict[str, Any]:
     """Latency of the single reads the handler makes, called directly (no handler around them)."""
-    import boto3
     import redis
     from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
     from recpipe.adapters.redis_candidates import RedisCandidateCache
     from recpipe.adapters.redis_session import RedisSessionStore
     from recpipe.keys import KeyLayout
+    from recpipe.local.stack import aws_session
 
     client = redis.Redis.from_url(redis_url)
     layout = KeyLayout(ENV_NAME)
-    ddb = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    ddb = aws_session(moto_url).client("dynamodb")
     calls: dict[str, Callable[[str], Any]] = {
         "dynamodb_get_item": DynamoDBUserFeatureStore(ddb, TABLE, consistent_read=False).get,
         "redis_candidate_list": RedisCandidateCache(client, layout).get,
