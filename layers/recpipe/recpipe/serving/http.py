@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from recpipe.auth import token_subject
 from recpipe.serving.recommender import STAGES, RecommendationResult
 from recpipe.serving.request import RequestError
 
@@ -23,10 +24,8 @@ def auth_subject(event: Mapping[str, Any], auth_mode: str) -> str | None:
     """The authenticated user in JWT mode (REST Cognito authorizer or HTTP API JWT); None otherwise."""
     if auth_mode != "JWT":
         return None
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    claims = authorizer.get("claims") or (authorizer.get("jwt") or {}).get("claims") or {}
-    sub = claims.get("sub") if isinstance(claims, Mapping) else None
-    if not isinstance(sub, str) or not sub:
+    sub = token_subject(event)
+    if sub is None:
         raise RequestError("no authenticated subject in the request", status=403, code="forbidden")
     return sub
 

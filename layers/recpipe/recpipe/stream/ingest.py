@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from recpipe.auth import token_subject
 from recpipe.domain.events import MAX_BATCH_EVENTS, Event, EventRejected, parse_event
 from recpipe.keys import SESSION_TTL_S
 from recpipe.ports import DependencyError, EventPublisher, SessionEntry
@@ -60,14 +61,11 @@ class IngestResult:
 
 def jwt_subject(event: Mapping[str, Any], auth_mode: str) -> str | None:
     """The token's subject when AUTH_MODE=JWT (REST Cognito authorizer `claims` or HTTP API
-    `jwt.claims`), else None. Same rule as serving.http.auth_subject, without importing the
-    scoring stack into the ingest function's cold start."""
+    `jwt.claims`), else None."""
     if auth_mode != "JWT":
         return None
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    claims = authorizer.get("claims") or (authorizer.get("jwt") or {}).get("claims") or {}
-    sub = claims.get("sub") if isinstance(claims, Mapping) else None
-    if not isinstance(sub, str) or not sub:
+    sub = token_subject(event)
+    if sub is None:
         raise IngestError(403, "forbidden", "no authenticated subject in the request")
     return sub
 

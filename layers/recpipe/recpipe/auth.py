@@ -1,0 +1,16 @@
+"""The caller's identity in an API Gateway event: one rule for every API handler (no heavy
+imports, so the ingest function's cold start does not load the scoring stack)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def token_subject(event: Mapping[str, Any]) -> str | None:
+    """The JWT subject: REST Cognito authorizer `claims` or HTTP API `jwt.claims`; None when
+    the request carries no usable subject."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    claims = authorizer.get("claims") or (authorizer.get("jwt") or {}).get("claims") or {}
+    sub = claims.get("sub") if isinstance(claims, Mapping) else None
+    return sub if isinstance(sub, str) and sub else None
