@@ -4,6 +4,8 @@ touched-items rollback (recpipe.local.moto_app) keeping DynamoDB's all-or-nothin
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,9 +124,25 @@ def test_a_rejected_transaction_touching_one_item_twice_changes_nothing(ddb: Any
 
 @pytest.mark.integration
 def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
-    env = {**CREDENTIALS, "RECPIPE_MOTO_TRANSACTIONS": "as-is"}
+    # Each switch really leaves moto's own code in place (checked in a fresh interpreter, as
+    # the server process imports the app), and the as-is server still answers.
+    probe = (
+        "import moto.dynamodb.models as m, recpipe.local.moto_app as a; "
+        "print(m.DynamoDBBackend.transact_write_items is a.transact_write_items, type(a.app).__name__)"
+    )
+
+    def patched(**switches: str) -> str:
+        env = {**os.environ, **CREDENTIALS, **switches}
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    assert patched() == "True HostCachingDispatcher"
+    assert patched(RECPIPE_MOTO_TRANSACTIONS="as-is") == "False HostCachingDispatcher"
+    assert patched(RECPIPE_MOTO_FAST_PATHS="as-is") == "True DomainDispatcherApplication"
+    env = {**CREDENTIALS, "RECPIPE_MOTO_TRANSACTIONS": "as-is", "RECPIPE_MOTO_FAST_PATHS": "as-is"}
     with MotoServer(tmp_path / "moto.log", front="werkzeug", env=env) as server:
-        assert server.pid is not None
         client = boto3.client("dynamodb", endpoint_url=server.url, **_client_kwargs())
         client.create_table(
             TableName="t",

@@ -439,21 +439,23 @@ class HostCachingDispatcher(DomainDispatcherApplication):
         backend = self._backend_of.get(host)
         if backend is None:
             backend = super().get_backend_for_host(host)
-            if backend is not None and os.environ.get("RECPIPE_MOTO_FAST_PATHS", "on") != "as-is":
+            if backend is not None:
                 self._backend_of[host] = backend
         return backend
 
 
-if os.environ.get("RECPIPE_MOTO_TRANSACTIONS", "touched-items") != "as-is":
+TOUCHED_ITEMS = os.environ.get("RECPIPE_MOTO_TRANSACTIONS", "touched-items") != "as-is"
+FAST_PATHS = os.environ.get("RECPIPE_MOTO_FAST_PATHS", "on") != "as-is"
+if TOUCHED_ITEMS:
     install_transaction_patch()
-if os.environ.get("RECPIPE_MOTO_FAST_PATHS", "on") != "as-is":
+if FAST_PATHS:
     install_serializer_patch()
     install_condition_cache()
     install_item_size_check()
     install_request_parser()
     install_method_name_cache()
 
-app = HostCachingDispatcher(create_backend_app)
+app = (HostCachingDispatcher if FAST_PATHS else DomainDispatcherApplication)(create_backend_app)
 
 
 def main(argv: list[str] | None = None) -> None:
