@@ -73,7 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-workers",
         type=int,
         default=0,
-        help="chunks of 100 users in flight at once (default: the updater's UPDATER_CHUNK_WORKERS)",
+        help="chunks of users in flight at once (default: the updater's UPDATER_CHUNK_WORKERS)",
+    )
+    parser.add_argument(
+        "--chunk-users",
+        type=int,
+        default=0,
+        help="users per chunk (one read + one transaction; default: UPDATER_CHUNK_USERS)",
     )
     parser.add_argument(
         "--write-modes",
@@ -338,6 +344,23 @@ def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -
         "updater_cpu_us_per_event": round(cpu / workload.n_events * 1e6, 1),
         **servers,
         "batch_latency_ms": percentiles(batch_ms),
+        **state_cache_report(updater),
+    }
+
+
+def state_cache_report(updater: Any) -> dict[str, Any]:
+    stats = getattr(updater.users, "stats", None)
+    if stats is None:
+        return {"user_state_cache": None}
+    looked_up = stats.hits + stats.misses
+    return {
+        "user_state_cache": {
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "hit_rate": round(stats.hits / looked_up, 4) if looked_up else None,
+            "evictions": stats.evictions,
+            "invalidations": stats.invalidations,
+        }
     }
 
 
@@ -414,10 +437,17 @@ def run(args: argparse.Namespace) -> int:
         settings.cache_clear()
         layout = KeyLayout("bench")
         categories = workload.categories.get
-        from recpipe.stream.wiring import UPDATER_CHUNK_WORKERS, updater_dynamodb_client
+        from recpipe.stream.wiring import (
+            UPDATER_CHUNK_USERS,
+            UPDATER_CHUNK_WORKERS,
+            updater_dynamodb_client,
+            updater_user_store,
+        )
 
         chunk_workers = args.chunk_workers or UPDATER_CHUNK_WORKERS
+        chunk_users = args.chunk_users or UPDATER_CHUNK_USERS
         report["config"]["chunk_workers"] = chunk_workers
+        report["config"]["chunk_users"] = chunk_users
 
         def updater_with(store: Any, write_workers: int, write_mode: str) -> FeatureUpdater:
             return FeatureUpdater(
@@ -430,21 +460,42 @@ def run(args: argparse.Namespace) -> int:
                 write_workers=write_workers if write_mode == "item" else 1,
                 write_mode=write_mode,
                 chunk_workers=chunk_workers,
+                users_per_chunk=chunk_users,
             )
 
-        # The updater's own client (build_updater), so its client-side tuning is what is measured.
+        # The updater's own client and store (build_updater), so what is measured is what runs:
+        # the state cache included (USER_STATE_CACHE_USERS). A fresh store (empty cache) per run.
         ddb = updater_dynamodb_client(settings(), write_workers=args.write_workers)
-        store = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
+        cache_users = settings().user_state_cache_users
+        report["config"]["user_state_cache_users"] = cache_users
+
+        def store() -> Any:
+            return updater_user_store(settings(), ddb)
+
         by_mode = report["updater_dynamodb_by_write_mode"] = {}
         for mode in modes:
             by_mode[mode] = run_updater(
                 workloads[mode],
-                updater_with(store, args.write_workers, mode),
+                updater_with(store(), args.write_workers, mode),
                 f"updater (moto DynamoDB, {mode})",
                 mode,
             )
             client.flushdb()
         report["updater_dynamodb"] = by_mode[modes[0]]
+        if cache_users:
+            # Every user read from DynamoDB in every batch: the figure for a process that has
+            # not seen its users recently (a cold start, or more active users than the cache).
+            wl = make_workload(
+                args.events, users, args.items, args.batch_size, args.seed, prefix=f"bench-{modes[0]}-nc"
+            )
+            uncached = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
+            report["updater_dynamodb_without_state_cache"] = run_updater(
+                wl,
+                updater_with(uncached, args.write_workers, modes[0]),
+                f"updater (moto DynamoDB, {modes[0]}, no state cache)",
+                modes[0],
+            )
+            client.flushdb()
         report["updater_in_memory_store"] = run_updater(
             workload,
             updater_with(SerialisingUserStore(), 1, modes[0]),
@@ -467,7 +518,7 @@ def run(args: argparse.Namespace) -> int:
             )
             by_batch[str(size)] = run_updater(
                 wl,
-                updater_with(store, args.write_workers, modes[0]),
+                updater_with(store(), args.write_workers, modes[0]),
                 f"updater (moto DynamoDB, {modes[0]}, batch {size})",
                 modes[0],
             )
@@ -685,14 +736,22 @@ def print_report(r: dict[str, Any]) -> None:
         for size, u in r.get("updater_dynamodb_by_batch_size", {}).items()
         if size != str(c["batch_size"])
     ]
+    if "updater_dynamodb_without_state_cache" in r:
+        runs.append((r["updater_dynamodb_without_state_cache"], f"moto DynamoDB, {first}, no cache"))
     runs.append((r["updater_in_memory_store"], "in-memory store (ceiling)"))
     for u, label in runs:
         b = u["batch_latency_ms"]
+        cache = u.get("user_state_cache")
         print(
             f"{label:<34}{u['events_per_s']:>10.0f}{u['events_per_cpu_s'] or 0:>10.0f}"
             f"{b['p50_ms']:>9.1f}ms{b['p95_ms']:>7.1f}ms{b['p99_ms']:>7.1f}ms"
             f"{u['updater_cpu_us_per_event']:>23.0f}{u.get('moto_server_cpu_us_per_event', 0):>6.0f}"
             f"{u.get('redis_server_cpu_us_per_event', 0):>7.0f}"
+            + (
+                f"  state cache hit rate {cache['hit_rate']:.0%}"
+                if cache and cache["hit_rate"] is not None
+                else ""
+            )
         )
     for key, label in (
         ("freshness_session_ms", "POST -> session visible"),

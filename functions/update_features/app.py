@@ -7,6 +7,7 @@ Powertools' record-at-a-time BatchProcessor; the response is the same partial-ba
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -30,9 +31,16 @@ def updater() -> FeatureUpdater:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = records_from_lambda_event(event)
+    cache = getattr(updater().users, "stats", None)
+    before = replace(cache) if cache is not None else None
     result = updater().process(records, remaining_ms=context.get_remaining_time_in_millis)
     for name in ("applied", "duplicates", "poison", "retryable", "unprocessed", "conflicts"):
         metrics.add_metric(f"Events_{name}", MetricUnit.Count, getattr(result, name))
+    if cache is not None and before is not None:
+        delta = cache.since(before)
+        # Misses are DynamoDB reads; a falling hit rate means more active users than the cache.
+        metrics.add_metric("UserStateCache_hits", MetricUnit.Count, delta.hits)
+        metrics.add_metric("UserStateCache_misses", MetricUnit.Count, delta.misses)
     if result.failed:
         logger.warning(
             "records returned for redelivery", extra={"failed": len(result.failed), "of": len(records)}

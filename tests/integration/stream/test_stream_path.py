@@ -273,3 +273,23 @@ def test_partial_failures_are_redelivered_from_the_first_failed_record(stack: St
     # Records 0 and 1 were checkpointed by the failing call and never applied here: the mapping
     # trusts the handler's answer, which is why the handler must only report what truly failed.
     assert features(stack, "solo").counts == {"view": 2}
+
+
+def emf_metrics(out: str) -> list[dict[str, Any]]:
+    """The CloudWatch EMF documents Powertools printed, one per invocation."""
+    docs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+    return [d for d in docs if "CloudWatchMetrics" in d["_aws"]]
+
+
+def test_the_handler_reports_user_state_cache_hits_and_misses(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = sample("kinesis_batch.json")  # users u-42 and u-7
+    capsys.readouterr()
+    stack.update.handler(event, LambdaContext(timeout_s=30))
+    first = emf_metrics(capsys.readouterr().out)
+    stack.update.handler(event, LambdaContext(timeout_s=30))  # a redelivery: both users cached
+    second = emf_metrics(capsys.readouterr().out)
+    # Powertools writes each metric's values as a list.
+    assert [(d["UserStateCache_hits"], d["UserStateCache_misses"]) for d in first] == [([0.0], [2.0])]
+    assert [(d["UserStateCache_hits"], d["UserStateCache_misses"]) for d in second] == [([2.0], [0.0])]

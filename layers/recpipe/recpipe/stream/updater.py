@@ -133,6 +133,7 @@ class FeatureUpdater:
         write_workers: int = 1,
         write_mode: str = "item",
         chunk_workers: int = 1,
+        users_per_chunk: int = USERS_PER_READ,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if write_mode not in WRITE_MODES:
@@ -148,6 +149,9 @@ class FeatureUpdater:
         self._failures = failures
         self._categories_of = categories_of
         self._min_remaining_ms = min_remaining_ms
+        if not 1 <= users_per_chunk <= USERS_PER_READ:
+            raise ValueError(f"users_per_chunk must be 1..{USERS_PER_READ}, got {users_per_chunk}")
+        self._users_per_chunk = users_per_chunk
         self._clock = clock
         self._executor = (
             ThreadPoolExecutor(write_workers, thread_name_prefix="user-writes") if write_workers > 1 else None
@@ -155,6 +159,10 @@ class FeatureUpdater:
         self._chunk_executor = (
             ThreadPoolExecutor(chunk_workers, thread_name_prefix="user-chunks") if chunk_workers > 1 else None
         )
+
+    @property
+    def users(self) -> UserFeatureStore:
+        return self._users
 
     def process(
         self, records: Sequence[StreamRecord], remaining_ms: Callable[[], int] | None = None
@@ -184,7 +192,8 @@ class FeatureUpdater:
 
         done: list[_UserWork] = []
         users = list(work)
-        chunks = [users[start : start + USERS_PER_READ] for start in range(0, len(users), USERS_PER_READ)]
+        size = self._users_per_chunk
+        chunks = [users[start : start + size] for start in range(0, len(users), size)]
         for outcomes in self._run_chunks(chunks, work, remaining_ms):
             for u, outcome in outcomes:
                 if outcome is None:  # skipped: out of time

@@ -19,10 +19,12 @@ from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.adapters.sqs import SqsFailureSink
 from recpipe.config import Settings
 from recpipe.keys import KeyLayout
+from recpipe.ports import UserFeatureStore
 from recpipe.stream import dynamodb_codec
 from recpipe.stream.categories import ItemCategories, local_bundle_locator, s3_bundle_locator
 from recpipe.stream.ingest import EventIngestor
 from recpipe.stream.ports import FailureSink
+from recpipe.stream.state_cache import CachedUserFeatureStore
 from recpipe.stream.updater import FeatureUpdater
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ UPDATER_WRITE_WORKERS = 16
 #: Chunks of 100 users (one BatchGetItem + one transaction each) in flight at once in a large
 #: batch: while one chunk waits on DynamoDB, the next is folded and encoded.
 UPDATER_CHUNK_WORKERS = 3
+#: Users per chunk (at most one BatchGetItem / one transaction: 100).
+UPDATER_CHUNK_USERS = 100
 
 
 def updater_dynamodb_client(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> Any:
@@ -109,6 +113,14 @@ def updater_dynamodb_client(settings: Settings, *, write_workers: int = UPDATER_
     return client
 
 
+def updater_user_store(settings: Settings, dynamodb: Any) -> UserFeatureStore:
+    """The updater's user features: DynamoDB, behind the state cache unless it is turned off."""
+    store = DynamoDBUserFeatureStore(dynamodb, settings.user_features_table)
+    if settings.user_state_cache_users:
+        return CachedUserFeatureStore(store, settings.user_state_cache_users)
+    return store
+
+
 def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> FeatureUpdater:
     client = redis_client(settings, timeout_s=1.0)
     dynamodb = updater_dynamodb_client(settings, write_workers=write_workers)
@@ -119,7 +131,7 @@ def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORK
         else LogFailureSink()
     )
     return FeatureUpdater(
-        DynamoDBUserFeatureStore(dynamodb, settings.user_features_table),
+        updater_user_store(settings, dynamodb),
         RedisSessionStore(client, layout),
         RedisTrendingStore(client, layout),
         failures,
@@ -127,6 +139,7 @@ def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORK
         write_workers=write_workers,
         write_mode=settings.user_features_write_mode,
         chunk_workers=UPDATER_CHUNK_WORKERS,
+        users_per_chunk=UPDATER_CHUNK_USERS,
     )
 
 
