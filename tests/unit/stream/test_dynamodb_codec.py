@@ -48,6 +48,32 @@ def _requests() -> list[tuple[str, dict[str, Any]]]:
             "BatchGetItem",
             {"RequestItems": {"t": {"Keys": [{"user_id": {"S": "a"}}], "ConsistentRead": True}}},
         ),
+        # Every Put member, in an unusual order.
+        (
+            "TransactWriteItems",
+            {
+                "ClientRequestToken": "tok",
+                "TransactItems": [
+                    {
+                        "Put": {
+                            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                            "ExpressionAttributeNames": {"#v": "version"},
+                            "ConditionExpression": "#v = :v",
+                            "ExpressionAttributeValues": {":v": {"N": "3"}},
+                            "Item": ITEM,
+                            "TableName": "t",
+                        }
+                    }
+                ],
+            },
+        ),
+        # Not only Puts, or not plain: botocore's path (and botocore's outcome).
+        (
+            "TransactWriteItems",
+            {"TransactItems": [{"Put": put}, {"Delete": {"TableName": "t", "Key": {"k": {"S": "a"}}}}]},
+        ),
+        ("TransactWriteItems", {"TransactItems": [{"Put": {**put, "Item": {"a": {}}}}]}),
+        ("TransactWriteItems", {"TransactItems": [{"Put": {**put, "TableName": 7}}]}),
         # Not plain AttributeValues: botocore's path (and botocore's outcome).
         ("PutItem", {"TableName": "t", "Item": {"a": {}, "b": {"S": "x", "N": "1"}, "c": {"M": {"d": {}}}}}),
     ]

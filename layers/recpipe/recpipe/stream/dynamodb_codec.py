@@ -78,7 +78,50 @@ def attribute_from_wire(value: Any) -> dict[str, Any]:
     return {kind: [base64.b64decode(v) for v in inner]}
 
 
+#: A transaction Put's string members (the rest: Item, ExpressionAttributeValues/Names maps).
+_PUT_STRINGS = frozenset({"TableName", "ConditionExpression", "ReturnValuesOnConditionCheckFailure"})
+_PUT_ATTRIBUTE_MAPS = frozenset({"Item", "ExpressionAttributeValues"})
+
+
+def _put_to_wire(put: Any) -> dict[str, Any]:
+    """A TransactWriteItems Put as botocore writes it: its members in the caller's order,
+    strings as they are, attribute maps through attribute_to_wire, the names map copied."""
+    if type(put) is not dict:
+        raise _NotFast
+    out: dict[str, Any] = {}
+    for name, value in put.items():
+        if name in _PUT_ATTRIBUTE_MAPS and type(value) is dict:
+            out[name] = {k: attribute_to_wire(v) for k, v in value.items()}
+        elif name in _PUT_STRINGS and type(value) is str:
+            out[name] = value
+        elif (
+            name == "ExpressionAttributeNames"
+            and type(value) is dict
+            and all(type(v) is str for v in value.values())
+        ):
+            out[name] = dict(value)
+        else:
+            raise _NotFast
+    return out
+
+
 class AttributeValueSerializer(JSONSerializer):
+    def _serialize_type_list(self, serialized: Any, value: Any, shape: Any, key: Any) -> None:
+        # A transaction of Puts (the updater's only kind) at once: botocore walks ~6 shapes
+        # per Put (~0.3 ms of a 100-user transaction's ~1.5 ms after the AttributeValue path).
+        if shape.name == "TransactWriteItemList" and type(value) is list:
+            try:
+                wire = []
+                for item in value:
+                    if type(item) is not dict or item.keys() != {"Put"}:
+                        raise _NotFast
+                    wire.append({"Put": _put_to_wire(item["Put"])})
+                serialized[key] = wire
+                return
+            except _NotFast:
+                pass
+        super()._serialize_type_list(serialized, value, shape, key)  # type: ignore[misc]
+
     def _serialize_type_structure(self, serialized: Any, value: Any, shape: Any, key: Any) -> None:
         if shape.name == "AttributeValue" and key is not None:
             try:
