@@ -127,8 +127,9 @@ def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
     # Each switch really leaves moto's own code in place (checked in a fresh interpreter, as
     # the server process imports the app), and the as-is server still answers.
     probe = (
-        "import moto.dynamodb.models as m, recpipe.local.moto_app as a; "
-        "print(m.DynamoDBBackend.transact_write_items is a.transact_write_items, type(a.app).__name__)"
+        "import moto.dynamodb.models as m, moto.dynamodb.responses as r, recpipe.local.moto_app as a; "
+        "print(m.DynamoDBBackend.transact_write_items is a.transact_write_items, type(a.app).__name__, "
+        "r.dynamo_to_dict is a._dynamo_to_dict, m.Item.size is a._item_size)"
     )
 
     def patched(**switches: str) -> str:
@@ -138,9 +139,9 @@ def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
         )
         return out.stdout.strip()
 
-    assert patched() == "True HostCachingDispatcher"
-    assert patched(RECPIPE_MOTO_TRANSACTIONS="as-is") == "False HostCachingDispatcher"
-    assert patched(RECPIPE_MOTO_FAST_PATHS="as-is") == "True DomainDispatcherApplication"
+    assert patched() == "True HostCachingDispatcher True True"
+    assert patched(RECPIPE_MOTO_TRANSACTIONS="as-is") == "False HostCachingDispatcher True True"
+    assert patched(RECPIPE_MOTO_FAST_PATHS="as-is") == "True DomainDispatcherApplication False False"
     env = {**CREDENTIALS, "RECPIPE_MOTO_TRANSACTIONS": "as-is", "RECPIPE_MOTO_FAST_PATHS": "as-is"}
     with MotoServer(tmp_path / "moto.log", front="werkzeug", env=env) as server:
         client = boto3.client("dynamodb", endpoint_url=server.url, **_client_kwargs())
@@ -227,6 +228,8 @@ def test_unusual_attribute_values_are_serialized_as_moto_does() -> None:
         "two": {"S": "x", "N": "1"},
         "null_s": {"S": None},
         "number": {"N": 5},
+        "": {"S": "unnamed"},
+        "not_a_value": "x",
     }
     result = {"Item": odd}
     assert _moto_body(result, "GetItem", fast=True) == _moto_body(result, "GetItem", fast=False)
@@ -321,7 +324,8 @@ def test_the_one_pass_item_size_check_decides_like_moto(size: int) -> None:
 
 @pytest.mark.unit
 @pytest.mark.parametrize("operation", ["TransactWriteItems", "PutItem", "BatchGetItem"])
-def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str) -> None:
+@pytest.mark.parametrize("malformed", [False, True])
+def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str, malformed: bool) -> None:
     import json
 
     import moto.core.parse as moto_parse
@@ -330,7 +334,14 @@ def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str) 
 
     assert moto_app.install_request_parser()
     wire = wire_item(ALL_TYPES_ITEM)
-    odd = {"empty": {}, "two": {"S": "x", "N": "1"}, "null_s": {"S": None}, "m": {"M": {"k": {}}}}
+    odd = {
+        "empty": {},
+        "two": {"S": "x", "N": "1"},
+        "null_s": {"S": None},
+        "m": {"M": {"k": {}}},
+        "": {"S": "unnamed"},
+        "unknown": {"X": "1"},
+    }
     put = {"TableName": "users", "Item": wire | odd, "ExpressionAttributeValues": {":v": {"N": "1"}}}
     body = {
         "TransactWriteItems": {
@@ -339,11 +350,21 @@ def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str) 
         "PutItem": put,
         "BatchGetItem": {"RequestItems": {"users": {"Keys": [{"user_id": {"S": "a"}}, wire]}}},
     }[operation]
+    if malformed:  # moto's own error, whatever it is
+        body = json.loads(json.dumps(body).replace('"unknown": {"X": "1"}', '"unknown": "x"'))
     request: Any = {"body": json.dumps(body).encode(), "headers": {}, "method": "POST", "url_path": "/"}
     model = get_service_model("dynamodb").operation_model(operation)
-    ours = moto_app.DynamoDBJSONParser(model).parse(dict(request))
-    theirs = moto_parse.JSONParser(model).parse(dict(request))
+    ours = _outcome(moto_app.DynamoDBJSONParser(model).parse, dict(request))
+    theirs = _outcome(moto_parse.JSONParser(model).parse, dict(request))
     assert ours == theirs
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    """fn's result, or the type and text of what it raised."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        return type(e), str(e)
 
 
 @pytest.mark.unit
@@ -380,3 +401,103 @@ def test_action_names_are_listed_as_moto_lists_them() -> None:
 
     for cls in (DynamoHandler, KinesisResponse, DynamoHandler):
         assert _cached_method_names(cls) == method_names_from_class(cls)
+
+
+@pytest.mark.unit
+def test_condition_cache_keys_meet_exactly_when_moto_s_json_keys_do() -> None:
+    import itertools
+    import json
+
+    from recpipe.local.moto_app import _NotPlain, _plain_key
+
+    values: list[Any] = [
+        None,
+        "",
+        "1",
+        "version = :v",
+        {},
+        [],
+        ["1"],
+        [["1"]],
+        [{}],
+        {":v": {"N": "1"}},
+        {":v": {"S": "1"}},
+        {":v": {"N": "1"}, ":w": {"N": "2"}},
+        {":w": {"N": "2"}, ":v": {"N": "1"}},
+        {":v": {"L": [{"N": "1"}, {"S": "1"}]}},
+        {":v": {"SS": ["a", "b"]}},
+        {":v": {"SS": ["b", "a"]}},
+        {"#n": "version"},
+        {"#n": "version", "#m": "n"},
+    ]
+    for a, b in itertools.product(values, repeat=2):
+        same_json = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+        assert (_plain_key(a) == _plain_key(b)) is same_json, (a, b)
+    for odd in ({":v": {"N": 1}}, {":v": {"BOOL": True}}, {1: "x"}, ("1",), 1.0):
+        with pytest.raises(_NotPlain):
+            _plain_key(odd)
+
+
+def _odd_dynamo_values() -> list[Any]:
+    import datetime
+
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    class Sub(DynamoType):
+        pass
+
+    class Jsonable:
+        def to_json(self) -> dict[str, Any]:
+            return {"k": DynamoType({"S": "v"})}
+
+    item = Item(ALL_TYPES_ITEM["user_id"], None, wire_item(ALL_TYPES_ITEM))
+    return [
+        item.attrs,
+        {"Responses": {"t": [item.attrs, item.attrs]}, "UnprocessedKeys": {}, "ConsumedCapacity": []},
+        DynamoType({"B": "AAE="}),
+        DynamoType({"BS": ["AAE=", b"\x02"]}),
+        DynamoType({"S": True}),
+        DynamoType({"N": 5}),
+        DynamoType({"NULL": True}),
+        DynamoType({"M": {"a": {"L": [{"N": "1"}, {"B": b"\x00"}]}}}),
+        Sub({"S": "x"}),
+        Jsonable(),
+        datetime.datetime(2024, 1, 2, 3, 4, 5),
+        [1, 1.5, True, None, "s", b"raw", (1, 2)],
+        {"nested": {"deeper": [DynamoType({"S": "x"}), {"t": datetime.date(2024, 1, 1)}]}},
+    ]
+
+
+@pytest.mark.unit
+def test_the_response_conversion_is_moto_s() -> None:
+    from moto.dynamodb.models.utilities import dynamo_to_dict
+    from recpipe.local import moto_app
+
+    for value in _odd_dynamo_values():
+        assert repr(moto_app._dynamo_to_dict(value)) == repr(dynamo_to_dict(value))
+
+
+@pytest.mark.unit
+def test_the_item_size_is_moto_s() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from recpipe.local import moto_app
+
+    assert moto_app._original_item_size is not None
+    moto_size = moto_app._original_item_size
+
+    items = [Item(ALL_TYPES_ITEM["user_id"], None, wire_item(ALL_TYPES_ITEM))]
+    odd = Item.__new__(Item)
+    odd.attrs = LimitedSizeDict()
+    for key, value in {
+        "s": {"S": "\u00fc\u20ac"},
+        "b_text": {"B": "AAE="},
+        "s_bool": {"S": True},
+        "n_int": {"N": 12},
+        "null": {"NULL": True},
+        "bool_text": {"BOOL": "true"},
+        "\u00e9": {"S": ""},
+    }.items():
+        dict.__setitem__(odd.attrs, key, DynamoType(value))
+    items.append(odd)
+    for item in items:
+        assert moto_app._item_size(item) == moto_size(item)

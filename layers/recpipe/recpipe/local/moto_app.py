@@ -24,7 +24,14 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
     ten members (same parsed request; `DynamoDBJSONParser`);
   - the backend serving a host name is remembered instead of matched against every
     service's URL patterns per request (`HostCachingDispatcher`), and a response class's
-    action names are listed once instead of per request (`_cached_method_names`).
+    action names are listed once instead of per request (`_cached_method_names`);
+  - items (maps of AttributeValues) are converted in one loop when responses are
+    serialized and requests parsed (`_serialize_type_map`, `_parse_map`), DynamoResult's
+    conversion tests the common types first (`_dynamo_to_dict`), and Item.size sizes plain
+    values inline (`_item_size`; BatchGetItem sizes each item twice): a 95-item
+    BatchGetItem of the stream benchmark ~6.7 -> ~4.7 ms of moto CPU;
+  - condition-cache keys are built as tuples instead of by json.dumps (`_plain_key`,
+    ~2.7 -> ~0.9 us, three per Put).
 
 `python -m recpipe.local.moto_app -p PORT` serves the same app with werkzeug (moto's own dev
 server), the fallback when granian is not installed.
@@ -33,6 +40,7 @@ server), the fallback when granian is not installed.
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import json
 import os
@@ -226,6 +234,31 @@ class DynamoDBJSONSerializer(moto_serialize.JSONSerializer):
             return
         super()._serialize_type_structure(serialized, value, shape, key)
 
+    def _serialize_type_map(self, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        """An item (a map of AttributeValues) converted in one loop: what moto's map rule
+        does (the map stored under its key first, then each member through `_serialize`),
+        with plain values converted directly as the structure rule above does."""
+        value_shape = shape.value
+        if (
+            type(value) is not dict
+            or value_shape.name != "AttributeValue"
+            or getattr(self._value_picker, "response_transformers", None)
+        ):
+            super()._serialize_type_map(serialized, value, shape, key)
+            return
+        map_obj: Any = self.MAP_TYPE()
+        self._default_serialize(serialized, map_obj, shape, key)
+        for sub_key, sub_value in value.items():
+            if sub_key and type(sub_value) is dict and sub_value.keys() <= _ATTRIBUTE_VALUE_KEYS:
+                try:
+                    plain = self._plain_attribute_value(sub_value)
+                except _NotPlain:
+                    pass
+                else:
+                    self._default_serialize(map_obj, plain, value_shape, sub_key)
+                    continue
+            self._serialize(map_obj, sub_value, value_shape, sub_key)
+
     def _plain_attribute_value(self, value: Any) -> dict[str, Any]:
         """What the member loop above makes of a plain AttributeValue (one member, not null),
         without a `_serialize` call per member: strings and numbers through moto's string rule,
@@ -260,7 +293,7 @@ def _moto_string(value: Any) -> Any:
 
 #: Parsed condition expressions kept (distinct expression + names + values).
 CONDITION_CACHE_SIZE = 4096
-_condition_cache: dict[str, tuple[Any, list[str], list[str]]] = {}
+_condition_cache: dict[Any, tuple[Any, list[str], list[str]]] = {}
 
 
 class CachedConditionExpressionParser(ddb_comparisons.ConditionExpressionParser):
@@ -275,17 +308,19 @@ class CachedConditionExpressionParser(ddb_comparisons.ConditionExpressionParser)
     are not JSON values are never cached."""
 
     def parse(self) -> Any:
+        inputs = [
+            self.condition_expression,
+            self.expression_attribute_names,
+            self.expression_attribute_values,
+        ]
+        key: Any
         try:
-            key = json.dumps(
-                [
-                    self.condition_expression,
-                    self.expression_attribute_names,
-                    self.expression_attribute_values,
-                ],
-                sort_keys=True,
-            )
-        except (TypeError, ValueError):
-            return super().parse()
+            key = _plain_key(inputs)
+        except _NotPlain:
+            try:
+                key = json.dumps(inputs, sort_keys=True)
+            except (TypeError, ValueError):
+                return super().parse()
         hit = _condition_cache.get(key)
         if hit is None:
             op = super().parse()
@@ -297,6 +332,27 @@ class CachedConditionExpressionParser(ddb_comparisons.ConditionExpressionParser)
         self.expr_attr_names_found.extend(names_found)
         self.expr_attr_values_found.extend(values_found)
         return op
+
+
+def _plain_key(value: Any) -> Any:
+    """A hashable key for a JSON value made of dicts (string keys, order ignored), lists,
+    strings and None, equal exactly when json.dumps(sort_keys=True) of the values is:
+    containers are tagged with their type, so no two shapes meet. ~3x cheaper than
+    json.dumps on a Put's (expression, names, values). _NotPlain for anything else."""
+    if value is None or type(value) is str:
+        return value
+    if type(value) is dict:
+        if len(value) == 1:  # an AttributeValue, or one placeholder
+            for k, v in value.items():
+                if type(k) is not str:
+                    raise _NotPlain
+                return (dict, ((k, _plain_key(v)),))
+        if not all(type(k) is str for k in value):
+            raise _NotPlain
+        return (dict, tuple(sorted([(k, _plain_key(v)) for k, v in value.items()])))
+    if type(value) is list:
+        return (list, tuple([_plain_key(v) for v in value]))
+    raise _NotPlain
 
 
 def _cached_condition_parser(
@@ -313,6 +369,78 @@ def install_condition_cache() -> bool:
         return False
     for module in modules:
         setattr(module, factory, _cached_condition_parser)
+    return True
+
+
+_original_dynamo_to_dict = getattr(ddb_responses, "dynamo_to_dict", None)
+_original_item_size = getattr(ddb_dynamo_type.Item, "size", None)
+
+
+def _dynamo_to_dict(obj: Any) -> Any:
+    """moto's dynamo_to_dict (DynamoResult's conversion of every response) with its type
+    tests in the order of the common case: exact DynamoTypes, dicts (an item's
+    LimitedSizeDict too), lists and strings first. moto's version imports DynamoType and
+    runs up to five isinstance/hasattr tests per node, and a 100-item BatchGetItem response
+    has ~2,000 nodes. The B/BS rules are moto's own; anything else (subclasses, objects
+    with to_json, datetimes) is handed to moto's function."""
+    t = type(obj)
+    if t is DynamoType:
+        kind = obj.type
+        value = obj.value
+        if kind == "B":
+            return {"B": value if isinstance(value, bytes) else base64.b64decode(value)}
+        if kind == "BS":
+            return {"BS": [v if isinstance(v, bytes) else base64.b64decode(v) for v in value]}
+        tv = type(value)
+        if tv is str or tv is bool:
+            return {kind: value}
+        return {kind: _dynamo_to_dict(value)}
+    if t is dict or t is ddb_dynamo_type.LimitedSizeDict:
+        return {k: _dynamo_to_dict(v) for k, v in obj.items()}
+    if t is list:
+        return [_dynamo_to_dict(v) for v in obj]
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    assert _original_dynamo_to_dict is not None
+    return _original_dynamo_to_dict(obj)
+
+
+def _item_size(self: Any) -> int:
+    """moto's Item.size (bytes of attribute names plus DynamoType.size of each value) with
+    DynamoType.size's rules for plain strings, numbers, binaries and booleans inlined:
+    BatchGetItem sizes every item twice for its 16 MB response limit. Other values (sets,
+    lists, maps, anything unusual) are sized by moto's own DynamoType.size."""
+    total = 0
+    for key, attr in self.attrs.items():
+        total += len(key if isinstance(key, bytes) else key.encode("utf-8"))
+        if type(attr) is DynamoType:
+            kind = attr.type
+            value = attr.value
+            tv = type(value)
+            if kind == "N":
+                total += len(str(value))
+                continue
+            if kind in ("S", "B"):
+                if tv is str:
+                    total += len(value.encode("utf-8"))
+                    continue
+                if tv is bytes:
+                    total += len(value)
+                    continue
+            elif kind in ("BOOL", "NULL") and tv is bool:
+                total += 1
+                continue
+        total += attr.size()
+    return total
+
+
+def install_response_conversion() -> bool:
+    """Idempotent. False (moto left as-is) when DynamoResult's conversion or Item.size are
+    not where they were."""
+    if _original_dynamo_to_dict is None or _original_item_size is None:
+        return False
+    ddb_responses.dynamo_to_dict = _dynamo_to_dict
+    ddb_dynamo_type.Item.size = _item_size  # type: ignore[method-assign]
     return True
 
 
@@ -364,6 +492,29 @@ class DynamoDBJSONParser(moto_parse.JSONParser):
             except _NotPlain:
                 pass
         return super()._parse_structure(shape, value)
+
+    def _parse_map(self, shape: Any, value: Any) -> Any:
+        """An item (a map of AttributeValues) in one loop: moto's map rule (keys through
+        the key shape's handler, which for a string is the value itself) with each plain
+        value converted directly instead of through `_parse_shape` and `_parse_structure`."""
+        value_shape = shape.value
+        if (
+            type(value) is not dict
+            or value_shape.name != "AttributeValue"
+            or shape.key.type_name != "string"
+            or hasattr(self, "_parse_string")
+            or self.MAP_TYPE is not dict
+            or not self._dynamodb
+        ):
+            return super()._parse_map(shape, value)
+        parsed = {}
+        blob = self._blob_parser
+        for key, val in value.items():
+            try:
+                parsed[key] = _attribute_value_from_request(val, blob)
+            except _NotPlain:
+                parsed[key] = self._parse_shape(value_shape, val)
+        return parsed
 
     @property
     def _dynamodb(self) -> bool:
@@ -454,6 +605,7 @@ if FAST_PATHS:
     install_item_size_check()
     install_request_parser()
     install_method_name_cache()
+    install_response_conversion()
 
 app = (HostCachingDispatcher if FAST_PATHS else DomainDispatcherApplication)(create_backend_app)
 
