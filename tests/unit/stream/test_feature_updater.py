@@ -155,12 +155,16 @@ def test_mixed_batch_returns_exactly_the_throttled_records_and_reports_poison(wo
     reasons = [r["reason"] for r in world.failures.reports]
     assert "not JSON" in reasons[0] and "type" in reasons[1] and "future" in reasons[2]
     assert set(world.users.items) == {"u1", "u2"}
-    assert "u-throttled" not in world.sessions.sessions
-    # The throttled user succeeds on redelivery, without double counting the others.
+    # Session and trending do not wait for DynamoDB: the throttled user's events are live already.
+    assert sorted(e.item_id for e in world.sessions.recent("u-throttled")) == ["m1", "m2"]
+    trending = world.trending.top(NOW, 5)
+    # The throttled user succeeds on redelivery, without double counting anything.
     del world.users.fail_users["u-throttled"]
     again = world.updater.process([r for r in batch if r.sequence_number >= "00003"])
     assert again.failed == [] and again.applied == 2 and again.duplicates == 1
     assert world.users.items["u-throttled"].counts == {"view": 2}
+    assert sorted(e.item_id for e in world.sessions.recent("u-throttled")) == ["m1", "m2"]
+    assert world.trending.top(NOW, 5) == trending and again.trending_counted == 0
 
 
 def test_poison_that_cannot_be_reported_is_retried_not_lost(world: World) -> None:
@@ -169,13 +173,15 @@ def test_poison_that_cannot_be_reported_is_retried_not_lost(world: World) -> Non
     assert result.failed == ["00002"] and world.users.items["u1"].counts == {"view": 1}
 
 
-def test_redis_failure_returns_the_written_users_for_redelivery(world: World) -> None:
+def test_redis_failure_returns_every_valid_record_for_redelivery(world: World) -> None:
     world.sessions.fail_with = DependencyError("redis down")
+    world.users.fail_users["u2"] = RetryableError("throttled as well")
     result = world.updater.process(records(ev("e1", "u1", "m1"), ev("e2", "u2", "m1")))
-    assert result.failed == ["00001", "00002"]
+    assert result.failed == ["00001", "00002"] and result.retryable == 2  # each record once
     world.sessions.fail_with = None
+    del world.users.fail_users["u2"]
     again = world.updater.process(records(ev("e1", "u1", "m1"), ev("e2", "u2", "m1")))
-    assert again.failed == [] and again.applied == 0 and again.duplicates == 2
+    assert again.failed == [] and again.applied == 1 and again.duplicates == 1
     assert world.users.items["u1"].counts == {"view": 1}
     assert [e.item_id for e in world.sessions.recent("u1")] == ["m1"]
     assert world.trending.top(NOW, 1) == [("m1", 1.0)]
@@ -218,7 +224,8 @@ def test_time_is_checked_per_user_within_a_chunk() -> None:
     )
     assert sorted(world.users.items) == ["u0", "u1", "u2"]
     assert result.unprocessed == 2 and result.failed == ["00004", "00005"]
-    assert sorted(world.sessions.sessions) == ["u0", "u1", "u2"]
+    # Session and trending were written for every valid event (redelivery counts them once).
+    assert sorted(world.sessions.sessions) == ["u0", "u1", "u2", "u3", "u4"]
 
 
 def test_a_replayed_old_range_updates_features_but_not_the_live_session(world: World) -> None:

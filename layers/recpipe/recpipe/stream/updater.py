@@ -11,6 +11,8 @@ Exactly-once in effect, record by record:
   fails; keeping the ids in the item makes the write itself safe under replay.)
 - Trending: `add_once` marks each event id with SET NX in the same Lua script as the ZINCRBY.
 - Session: sorted-set members are the entries themselves, so rewriting one is a no-op.
+Because session and trending writes are idempotent per event, they run alongside the DynamoDB
+writes (for every valid event) instead of after them.
 
 Failure handling: a record that can never succeed (not JSON, schema-invalid) is reported to
 the failure sink and *not* returned as a failure, so it does not block the shard forever.
@@ -159,6 +161,7 @@ class FeatureUpdater:
         self._chunk_executor = (
             ThreadPoolExecutor(chunk_workers, thread_name_prefix="user-chunks") if chunk_workers > 1 else None
         )
+        self._live_executor = ThreadPoolExecutor(1, thread_name_prefix="live-state")
 
     @property
     def users(self) -> UserFeatureStore:
@@ -190,7 +193,11 @@ class FeatureUpdater:
                 # Not reported yet: keep them on the stream rather than lose them.
                 failed.update(r.sequence_number for r, _ in poison)
 
-        done: list[_UserWork] = []
+        # Session and trending writes are idempotent per event (sorted-set members, SET NX
+        # markers), so they need not wait for the DynamoDB writes: they run alongside them, and
+        # a record redelivered because its user's write failed still counts once.
+        live = self._live_executor.submit(self._write_live_state, list(work.values())) if work else None
+
         users = list(work)
         size = self._users_per_chunk
         chunks = [users[start : start + size] for start in range(0, len(users), size)]
@@ -206,15 +213,15 @@ class FeatureUpdater:
                     continue
                 for name in ("applied", "duplicates", "conflicts", "users_written"):
                     setattr(result, name, getattr(result, name) + getattr(outcome, name))
-                done.append(work[u])
 
-        if done:
+        if live is not None:
             try:
-                self._write_live_state(done, result)
+                result.trending_counted += live.result()
             except DependencyError:
-                for w in done:
-                    failed.update(w.sequence_numbers)
-                    result.retryable += len(w.sequence_numbers)
+                for w in work.values():  # redelivered, so the session/trending write is retried
+                    again = [s for s in w.sequence_numbers if s not in failed]
+                    failed.update(again)
+                    result.retryable += len(again)
 
         result.failed = [r.sequence_number for r in records if r.sequence_number in failed]
         return result
@@ -371,11 +378,12 @@ class FeatureUpdater:
             fresh += state is not before
         return state, fresh
 
-    def _write_live_state(self, done: list[_UserWork], result: UpdateResult) -> None:
-        events = [e for w in done for e in w.events]
+    def _write_live_state(self, work: list[_UserWork]) -> int:
+        """Session entries and trending hits of the batch's valid events; returns hits counted."""
+        events = [e for w in work for e in w.events]
         self._sessions.append_many(session_entries(events, now=self._clock()))
         hits = [TrendingHit(e.event_id, e.item_id, e.ts, e.weight) for e in events]
-        result.trending_counted += self._trending.add_once(hits)
+        return self._trending.add_once(hits)
 
 
 def records_from_lambda_event(event: Mapping[str, Any]) -> list[StreamRecord]:
