@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gc
 import io
 import json
 import os
@@ -310,6 +311,10 @@ class SerialisingUserStore:
 def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -> dict[str, Any]:
     from recpipe.stream.updater import records_from_lambda_event
 
+    # As functions/update_features does after building its updater (the workloads held here
+    # are frozen along with it: they are the benchmark's, not the updater's).
+    gc.collect()
+    gc.freeze()
     batch_ms = []
     failed = writes = 0
     servers0 = {name: probe() for name, probe in SERVER_CPU.items()}

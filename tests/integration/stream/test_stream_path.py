@@ -4,6 +4,7 @@ failure queue; `recpipe replay` re-drives them."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -286,7 +287,9 @@ def test_the_handler_reports_user_state_cache_hits_and_misses(
 ) -> None:
     event = sample("kinesis_batch.json")  # users u-42 and u-7
     capsys.readouterr()
+    gc.unfreeze()
     stack.update.handler(event, LambdaContext(timeout_s=30))
+    assert gc.get_freeze_count() > 0, "the cold start's objects are left out of full collections"
     first = emf_metrics(capsys.readouterr().out)
     stack.update.handler(event, LambdaContext(timeout_s=30))  # a redelivery: both users cached
     second = emf_metrics(capsys.readouterr().out)
