@@ -501,3 +501,53 @@ def test_the_item_size_is_moto_s() -> None:
     items.append(odd)
     for item in items:
         assert moto_app._item_size(item) == moto_size(item)
+
+
+def _dynamo_vars(value: Any) -> Any:
+    """A DynamoType tree as plain data: its class, attributes and nested values."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if isinstance(value, DynamoType):
+        return (type(value).__name__, {k: _dynamo_vars(v) for k, v in vars(value).items()})
+    if isinstance(value, dict):
+        return {k: _dynamo_vars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dynamo_vars(v) for v in value]
+    return (type(value).__name__, value)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {},
+        {"two": {"S": "x", "N": "1"}},
+        {"null_s": {"S": None}},
+        {"number": {"N": 5}},
+        {"s_bool": {"S": True}},
+        {"map_of_odd": {"M": {"k": {"S": "x", "N": "1"}}}},
+        {"empty": {}},
+        {"not_a_value": "x"},
+        {b"bytes_name": {"S": "x"}},
+    ],
+)
+def test_items_are_built_as_moto_builds_them(odd: dict[Any, Any]) -> None:
+    """Same DynamoTypes (classes, attributes, nesting), sizes and errors as moto's
+    Item.__init__ (which inserts through LimitedSizeDict's own check)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from recpipe.local import moto_app
+
+    attrs = wire_item(ALL_TYPES_ITEM) | odd
+
+    def moto_own() -> Any:
+        out = LimitedSizeDict()
+        for key, value in attrs.items():
+            out[key] = DynamoType(value)
+        return _dynamo_vars(dict(out)), type(out).__name__
+
+    def patched() -> Any:
+        item = Item.__new__(Item)
+        moto_app._item_init(item, DynamoType(attrs["user_id"]), None, attrs)
+        return _dynamo_vars(dict(item.attrs)), type(item.attrs).__name__
+
+    assert _outcome(patched) == _outcome(moto_own)
