@@ -74,13 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-workers",
         type=int,
         default=0,
-        help="chunks of users in flight at once (default: the updater's UPDATER_CHUNK_WORKERS)",
-    )
-    parser.add_argument(
-        "--chunk-users",
-        type=int,
-        default=0,
-        help="users per chunk (one read + one transaction; default: UPDATER_CHUNK_USERS)",
+        help="chunks of 100 users in flight at once (default: the updater's UPDATER_CHUNK_WORKERS)",
     )
     parser.add_argument(
         "--write-modes",
@@ -443,16 +437,13 @@ def run(args: argparse.Namespace) -> int:
         layout = KeyLayout("bench")
         categories = workload.categories.get
         from recpipe.stream.wiring import (
-            UPDATER_CHUNK_USERS,
             UPDATER_CHUNK_WORKERS,
             updater_dynamodb_client,
             updater_user_store,
         )
 
         chunk_workers = args.chunk_workers or UPDATER_CHUNK_WORKERS
-        chunk_users = args.chunk_users or UPDATER_CHUNK_USERS
         report["config"]["chunk_workers"] = chunk_workers
-        report["config"]["chunk_users"] = chunk_users
 
         def updater_with(store: Any, write_workers: int, write_mode: str) -> FeatureUpdater:
             return FeatureUpdater(
@@ -465,7 +456,6 @@ def run(args: argparse.Namespace) -> int:
                 write_workers=write_workers if write_mode == "item" else 1,
                 write_mode=write_mode,
                 chunk_workers=chunk_workers,
-                users_per_chunk=chunk_users,
             )
 
         # The updater's own client and store (build_updater), so what is measured is what runs:

@@ -135,7 +135,6 @@ class FeatureUpdater:
         write_workers: int = 1,
         write_mode: str = "item",
         chunk_workers: int = 1,
-        users_per_chunk: int = USERS_PER_READ,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if write_mode not in WRITE_MODES:
@@ -151,9 +150,6 @@ class FeatureUpdater:
         self._failures = failures
         self._categories_of = categories_of
         self._min_remaining_ms = min_remaining_ms
-        if not 1 <= users_per_chunk <= USERS_PER_READ:
-            raise ValueError(f"users_per_chunk must be 1..{USERS_PER_READ}, got {users_per_chunk}")
-        self._users_per_chunk = users_per_chunk
         self._clock = clock
         self._executor = (
             ThreadPoolExecutor(write_workers, thread_name_prefix="user-writes") if write_workers > 1 else None
@@ -199,8 +195,7 @@ class FeatureUpdater:
         live = self._live_executor.submit(self._write_live_state, list(work.values())) if work else None
 
         users = list(work)
-        size = self._users_per_chunk
-        chunks = [users[start : start + size] for start in range(0, len(users), size)]
+        chunks = [users[start : start + USERS_PER_READ] for start in range(0, len(users), USERS_PER_READ)]
         for outcomes in self._run_chunks(chunks, work, remaining_ms):
             for u, outcome in outcomes:
                 if outcome is None:  # skipped: out of time

@@ -96,8 +96,6 @@ UPDATER_WRITE_WORKERS = 16
 #: Chunks of 100 users (one BatchGetItem + one transaction each) in flight at once in a large
 #: batch: while one chunk waits on DynamoDB, the next is folded and encoded.
 UPDATER_CHUNK_WORKERS = 3
-#: Users per chunk (at most one BatchGetItem / one transaction: 100).
-UPDATER_CHUNK_USERS = 100
 
 
 def updater_dynamodb_client(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> Any:
@@ -139,7 +137,6 @@ def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORK
         write_workers=write_workers,
         write_mode=settings.user_features_write_mode,
         chunk_workers=UPDATER_CHUNK_WORKERS,
-        users_per_chunk=UPDATER_CHUNK_USERS,
     )
 
 
