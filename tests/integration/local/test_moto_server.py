@@ -551,3 +551,52 @@ def test_items_are_built_as_moto_builds_them(odd: dict[Any, Any]) -> None:
         return _dynamo_vars(dict(item.attrs)), type(item.attrs).__name__
 
     assert _outcome(patched) == _outcome(moto_own)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"Responses": {}}',
+        "",
+        "<ErrorResponse><RequestId>old</RequestId></ErrorResponse>",
+        '{"S": "<RequestId>x</RequestId>"}',
+        '{"S": "<RequestId>"}',
+        b"<RequestId>x</RequestId>",
+        None,
+    ],
+)
+def test_responses_are_enriched_as_moto_enriches_them(body: Any) -> None:
+    from moto.moto_api._internal import mock_random
+    from recpipe.local import moto_app
+
+    assert moto_app._original_enrich is not None
+
+    def run(enrich: Any) -> Any:
+        mock_random.seed(7)  # the same request id for both
+        return _outcome(enrich, {"status": 200, "Content-Type": "x"}, body)
+
+    assert run(moto_app._enrich_response) == run(moto_app._original_enrich)
+
+
+@pytest.mark.unit
+def test_duplicate_keys_are_found_as_moto_finds_them() -> None:
+    from recpipe.local import moto_app
+
+    a = {"user_id": {"S": "a"}}
+    pair = {"user_id": {"S": "a"}, "item_id": {"S": "i"}}
+    cases: list[list[Any]] = [
+        [],
+        [a],
+        [a, {"user_id": {"S": "b"}}],
+        [a, {"user_id": {"S": "a"}}],
+        [pair, {"item_id": {"S": "i"}, "user_id": {"S": "a"}}],  # same key, other order
+        [a, {"user_id": {"N": "a"}}],
+        [{"user_id": {"N": 1}}, {"user_id": {"N": 1.0}}],  # not plain: moto's check
+        [{"user_id": {"N": 1}}, {"user_id": {"N": "1"}}],
+        [a, {"user_id": {"L": [{"S": "a"}]}}, {"user_id": {"L": [{"S": "a"}]}}],
+    ]
+    assert moto_app._original_contains_duplicates is not None
+    for keys in cases:
+        ours = moto_app._contains_duplicates(None, keys)
+        assert ours == moto_app._original_contains_duplicates(None, keys), keys
