@@ -129,7 +129,8 @@ def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
     probe = (
         "import moto.dynamodb.models as m, moto.dynamodb.responses as r, recpipe.local.moto_app as a; "
         "print(m.DynamoDBBackend.transact_write_items is a.transact_write_items, type(a.app).__name__, "
-        "r.dynamo_to_dict is a._dynamo_to_dict, m.Item.size is a._item_size)"
+        "r.dynamo_to_dict is a._dynamo_to_dict, m.Item.size is a._item_size, "
+        "__import__('gc').get_threshold()[0])"
     )
 
     def patched(**switches: str) -> str:
@@ -139,9 +140,9 @@ def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
         )
         return out.stdout.strip()
 
-    assert patched() == "True HostCachingDispatcher True True"
-    assert patched(RECPIPE_MOTO_TRANSACTIONS="as-is") == "False HostCachingDispatcher True True"
-    assert patched(RECPIPE_MOTO_FAST_PATHS="as-is") == "True DomainDispatcherApplication False False"
+    assert patched() == "True HostCachingDispatcher True True 10000"
+    assert patched(RECPIPE_MOTO_TRANSACTIONS="as-is") == "False HostCachingDispatcher True True 10000"
+    assert patched(RECPIPE_MOTO_FAST_PATHS="as-is") == "True DomainDispatcherApplication False False 700"
     env = {**CREDENTIALS, "RECPIPE_MOTO_TRANSACTIONS": "as-is", "RECPIPE_MOTO_FAST_PATHS": "as-is"}
     with MotoServer(tmp_path / "moto.log", front="werkzeug", env=env) as server:
         client = boto3.client("dynamodb", endpoint_url=server.url, **_client_kwargs())
