@@ -601,3 +601,73 @@ def test_duplicate_keys_are_found_as_moto_finds_them() -> None:
     for keys in cases:
         ours = moto_app._contains_duplicates(None, keys)
         assert ours == moto_app._original_contains_duplicates(None, keys), keys
+
+
+@pytest.mark.unit
+def test_keys_hash_and_compare_as_moto_s() -> None:
+    import itertools
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from recpipe.local import moto_app
+
+    class Sub(DynamoType):
+        @property
+        def cast_value(self) -> Any:
+            return "other"
+
+    values = [
+        DynamoType({"S": "a"}),
+        DynamoType({"S": "1"}),
+        DynamoType({"S": ""}),
+        DynamoType({"B": b"a"}),
+        DynamoType({"B": "a"}),
+        DynamoType({"N": "1"}),
+        DynamoType({"N": "1.0"}),
+        DynamoType({"SS": ["a"]}),
+        DynamoType({"NULL": True}),
+        Sub({"S": "a"}),
+    ]
+    assert moto_app._original_dynamo_hash is not None and moto_app._original_dynamo_eq is not None
+    for v in values:
+        assert _outcome(moto_app._dynamo_hash, v) == _outcome(moto_app._original_dynamo_hash, v), vars(v)
+    for a, b in itertools.product(values, [*values, None, "a"]):
+        ours = _outcome(moto_app._dynamo_eq, a, b)
+        assert ours == _outcome(moto_app._original_dynamo_eq, a, b), (vars(a), b)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {},
+        {"bad": {"N": "abc"}, "worse": {"N": "1e999"}},
+        {"space": {"N": " 1"}},
+        {"inf": {"N": "inf"}},
+        {"tiny": {"N": "1e-200"}},
+        {"int": {"N": 5}},
+        {"N": {"S": "x"}},
+        {"S": {"N": "1"}},
+        {"null_false": {"NULL": False}},
+        {"s_int": {"S": 5}},
+        {"user_id": {"S": {"S": "x"}}},
+        {"m": {"M": {"N": {"N": "bad"}}}},
+        {"two": {"S": "x", "N": "bad"}},
+        {"first": {"N": "x1"}, "second": {"N": "x2"}},
+    ],
+)
+def test_item_types_are_checked_as_moto_checks_them(odd: dict[str, Any]) -> None:
+    from moto.dynamodb.models.table import Table
+    from recpipe.local import moto_app
+
+    table = Table(
+        "users",
+        account_id="123456789012",
+        region="us-east-1",
+        schema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+        attr=[{"AttributeName": "user_id", "AttributeType": "S"}],
+    )
+    item = wire_item({k: v for k, v in ALL_TYPES_ITEM.items() if k in ("user_id", "n", "empty")}) | odd
+    assert moto_app._original_validate_item_types is not None
+    ours = _outcome(moto_app._validate_item_types, table, item)
+    assert ours == _outcome(moto_app._original_validate_item_types, table, item)
+    assert _outcome(moto_app._validate_item_types, table, wire_item(ALL_TYPES_ITEM)) is None
