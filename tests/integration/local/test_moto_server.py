@@ -653,6 +653,9 @@ def test_keys_hash_and_compare_as_moto_s() -> None:
         {"m": {"M": {"N": {"N": "bad"}}}},
         {"two": {"S": "x", "N": "bad"}},
         {"first": {"N": "x1"}, "second": {"N": "x2"}},
+        {"blob": {"B": b"\x00"}, "bad": {"N": "x"}},
+        {"n_bytes": {"N": b"1"}, "s_bytes": {"S": b"x"}},
+        {"user_id": {"S": b"x"}},
     ],
 )
 def test_item_types_are_checked_as_moto_checks_them(odd: dict[str, Any]) -> None:
@@ -666,8 +669,25 @@ def test_item_types_are_checked_as_moto_checks_them(odd: dict[str, Any]) -> None
         schema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
         attr=[{"AttributeName": "user_id", "AttributeType": "S"}],
     )
-    item = wire_item({k: v for k, v in ALL_TYPES_ITEM.items() if k in ("user_id", "n", "empty")}) | odd
+    plain = wire_item({k: v for k, v in ALL_TYPES_ITEM.items() if k in ("user_id", "n", "empty")})
+    item = plain | {"b": {"B": b"\x00\xff"}} | odd  # B as parsed: bytes
     assert moto_app._original_validate_item_types is not None
     ours = _outcome(moto_app._validate_item_types, table, item)
     assert ours == _outcome(moto_app._original_validate_item_types, table, item)
     assert _outcome(moto_app._validate_item_types, table, wire_item(ALL_TYPES_ITEM)) is None
+
+
+@pytest.mark.unit
+def test_a_plain_item_s_types_are_checked_without_moto_s_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.models.table import Table
+    from recpipe.local import moto_app
+
+    walks: list[Any] = []
+    monkeypatch.setattr(moto_app, "_original_validate_item_types", lambda *a: walks.append(a))
+    key = [{"AttributeName": "user_id", "KeyType": "HASH"}]
+    table = Table(
+        "users", "123456789012", "us-east-1", key, [{"AttributeName": "user_id", "AttributeType": "S"}]
+    )
+    item = {"user_id": {"S": "u"}, "version": {"N": "3"}, "features": {"B": b"\x00"}}
+    moto_app._validate_item_types(table, item)
+    assert walks == []

@@ -39,7 +39,7 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
     stream benchmark moto CPU per event ~144 -> ~125 us, batch p99 ~100 -> ~30 ms);
   - string and binary DynamoTypes hash and compare without cast_value's type tests
     (`_dynamo_hash`, `_dynamo_eq`: every item lookup hashes its key), and an item of
-    one-member string values has only its numbers checked, in order, instead of moto's
+    one-member string/bytes values has only its numbers checked, in order, instead of moto's
     recursive walk (`_validate_item_types`, the only check that can fail there): in-process
     replay of the stream benchmark ~120 -> ~109 us of moto CPU per event;
   - a JSON body is not searched by moto's `<RequestId>` regex when it has no
@@ -518,9 +518,9 @@ _original_validate_item_types = getattr(ddb_models.Table, "_validate_item_types"
 
 
 def _validate_item_types(self: Any, item_attrs: Any, attr: str | None = None) -> None:
-    """Table._validate_item_types for an item of one-member values holding strings: of
-    moto's checks only the number check can fail there (a string is neither an int nor a
-    dict), so the numbers are checked in item order, as moto's walk would. Items with other
+    """Table._validate_item_types for an item of one-member values holding strings or bytes:
+    of moto's checks only the number check can fail there (neither is an int or a dict),
+    so the numbers are checked in item order, as moto's walk would. Items with other
     values, or attributes named N, S or NULL (moto checks names too), take moto's walk."""
     assert _original_validate_item_types is not None
     if attr is not None or type(item_attrs) is not dict:
@@ -530,7 +530,7 @@ def _validate_item_types(self: Any, item_attrs: Any, attr: str | None = None) ->
         if type(value) is not dict or len(value) != 1 or key in ("N", "S", "NULL"):
             return _original_validate_item_types(self, item_attrs, attr)
         ((kind, inner),) = value.items()
-        if type(inner) is not str:
+        if type(inner) is not str and type(inner) is not bytes:  # bytes: a parsed B
             return _original_validate_item_types(self, item_attrs, attr)
         if kind == "N":
             numbers.append(inner)
