@@ -691,3 +691,49 @@ def test_a_plain_item_s_types_are_checked_without_moto_s_walk(monkeypatch: pytes
     item = {"user_id": {"S": "u"}, "version": {"N": "3"}, "features": {"B": b"\x00"}}
     moto_app._validate_item_types(table, item)
     assert walks == []
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("custom", [None, "custom {}"])
+def test_empty_key_values_are_refused_as_moto_refuses_them(custom: str | None) -> None:
+    import itertools
+
+    from moto.dynamodb.models.table import Table
+    from recpipe.local import moto_app
+
+    def table(keys: list[str], gsi: bool = False) -> Any:
+        return Table(
+            "t",
+            "123456789012",
+            "us-east-1",
+            [{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ("HASH", "RANGE"), strict=False)],
+            [{"AttributeName": k, "AttributeType": "S"} for k in [*keys, "g"]],
+            global_indexes=[
+                {
+                    "IndexName": "by_g",
+                    "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ]
+            if gsi
+            else None,
+        )
+
+    tables = [table(["user_id"]), table(["user_id", "item_id"]), table(["user_id"], gsi=True), None]
+    items: list[Any] = [
+        {"user_id": {"S": "u"}, "item_id": {"S": "i"}, "n": {"N": "1"}},
+        {"user_id": {"S": ""}, "item_id": {"S": "i"}},
+        {"user_id": {"S": "u"}, "item_id": {"B": ""}},
+        {"user_id": {"S": ""}, "item_id": {"S": ""}},
+        {"user_id": {"B": b""}},
+        {"user_id": {"S": "u"}, "other": {"S": ""}},
+        {"user_id": {"S": "u"}, "g": {"S": ""}},
+        {"user_id": {"S": "u"}, "empty": {}},
+        {"user_id": {"S": "u"}, "odd": "x"},
+        {"item_id": {"S": ""}},
+        {},
+    ]
+    assert moto_app._original_empty_key_check is not None
+    for t, item in itertools.product(tables, items):
+        ours = _outcome(moto_app._validate_put_has_empty_keys, item, t, custom)
+        assert ours == _outcome(moto_app._original_empty_key_check, item, t, custom), (item, t)

@@ -42,6 +42,9 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
     one-member string/bytes values has only its numbers checked, in order, instead of moto's
     recursive walk (`_validate_item_types`, the only check that can fail there): in-process
     replay of the stream benchmark ~120 -> ~109 us of moto CPU per event;
+  - the empty-key check of a Put (no global indexes) looks at the key attributes' values
+    instead of listing every empty string of the item first (`_validate_put_has_empty_keys`,
+    ~2.7 -> ~1.0 us per Put);
   - a JSON body is not searched by moto's `<RequestId>` regex when it has no
     `<RequestId>` (`_enrich_response`, ~3% of the benchmark's moto CPU), and BatchGetItem's
     duplicate-key check is a set instead of a list scan (`_contains_duplicates`, ~1.5%).
@@ -734,6 +737,43 @@ def _contains_duplicates(self: Any, keys: list[Any]) -> bool:
     return False
 
 
+_original_empty_key_check = getattr(ddb_responses, "validate_put_has_empty_keys", None)
+
+
+def _validate_put_has_empty_keys(field_updates: Any, table: Any, custom_error_msg: str | None = None) -> None:
+    """moto's check that no key attribute holds an empty string, for a table without global
+    indexes and an item of non-empty dicts: moto lists every attribute that is an empty S/B
+    and then looks each key name up in that list; only the key names' own values can
+    decide, so they are looked at directly (first key name in moto's order, the same
+    message). Tables with global indexes and unusual items take moto's function (which
+    raises for them what it raises)."""
+    assert _original_empty_key_check is not None
+    if not table or table.global_indexes or type(field_updates) is not dict:
+        return _original_empty_key_check(field_updates, table, custom_error_msg)
+    for value in field_updates.values():
+        if type(value) is not dict or not value:
+            return _original_empty_key_check(field_updates, table, custom_error_msg)
+    for key_name in table.attribute_keys:
+        value = field_updates.get(key_name)
+        if value is not None and next(iter(value)) in ("S", "B") and next(iter(value.values())) == "":
+            if key_name:  # moto raises only for a truthy first match
+                msg = (
+                    custom_error_msg
+                    or "One or more parameter values were invalid: An AttributeValue may not contain an empty string. Key: {}"
+                )
+                raise ddb_responses.MockValidationException(msg.format(key_name))
+            return None
+    return None
+
+
+def install_empty_key_check() -> bool:
+    """Idempotent. False (moto left as-is) when the check is not where it was."""
+    if _original_empty_key_check is None or not hasattr(ddb_responses, "MockValidationException"):
+        return False
+    ddb_responses.validate_put_has_empty_keys = _validate_put_has_empty_keys
+    return True
+
+
 def install_duplicate_key_check() -> bool:
     """Idempotent. False (moto left as-is) when the check is not where it was."""
     if _original_contains_duplicates is None:
@@ -802,6 +842,7 @@ if FAST_PATHS:
     install_duplicate_key_check()
     install_key_comparisons()
     install_item_type_check()
+    install_empty_key_check()
     install_gc_thresholds()
 
 app = (HostCachingDispatcher if FAST_PATHS else DomainDispatcherApplication)(create_backend_app)
