@@ -737,3 +737,82 @@ def test_empty_key_values_are_refused_as_moto_refuses_them(custom: str | None) -
     for t, item in itertools.product(tables, items):
         ours = _outcome(moto_app._validate_put_has_empty_keys, item, t, custom)
         assert ours == _outcome(moto_app._original_empty_key_check, item, t, custom), (item, t)
+
+
+@pytest.mark.unit
+def test_batch_get_item_answers_as_moto_s_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both handlers behind the same app and tables: same status and body for found,
+    missing and projected items, every validation error, and UnprocessedKeys past 16 MB."""
+    import json
+
+    from moto.dynamodb.responses import DynamoHandler
+    from recpipe.local import moto_app
+    from werkzeug.test import Client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    client = Client(moto_app.app)
+    auth = "AWS4-HMAC-SHA256 Credential=testing/20250101/eu-west-3/dynamodb/aws4_request, SignedHeaders=host, Signature=x"
+
+    def call(op: str, body: dict[str, Any]) -> tuple[int, str]:
+        r = client.post(
+            "/",
+            data=json.dumps(body),
+            headers={
+                "Host": "127.0.0.1:5000",
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": f"DynamoDB_20120810.{op}",
+                "Authorization": auth,
+            },
+        )
+        return r.status_code, r.get_data(as_text=True)
+
+    for name in ("bgi-small", "bgi-big"):
+        call("DeleteTable", {"TableName": name})
+        call(
+            "CreateTable",
+            {
+                "TableName": name,
+                "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": "user_id", "AttributeType": "S"}],
+                "BillingMode": "PAY_PER_REQUEST",
+            },
+        )
+    for i in range(5):
+        item = wire_item(ALL_TYPES_ITEM) | {"user_id": {"S": f"u{i}"}, "v": {"N": str(i)}}
+        assert call("PutItem", {"TableName": "bgi-small", "Item": item})[0] == 200
+    for i in range(45):  # ~17.6 MB in all: past BatchGetItem's 16 MB
+        item = {"user_id": {"S": f"u{i}"}, "blob": {"S": "x" * 390_000}}
+        assert call("PutItem", {"TableName": "bgi-big", "Item": item})[0] == 200
+
+    def keys(table: str, ids: list[int], **extra: Any) -> dict[str, Any]:
+        return {table: {"Keys": [{"user_id": {"S": f"u{i}"}} for i in ids], **extra}}
+
+    requests: list[dict[str, Any]] = [
+        keys("bgi-small", [0, 1, 7, 2, 9]),
+        keys("bgi-small", [0, 3], ConsistentRead=True) | keys("bgi-big", [1, 2]),
+        keys(
+            "bgi-small", [0, 1], ProjectionExpression="#u, v, m.x", ExpressionAttributeNames={"#u": "user_id"}
+        ),
+        keys("bgi-small", [0], ProjectionExpression="v", ExpressionAttributeNames={"#u": "user_id"}),
+        keys("bgi-small", [0, 1], AttributesToGet=["v", "b"]),
+        keys("bgi-small", [0, 0]),
+        keys("bgi-small", list(range(101))),
+        keys("bgi-small", list(range(60))) | keys("bgi-big", list(range(41))),
+        keys("bgi-missing", [0]),
+        keys("bgi-small", []),
+        keys("bgi-big", list(range(45))),
+        keys("bgi-small", [0, 1]) | keys("bgi-big", list(range(44))),
+        {"bgi-small": {"Keys": [{"item_id": {"S": "u0"}}]}},
+    ]
+    assert moto_app._original_batch_get_item is not None
+    answers = []
+    for body in requests:
+        monkeypatch.setattr(DynamoHandler, "batch_get_item", moto_app._original_batch_get_item)
+        theirs = call("BatchGetItem", {"RequestItems": body})
+        monkeypatch.setattr(DynamoHandler, "batch_get_item", moto_app._batch_get_item)
+        ours = call("BatchGetItem", {"RequestItems": body})
+        assert ours == theirs, (body, theirs[1][:300])
+        answers.append(ours)
+    assert sum('"UnprocessedKeys": {"bgi-big"' in body for _, body in answers) == 2
+    assert sum(status == 400 for status, _ in answers) == 6

@@ -42,6 +42,9 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
     one-member string/bytes values has only its numbers checked, in order, instead of moto's
     recursive walk (`_validate_item_types`, the only check that can fail there): in-process
     replay of the stream benchmark ~120 -> ~109 us of moto CPU per event;
+  - BatchGetItem sizes each item once instead of twice and looks the backend up once
+    (`_batch_get_item`, moto's handler otherwise line for line): 95-item BatchGetItem
+    ~3.7 -> ~3.5 ms;
   - the empty-key check of a Put (no global indexes) looks at the key attributes' values
     instead of listing every empty string of the item first (`_validate_put_has_empty_keys`,
     ~2.7 -> ~1.0 us per Put);
@@ -737,6 +740,91 @@ def _contains_duplicates(self: Any, keys: list[Any]) -> bool:
     return False
 
 
+_original_batch_get_item = getattr(ddb_responses.DynamoHandler, "batch_get_item", None)
+#: BatchGetItem's response size limit (moto's: 16 MB).
+BATCH_GET_SIZE_LIMIT = 16 * 1024 * 1024
+
+
+def _batch_get_item(self: Any) -> Any:
+    """moto 5.2.5's DynamoHandler.batch_get_item, line for line, except that each item's size
+    is computed once instead of twice (Item.size is a pure function of an item nothing
+    changes in between) and the backend is looked up once, at the first key, instead of per
+    key (the same dynamodb_backends[account][region] every time). Same validations in the
+    same order, same messages, same UnprocessedKeys at the same 16 MB limit; the test
+    compares both handlers' responses through the app."""
+    r = ddb_responses
+    table_batches = self.body["RequestItems"]
+
+    results: dict[str, Any] = {
+        "ConsumedCapacity": [],
+        "Responses": {},
+        "UnprocessedKeys": {},
+    }
+
+    for table_name, table_request in table_batches.items():
+        if len(table_request["Keys"]) > 100:
+            raise r.MockValidationException(
+                "1 validation error detected: Value at 'requestItems."
+                + table_name
+                + ".member.keys' failed to satisfy constraint: Member must have length less than or equal to 100"
+            )
+    nr_of_keys_across_all_tables = sum([len(req["Keys"]) for _, req in table_batches.items()])
+    if nr_of_keys_across_all_tables > 100:
+        raise r.MockValidationException("Too many items requested for the BatchGetItem call")
+
+    result_size: int = 0
+    backend = None
+    for table_name, table_request in table_batches.items():
+        keys = table_request["Keys"]
+        if self._contains_duplicates(keys):
+            raise r.MockValidationException("Provided list of item keys contains duplicates")
+        attributes_to_get = table_request.get("AttributesToGet")
+        projection_expression = table_request.get("ProjectionExpression")
+        expression_attribute_names = table_request.get("ExpressionAttributeNames", {})
+
+        parser = r.ProjectionExpressionParser(projection_expression, expression_attribute_names)
+        projection_expressions = parser.parse()
+        r.validate_attributes_used(
+            expression_attribute_names,
+            parser.expr_attr_names_found,
+            validation_error_prefix=False,
+        )
+
+        results["Responses"][table_name] = []
+        for key in keys:
+            if backend is None:
+                backend = self.dynamodb_backend
+            item = backend.get_item(table_name, key, projection_expressions)
+            if item:
+                size = item.size()
+                if result_size + size > BATCH_GET_SIZE_LIMIT:
+                    if table_name not in results["UnprocessedKeys"]:
+                        results["UnprocessedKeys"][table_name] = {"Keys": []}
+                    results["UnprocessedKeys"][table_name]["Keys"].append(key)
+                else:
+                    item_describe = item.describe_attrs(attributes_to_get)
+                    results["Responses"][table_name].append(item_describe["Item"])
+                    result_size += size
+
+        results["ConsumedCapacity"].append({"CapacityUnits": len(keys), "TableName": table_name})
+    return r.DynamoResult(results)
+
+
+def install_batch_get_item() -> bool:
+    """Idempotent. False (moto left as-is) when the handler or the names it uses are not
+    where they were."""
+    needed = (
+        "MockValidationException",
+        "ProjectionExpressionParser",
+        "validate_attributes_used",
+        "DynamoResult",
+    )
+    if _original_batch_get_item is None or not all(hasattr(ddb_responses, n) for n in needed):
+        return False
+    ddb_responses.DynamoHandler.batch_get_item = _batch_get_item  # type: ignore[method-assign]
+    return True
+
+
 _original_empty_key_check = getattr(ddb_responses, "validate_put_has_empty_keys", None)
 
 
@@ -843,6 +931,7 @@ if FAST_PATHS:
     install_key_comparisons()
     install_item_type_check()
     install_empty_key_check()
+    install_batch_get_item()
     install_gc_thresholds()
 
 app = (HostCachingDispatcher if FAST_PATHS else DomainDispatcherApplication)(create_backend_app)
