@@ -821,3 +821,37 @@ def test_batch_get_item_answers_as_moto_s_handler(monkeypatch: pytest.MonkeyPatc
         answers.append(ours)
     assert sum('"UnprocessedKeys": {"bgi-big"' in body for _, body in answers) == 2
     assert sum(status == 400 for status, _ in answers) == 6
+
+
+@pytest.mark.unit
+def test_remembered_numbers_are_judged_as_moto_judges_them() -> None:
+    from recpipe.local import moto_app
+
+    values: list[Any] = [
+        "1",
+        "-12.50",
+        "1795643496.596617",
+        "0",
+        "1e125",
+        "1e126",
+        "-1e-131",
+        "1e-130",
+        "abc",
+        " 1",
+        "1 ",
+        "inf",
+        "nan",
+        "",
+        "0x10",
+        "1_000",
+        5,
+        1.5,
+        None,
+        b"1",
+    ]
+    assert moto_app._original_validate_number is not None
+    for _ in range(2):  # judged, then remembered
+        for value in values:
+            ours = _outcome(moto_app._validate_number_type, None, value)
+            assert ours == _outcome(moto_app._original_validate_number, None, value), value
+    assert "abc" not in moto_app._valid_numbers and "1" in moto_app._valid_numbers
