@@ -12,7 +12,11 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
   object, never changes it). Tables with a DynamoDB stream keep moto's own path, since the
   copy there also rolls back stream records.
 - Fast paths (RECPIPE_MOTO_FAST_PATHS=as-is turns them off), measured on a 100-user
-  BatchGetItem + TransactWriteItems batch of the stream benchmark, ~43 -> ~21 ms of moto CPU:
+  BatchGetItem + TransactWriteItems batch of the stream benchmark, ~43 -> ~21 ms of moto CPU
+  with the first six below; with all of them, `recpipe bench stream --events 20000
+  --write-modes transact` moto CPU per event ~255 -> ~132 us without the updater's state
+  cache and ~146 -> ~79 us with it (medians of three alternated runs each on a loaded
+  2-CPU box):
   - AttributeValue responses are serialized without moto's alias search for absent members
     (identical bytes; `DynamoDBJSONSerializer`);
   - parsed condition expressions are memoised on (expression, names, values): a
@@ -27,13 +31,12 @@ moto's) answers exactly; tests/integration/local/test_moto_server.py checks each
     service's URL patterns per request (`HostCachingDispatcher`), and a response class's
     action names are listed once instead of per request (`_cached_method_names`);
   - items (maps of AttributeValues) are converted in one loop when responses are
-    serialized and requests parsed (`_serialize_type_map`, `_parse_map`; the parse with
-    strings, numbers and base64 inlined: TransactWriteItems parse ~13.0 -> ~11.8 us per
-    Put), DynamoResult's
+    serialized and requests parsed (`_serialize_type_map`, `_parse_map`), their plain
+    strings, numbers and binaries inline (base64 through binascii when the blob parser is
+    moto's default: TransactWriteItems parse ~13.0 -> ~11.8 us per Put); DynamoResult's
     conversion tests the common types first (`_dynamo_to_dict`), and Item.size sizes plain
-    values inline (`_item_size`; BatchGetItem sizes each item twice), plain strings,
-    numbers and binaries of an item directly: a 95-item BatchGetItem of the stream
-    benchmark ~6.4 -> ~4.1 ms of moto CPU;
+    values inline (`_item_size`): a 95-item BatchGetItem of the stream benchmark ~6.4 ->
+    ~4.1 ms of moto CPU;
   - condition-cache keys are built as tuples instead of by json.dumps (`_plain_key`,
     ~2.7 -> ~0.9 us, three per Put);
   - the server's young garbage-collector generation holds 10,000 objects instead of 700
