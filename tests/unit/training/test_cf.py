@@ -23,13 +23,15 @@ def _two_taste_log() -> InteractionLog:
 
 
 def _fit(log: InteractionLog) -> CFModel:
+    # Regularised enough that 8 factors cannot memorise 20 items: with 0.05 the missing item
+    # came top for 36-40 of 40 users depending on the seed and the machine's BLAS.
     return fit_als(
         log,
         len(log.user_vocab),
         len(log.item_vocab),
         factors=8,
         iterations=15,
-        regularization=0.05,
+        regularization=1.0,
         alpha=5.0,
         seed=1,
     )
