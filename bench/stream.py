@@ -597,11 +597,11 @@ def measure_freshness(
             )
             if resp["statusCode"] != 202 or json.loads(resp["body"])["accepted"] != 1:
                 raise RuntimeError(f"event not accepted: {resp}")
-            item, event_id = body["item_id"], body["event_id"]
+            item, event_id = str(body["item_id"]), str(body["event_id"])
             wait_until(lambda: any(e.item_id == item for e in sessions.recent(user, 5)), 5.0)  # noqa: B023
             t_session = time.perf_counter()
             wait_until(
-                lambda: event_id in getattr(users.get(user), "applied_event_ids", ()),  # noqa: B023
+                lambda: (state := users.get(user)) is not None and state.has_applied(event_id),  # noqa: B023
                 30.0,
                 pause_s=0.002,
             )

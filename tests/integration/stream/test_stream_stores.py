@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import replace
 from typing import Any
 
@@ -11,10 +13,10 @@ import redis
 from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.domain.events import parse_event
-from recpipe.domain.user import apply_event
+from recpipe.domain.user import apply_event, event_fingerprint
 from recpipe.keys import SESSION_MAX_ITEMS, TRENDING_BUCKET_S, TRENDING_BUCKETS, KeyLayout
 from recpipe.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
-from recpipe.ports import ConflictError, SessionEntry
+from recpipe.ports import ConflictError, DependencyError, SessionEntry
 from recpipe.stream.ports import TrendingHit
 from recpipe.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore
 
@@ -151,9 +153,42 @@ def test_both_layouts_are_readable_and_keep_floats_exact(aws: None) -> None:
     assert doc.get("u1") == replace(state, version=1)  # native item read by the document store
     stored = doc.put(doc.get("u1") or state, expected_version=1)
     item = ddb.get_item(TableName="users", Key={"user_id": {"S": "u1"}})["Item"]
-    assert item["features_format"]["S"] == "json+zlib/1" and item["total_events"]["N"] == "3"
+    assert item["features_format"]["S"] == "json+zlib/2" and item["total_events"]["N"] == "3"
+    # The applied events' fingerprints sit beside the document, 8 bytes each, oldest first.
+    assert item["applied"]["B"] == b"".join(
+        event_fingerprint(f"e{i}").to_bytes(8, "little") for i in range(3)
+    )
     assert int(item["expires_at"]["N"]) == int(NOW) + 180 * 24 * 3600
     assert native.get("u1") == stored and stored.affinity == state.affinity  # bit-exact floats
+
+
+def test_items_written_before_fingerprints_are_read_and_bad_fingerprints_refused(aws: None) -> None:
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, "users"))
+    store = DynamoDBUserFeatureStore(ddb, "users", clock=lambda: NOW)
+    raw = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "view", "ts": NOW}
+    state = apply_event(None, parse_event(raw, now=NOW))
+    body = state.to_item()
+    del body["user_id"], body["version"], body["applied"]
+    body["applied_event_ids"] = ["e1"]
+    v1 = {
+        "user_id": {"S": "u1"},
+        "version": {"N": "4"},
+        "features_format": {"S": "json+zlib/1"},
+        "features": {"B": zlib.compress(json.dumps(body).encode())},
+    }
+    ddb.put_item(TableName="users", Item=v1)
+    assert store.get("u1") == replace(state, version=4)
+    # Written back, it takes the current format: the redelivered e1 is still known.
+    store.put(store.get("u1") or state, expected_version=4)
+    again = store.get("u1")
+    assert again is not None and again.has_applied("e1") and again.version == 5
+
+    item = ddb.get_item(TableName="users", Key={"user_id": {"S": "u1"}})["Item"]
+    item["applied"] = {"B": item["applied"]["B"][:-1]}  # truncated: not whole fingerprints
+    ddb.put_item(TableName="users", Item=item)
+    with pytest.raises(DependencyError, match="unreadable feature item.*multiple of 8"):
+        store.get("u1")
 
 
 def test_put_many_transaction_against_moto_reports_the_conflicting_user(
@@ -174,5 +209,5 @@ def test_put_many_transaction_against_moto_reports_the_conflicting_user(
     got = table.get_many(users)
     assert {u: f.version for u, f in got.items()} == {"u0": 2, "u1": 2, "u2": 2, "u3": 2}
     # u1 holds the concurrent writer's event, not the batch's (the caller re-reads and re-applies).
-    assert "t99" in got["u1"].applied_event_ids and "t11" not in got["u1"].applied_event_ids
-    assert "t10" in got["u0"].applied_event_ids
+    assert got["u1"].has_applied("t99") and not got["u1"].has_applied("t11")
+    assert got["u0"].has_applied("t10")

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from recpipe.domain.events import Event, EventType
-from recpipe.domain.user import AFFINITY_HALF_LIFE_S, MAX_RECENT, UserFeatures, apply_event, apply_events
+from recpipe.domain.user import (
+    AFFINITY_HALF_LIFE_S,
+    MAX_APPLIED_IDS,
+    MAX_RECENT,
+    UserFeatures,
+    apply_event,
+    apply_events,
+    event_fingerprint,
+)
 
 T0 = 1_700_000_000.0
 CATS = {"i1": ["jazz"], "i2": ["rock"], "i3": ["jazz", "blues"]}
@@ -84,6 +92,32 @@ def test_item_round_trip_preserves_everything() -> None:
     )
     assert state is not None
     assert UserFeatures.from_item(state.to_item()) == state
+
+
+def test_event_fingerprints_are_stable_across_releases() -> None:
+    # Stored states hold these numbers: changing the function would let every event still
+    # within Kinesis retention be applied a second time after a deploy.
+    assert event_fingerprint("e1") == 292540415853092123
+    assert event_fingerprint("0b7c6f5e-2f7e-4f8e-9a52-1d2c3b4a5e6f") == 17276183347679559269
+
+
+def test_applied_events_are_remembered_as_fingerprints_up_to_the_bound() -> None:
+    state = apply_events(None, [ev(n, f"i{n}", ts=T0 + n) for n in range(MAX_APPLIED_IDS + 5)])
+    assert state is not None
+    assert state.applied == tuple(event_fingerprint(f"e{n}") for n in range(5, MAX_APPLIED_IDS + 5))
+    assert state.has_applied(f"e{MAX_APPLIED_IDS + 4}") and not state.has_applied("e4")
+    assert apply_event(state, ev(MAX_APPLIED_IDS + 4, "other")) is state
+
+
+def test_a_state_stored_with_event_ids_still_deduplicates() -> None:
+    state = apply_events(None, [ev(1, "i1"), ev(2, "i2")], CATS)
+    assert state is not None
+    legacy = state.to_item()
+    del legacy["applied"]
+    legacy["applied_event_ids"] = ["e1", "e2"]  # the layout before fingerprints
+    read = UserFeatures.from_item(legacy)
+    assert read == state
+    assert apply_event(read, ev(2, "i2"), CATS["i2"]) is read
 
 
 def test_event_for_another_user_is_refused() -> None:

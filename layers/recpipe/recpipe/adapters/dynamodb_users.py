@@ -1,17 +1,19 @@
 """UserFeatureStore on DynamoDB (table `UserFeaturesTable`, partition key `user_id`).
 
-Item layout (format `json+zlib/1`, the default):
+Item layout (format `json+zlib/2`, the default):
     user_id (S), version (N), first_seen (N), last_seen (N), total_events (N),
     expires_at (N, the table's TTL attribute: users who stop coming age out),
-    features_format (S) = "json+zlib/1",
-    features (B) = zlib(JSON of `UserFeatures.to_item()` without user_id/version).
+    features_format (S) = "json+zlib/2",
+    features (B) = zlib(JSON of `UserFeatures.to_item()` without user_id/version/applied),
+    applied (B) = the applied events' 64-bit fingerprints, 8 bytes little-endian each, oldest
+    first (kept out of the zlib document: random bytes do not compress, they only cost CPU).
 The scalar attributes are there for operators and queries; the state itself is one compressed
 document because a user's state is ~10 KB of nested lists as native maps: as one binary
 attribute it costs ~3x fewer write units, and (de)serialising it is ~15x faster than walking
 nested AttributeValues (measured: moto GetItem 39 ms -> 2.5 ms). JSON keeps floats exact
 (shortest repr round-trips), so no float<->Decimal rounding can creep in. Items written in the
-native layout (`layout="native"`: `to_item()` as maps/lists, floats as exact decimal strings) are
-read as well.
+native layout (`layout="native"`: `to_item()` as maps/lists, floats as exact decimal strings)
+and `json+zlib/1` items (the event ids themselves inside the document) are read as well.
 
 Writes are conditional on `version` (optimistic concurrency); `ClientError` codes become the
 domain errors of recpipe.ports so callers never see botocore. `put_many` commits many users'
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 import time
 import uuid
 import zlib
@@ -39,7 +42,9 @@ from recpipe.ports import ConflictError, DependencyError, RetryableError
 
 #: Features of a user not seen for this long are deleted by DynamoDB's TTL.
 USER_TTL_S = 180 * 24 * 3600
-DOCUMENT_FORMAT = "json+zlib/1"
+DOCUMENT_FORMAT = "json+zlib/2"
+#: The format before fingerprints: `applied_event_ids` (strings) inside the document.
+DOCUMENT_FORMAT_V1 = "json+zlib/1"
 #: BatchGetItem takes at most 100 keys per call.
 BATCH_GET_MAX = 100
 #: Rounds of UnprocessedKeys retries before giving up with RetryableError.
@@ -304,7 +309,7 @@ class DynamoDBUserFeatureStore:
 
 def encode_item(features: UserFeatures) -> dict[str, Any]:
     body = features.to_item()
-    del body["user_id"], body["version"]
+    del body["user_id"], body["version"], body["applied"]
     # orjson: ~10x faster than json here and floats still round-trip exactly (shortest repr).
     doc = zlib.compress(orjson.dumps(body), 1)
     item: dict[str, Any] = {
@@ -313,6 +318,7 @@ def encode_item(features: UserFeatures) -> dict[str, Any]:
         "total_events": {"N": str(features.total_events)},
         "features_format": {"S": DOCUMENT_FORMAT},
         "features": {"B": doc},
+        "applied": {"B": struct.pack(f"<{len(features.applied)}Q", *features.applied)},
     }
     if features.first_seen is not None:
         item["first_seen"] = to_attribute(features.first_seen)
@@ -329,9 +335,14 @@ def decode_item(item: Mapping[str, Any]) -> UserFeatures:
     if "features" not in item:  # native layout
         return UserFeatures.from_item({k: from_attribute(v) for k, v in item.items() if k != "expires_at"})
     fmt = item.get("features_format", {}).get("S")
-    if fmt != DOCUMENT_FORMAT:
+    if fmt not in (DOCUMENT_FORMAT, DOCUMENT_FORMAT_V1):
         raise ValueError(f"unsupported features_format {fmt!r}")
     body = orjson.loads(zlib.decompress(item["features"]["B"]))
     body["user_id"] = item["user_id"]["S"]
     body["version"] = int(item["version"]["N"])
+    if fmt == DOCUMENT_FORMAT:
+        packed = item["applied"]["B"]
+        if len(packed) % 8:
+            raise ValueError(f"applied fingerprints: {len(packed)} bytes is not a multiple of 8")
+        body["applied"] = struct.unpack(f"<{len(packed) // 8}Q", packed)
     return UserFeatures.from_item(body)

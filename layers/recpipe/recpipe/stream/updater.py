@@ -5,7 +5,7 @@ Exactly-once in effect, record by record:
   `UserFeatures.version`); with write_mode="transact" a chunk's users are committed together
   in TransactWriteItems requests (one round trip per 100 users, each Put still conditional on
   the version read). The event ids folded into a user's state travel in the same item
-  (`applied_event_ids`, the last MAX_APPLIED_IDS), so the dedup check and the state change are
+  (`applied`: fingerprints of the last MAX_APPLIED_IDS), so the dedup check and the state change are
   one atomic write: a redelivered event is a no-op and a lost race is re-read and re-applied.
   (A separate idempotency table would need a second write that can succeed while the first
   fails; keeping the ids in the item makes the write itself safe under replay.)
