@@ -84,7 +84,24 @@ def test_request_bodies_are_botocores(operation: str, params: dict[str, Any]) ->
     op = _operation(operation)
     ours = dynamodb_codec.AttributeValueSerializer().serialize_to_request(params, op)
     theirs = create_serializer("json", include_validation=False).serialize_to_request(params, op)
+    # orjson writes the body compact and in UTF-8: the same JSON, other bytes.
+    assert json.loads(ours.pop("body")) == json.loads(theirs.pop("body"))
     assert ours == theirs
+
+
+def test_a_body_orjson_refuses_is_written_as_botocore_writes_it() -> None:
+    op = _operation("PutItem")
+    params = {"TableName": "t", "Item": {"a": {"S": "x"}, 7: {"S": "int key"}}}
+    ours = dynamodb_codec.AttributeValueSerializer().serialize_to_request(params, op)
+    theirs = create_serializer("json", include_validation=False).serialize_to_request(params, op)
+    assert ours == theirs
+
+
+def test_non_ascii_strings_travel_as_utf8() -> None:
+    op = _operation("PutItem")
+    params = {"TableName": "t", "Item": {"title": {"S": "Amélie ✓"}}}
+    body = dynamodb_codec.AttributeValueSerializer().serialize_to_request(params, op)["body"]
+    assert "Amélie ✓".encode() in body and json.loads(body)["Item"]["title"]["S"] == "Amélie ✓"
 
 
 @pytest.mark.parametrize(
@@ -127,6 +144,14 @@ def test_install_swaps_only_a_dynamodb_client_it_recognises() -> None:
     assert not dynamodb_codec.install(validating)  # parameter validation wraps the serializer
     sqs = boto3.client("sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     assert not dynamodb_codec.install(sqs)
+
+
+def test_install_leaves_a_serializer_without_the_internals_it_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A botocore release that renamed one: the client keeps botocore's own serializer.
+    monkeypatch.delattr("botocore.serialize.Serializer._expand_host_prefix")
+    client = _client()
+    assert not dynamodb_codec.install(client)
+    assert type(client._serializer) is not dynamodb_codec.AttributeValueSerializer
 
 
 @pytest.mark.parametrize(

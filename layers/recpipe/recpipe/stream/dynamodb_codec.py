@@ -16,9 +16,11 @@ The endpoint ruleset's ResourceArnList of a transaction is memoised (`_ContextPa
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from botocore.parsers import JSONParser, ResponseParserFactory
 from botocore.serialize import JSONSerializer
 
@@ -105,7 +107,40 @@ def _put_to_wire(put: Any) -> dict[str, Any]:
     return out
 
 
+#: The JSONSerializer methods AttributeValueSerializer.serialize_to_request calls.
+_SERIALIZER_INTERNALS = (
+    "_create_default_request",
+    "_handle_query_compatible_trait",
+    "_serialize",
+    "_expand_host_prefix",
+)
+
+
 class AttributeValueSerializer(JSONSerializer):
+    def serialize_to_request(self, parameters: Any, operation_model: Any) -> Any:
+        # botocore's JSON request, its body written by orjson: a 100-user transaction is ~0.5 MB
+        # of mostly base64 text, which json.dumps scanned for ~10 % of the updater's CPU.
+        # Compact UTF-8 instead of ", "-separated ASCII escapes: the same JSON to DynamoDB.
+        serialized = self._create_default_request()  # type: ignore[attr-defined]
+        serialized["method"] = operation_model.http.get("method", self.DEFAULT_METHOD)
+        meta = operation_model.metadata
+        serialized["headers"] = {
+            "X-Amz-Target": f"{meta['targetPrefix']}.{operation_model.name}",
+            "Content-Type": f"application/x-amz-json-{meta['jsonVersion']}",
+        }
+        self._handle_query_compatible_trait(operation_model, serialized)  # type: ignore[attr-defined]
+        body = self.MAP_TYPE()
+        if operation_model.input_shape is not None:
+            self._serialize(body, parameters, operation_model.input_shape)  # type: ignore[attr-defined]
+        try:
+            serialized["body"] = orjson.dumps(body)
+        except TypeError:  # something orjson refuses (a non-string key...): botocore's way
+            serialized["body"] = json.dumps(body).encode(self.DEFAULT_ENCODING)
+        host_prefix = self._expand_host_prefix(parameters, operation_model)  # type: ignore[attr-defined]
+        if host_prefix is not None:
+            serialized["host_prefix"] = host_prefix
+        return serialized
+
     def _serialize_type_list(self, serialized: Any, value: Any, shape: Any, key: Any) -> None:
         # A transaction of Puts (the updater's only kind) at once: botocore walks ~6 shapes
         # per Put (~0.3 ms of a 100-user transaction's ~1.5 ms after the AttributeValue path).
@@ -243,6 +278,7 @@ def install(client: Any) -> bool:
         or type(serializer) is not JSONSerializer
         or type(factory) is not ResponseParserFactory
         or getattr(factory, "_defaults", None)
+        or not all(callable(getattr(serializer, m, None)) for m in _SERIALIZER_INTERNALS)
     ):
         return False
     resolver = getattr(client, "_ruleset_resolver", None)
