@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import gc
 import io
 import json
 import os
@@ -36,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=20_000, help="events for the throughput run")
     parser.add_argument("--users", type=int, default=0, help="distinct users (default events/20)")
     parser.add_argument("--items", type=int, default=5_000)
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=300,
+        help="events already folded into each user's stored state before the timed run (0 = new "
+        "users); past MAX_APPLIED_IDS (256) the state is at its steady-state size",
+    )
     parser.add_argument(
         "--batch-size", type=int, default=100, help="records per Lambda batch (template: 100)"
     )
@@ -219,36 +226,51 @@ class Workload:
     categories: dict[str, tuple[str, ...]]
     n_events: int
     n_users: int
+    #: Per user, the events folded into its stored state before the run (`seed_history`).
+    history: dict[str, list[dict[str, Any]]]
 
 
 def make_workload(
-    n: int, users: int, items: int, batch_size: int, seed: int, *, prefix: str = "bench"
+    n: int,
+    users: int,
+    items: int,
+    batch_size: int,
+    seed: int,
+    *,
+    prefix: str = "bench",
+    history: int = 0,
 ) -> Workload:
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
-    item_rank = np.minimum(np_rng.zipf(1.3, size=n), items) - 1
+    item_rank = np.minimum(np_rng.zipf(1.3, size=n + users * history), items) - 1
     user_ids = [f"{prefix}-u{rng.randrange(users)}" for _ in range(n)]
     now = time.time()
-    records = []
-    for i in range(n):
+
+    def body(i: int, user: str, ts: float) -> dict[str, Any]:
         type_ = rng.choice(TYPES)
-        body: dict[str, Any] = {
-            "event_id": f"{prefix}-{seed}-{i}",
-            "user_id": user_ids[i],
+        out: dict[str, Any] = {
+            # Producers' ids are typically UUIDs: their size is what a user's state carries.
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "user_id": user,
             "item_id": f"m{int(item_rank[i])}",
             "type": type_,
-            "ts": now - (n - i) * 0.01,
+            "ts": ts,
             "schema_version": 1,
         }
         if type_ == "rating":
-            body["value"] = rng.choice([2.0, 3.5, 4.0, 5.0])
+            out["value"] = rng.choice([2.0, 3.5, 4.0, 5.0])
+        return out
+
+    records = []
+    for i in range(n):
+        b = body(i, user_ids[i], now - (n - i) * 0.01)
         seq = f"{49600000000000000000000000000000000000000000000000 + i}"
         records.append(
             {
                 "kinesis": {
-                    "partitionKey": body["user_id"],
+                    "partitionKey": b["user_id"],
                     "sequenceNumber": seq,
-                    "data": base64.b64encode(json.dumps(body).encode()).decode(),
+                    "data": base64.b64encode(json.dumps(b).encode()).decode(),
                 },
                 "eventID": f"shardId-000000000000:{seq}",
                 "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/bench",
@@ -256,7 +278,40 @@ def make_workload(
         )
     batches = [{"Records": records[s : s + batch_size]} for s in range(0, n, batch_size)]
     categories = {f"m{i}": tuple(rng.sample(GENRES, rng.randint(1, 3))) for i in range(items)}
-    return Workload(batches, categories, n, len(set(user_ids)))
+    # Earlier events of the run's users, one a minute before the run's first.
+    past = {}
+    for k, user in enumerate(sorted(set(user_ids))):
+        first = n + k * history
+        past[user] = [body(first + j, user, now - n * 0.01 - (history - j) * 60.0) for j in range(history)]
+    return Workload(batches, categories, n, len(set(user_ids)), past)
+
+
+def seed_history(workload: Workload, store: Any) -> int:
+    """The users' states after their history, written before the run through `store` (the
+    plain store, not the updater's cache: the run starts as a new process would). Returns the
+    mean encoded size of a state in bytes."""
+    from recpipe.adapters.dynamodb_users import encode_item
+    from recpipe.domain.events import parse_event
+    from recpipe.domain.user import apply_event
+
+    if not any(workload.history.values()):
+        return 0
+    sizes, writes = [], []
+    for bodies in workload.history.values():
+        state = None
+        for b in bodies:
+            event = parse_event(b, now=b["ts"])
+            state = apply_event(state, event, workload.categories.get(event.item_id, ()))
+        if state is not None:
+            item = encode_item(state)
+            sizes.append(sum(len(v.get("B", b"")) for v in item.values()))
+            writes.append((state, 0))
+    for start in range(0, len(writes), 100):
+        out = store.put_many(writes[start : start + 100])
+        bad = [u for u, got in out.items() if isinstance(got, Exception)]
+        if bad:
+            raise RuntimeError(f"seeding history: {len(bad)} users not written ({out[bad[0]]})")
+    return round(sum(sizes) / len(sizes)) if sizes else 0
 
 
 class SerialisingUserStore:
@@ -304,11 +359,11 @@ class SerialisingUserStore:
 
 def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -> dict[str, Any]:
     from recpipe.stream.updater import records_from_lambda_event
+    from recpipe.stream.wiring import settle_gc
 
     # As functions/update_features does after building its updater (the workloads held here
     # are frozen along with it: they are the benchmark's, not the updater's).
-    gc.collect()
-    gc.freeze()
+    settle_gc()
     batch_ms = []
     failed = writes = 0
     servers0 = {name: probe() for name, probe in SERVER_CPU.items()}
@@ -389,7 +444,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--write-modes: expected transact and/or item, got {args.write_modes!r}")
     # One workload per mode with its own users, so every run starts from an empty user table.
     workloads = {
-        m: make_workload(args.events, users, args.items, args.batch_size, args.seed, prefix=f"bench-{m}")
+        m: make_workload(
+            args.events,
+            users,
+            args.items,
+            args.batch_size,
+            args.seed,
+            prefix=f"bench-{m}",
+            history=args.history,
+        )
         for m in modes
     }
     workload = workloads[modes[0]]
@@ -399,6 +462,7 @@ def run(args: argparse.Namespace) -> int:
             "events": args.events,
             "users": users,
             "items": args.items,
+            "history_events_per_user": args.history,
             "batch_size": args.batch_size,
             "extra_batch_sizes": batch_sizes,
             "write_workers": args.write_workers,
@@ -467,8 +531,12 @@ def run(args: argparse.Namespace) -> int:
         def store() -> Any:
             return updater_user_store(settings(), ddb)
 
+        # History goes in through the plain store: each run's cache starts empty, as in a new process.
+        plain = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
         by_mode = report["updater_dynamodb_by_write_mode"] = {}
         for mode in modes:
+            state_bytes = seed_history(workloads[mode], plain)
+            report["config"].setdefault("mean_state_bytes", state_bytes)
             by_mode[mode] = run_updater(
                 workloads[mode],
                 updater_with(store(), args.write_workers, mode),
@@ -481,19 +549,27 @@ def run(args: argparse.Namespace) -> int:
             # Every user read from DynamoDB in every batch: the figure for a process that has
             # not seen its users recently (a cold start, or more active users than the cache).
             wl = make_workload(
-                args.events, users, args.items, args.batch_size, args.seed, prefix=f"bench-{modes[0]}-nc"
+                args.events,
+                users,
+                args.items,
+                args.batch_size,
+                args.seed,
+                prefix=f"bench-{modes[0]}-nc",
+                history=args.history,
             )
-            uncached = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
+            seed_history(wl, plain)
             report["updater_dynamodb_without_state_cache"] = run_updater(
                 wl,
-                updater_with(uncached, args.write_workers, modes[0]),
+                updater_with(plain, args.write_workers, modes[0]),
                 f"updater (moto DynamoDB, {modes[0]}, no state cache)",
                 modes[0],
             )
             client.flushdb()
+        in_memory = SerialisingUserStore()
+        seed_history(workload, in_memory)
         report["updater_in_memory_store"] = run_updater(
             workload,
-            updater_with(SerialisingUserStore(), 1, modes[0]),
+            updater_with(in_memory, 1, modes[0]),
             f"updater (in-memory, {modes[0]})",
             modes[0],
         )
@@ -509,8 +585,15 @@ def run(args: argparse.Namespace) -> int:
             if str(size) in by_batch:
                 continue
             wl = make_workload(
-                args.events, users, args.items, size, args.seed, prefix=f"bench-{modes[0]}-b{size}"
+                args.events,
+                users,
+                args.items,
+                size,
+                args.seed,
+                prefix=f"bench-{modes[0]}-b{size}",
+                history=args.history,
             )
+            seed_history(wl, plain)
             by_batch[str(size)] = run_updater(
                 wl,
                 updater_with(store(), args.write_workers, modes[0]),
@@ -715,7 +798,8 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"stream benchmark — {r['aws_backend']}; {r['redis']}")
     c = r["config"]
     print(
-        f"workload: {c['events']} events, {c['users']} users, {c['items']} items, "
+        f"workload: {c['events']} events, {c['users']} users with {c['history_events_per_user']} "
+        f"events of history each (state ~{c['mean_state_bytes']} bytes), {c['items']} items, "
         f"batch {c['batch_size']}, {c['write_workers']} write workers (item mode); "
         f"load average {r['load_average_1_5_15_start']} -> {r['load_average_1_5_15_end']} "
         f"on {r['cpu_count']} CPUs"

@@ -7,7 +7,6 @@ Powertools' record-at-a-time BatchProcessor; the response is the same partial-ba
 
 from __future__ import annotations
 
-import gc
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
@@ -17,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from recpipe.config import settings
 from recpipe.stream.updater import FeatureUpdater, records_from_lambda_event
-from recpipe.stream.wiring import build_updater
+from recpipe.stream.wiring import build_updater, settle_gc
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
 
@@ -27,8 +26,8 @@ def updater() -> FeatureUpdater:
     built = build_updater(settings())
     # What initialisation built (SDK service models, clients) lives as long as the environment:
     # frozen, it is left out of the collector's full passes, which otherwise scanned it every
-    # ~30 batches (~50 ms each on the stream benchmark).
-    gc.freeze()
+    # ~30 batches (~50 ms each on the stream benchmark); and the collector runs less often.
+    settle_gc()
     return built
 
 

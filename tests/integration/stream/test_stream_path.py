@@ -35,6 +35,7 @@ from recpipe.local.resources import (
 from recpipe.ports import RetryableError
 from recpipe.stream.poller import KinesisPoller
 from recpipe.stream.updater import FeatureUpdater, records_from_lambda_event
+from recpipe.stream.wiring import UPDATER_GC_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = "itest"
@@ -288,8 +289,13 @@ def test_the_handler_reports_user_state_cache_hits_and_misses(
     event = sample("kinesis_batch.json")  # users u-42 and u-7
     capsys.readouterr()
     gc.unfreeze()
-    stack.update.handler(event, LambdaContext(timeout_s=30))
-    assert gc.get_freeze_count() > 0, "the cold start's objects are left out of full collections"
+    thresholds = gc.get_threshold()
+    try:
+        stack.update.handler(event, LambdaContext(timeout_s=30))
+        assert gc.get_freeze_count() > 0, "the cold start's objects are left out of full collections"
+        assert gc.get_threshold() == UPDATER_GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*thresholds)
     first = emf_metrics(capsys.readouterr().out)
     stack.update.handler(event, LambdaContext(timeout_s=30))  # a redelivery: both users cached
     second = emf_metrics(capsys.readouterr().out)
