@@ -16,6 +16,7 @@ from recpipe.domain.user import (
     apply_event,
     apply_events,
     event_fingerprint,
+    holds_fingerprint,
 )
 
 T0 = 1_700_000_000.0
@@ -97,16 +98,25 @@ def test_item_round_trip_preserves_everything() -> None:
 def test_event_fingerprints_are_stable_across_releases() -> None:
     # Stored states hold these numbers: changing the function would let every event still
     # within Kinesis retention be applied a second time after a deploy.
-    assert event_fingerprint("e1") == 292540415853092123
-    assert event_fingerprint("0b7c6f5e-2f7e-4f8e-9a52-1d2c3b4a5e6f") == 17276183347679559269
+    assert event_fingerprint("e1").hex() == "1b5d5e51f54f0f04"
+    assert event_fingerprint("0b7c6f5e-2f7e-4f8e-9a52-1d2c3b4a5e6f").hex() == "657ef5b83855c1ef"
+    # Written out as numbers (to_item), each is read little-endian.
+    assert apply_event(None, ev(1, "i1")).to_item()["applied"] == [292540415853092123]
 
 
 def test_applied_events_are_remembered_as_fingerprints_up_to_the_bound() -> None:
     state = apply_events(None, [ev(n, f"i{n}", ts=T0 + n) for n in range(MAX_APPLIED_IDS + 5)])
     assert state is not None
-    assert state.applied == tuple(event_fingerprint(f"e{n}") for n in range(5, MAX_APPLIED_IDS + 5))
+    assert state.applied == b"".join(event_fingerprint(f"e{n}") for n in range(5, MAX_APPLIED_IDS + 5))
     assert state.has_applied(f"e{MAX_APPLIED_IDS + 4}") and not state.has_applied("e4")
     assert apply_event(state, ev(MAX_APPLIED_IDS + 4, "other")) is state
+
+
+def test_a_fingerprint_counts_only_where_a_fingerprint_starts() -> None:
+    fp = event_fingerprint("e1")
+    straddling = event_fingerprint("x")[:3] + fp + event_fingerprint("y")[3:]  # fp at offset 3
+    assert fp in straddling and not holds_fingerprint(straddling, fp)
+    assert holds_fingerprint(straddling + fp, fp) and not holds_fingerprint(b"", fp)
 
 
 def test_a_state_stored_with_event_ids_still_deduplicates() -> None:

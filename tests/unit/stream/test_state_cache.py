@@ -22,8 +22,8 @@ from recpipe.testing.fakes_stream import (
 pytestmark = pytest.mark.unit
 
 
-def fingerprints(*event_ids: str) -> tuple[int, ...]:
-    return tuple(event_fingerprint(e) for e in event_ids)
+def fingerprints(*event_ids: str) -> bytes:
+    return b"".join(event_fingerprint(e) for e in event_ids)
 
 
 NOW = 1_764_010_000.0
