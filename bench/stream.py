@@ -68,12 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "users); past MAX_APPLIED_IDS (256) the state is at its steady-state size",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=100, help="records per Lambda batch (template: 100)"
+        "--batch-size",
+        type=int,
+        default=0,
+        help="records per Lambda batch (default: the template's FeatureUpdaterBatchSize)",
     )
     parser.add_argument("--write-workers", type=int, default=16, help="concurrent per-user writes")
     parser.add_argument(
         "--extra-batch-sizes",
-        default="500",
+        default="100",
         help="also run the first write mode with these records per batch, comma-separated "
         "(FeatureUpdaterBatchSize is a deploy parameter; '' = none)",
     )
@@ -433,11 +436,13 @@ def run(args: argparse.Namespace) -> int:
         USER_FEATURES_TABLE,
         LocalNames,
         create_local_resources,
+        updater_batch_size,
     )
     from recpipe.stream.updater import FeatureUpdater
     from recpipe.testing.fakes_stream import InMemoryFailureSink
 
     users = args.users or max(1, args.events // 20)
+    args.batch_size = args.batch_size or updater_batch_size()
     batch_sizes = [int(b) for b in args.extra_batch_sizes.split(",") if b.strip()]
     modes = [m.strip() for m in args.write_modes.split(",") if m.strip()]
     if not modes or any(m not in ("transact", "item") for m in modes):
@@ -637,7 +642,7 @@ def measure_freshness(
     from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
     from recpipe.adapters.redis_session import RedisSessionStore
     from recpipe.config import settings
-    from recpipe.local.resources import EVENT_STREAM, USER_FEATURES_TABLE
+    from recpipe.local.resources import EVENT_STREAM, USER_FEATURES_TABLE, updater_batch_size
     from recpipe.stream.poller import KinesisPoller, PollerContext
     from recpipe.stream.wiring import aws_client
 
@@ -656,6 +661,7 @@ def measure_freshness(
         aws_client("kinesis", settings()),
         names[EVENT_STREAM],
         update.handler,
+        batch_size=updater_batch_size(),
         starting_position="LATEST",
         idle_sleep_s=0.002,
     )

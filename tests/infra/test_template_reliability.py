@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from infra_contract import ASL_PATH, ROOT
+from recpipe.adapters.dynamodb_users import TRANSACT_MAX_ITEMS
 from recpipe.config import Settings
+from recpipe.local.resources import updater_batch_size
+from recpipe.stream.wiring import UPDATER_CHUNK_WORKERS
 
 
 def props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:
@@ -34,6 +37,14 @@ def test_feature_updater_reads_the_stream_with_partial_batch_failures(resources:
     assert esm["ParallelizationFactor"] == {"Ref": "FeatureUpdaterParallelization"}
     assert 0 < esm["MaximumBatchingWindowInSeconds"] <= 5
     assert esm["StartingPosition"] == "TRIM_HORIZON"  # nothing posted before the first deploy is lost
+
+
+def test_the_local_stack_delivers_the_deployed_batch_size(template: dict[str, Any]) -> None:
+    # The local poller and `recpipe bench stream` use the mapping's BatchSize, resolved as deployed.
+    default = template["Parameters"]["FeatureUpdaterBatchSize"]["Default"]
+    assert updater_batch_size(template) == default == 500
+    # Over 100 users a batch is written as several transactions, some of them in flight at once.
+    assert default > TRANSACT_MAX_ITEMS and UPDATER_CHUNK_WORKERS > 1
 
 
 def test_event_archive_is_a_gzip_date_partitioned_copy_of_the_stream(resources: dict[str, Any]) -> None:

@@ -42,8 +42,8 @@ def test_bench_stream_writes_its_report(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(report["load_average_1_5_15_start"]) == 3
     # The deploy-time batch size alternative (FeatureUpdaterBatchSize) on its own users.
     by_batch = report["updater_dynamodb_by_batch_size"]
-    assert set(by_batch) == {"50", "500"} and by_batch["50"] == report["updater_dynamodb"]
-    assert by_batch["500"]["failed_records"] == 0 and by_batch["500"]["events"] == 300
+    assert set(by_batch) == {"50", "100"} and by_batch["50"] == report["updater_dynamodb"]
+    assert by_batch["100"]["failed_records"] == 0 and by_batch["100"]["events"] == 300
     assert report["events_per_cpu_s"] == report["updater_dynamodb"]["events_per_cpu_s"]
     assert report["events_per_s"] > 0 and "in-process" in report["aws_backend"]
     assert "freshness_recommendation_ms" not in report

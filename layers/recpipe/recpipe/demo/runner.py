@@ -332,6 +332,7 @@ def _aws(env: dict[str, str], service: str) -> Any:
 def _start_poller(env: dict[str, str], handler: Any) -> Any:
     import boto3
 
+    from recpipe.local.resources import updater_batch_size
     from recpipe.stream.poller import KinesisPoller
 
     session = boto3.session.Session(region_name=env["AWS_REGION"])
@@ -342,6 +343,7 @@ def _start_poller(env: dict[str, str], handler: Any) -> Any:
         handler,
         sqs=session.client("sqs", endpoint_url=endpoint),
         failure_queue_url=env["FAILURE_QUEUE_URL"],
+        batch_size=updater_batch_size(),
         starting_position="LATEST",
     )
     poller.start()

@@ -95,6 +95,13 @@ def resource(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
     return {"Type": res["Type"], "Properties": props}
 
 
+def updater_batch_size(template: dict[str, Any] | None = None) -> int:
+    """Records per feature-updater invocation, as deployed (FeatureUpdaterEventSource's
+    BatchSize): what the local poller and the stream benchmark deliver."""
+    props = resource(template or load_template(), "FeatureUpdaterEventSource")["Properties"]
+    return int(props["BatchSize"])
+
+
 def dynamodb_create_args(template: dict[str, Any], logical_id: str, table_name: str) -> dict[str, Any]:
     props = resource(template, logical_id)["Properties"]
     args: dict[str, Any] = {
