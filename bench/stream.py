@@ -1,18 +1,21 @@
 """`recpipe bench stream`: feature-updater throughput and event freshness on the local stack.
 
-Throughput: N synthetic events (Zipf items, several per user, event mix like a shop) delivered
-as Kinesis Lambda events in batches of --batch-size through `records_from_lambda_event` +
-`FeatureUpdater.process`, against a throw-away redis-server and moto DynamoDB — once with the
-real DynamoDB adapter per --write-modes (transact: TransactWriteItems of up to 100 users per
-request; item: one conditional PutItem per user on --write-workers threads), each run on its
-own users, and once with an in-memory store that still encodes/decodes every item (the
-updater's own ceiling, i.e. what one process does when the database is not the limit). The
-first write mode also runs at --extra-batch-sizes (FeatureUpdaterBatchSize is a deploy
-parameter). The load average at start and end is recorded: the development box is shared.
-The updater process's CPU time is reported too: moto spends its CPU in this process
-(in-process mode) or in its own (server mode), so events per updater CPU-second is the figure
-that transfers to DynamoDB. In server mode the moto server's and redis-server's CPU per event
-are recorded as well (from /proc), which says where a run's time went.
+Throughput: N synthetic events (Zipf items, several per user, event mix like a shop, UUID event
+ids) delivered as Kinesis Lambda events in batches of --batch-size (default: the template's
+FeatureUpdaterBatchSize) through `records_from_lambda_event` + `FeatureUpdater.process`,
+against a throw-away redis-server and moto DynamoDB. Each user starts with --history events
+already folded into its stored state (default 300: the state at its steady-state size), so the
+run measures a shop's returning users, not first visits. Runs, each on its own users and from an
+empty user table and Redis: once with the real DynamoDB adapter per --write-modes (transact:
+TransactWriteItems of up to 100 users per request; item: one conditional PutItem per user on
+--write-workers threads); once without the user-state cache (every user read); once with an
+in-memory store behind the same cache that still encodes/decodes every item (the updater's own
+ceiling, i.e. what one process does when the database is not the limit); and the first write
+mode at --extra-batch-sizes. The load average at start and end is recorded: the development
+box is shared. The updater process's CPU time is reported too: moto spends its CPU in this
+process (in-process mode) or in its own (server mode), so events per updater CPU-second is the
+figure that transfers to DynamoDB. In server mode the moto server's and redis-server's CPU per
+event are recorded as well (from /proc), which says where a run's time went.
 
 Freshness: for each of --freshness events, time from calling the POST /events handler to
 (a) the event in the user's session list, read through SessionStore — the read the
@@ -567,9 +570,14 @@ def run(args: argparse.Namespace) -> int:
             reset_stores()
         in_memory = SerialisingUserStore()
         seed_history(workload, in_memory)
+        # Behind the same state cache as the DynamoDB store: the updater as it runs, with a
+        # database that costs nothing.
+        from recpipe.stream.state_cache import CachedUserFeatureStore
+
+        in_memory_store = CachedUserFeatureStore(in_memory, cache_users) if cache_users else in_memory
         report["updater_in_memory_store"] = run_updater(
             workload,
-            updater_with(in_memory, 1, modes[0]),
+            updater_with(in_memory_store, 1, modes[0]),
             f"updater (in-memory, {modes[0]})",
             modes[0],
         )
