@@ -121,6 +121,21 @@ def test_parsed_responses_are_botocores(operation: str, body: dict[str, Any]) ->
     assert ours == theirs
 
 
+@pytest.mark.parametrize(
+    "body", [b"", b"not json", b'{"Item": {"a": {"N": 1e999}}}', b'{"Item": {}} trailing']
+)
+def test_bodies_orjson_refuses_are_parsed_as_botocore_parses_them(body: bytes) -> None:
+    op = _operation("GetItem")
+    response = {"status_code": 200, "headers": {}, "body": body}
+    outcomes = []
+    for parser in (dynamodb_codec.AttributeValueParser(), create_parser("json")):
+        try:
+            outcomes.append(parser.parse(dict(response), op.output_shape))
+        except Exception as exc:  # whatever botocore does, the fast parser does
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+
+
 def test_an_attribute_value_with_two_members_fails_as_in_botocore() -> None:
     op = _operation("GetItem")
     response = {"status_code": 200, "headers": {}, "body": b'{"Item": {"a": {"S": "x", "N": "1"}}}'}
