@@ -39,6 +39,18 @@ def test_feature_updater_reads_the_stream_with_partial_batch_failures(resources:
     assert esm["StartingPosition"] == "TRIM_HORIZON"  # nothing posted before the first deploy is lost
 
 
+def test_the_feature_updater_gets_a_full_vcpu_and_room_for_its_state_cache(
+    resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    fn = props(resources, "FeatureUpdaterFunction")
+    assert fn["MemorySize"] == {"Ref": "FeatureUpdaterMemorySize"}
+    memory_mb = template["Parameters"]["FeatureUpdaterMemorySize"]["Default"]
+    assert memory_mb >= 1769  # Lambda's CPU share: one vCPU from 1769 MB (512 MB is ~0.3)
+    # Every cached state at its largest (~47 KB, docs/stream.md) next to ~300 MB of runtime.
+    cache_users = Settings.model_fields["user_state_cache_users"].default
+    assert cache_users * 47 / 1024 + 300 <= memory_mb
+
+
 def test_the_local_stack_delivers_the_deployed_batch_size(template: dict[str, Any]) -> None:
     # The local poller and `recpipe bench stream` use the mapping's BatchSize, resolved as deployed.
     default = template["Parameters"]["FeatureUpdaterBatchSize"]["Default"]

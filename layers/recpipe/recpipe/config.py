@@ -57,8 +57,9 @@ class Settings(BaseModel):
     )
     # Feature updater: user states kept in memory after a read or write (recpipe.stream.
     # state_cache), so a user's next batch skips the read; writes stay conditional. 0 = off.
-    # 3-60 KB per user (a full history is ~56 KB): 5,000 fit the updater's 512 MB.
-    user_state_cache_users: int = Field(5_000, alias="USER_STATE_CACHE_USERS", ge=0, le=1_000_000)
+    # ~3-47 KB per user (~22 KB after 400 events; every history full ~47 KB): 20,000 fit the
+    # updater's 1769 MB (FeatureUpdaterMemorySize) even when all are full.
+    user_state_cache_users: int = Field(20_000, alias="USER_STATE_CACHE_USERS", ge=0, le=1_000_000)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
