@@ -544,6 +544,7 @@ def run(args: argparse.Namespace) -> int:
             client.flushdb()
             boto3.client("dynamodb").delete_table(TableName=names[USER_FEATURES_TABLE])
             create_local_resources(boto3.session.Session(), LocalNames("bench"))
+
         by_mode = report["updater_dynamodb_by_write_mode"] = {}
         for mode in modes:
             state_bytes = seed_history(workloads[mode], plain)

@@ -121,31 +121,30 @@ def test_parsed_responses_are_botocores(operation: str, body: dict[str, Any]) ->
     assert ours == theirs
 
 
+def _get_item_outcomes(body: bytes) -> list[Any]:
+    """What the fast parser and botocore's make of a GetItem answer: a result or an error type."""
+    op = _operation("GetItem")
+    response = {"status_code": 200, "headers": {}, "body": body}
+    outcomes: list[Any] = []
+    for parser in (dynamodb_codec.AttributeValueParser(), create_parser("json")):
+        try:
+            outcomes.append(parser.parse(dict(response), op.output_shape))
+        except Exception as exc:  # whatever botocore does, the fast parser does
+            outcomes.append(type(exc))
+    return outcomes
+
+
 @pytest.mark.parametrize(
     "body", [b"", b"not json", b'{"Item": {"a": {"N": 1e999}}}', b'{"Item": {}} trailing']
 )
 def test_bodies_orjson_refuses_are_parsed_as_botocore_parses_them(body: bytes) -> None:
-    op = _operation("GetItem")
-    response = {"status_code": 200, "headers": {}, "body": body}
-    outcomes = []
-    for parser in (dynamodb_codec.AttributeValueParser(), create_parser("json")):
-        try:
-            outcomes.append(parser.parse(dict(response), op.output_shape))
-        except Exception as exc:  # whatever botocore does, the fast parser does
-            outcomes.append(type(exc))
-    assert outcomes[0] == outcomes[1]
+    ours, theirs = _get_item_outcomes(body)
+    assert ours == theirs
 
 
 def test_an_attribute_value_with_two_members_fails_as_in_botocore() -> None:
-    op = _operation("GetItem")
-    response = {"status_code": 200, "headers": {}, "body": b'{"Item": {"a": {"S": "x", "N": "1"}}}'}
-    outcomes = []
-    for parser in (dynamodb_codec.AttributeValueParser(), create_parser("json")):
-        try:
-            outcomes.append(parser.parse(dict(response), op.output_shape))
-        except Exception as exc:  # whatever botocore does, the fast parser does
-            outcomes.append(type(exc))
-    assert outcomes[0] == outcomes[1]
+    ours, theirs = _get_item_outcomes(b'{"Item": {"a": {"S": "x", "N": "1"}}}')
+    assert ours == theirs
 
 
 def test_install_swaps_only_a_dynamodb_client_it_recognises() -> None:
