@@ -21,7 +21,7 @@ def test_settings_parse_and_fail_loudly_on_bad_values() -> None:
     assert load_settings({}).exclude_seen and not load_settings({"EXCLUDE_SEEN": "false"}).exclude_seen
     with pytest.raises(ConfigError, match="EXCLUDE_SEEN"):
         load_settings({"EXCLUDE_SEEN": "sometimes"})
-    assert load_settings({}).user_state_cache_users == 5_000
+    assert load_settings({}).user_state_cache_users == 20_000
     assert load_settings({"USER_STATE_CACHE_USERS": "0"}).user_state_cache_users == 0
     with pytest.raises(ConfigError, match="USER_STATE_CACHE_USERS"):
         load_settings({"USER_STATE_CACHE_USERS": "-5"})

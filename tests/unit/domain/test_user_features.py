@@ -119,6 +119,14 @@ def test_a_fingerprint_counts_only_where_a_fingerprint_starts() -> None:
     assert holds_fingerprint(straddling + fp, fp) and not holds_fingerprint(b"", fp)
 
 
+@pytest.mark.parametrize("applied", [[-1], [2**64], b"\x00" * 7])
+def test_fingerprints_that_cannot_be_are_refused(applied: object) -> None:
+    item = apply_event(None, ev(1, "i1")).to_item()
+    item["applied"] = applied
+    with pytest.raises(ValueError, match="applied"):
+        UserFeatures.from_item(item)
+
+
 def test_a_state_stored_with_event_ids_still_deduplicates() -> None:
     state = apply_events(None, [ev(1, "i1"), ev(2, "i2")], CATS)
     assert state is not None

@@ -156,7 +156,10 @@ def _applied_of(item: Mapping[str, Any]) -> bytes:
             raise ValueError(f"applied: {len(applied)} bytes is not a whole number of fingerprints")
         return applied
     if applied is not None:
-        return struct.pack(f"<{len(applied)}Q", *map(int, applied))
+        try:
+            return struct.pack(f"<{len(applied)}Q", *map(int, applied))
+        except struct.error as exc:  # a number outside 0..2**64-1
+            raise ValueError(f"applied: {exc}") from None
     # Items written before fingerprints kept the ids themselves.
     return b"".join(event_fingerprint(str(e)) for e in item.get("applied_event_ids", []))
 
