@@ -507,6 +507,7 @@ def run(args: argparse.Namespace) -> int:
             UPDATER_CHUNK_WORKERS,
             updater_dynamodb_client,
             updater_user_store,
+            with_state_cache,
         )
 
         chunk_workers = args.chunk_workers or UPDATER_CHUNK_WORKERS
@@ -571,14 +572,11 @@ def run(args: argparse.Namespace) -> int:
             reset_stores()
         in_memory = SerialisingUserStore()
         seed_history(workload, in_memory)
-        # Behind the same state cache as the DynamoDB store: the updater as it runs, with a
-        # database that costs nothing.
-        from recpipe.stream.state_cache import CachedUserFeatureStore
-
-        in_memory_store = CachedUserFeatureStore(in_memory, cache_users) if cache_users else in_memory
         report["updater_in_memory_store"] = run_updater(
             workload,
-            updater_with(in_memory_store, 1, modes[0]),
+            # Behind the same state cache as the DynamoDB store: the updater as it runs, with a
+            # database that costs nothing.
+            updater_with(with_state_cache(in_memory, settings()), 1, modes[0]),
             f"updater (in-memory, {modes[0]})",
             modes[0],
         )

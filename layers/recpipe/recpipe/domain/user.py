@@ -182,13 +182,15 @@ def apply_event(
 
     ts, item = event.ts, event.item_id
 
-    new = Interaction(item, ts, event.type.value)
-    if not state.recent or ts < state.recent[-1].ts or ts > state.recent[0].ts:
-        # The usual case, an event newer than all (or older than all): no sort needed.
-        recent = (new, *state.recent) if not state.recent or ts > state.recent[0].ts else (*state.recent, new)
+    new, recent = Interaction(item, ts, event.type.value), state.recent
+    # Newest first. The usual event is newer than all (or older than all): no sort needed.
+    if not recent or ts > recent[0].ts:
+        recent = (new, *recent)
+    elif ts < recent[-1].ts:
+        recent = (*recent, new)
     else:
-        # Newest first; reverse=True keeps the order of equal times as key=-ts did (sort is stable).
-        recent = tuple(sorted((*state.recent, new), key=_TS, reverse=True))
+        # reverse=True keeps the order of equal times as key=-ts did (sort is stable).
+        recent = tuple(sorted((*recent, new), key=_TS, reverse=True))
     counts = dict(state.counts)
     counts[event.type.value] = counts.get(event.type.value, 0) + 1
 
