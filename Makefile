@@ -13,18 +13,18 @@ DATA ?= ../shared/datasets/ml-latest-small
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml layers/recpipe/requirements.txt
+$(STAMP): pyproject.toml dev/pyproject.toml layers/recpipe/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,train]'
+	$(BIN)/pip install --quiet -e ./dev -e '.[dev,train]'
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with the package, dev and training extras
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check layers functions bench tests
+	$(BIN)/ruff format --check layers dev functions tests
 	$(BIN)/mypy
 
 typecheck: $(STAMP)

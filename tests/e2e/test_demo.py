@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recpipe.local.redis_server import free_port
+from recpipe_dev.local.redis_server import free_port
 
 SMALL = ["--users", "600", "--items", "500", "--events", "20000", "--requests", "30"]
 
@@ -16,7 +16,7 @@ def _demo(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.Comple
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("REDIS_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "recpipe.cli", "demo", *args, "--state-dir", str(tmp_path / "state")],
+        [sys.executable, "-m", "recpipe_dev.cli", "demo", *args, "--state-dir", str(tmp_path / "state")],
         capture_output=True,
         text=True,
         env=env,

@@ -22,9 +22,10 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.bundle import load_bundle
-from recpipe.keys import KeyLayout
-from recpipe.local.functions import LambdaContext, load_function
+from recpipe.redis_keys import KeyLayout
 from recpipe.training.pipeline import TrainParams
+from recpipe_dev.local.functions import LambdaContext, load_function
+from recpipe_dev.synthetic import DEV_LOADERS
 
 ROOT = Path(__file__).resolve().parents[2]
 ASL = ROOT / "statemachines" / "retrain.asl.json"
@@ -87,6 +88,8 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
         settings.cache_clear()
         app = load_function("retrain")
+        # The synthetic shop is a dev-only data source: registered on the deployed handler's deps.
+        app.deps().loaders.update(DEV_LOADERS)
         calls: list[str] = []
 
         def invoke(  # noqa: PLR0917 - moto's signature

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from infra_contract import OPENAPI_PATH, TEMPLATE_PATH, conditions_for, resolve_intrinsics
-from recpipe.local.resources import load_template
+from recpipe_dev.local.resources import load_template
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from infra_contract import RESOURCELESS_ACTIONS, as_list
-from recpipe.local.resources import load_template
+from recpipe_dev.local.resources import load_template
 
 VPC_FUNCTIONS = {
     "RecommendFunction",

@@ -13,8 +13,8 @@ import pytest
 from infra_contract import ASL_PATH, ROOT
 from recpipe.adapters.dynamodb_users import TRANSACT_MAX_ITEMS
 from recpipe.config import Settings
-from recpipe.local.resources import updater_batch_size
 from recpipe.stream.wiring import UPDATER_CHUNK_WORKERS
+from recpipe_dev.local.resources import updater_batch_size
 
 
 def props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Ports: the small interfaces domain code depends on. Adapters implement them (adapters/),
-in-memory fakes implement them for unit tests (recpipe.testing.fakes)."""
+in-memory fakes implement them for unit tests (recpipe_dev.testing.fakes)."""
 
 from __future__ import annotations
 

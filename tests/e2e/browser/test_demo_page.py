@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from recpipe.local.redis_server import free_port
+from recpipe_dev.local.redis_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -46,7 +46,7 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "recpipe.cli", "demo", "--port", str(port), "--state-dir", str(state),
+                sys.executable, "-m", "recpipe_dev.cli", "demo", "--port", str(port), "--state-dir", str(state),
                 "--users", "600", "--items", "500", "--events", "20000", "--requests", "10",
             ],
             stdout=log,

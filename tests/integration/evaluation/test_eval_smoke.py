@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from recpipe.cli import main
-from recpipe.evaluation.data import Dataset, DatasetError, load_dataset
-from recpipe.evaluation.random_protocol import RandomProtocolConfig, run_random
-from recpipe.evaluation.stream_protocol import StreamProtocolConfig, run_stream
 from recpipe.training.pipeline import TrainParams
+from recpipe_dev.cli import main
+from recpipe_dev.evaluation.data import Dataset, DatasetError, load_dataset
+from recpipe_dev.evaluation.random_protocol import RandomProtocolConfig, run_random
+from recpipe_dev.evaluation.stream_protocol import StreamProtocolConfig, run_stream
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recpipe.local.api_server import LocalApi, LocalApiServer
-from recpipe.local.redis_server import free_port
+from recpipe_dev.local.api_server import LocalApi, LocalApiServer
+from recpipe_dev.local.redis_server import free_port
 
 
 def _recommend(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import numpy as np
 from recpipe.adapters.archive import EventArchive, read_catalogue
-from recpipe.demo.archive import window_days, write_archive
-from recpipe.demo.data import synthetic
+from recpipe_dev.demo.archive import window_days, write_archive
+from recpipe_dev.demo.data import synthetic
 
 
 def test_every_interaction_and_the_catalogue_read_back_through_the_archive_reader(aws: None) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recpipe.local.redis_server import free_port
+from recpipe_dev.local.redis_server import free_port
 
 
 def _demo(tmp_path: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -17,7 +17,7 @@ def _demo(tmp_path: Path, *args: str, path: str | None = None) -> subprocess.Com
     if path is not None:
         env["PATH"] = path
     return subprocess.run(
-        [sys.executable, "-m", "recpipe.cli", "demo", "--once", *args, "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "recpipe_dev.cli", "demo", "--once", *args, "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,

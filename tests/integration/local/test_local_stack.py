@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from recpipe.local.stack import AlreadyRunning, LocalStack, LocalStackError, aws_session, redis_ping
+from recpipe_dev.local.stack import AlreadyRunning, LocalStack, LocalStackError, aws_session, redis_ping
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def _cli(*args: str, state_dir: Path, path: str | None = None) -> subprocess.Com
     if path is not None:
         env["PATH"] = path
     return subprocess.run(
-        [sys.executable, "-m", "recpipe.cli", "local", *args],
+        [sys.executable, "-m", "recpipe_dev.cli", "local", *args],
         capture_output=True,
         text=True,
         env=env,

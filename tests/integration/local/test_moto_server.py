@@ -1,5 +1,5 @@
 """The local stack's moto server: both HTTP front ends, and TransactWriteItems with the
-touched-items rollback (recpipe.local.moto_app) keeping DynamoDB's all-or-nothing outcome."""
+touched-items rollback (recpipe_dev.local.moto_app) keeping DynamoDB's all-or-nothing outcome."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from recpipe.local.moto_server import MotoServer, child_pids, granian_installed, moto_command
-from recpipe.testing.dynamodb_wire import ALL_TYPES_ITEM, wire_item
+from recpipe_dev.local.moto_server import MotoServer, child_pids, granian_installed, moto_command
+from recpipe_dev.testing.dynamodb_wire import ALL_TYPES_ITEM, wire_item
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -127,7 +127,7 @@ def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
     # Each switch really leaves moto's own code in place (checked in a fresh interpreter, as
     # the server process imports the app), and the as-is server still answers.
     probe = (
-        "import moto.dynamodb.models as m, moto.dynamodb.responses as r, recpipe.local.moto_app as a; "
+        "import moto.dynamodb.models as m, moto.dynamodb.responses as r, recpipe_dev.local.moto_app as a; "
         "print(m.DynamoDBBackend.transact_write_items is a.transact_write_items, type(a.app).__name__, "
         "r.dynamo_to_dict is a._dynamo_to_dict, m.Item.size is a._item_size, "
         "__import__('gc').get_threshold()[0])"
@@ -193,7 +193,7 @@ def _moto_body(result: Any, operation: str, *, fast: bool) -> str:
     import moto.core.serialize as moto_serialize
     from moto.core.utils import get_service_model
     from moto.dynamodb.responses import DynamoResult
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     model = get_service_model("dynamodb")
     cls = moto_app.DynamoDBJSONSerializer if fast else moto_serialize.JSONSerializer
@@ -206,7 +206,7 @@ def _moto_body(result: Any, operation: str, *, fast: bool) -> str:
 @pytest.mark.parametrize("operation", ["GetItem", "BatchGetItem", "Scan"])
 def test_the_attribute_value_serializer_writes_the_bytes_moto_writes(operation: str) -> None:
     from moto.dynamodb.models.dynamo_type import Item
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     assert moto_app.install_serializer_patch()
     item = Item(ALL_TYPES_ITEM["user_id"], None, wire_item(ALL_TYPES_ITEM))
@@ -298,7 +298,7 @@ def test_the_one_pass_item_size_check_decides_like_moto(size: int) -> None:
     """Same outcome (and the same attribute at fault) as LimitedSizeDict's per-insert re-sum."""
     from moto.dynamodb.exceptions import ItemSizeTooLarge
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     attrs = {"user_id": {"S": "u"}, "a": {"S": "x" * (size // 2)}, "b": {"S": "y" * (size - size // 2)}}
 
@@ -331,7 +331,7 @@ def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str, 
 
     import moto.core.parse as moto_parse
     from moto.core.utils import get_service_model
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     assert moto_app.install_request_parser()
     wire = wire_item(ALL_TYPES_ITEM)
@@ -376,7 +376,7 @@ def _outcome(fn: Any, *args: Any) -> Any:
 @pytest.mark.unit
 def test_the_dispatcher_finds_the_backend_moto_finds() -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from recpipe.local.moto_app import HostCachingDispatcher
+    from recpipe_dev.local.moto_app import HostCachingDispatcher
 
     ours = HostCachingDispatcher(create_backend_app)
     theirs = DomainDispatcherApplication(create_backend_app)
@@ -403,7 +403,7 @@ def test_action_names_are_listed_as_moto_lists_them() -> None:
     from moto.core.utils import method_names_from_class
     from moto.dynamodb.responses import DynamoHandler
     from moto.kinesis.responses import KinesisResponse
-    from recpipe.local.moto_app import _cached_method_names
+    from recpipe_dev.local.moto_app import _cached_method_names
 
     for cls in (DynamoHandler, KinesisResponse, DynamoHandler):
         assert _cached_method_names(cls) == method_names_from_class(cls)
@@ -414,7 +414,7 @@ def test_condition_cache_keys_meet_exactly_when_moto_s_json_keys_do() -> None:
     import itertools
     import json
 
-    from recpipe.local.moto_app import _NotPlain, _plain_key
+    from recpipe_dev.local.moto_app import _NotPlain, _plain_key
 
     values: list[Any] = [
         None,
@@ -477,7 +477,7 @@ def _odd_dynamo_values() -> list[Any]:
 @pytest.mark.unit
 def test_the_response_conversion_is_moto_s() -> None:
     from moto.dynamodb.models.utilities import dynamo_to_dict
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     for value in _odd_dynamo_values():
         assert repr(moto_app._dynamo_to_dict(value)) == repr(dynamo_to_dict(value))
@@ -486,7 +486,7 @@ def test_the_response_conversion_is_moto_s() -> None:
 @pytest.mark.unit
 def test_the_item_size_is_moto_s() -> None:
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     assert moto_app._original_item_size is not None
     moto_size = moto_app._original_item_size
@@ -541,7 +541,7 @@ def test_items_are_built_as_moto_builds_them(odd: dict[Any, Any]) -> None:
     """Same DynamoTypes (classes, attributes, nesting), sizes and errors as moto's
     Item.__init__ (which inserts through LimitedSizeDict's own check)."""
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     attrs = wire_item(ALL_TYPES_ITEM) | odd
 
@@ -574,7 +574,7 @@ def test_items_are_built_as_moto_builds_them(odd: dict[Any, Any]) -> None:
 )
 def test_responses_are_enriched_as_moto_enriches_them(body: Any) -> None:
     from moto.moto_api._internal import mock_random
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     assert moto_app._original_enrich is not None
 
@@ -587,7 +587,7 @@ def test_responses_are_enriched_as_moto_enriches_them(body: Any) -> None:
 
 @pytest.mark.unit
 def test_duplicate_keys_are_found_as_moto_finds_them() -> None:
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     a = {"user_id": {"S": "a"}}
     pair = {"user_id": {"S": "a"}, "item_id": {"S": "i"}}
@@ -613,7 +613,7 @@ def test_keys_hash_and_compare_as_moto_s() -> None:
     import itertools
 
     from moto.dynamodb.models.dynamo_type import DynamoType
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     class Sub(DynamoType):
         @property
@@ -665,7 +665,7 @@ def test_keys_hash_and_compare_as_moto_s() -> None:
 )
 def test_item_types_are_checked_as_moto_checks_them(odd: dict[str, Any]) -> None:
     from moto.dynamodb.models.table import Table
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     table = Table(
         "users",
@@ -685,7 +685,7 @@ def test_item_types_are_checked_as_moto_checks_them(odd: dict[str, Any]) -> None
 @pytest.mark.unit
 def test_a_plain_item_s_types_are_checked_without_moto_s_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.dynamodb.models.table import Table
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     walks: list[Any] = []
     monkeypatch.setattr(moto_app, "_original_validate_item_types", lambda *a: walks.append(a))
@@ -704,7 +704,7 @@ def test_empty_key_values_are_refused_as_moto_refuses_them(custom: str | None) -
     import itertools
 
     from moto.dynamodb.models.table import Table
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     def table(keys: list[str], gsi: bool = False) -> Any:
         return Table(
@@ -751,7 +751,7 @@ def test_batch_get_item_answers_as_moto_s_handler(monkeypatch: pytest.MonkeyPatc
     import json
 
     from moto.dynamodb.responses import DynamoHandler
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
     from werkzeug.test import Client
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -825,7 +825,7 @@ def test_batch_get_item_answers_as_moto_s_handler(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.unit
 def test_remembered_numbers_are_judged_as_moto_judges_them() -> None:
-    from recpipe.local import moto_app
+    from recpipe_dev.local import moto_app
 
     values: list[Any] = [
         "1",

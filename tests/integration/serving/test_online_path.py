@@ -25,16 +25,16 @@ from recpipe.bundle import MANIFEST, load_bundle
 from recpipe.config import load_settings, settings
 from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures, apply_events
-from recpipe.keys import KeyLayout, trending_bucket_of
-from recpipe.local.functions import LambdaContext, load_function
-from recpipe.local.redis_server import free_port
-from recpipe.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
 from recpipe.ports import ContentDoc, SessionEntry
+from recpipe.redis_keys import KeyLayout, trending_bucket_of
 from recpipe.serving.recommender import RecommendationResult
 from recpipe.serving.request import parse_body
 from recpipe.serving.runtime import OnlinePath, aws_dependencies, build_online_path
-from recpipe.testing.openapi import response_validator
 from recpipe.training.pipeline import TrainResult
+from recpipe_dev.local.functions import LambdaContext, load_function
+from recpipe_dev.local.redis_server import free_port
+from recpipe_dev.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
+from recpipe_dev.testing.openapi import response_validator
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = "it"
@@ -46,7 +46,7 @@ NOW = time.time()
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    from recpipe.testing.trained import trained_bundle
+    from recpipe_dev.testing.trained import trained_bundle
 
     return trained_bundle(tmp_path_factory.mktemp("trained"), version="it-v1")
 

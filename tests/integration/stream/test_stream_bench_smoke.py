@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from recpipe.cli import main as cli_main
+from recpipe_dev.cli import main as cli_main
 
 
 def test_bench_stream_writes_its_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,23 +19,23 @@ import redis
 from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.adapters.sqs import SqsFailureSink
-from recpipe.cli import main as cli_main
 from recpipe.config import settings
 from recpipe.domain.user import UserFeatures
-from recpipe.keys import KeyLayout
-from recpipe.local.functions import LambdaContext, load_function
-from recpipe.local.functions import sample_event as sample
-from recpipe.local.resources import (
+from recpipe.ports import RetryableError
+from recpipe.redis_keys import KeyLayout
+from recpipe.stream.updater import FeatureUpdater, records_from_lambda_event
+from recpipe.stream.wiring import UPDATER_GC_THRESHOLDS
+from recpipe_dev.cli import main as cli_main
+from recpipe_dev.local.functions import LambdaContext, load_function
+from recpipe_dev.local.functions import sample_event as sample
+from recpipe_dev.local.poller import KinesisPoller
+from recpipe_dev.local.resources import (
     EVENT_STREAM,
     FAILURE_QUEUE,
     USER_FEATURES_TABLE,
     LocalNames,
     create_local_resources,
 )
-from recpipe.ports import RetryableError
-from recpipe.stream.poller import KinesisPoller
-from recpipe.stream.updater import FeatureUpdater, records_from_lambda_event
-from recpipe.stream.wiring import UPDATER_GC_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV = "itest"

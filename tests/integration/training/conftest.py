@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
-from recpipe.testing.trained import small_shop
+from recpipe.training.history import Snapshot
 from recpipe.training.pipeline import TrainParams, TrainResult, train_bundle
-from recpipe.training.replay import Snapshot
+from recpipe_dev.testing.trained import small_shop
 
 #: Snapshots kept for the parity test: examples with a live session and trending items.
 KEEP_SNAPSHOTS = 4

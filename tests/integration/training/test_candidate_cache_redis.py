@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 from recpipe.adapters.redis_candidates import RedisCandidateCache
-from recpipe.keys import OLD_VERSION_TTL_S, KeyLayout
+from recpipe.redis_keys import OLD_VERSION_TTL_S, KeyLayout
 
 
 @pytest.fixture()

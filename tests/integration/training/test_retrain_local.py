@@ -11,12 +11,13 @@ import redis
 from recpipe.adapters.content_index import InProcessContentIndexWriter
 from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.adapters.s3_models import DirectoryModelStore
-from recpipe.cli import main
-from recpipe.keys import KeyLayout
+from recpipe.redis_keys import KeyLayout
 from recpipe.training import workflow
 from recpipe.training.pipeline import TrainParams
 from recpipe.training.runs import DirectoryRunStore
 from recpipe.training.sources import default_loaders
+from recpipe_dev.cli import main
+from recpipe_dev.synthetic import DEV_LOADERS
 
 SHOP = {"kind": "synthetic", "n_users": 300, "n_items": 400, "n_interactions": 12000, "seed": 3}
 
@@ -27,7 +28,7 @@ def _deps(tmp_path: Path, redis_url: str) -> workflow.RetrainDeps:
         models=DirectoryModelStore(tmp_path / "bundles"),
         candidates=RedisCandidateCache(redis.Redis.from_url(redis_url), KeyLayout("loc"), pointer_ttl_s=0),
         content=InProcessContentIndexWriter(tmp_path / "content"),
-        loaders=default_loaders(),
+        loaders={**default_loaders(), **DEV_LOADERS},
     )
 
 

@@ -14,6 +14,7 @@ from recpipe.training import sagemaker_entry, workflow
 from recpipe.training.pipeline import TrainParams
 from recpipe.training.runs import S3RunStore
 from recpipe.training.sources import default_loaders
+from recpipe_dev.synthetic import DEV_LOADERS
 
 BUCKET = "sm-models"
 PARAM = "/recpipe/sm/model/current"
@@ -27,7 +28,7 @@ def test_training_job_entry_point_uploads_a_bundle_but_does_not_promote(
     s3.create_bucket(Bucket=BUCKET)
     runs = S3RunStore(s3, BUCKET)
     models = S3ModelStore(s3, boto3.client("ssm"), BUCKET, PARAM)
-    deps = workflow.RetrainDeps(runs=runs, models=models, loaders=default_loaders())
+    deps = workflow.RetrainDeps(runs=runs, models=models, loaders={**default_loaders(), **DEV_LOADERS})
     source = {"kind": "synthetic", "n_users": 300, "n_items": 400, "n_interactions": 12000, "seed": 3}
     run = workflow.prepare(
         deps, {"source": source, "params": TrainParams.tiny().to_dict(), "version": "sm-v1"}

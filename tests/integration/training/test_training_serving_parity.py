@@ -21,10 +21,10 @@ from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.domain.features import FEATURE_NAMES, FeatureAssembler, RequestContext
 from recpipe.domain.user import apply_event
-from recpipe.keys import SESSION_TTL_S, KeyLayout, trending_bucket_of
-from recpipe.local.resources import dynamodb_create_args, load_template
 from recpipe.ports import SessionEntry
-from recpipe.training.replay import gather_candidates, user_view
+from recpipe.redis_keys import SESSION_TTL_S, KeyLayout, trending_bucket_of
+from recpipe.training.history import gather_candidates, user_view
+from recpipe_dev.local.resources import dynamodb_create_args, load_template
 
 TABLE = "parity-user-features"
 

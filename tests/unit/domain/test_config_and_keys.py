@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from recpipe.config import ConfigError, load_settings
-from recpipe.keys import (
+from recpipe.redis_keys import (
     KeyLayout,
     decode_candidates,
     decode_session_entry,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from recpipe.evaluation.metrics import (
+from recpipe.ranking_metrics import (
     RankingAccumulator,
     average_precision,
     average_precision_at_k,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recpipe.evaluation.report import markdown_table, plot_latency, plot_quality, write_json, write_markdown
+from recpipe_dev.evaluation.report import (
+    markdown_table,
+    plot_latency,
+    plot_quality,
+    write_json,
+    write_markdown,
+)
 
 REPORT = {
     "protocol": "stream",

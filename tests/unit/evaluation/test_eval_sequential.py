@@ -1,11 +1,11 @@
-"""Time-local co-occurrence (recpipe.evaluation.sequential) against hand-computed counts."""
+"""Time-local co-occurrence (recpipe_dev.evaluation.sequential) against hand-computed counts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from recpipe.evaluation.sequential import SequentialCooccurrence
+from recpipe_dev.evaluation.sequential import SequentialCooccurrence
 
 
 def _times() -> sp.csr_matrix:

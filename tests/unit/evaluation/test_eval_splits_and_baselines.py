@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from recpipe.domain.catalogue import InteractionLog
-from recpipe.evaluation.baselines import DLAE, EASE, Popularity, interaction_matrix, top_k
-from recpipe.evaluation.splits import stratified_split, time_split
+from recpipe_dev.evaluation.baselines import DLAE, EASE, Popularity, interaction_matrix, top_k
+from recpipe_dev.evaluation.splits import stratified_split, time_split
 
 
 def _log(n_users: int = 6, per_user: int = 9, seed: int = 0) -> InteractionLog:

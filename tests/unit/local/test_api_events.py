@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recpipe.local.api_server import LambdaContext, LocalApi, apigw_event
+from recpipe_dev.local.api_server import LambdaContext, LocalApi, apigw_event
 
 
 def _echo(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from recpipe.demo.runner import Cleanup, DemoLock
+from recpipe_dev.demo.runner import Cleanup, DemoLock
 
 
 def test_lock_is_taken_and_released_by_its_owner(tmp_path: Path) -> None:

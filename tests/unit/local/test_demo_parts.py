@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from recpipe.demo.data import DAY_S, shift_to_now, synthetic
-from recpipe.demo.scenario import Call, latency_summary, share
-from recpipe.demo.server import sample_users
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
+from recpipe_dev.demo.data import DAY_S, shift_to_now, synthetic
+from recpipe_dev.demo.scenario import Call, latency_summary, share
+from recpipe_dev.demo.server import sample_users
 
 
 def test_history_moves_by_whole_days_to_end_just_before_now() -> None:

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from recpipe.local.stack import LocalStack, LocalStackError, StackState, export_lines
+from recpipe_dev.local.stack import LocalStack, LocalStackError, StackState, export_lines
 
 
 def test_state_round_trips_through_json() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from recpipe.domain.catalogue import EVENT_TYPE_CODES, TYPE_CODE
 from recpipe.domain.events import EventType, parse_event
-from recpipe.local.synthetic import CATEGORIES, CATEGORY_NAMES, DAY_S, generate
+from recpipe_dev.synthetic import CATEGORIES, CATEGORY_NAMES, DAY_S, generate
 
 
 @pytest.fixture(scope="module")

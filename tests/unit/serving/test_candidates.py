@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from recpipe.domain.features import CandidateBuilder, CandidateSet, Source
 from recpipe.ports import SessionEntry
 from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility, policy_of
-from recpipe.training.replay import CandidatePolicy
+from recpipe.training.history import CandidatePolicy
 from serving_catalogue import CATEGORIES, N_ITEMS, make_items, make_neighbours
 
 ITEMS = make_items()

@@ -11,14 +11,18 @@ from typing import Any
 import aws_xray_sdk.core  # noqa: F401 - its recorder opens a UDP socket at import: before sockets are off
 import pytest
 from recpipe.config import load_settings, settings
-from recpipe.local.functions import LambdaContext, load_function
-from recpipe.local.functions import sample_event as sample
 from recpipe.ports import SessionEntry
-from recpipe.serving.models import LocalBundleSource
+from recpipe.serving.model_provider import LocalBundleSource
 from recpipe.serving.runtime import Dependencies, build_online_path
-from recpipe.testing.fakes_candidates import InMemoryCandidateCache
-from recpipe.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore, InMemoryUserFeatureStore
-from recpipe.testing.openapi import response_validator
+from recpipe_dev.local.functions import LambdaContext, load_function
+from recpipe_dev.local.functions import sample_event as sample
+from recpipe_dev.testing.fakes_candidates import InMemoryCandidateCache
+from recpipe_dev.testing.fakes_stream import (
+    InMemorySessionStore,
+    InMemoryTrendingStore,
+    InMemoryUserFeatureStore,
+)
+from recpipe_dev.testing.openapi import response_validator
 
 ROOT = Path(__file__).resolve().parents[3]
 

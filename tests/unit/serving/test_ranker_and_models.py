@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from recpipe.domain.features import FEATURE_NAMES, N_FEATURES
-from recpipe.serving.models import LOCAL_POINTER, LocalBundleSource, ModelProvider
+from recpipe.serving.model_provider import LOCAL_POINTER, LocalBundleSource, ModelProvider
 from recpipe.serving.ranker import Ranker, RankerError, bucket_of
 
 WEIGHTS = {"cf_score": 2.0, "item_popularity": 1.0, "session_max_sim": 1.5, "trending_score": 0.5}

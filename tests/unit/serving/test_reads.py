@@ -11,8 +11,12 @@ import pytest
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import DependencyError, SessionEntry
 from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
-from recpipe.testing.fakes_candidates import InMemoryCandidateCache
-from recpipe.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore, InMemoryUserFeatureStore
+from recpipe_dev.testing.fakes_candidates import InMemoryCandidateCache
+from recpipe_dev.testing.fakes_stream import (
+    InMemorySessionStore,
+    InMemoryTrendingStore,
+    InMemoryUserFeatureStore,
+)
 
 
 class SlowUsers(InMemoryUserFeatureStore):

@@ -14,12 +14,16 @@ from recpipe.domain.events import Event
 from recpipe.domain.features import FEATURE_NAMES
 from recpipe.domain.user import UserFeatures, apply_events
 from recpipe.ports import ContentDoc, DependencyError, SessionEntry
-from recpipe.serving.models import LocalBundleSource
+from recpipe.serving.model_provider import LocalBundleSource
 from recpipe.serving.recommender import RecommendationResult
 from recpipe.serving.request import parse_body
 from recpipe.serving.runtime import Dependencies, OnlinePath, build_online_path
-from recpipe.testing.fakes_candidates import InMemoryCandidateCache
-from recpipe.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore, InMemoryUserFeatureStore
+from recpipe_dev.testing.fakes_candidates import InMemoryCandidateCache
+from recpipe_dev.testing.fakes_stream import (
+    InMemorySessionStore,
+    InMemoryTrendingStore,
+    InMemoryUserFeatureStore,
+)
 from serving_catalogue import CATEGORIES, make_items
 
 NOW = time.time()

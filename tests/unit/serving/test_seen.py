@@ -8,7 +8,7 @@ from recpipe.domain.events import EventType
 from recpipe.ports import SessionEntry
 from recpipe.serving.recommender import blocked_items, seen_items
 from recpipe.serving.request import parse_body
-from recpipe.training.replay import CandidatePolicy, TrendingWindow, replay
+from recpipe.training.history import CandidatePolicy, TrendingWindow, replay
 from serving_catalogue import make_items, make_neighbours
 
 ITEMS = make_items()

@@ -12,7 +12,7 @@ from botocore.config import Config
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 from recpipe.stream import dynamodb_codec
-from recpipe.testing.dynamodb_wire import ALL_TYPES_ITEM, wire_item
+from recpipe_dev.testing.dynamodb_wire import ALL_TYPES_ITEM, wire_item
 
 pytestmark = pytest.mark.unit
 

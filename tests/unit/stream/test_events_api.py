@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from recpipe.config import settings
 from recpipe.domain.events import MAX_BATCH_EVENTS
-from recpipe.local.functions import LambdaContext
-from recpipe.local.functions import load_function as load_handler
-from recpipe.local.functions import sample_event as sample
 from recpipe.ports import DependencyError
 from recpipe.stream.ingest import MAX_BODY_BYTES, EventIngestor
-from recpipe.testing.fakes_stream import InMemoryEventPublisher, InMemorySessionStore
+from recpipe_dev.local.functions import LambdaContext
+from recpipe_dev.local.functions import load_function as load_handler
+from recpipe_dev.local.functions import sample_event as sample
+from recpipe_dev.testing.fakes_stream import InMemoryEventPublisher, InMemorySessionStore
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = 1_764_009_100.0  # a few minutes after the events/ samples

@@ -13,7 +13,7 @@ from recpipe.domain.events import parse_event
 from recpipe.domain.user import UserFeatures, apply_event
 from recpipe.ports import DependencyError, RetryableError
 from recpipe.stream.updater import FeatureUpdater, StreamRecord, records_from_lambda_event
-from recpipe.testing.fakes_stream import (
+from recpipe_dev.testing.fakes_stream import (
     InMemoryFailureSink,
     InMemorySessionStore,
     InMemoryTrendingStore,

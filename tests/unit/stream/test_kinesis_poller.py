@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from recpipe.stream.poller import KinesisPoller
+from recpipe_dev.local.poller import KinesisPoller
 
 ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
 

@@ -12,7 +12,7 @@ from recpipe.domain.user import apply_event, event_fingerprint
 from recpipe.ports import ConflictError, DependencyError, RetryableError
 from recpipe.stream.state_cache import CachedUserFeatureStore
 from recpipe.stream.updater import FeatureUpdater, StreamRecord
-from recpipe.testing.fakes_stream import (
+from recpipe_dev.testing.fakes_stream import (
     InMemoryFailureSink,
     InMemorySessionStore,
     InMemoryTrendingStore,

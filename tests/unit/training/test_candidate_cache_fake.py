@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from recpipe.testing.fakes_candidates import InMemoryCandidateCache
+from recpipe_dev.testing.fakes_candidates import InMemoryCandidateCache
 
 
 def test_interrupted_publish_is_invisible_and_rerun_completes() -> None:

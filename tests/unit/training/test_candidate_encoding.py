@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from recpipe.keys import decode_candidates, encode_candidates
+from recpipe.redis_keys import decode_candidates, encode_candidates
 from recpipe.training.candidates import CandidateLists
 
 IDS = ["1", "22", "item-333", 'we"ird', "ü", "x" * 30]

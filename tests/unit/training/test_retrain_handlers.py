@@ -11,10 +11,10 @@ from typing import Any
 import aws_xray_sdk.core  # noqa: F401 - its recorder opens a UDP socket at import: before sockets are off
 import pytest
 from recpipe.adapters.s3_models import DirectoryModelStore
-from recpipe.local.functions import LambdaContext, load_function
-from recpipe.testing.fakes_candidates import InMemoryCandidateCache
 from recpipe.training import workflow
 from recpipe.training.runs import DirectoryRunStore
+from recpipe_dev.local.functions import LambdaContext, load_function
+from recpipe_dev.testing.fakes_candidates import InMemoryCandidateCache
 
 ROOT = Path(__file__).resolve().parents[3]
 

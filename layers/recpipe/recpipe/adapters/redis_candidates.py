@@ -1,6 +1,6 @@
 """Candidate Cache on Redis: the online reader and the batch publisher.
 
-Layout (recpipe.keys): every list of a version lives under `cand:<version>:u:<user>`; the
+Layout (recpipe.redis_keys): every list of a version lives under `cand:<version>:u:<user>`; the
 version's `meta` key is written once all lists are in; the pointer `cand:current` is switched
 last with one SET. A reader therefore only ever follows the pointer to a complete version, and
 a crash mid-publish leaves the pointer where it was. The previous version's keys are given
@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from recpipe.keys import OLD_VERSION_TTL_S, KeyLayout, decode_candidates, encode_candidates
 from recpipe.ports import DependencyError, RetryableError
+from recpipe.redis_keys import OLD_VERSION_TTL_S, KeyLayout, decode_candidates, encode_candidates
 
 #: Lists per pipeline round trip while publishing (bounded memory, few round trips).
 PUBLISH_CHUNK = 2000

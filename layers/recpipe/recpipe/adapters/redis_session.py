@@ -25,7 +25,8 @@ import orjson
 import redis
 
 from recpipe.domain.events import MAX_FUTURE_SKEW_S
-from recpipe.keys import (
+from recpipe.ports import DependencyError, RetryableError, SessionEntry
+from recpipe.redis_keys import (
     SESSION_MAX_ITEMS,
     SESSION_TTL_S,
     TRENDING_BUCKET_S,
@@ -37,7 +38,6 @@ from recpipe.keys import (
     encode_session_entry,
     trending_bucket_of,
 )
-from recpipe.ports import DependencyError, RetryableError, SessionEntry
 from recpipe.stream.ports import TrendingHit
 
 #: How long an event's trending marker is kept: the whole readable window plus clock skew.

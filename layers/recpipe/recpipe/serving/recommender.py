@@ -24,7 +24,7 @@ from recpipe.domain.items import daypart
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import ContentIndex, SessionEntry
 from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility, policy_of
-from recpipe.serving.models import LoadedModel, ModelProvider
+from recpipe.serving.model_provider import LoadedModel, ModelProvider
 from recpipe.serving.ranker import RankerError
 from recpipe.serving.reads import CONTENT_INDEX, DeadlineRunner, Reads, RequestReader
 from recpipe.serving.reasons import SOURCE_NAMES, reason, source_names
@@ -267,7 +267,7 @@ class Recommender:
         )
         cart_ids = set(req.context.cart) | (user.cart if user is not None else set())
         cart_ids |= {e.item_id for e in session if e.type == "add_to_cart"}
-        # The same view training replays (recpipe.training.replay.user_view); the cart also
+        # The same view training replays (recpipe.training.history.user_view); the cart also
         # holds what the request and the live session know the stored features do not yet.
         view = user_view(user, session, items, now)
         view.cart = items.indices(sorted(cart_ids))

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from recpipe.config import Settings
-from recpipe.keys import KeyLayout
 from recpipe.ports import CandidateCache, ContentIndex, SessionStore, TrendingStore, UserFeatureStore
-from recpipe.serving.models import (
+from recpipe.redis_keys import KeyLayout
+from recpipe.serving.model_provider import (
     BundleSource,
     LocalBundleSource,
     ModelEventSink,

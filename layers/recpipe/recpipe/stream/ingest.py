@@ -17,8 +17,8 @@ from typing import Any
 
 from recpipe.auth import token_subject
 from recpipe.domain.events import MAX_BATCH_EVENTS, Event, EventRejected, parse_event
-from recpipe.keys import SESSION_TTL_S
 from recpipe.ports import DependencyError, EventPublisher, SessionEntry
+from recpipe.redis_keys import SESSION_TTL_S
 from recpipe.stream.ports import SessionWriter
 
 #: Request bodies larger than this are refused before parsing (500 events of ~1 KiB fit).

@@ -1,5 +1,5 @@
 """The stream path's own small interfaces (beyond recpipe.ports), implemented by the Redis/SQS
-adapters and by recpipe.testing.fakes_stream."""
+adapters and by recpipe_dev.testing.fakes_stream."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from recpipe.adapters.kinesis import KinesisEventPublisher
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.adapters.sqs import SqsFailureSink
 from recpipe.config import Settings
-from recpipe.keys import KeyLayout
 from recpipe.ports import UserFeatureStore
+from recpipe.redis_keys import KeyLayout
 from recpipe.stream import dynamodb_codec
 from recpipe.stream.categories import ItemCategories, local_bundle_locator, s3_bundle_locator
 from recpipe.stream.ingest import EventIngestor

@@ -21,9 +21,9 @@ import numpy.typing as npt
 from recpipe.bundle import Neighbours
 from recpipe.domain.features import FeatureAssembler, RequestContext, UserView
 from recpipe.domain.items import ItemTable
-from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.training.history import SESSION_LIMIT, CandidatePolicy, gather_candidates
 from recpipe.training.ranker import tflite_scores
-from recpipe.training.replay import SESSION_LIMIT, CandidatePolicy, gather_candidates
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,13 +27,10 @@ import numpy.typing as npt
 from recpipe.bundle import Neighbours, write_bundle
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
 from recpipe.domain.items import ItemTable
-from recpipe.evaluation.metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
 from recpipe.training.candidates import CandidateLists
 from recpipe.training.cf import CFModel, fit_als, fit_bpr, neighbours, row_weights, top_n
-from recpipe.training.holdout import Holdout, holdout_user, rank, score
-from recpipe.training.item_table import build_item_table, item_universe
-from recpipe.training.ranker import RankerParams, export_tflite, train_ranker
-from recpipe.training.replay import (
+from recpipe.training.history import (
     CandidatePolicy,
     Examples,
     ReplayState,
@@ -41,6 +38,9 @@ from recpipe.training.replay import (
     TrendingWindow,
     replay,
 )
+from recpipe.training.holdout import Holdout, holdout_user, rank, score
+from recpipe.training.item_table import build_item_table, item_universe
+from recpipe.training.ranker import RankerParams, export_tflite, train_ranker
 
 CANDIDATES_FILE = "candidates.npz"
 REPORT_FILE = "train_report.json"

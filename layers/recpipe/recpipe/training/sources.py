@@ -1,5 +1,6 @@
-"""Data sources the `prepare` step can train from: the S3 event archive (production), a
-MovieLens-format directory (bootstrapping from history) and the synthetic shop (local demos)."""
+"""Data sources the `prepare` step can train from: the S3 event archive (production) and a
+MovieLens-format directory (bootstrapping from history). Development tooling adds its own
+(the synthetic shop) through `build_deps(extra_loaders=...)`."""
 
 from __future__ import annotations
 
@@ -40,20 +41,8 @@ def movielens_loader(source: Mapping[str, Any]) -> Loaded:
     return log, items, report.to_dict()
 
 
-def synthetic_loader(source: Mapping[str, Any]) -> Loaded:
-    from recpipe.local.synthetic import generate
-
-    log, items = generate(
-        n_users=int(source.get("n_users", 2000)),
-        n_items=int(source.get("n_items", 1000)),
-        n_interactions=int(source.get("n_interactions", 100_000)),
-        seed=int(source.get("seed", 0)),
-    )
-    return log, items, {"generated": len(log), "error_count": 0}
-
-
 def default_loaders(s3: Any | None = None, bucket: str | None = None) -> dict[str, DataLoader]:
-    loaders: dict[str, DataLoader] = {"movielens": movielens_loader, "synthetic": synthetic_loader}
+    loaders: dict[str, DataLoader] = {"movielens": movielens_loader}
     if s3 is not None and bucket:
         loaders["archive"] = archive_loader(s3, bucket)
     return loaders

@@ -20,11 +20,11 @@ from botocore.config import Config
 from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.adapters.s3_models import DirectoryModelStore, S3ModelStore
 from recpipe.config import ConfigError, Settings
-from recpipe.keys import KeyLayout
 from recpipe.ports import ContentIndexWriter
+from recpipe.redis_keys import KeyLayout
 from recpipe.training.runs import DirectoryRunStore, RunStore, S3RunStore
 from recpipe.training.sources import default_loaders
-from recpipe.training.workflow import ModelRegistry, RetrainDeps
+from recpipe.training.workflow import DataLoader, ModelRegistry, RetrainDeps
 
 
 def aws_client(service: str, settings: Settings) -> Any:
@@ -111,7 +111,12 @@ def sns_notifier(settings: Settings) -> Any:
 
 
 def build_deps(
-    settings: Settings, *, work_dir: Path | None = None, with_redis: bool = True, s3: Any = None
+    settings: Settings,
+    *,
+    work_dir: Path | None = None,
+    with_redis: bool = True,
+    s3: Any = None,
+    extra_loaders: Mapping[str, DataLoader] | None = None,
 ) -> RetrainDeps:
     local_only = settings.bundle_dir is not None and work_dir is not None
     if s3 is None and not local_only:
@@ -134,7 +139,10 @@ def build_deps(
         models=models,
         candidates=candidates,
         content=content_writer(settings),
-        loaders=default_loaders(s3, settings.model_bucket) if s3 is not None else default_loaders(),
+        loaders={
+            **(default_loaders(s3, settings.model_bucket) if s3 is not None else default_loaders()),
+            **(extra_loaders or {}),
+        },
         notify=sns_notifier(settings),
         content_access=content_access(settings),
     )

@@ -1,0 +1,661 @@
+"""`recpipe bench serving`: the recommendation handler's latency per candidate count and per
+stage, its cold-start initialisation and its resident memory, on the local stack.
+
+Setup (cached under --cache-dir, keyed by the shop's parameters): a synthetic shop
+(recpipe_dev.synthetic) of --items items, trained once with recpipe.training.pipeline
+.train_bundle (ALS candidates + a Keras ranker converted to TFLite). A throw-away redis-server
+holds the candidate lists (RedisCandidateCache.publish), live sessions and trending (the stream
+path's stores); a moto server in its own process stands in for DynamoDB (table from
+template.yaml, user features written with DynamoDBUserFeatureStore from the users' replayed
+history). The bundle is read from a local directory (RECPIPE_BUNDLE_DIR), not from S3.
+
+Measurement: each candidate count runs in a fresh worker process, like a fresh Lambda
+container: it imports functions/recommend/app.py (timed: imports + bundle load + verification +
+smoke inference + ranker allocation = init), then calls handler() with API Gateway REST events
+(GET /recommendations, k=10, known users that have a CF list, stored features and a session),
+--warmup untimed then --requests timed, one at a time. Latency is the wall time of handler()
+(routing, validation, the concurrent reads, candidates, assembly, inference, rules, logging,
+metrics). Stages come from the RecommendationResult of each request. Logs and EMF metrics are
+written as in Lambda (to /dev/null here). Cold-start (unknown) users are measured separately
+at the largest candidate count. Memory: the worker's VmRSS after its requests (and VmHWM), for
+bundles of each --rss-catalogues size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+ENV_NAME = "bench"
+TABLE = "recpipe-bench-users"
+MAX_SAMPLES = 2000
+STAGES = ("reads", "candidates", "assembly", "inference", "rules")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--candidates", default="100,500,1000", help="comma list of pool sizes (MAX_CANDIDATES)"
+    )
+    parser.add_argument("--requests", type=int, default=1000, help="timed requests per candidate count")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed requests first (per worker)")
+    parser.add_argument("--items", type=int, default=100_000, help="catalogue size of the latency runs")
+    parser.add_argument(
+        "--rss-catalogues",
+        default="10000,50000,100000",
+        help="catalogue sizes for the memory runs ('' = skip)",
+    )
+    parser.add_argument("--users", type=int, default=20_000, help="users in the synthetic shop")
+    parser.add_argument(
+        "--interactions", type=int, default=600_000, help="interactions in the synthetic shop"
+    )
+    parser.add_argument(
+        "--bench-users", type=int, default=1000, help="users with stored features and a session"
+    )
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument(
+        "--read-timeout-ms",
+        type=float,
+        help="READ_TIMEOUT_MS for the handler (default: the Settings default)",
+    )
+    parser.add_argument(
+        "--budget-ms", type=float, help="REQUEST_BUDGET_MS for the handler (default: Settings)"
+    )
+    parser.add_argument("--init-runs", type=int, default=3, help="fresh processes timed for initialisation")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "recpipe-bench-serving",
+        help="bundle cache",
+    )
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--json", dest="json_out", type=Path, help="write the report here")
+    parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
+
+
+# ---- statistics ------------------------------------------------------------------------------
+def summary(samples: Sequence[float], wall_s: float | None = None) -> dict[str, float]:
+    import numpy as np
+
+    a = np.asarray(samples, dtype=np.float64)
+    out = {
+        "n": len(a),
+        "p50_ms": round(float(np.percentile(a, 50)), 4),
+        "p95_ms": round(float(np.percentile(a, 95)), 4),
+        "p99_ms": round(float(np.percentile(a, 99)), 4),
+        "max_ms": round(float(a.max()), 4),
+        "mean_ms": round(float(a.mean()), 4),
+    }
+    if wall_s:
+        out["requests_per_s"] = round(len(a) / wall_s, 1)
+    return out
+
+
+# ---- setup: trained bundle (cached) ----------------------------------------------------------------
+def shop_key(args: argparse.Namespace, n_items: int) -> str:
+    return f"shop-{n_items}i-{args.users}u-{args.interactions}x-s{args.seed}"
+
+
+def trained_shop(args: argparse.Namespace, n_items: int) -> Path:
+    """Directory with `bundle/` (a trained bundle) and `candidates.npz`; trained once."""
+    out = args.cache_dir / shop_key(args, n_items)
+    if (out / "bundle" / "manifest.json").is_file() and (out / "done").is_file():
+        return out
+    from recpipe.training.pipeline import TrainParams, train_bundle
+
+    from recpipe_dev.synthetic import generate
+
+    print(f"training a bundle on {n_items:,} items (cached in {out}) ...", flush=True)
+    t0 = time.perf_counter()
+    log, items = generate(args.users, n_items, args.interactions, seed=args.seed)
+    params = TrainParams(
+        factors=32, iterations=8, top_n=200, neighbours=50, max_examples=4000, max_replay_users=3000,
+        max_eval_users=500,
+    )  # fmt: skip
+    train_bundle(log, items, out, version=f"bench-{n_items}", params=params, progress=True)
+    (out / "done").write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    return out
+
+
+# ---- setup: the local stack --------------------------------------------------------------------
+@contextmanager
+def moto_server(workdir: Path) -> Iterator[tuple[str, str]]:
+    """The local stack's moto server (recpipe_dev.local.moto_server): (url, HTTP front end)."""
+    from recpipe_dev.local.moto_server import MotoServer
+
+    with MotoServer(workdir / "moto.log") as server:
+        yield server.url, server.front
+
+
+def populate(args: argparse.Namespace, shop: Path, redis_url: str, moto_url: str) -> dict[str, Any]:
+    """Candidate lists, sessions, trending (Redis) and user features (DynamoDB) for the bench users."""
+    import numpy as np
+    import redis
+    from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+    from recpipe.adapters.redis_candidates import RedisCandidateCache
+    from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
+    from recpipe.bundle import load_bundle
+    from recpipe.domain.user import apply_events
+    from recpipe.ports import SessionEntry
+    from recpipe.redis_keys import KeyLayout, trending_bucket_of
+    from recpipe.training.candidates import CandidateLists
+
+    from recpipe_dev.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
+    from recpipe_dev.local.stack import aws_session
+    from recpipe_dev.synthetic import generate
+
+    t0 = time.perf_counter()
+    layout = KeyLayout(ENV_NAME)
+    client = redis.Redis.from_url(redis_url)
+    candidates = CandidateLists.load(shop / "candidates.npz")
+    RedisCandidateCache(client, layout).publish("bench-c1", candidates.items(), {"source": "bench"})
+    bundle = load_bundle(shop / "bundle")
+    items = bundle.items
+    log, _ = generate(args.users, len(items), args.interactions, seed=args.seed)
+    with_cf = [u for u, _ in candidates.items()]
+    rng = np.random.default_rng(args.seed)
+    users = sorted(rng.choice(with_cf, size=min(args.bench_users, len(with_cf)), replace=False).tolist())
+    codes = np.asarray([log.user_index[u] for u in users], np.int32)
+    sub = log.take(np.isin(log.users, codes)).sorted_by_time()
+    by_user: dict[str, list[Any]] = {}
+    for ev in sub.events():
+        by_user.setdefault(ev.user_id, []).append(ev)
+    cats = {i: items.categories(n) for n, i in enumerate(items.item_ids)}
+    ddb = aws_session(moto_url).client("dynamodb")
+    ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, TABLE))
+    store = DynamoDBUserFeatureStore(ddb, TABLE)
+    sessions = RedisSessionStore(client, layout)
+    now = time.time()
+    for u in users:
+        events = by_user.get(u, [])
+        state = apply_events(None, events, cats)
+        if state is not None:
+            store.put(state, expected_version=0)
+        # The user's last few interactions, replayed as if they happened in the last minutes.
+        recent = events[-5:]
+        sessions.append(
+            u,
+            [
+                SessionEntry(e.item_id, e.type.value, now - 60 * (len(recent) - j))
+                for j, e in enumerate(recent)
+            ],
+        )
+    top = np.argsort(-items.popularity)[:200]
+    bucket = trending_bucket_of(now)
+    RedisTrendingStore(client, layout).add(
+        {(bucket, items.item_ids[i]): float(200 - r) for r, i in enumerate(top)}
+    )
+    client.close()
+    return {"users": users, "setup_s": round(time.perf_counter() - t0, 1)}
+
+
+def dependency_baseline(users: Sequence[str], redis_url: str, moto_url: str, n: int = 300) -> dict[str, Any]:
+    """Latency of the single reads the handler makes, called directly (no handler around them)."""
+    import redis
+    from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
+    from recpipe.adapters.redis_candidates import RedisCandidateCache
+    from recpipe.adapters.redis_session import RedisSessionStore
+    from recpipe.redis_keys import KeyLayout
+
+    from recpipe_dev.local.stack import aws_session
+
+    client = redis.Redis.from_url(redis_url)
+    layout = KeyLayout(ENV_NAME)
+    ddb = aws_session(moto_url).client("dynamodb")
+    calls: dict[str, Callable[[str], Any]] = {
+        "dynamodb_get_item": DynamoDBUserFeatureStore(ddb, TABLE, consistent_read=False).get,
+        "redis_candidate_list": RedisCandidateCache(client, layout).get,
+        "redis_session": RedisSessionStore(client, layout).recent,
+    }
+    out = {}
+    for name, fn in calls.items():
+        fn(users[0])
+        lat = []
+        for i in range(n):
+            t = time.perf_counter()
+            fn(users[i % len(users)])
+            lat.append((time.perf_counter() - t) * 1000.0)
+        out[name] = summary(lat)
+    client.close()
+    return out
+
+
+def content_dir_for(shop: Path) -> Path:
+    """The in-process content index of the shop (what the retrain workflow publishes locally)."""
+    out = shop / "content"
+    if (out / "CURRENT").is_file():
+        return out
+    from recpipe.adapters.content_index import InProcessContentIndexWriter
+    from recpipe.bundle import load_bundle
+    from recpipe.ports import ContentDoc
+
+    items = load_bundle(shop / "bundle").items
+    InProcessContentIndexWriter(out).publish(
+        "bench",
+        (
+            ContentDoc(i, items.titles[n], tuple(items.categories(n)), popularity=float(items.popularity[n]))
+            for n, i in enumerate(items.item_ids)
+        ),
+    )
+    return out
+
+
+# ---- the worker: one fresh process = one cold container -------------------------------------------
+def rss_mb() -> tuple[float, float]:
+    status = Path("/proc/self/status").read_text().splitlines()
+    fields = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("VmRSS", "VmHWM"))}
+    return int(fields["VmRSS"]) / 1024.0, int(fields["VmHWM"]) / 1024.0
+
+
+def worker(config_path: str, out_path: str) -> int:
+    t_start = time.perf_counter()
+    import importlib.util
+
+    cfg = json.loads(Path(config_path).read_text())
+    os.environ.update(cfg["env"])
+    if cfg.get("in_process"):
+        return in_process_worker(cfg, out_path)
+    # Logs and metrics are produced as in Lambda; here they go nowhere.
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    sys.stdout = devnull
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    spec = importlib.util.spec_from_file_location(
+        "recommend_app", ROOT / "functions" / "recommend" / "app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    init_ms = (time.perf_counter() - t0) * 1000.0
+    # CPU time too: on a shared machine wall time includes waiting for a core.
+    init_cpu_ms = (time.process_time() - cpu0) * 1000.0
+    model = app.online.models.model
+    result: dict[str, Any] = {
+        "init_ms": round(init_ms, 1),
+        "init_cpu_ms": round(init_cpu_ms, 1),
+        "since_process_start_ms": round((time.perf_counter() - t_start) * 1000.0, 1),
+        "bundle_load_ms": round(model.load_ms, 1) if model else None,
+        "warm_up_ms": round(app.online.warm_up_ms, 1),
+        "model_version": model.version if model else None,
+        "ready_at": time.time(),
+    }
+    if cfg.get("init_only"):
+        result["rss_mb"], result["rss_peak_mb"] = rss_mb()
+        Path(out_path).write_text(json.dumps(result))
+        return 0
+
+    timings: list[dict[str, float]] = []
+    degraded: dict[str, int] = {}
+    real = app.online.recommender.recommend
+
+    def observed(request: Any) -> Any:
+        r = real(request)
+        timings.append(r.timings)
+        for d in r.degraded:
+            # "name: reason" with numbers stripped, so equal causes count together.
+            why = "".join(ch for ch in r.failures.get(d, "")[:60] if not ch.isdigit())
+            key = f"{d}: {why}"
+            degraded[key] = degraded.get(key, 0) + 1
+        return r
+
+    app.online.recommender.recommend = observed
+    template = json.loads((ROOT / "events" / "recommend_get.json").read_text())
+
+    class Context:
+        function_name = "recpipe-bench-recommend"
+        memory_limit_in_mb = 1024
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:recpipe-bench-recommend"
+        aws_request_id = "bench"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 5000
+
+    ctx = Context()
+    devices = ("web", "mobile", "tablet")
+
+    def drive(users: Sequence[str], n: int, tag: str) -> tuple[list[float], list[dict[str, float]], float]:
+        latencies: list[float] = []
+        timings.clear()
+        t_all = time.perf_counter()
+        for i in range(n):
+            event = dict(template)
+            q = {"user_id": users[i % len(users)], "k": str(cfg["k"]), "device": devices[i % 3]}
+            event["queryStringParameters"] = q
+            event["multiValueQueryStringParameters"] = {key: [v] for key, v in q.items()}
+            event["requestContext"] = {**template["requestContext"], "requestId": f"{tag}-{i}"}
+            t = time.perf_counter()
+            resp = app.handler(event, ctx)
+            latencies.append((time.perf_counter() - t) * 1000.0)
+            if resp["statusCode"] != 200:
+                raise RuntimeError(f"request {i} answered {resp['statusCode']}: {resp['body'][:300]}")
+        return latencies, list(timings), time.perf_counter() - t_all
+
+    users = cfg["users"]
+    drive(users, cfg["warmup"], "warm")
+    degraded.clear()
+    lat, stages, wall = drive(users, cfg["requests"], "req")
+    result["known"] = {"latencies": lat, "stages": stages, "wall_s": wall, "degraded": dict(degraded)}
+    if cfg.get("cold_requests"):
+        degraded.clear()
+        cold_users = [f"bench-new-{i}" for i in range(cfg["cold_requests"])]
+        lat, stages, wall = drive(cold_users, cfg["cold_requests"], "cold")
+        result["cold"] = {"latencies": lat, "stages": stages, "wall_s": wall, "degraded": dict(degraded)}
+    result["rss_mb"], result["rss_peak_mb"] = rss_mb()
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
+def in_process_worker(cfg: dict[str, Any], out_path: str) -> int:
+    """The Recommender alone with in-memory stores (recpipe_dev.testing fakes): the compute path
+    without network reads, so its percentiles are the code's and the machine's, not moto's."""
+    import numpy as np
+    from recpipe.bundle import load_bundle
+    from recpipe.config import load_settings
+    from recpipe.domain.events import Event
+    from recpipe.domain.user import apply_events
+    from recpipe.ports import SessionEntry
+    from recpipe.redis_keys import trending_bucket_of
+    from recpipe.serving.model_provider import LocalBundleSource
+    from recpipe.serving.request import parse_query
+    from recpipe.serving.runtime import Dependencies, build_online_path
+    from recpipe.training.candidates import CandidateLists
+
+    from recpipe_dev.testing.fakes_candidates import InMemoryCandidateCache
+    from recpipe_dev.testing.fakes_stream import (
+        InMemorySessionStore,
+        InMemoryTrendingStore,
+        InMemoryUserFeatureStore,
+    )
+
+    shop = Path(cfg["shop"])
+    source = LocalBundleSource(shop / "bundle")
+    items = load_bundle(shop / "bundle").items
+    lists = list(CandidateLists.load(shop / "candidates.npz").items())[: cfg["users"]]
+    cache, users = InMemoryCandidateCache(), InMemoryUserFeatureStore()
+    sessions, trending = InMemorySessionStore(), InMemoryTrendingStore()
+    cache.publish("bench", lists, {})
+    rng = np.random.default_rng(cfg["seed"])
+    now = time.time()
+    kinds = ["view"] * 6 + ["click", "click", "add_to_cart", "purchase"]
+    for user_id, _ in lists:
+        picks = rng.integers(0, len(items), 60).tolist()
+        events = [
+            Event(event_id=f"{user_id}-{j}", user_id=user_id, item_id=items.item_ids[i], type=kinds[j % 10], ts=now - 86400 + 60 * j)  # type: ignore[arg-type]
+            for j, i in enumerate(picks)
+        ]  # fmt: skip
+        state = apply_events(None, events, {items.item_ids[i]: items.categories(i) for i in picks})
+        assert state is not None
+        users.items[user_id] = state
+        sessions.append(user_id, [SessionEntry(e.item_id, e.type.value, now - 60 * (5 - n)) for n, e in enumerate(events[-5:])])  # fmt: skip
+    top = np.argsort(-items.popularity)[:200]
+    trending.add({(trending_bucket_of(now), items.item_ids[i]): float(200 - r) for r, i in enumerate(top)})
+    settings = load_settings({**cfg["env"], "READ_TIMEOUT_MS": "1000", "REQUEST_BUDGET_MS": "2000"})
+    deps = Dependencies(candidates=cache, sessions=sessions, users=users, trending=trending)
+    recommender = build_online_path(
+        settings, dependencies=deps, source=source, background_refresh=False
+    ).recommender
+    ids = [u for u, _ in lists]
+    devices = ("web", "mobile", "tablet")
+    requests = [
+        parse_query({"user_id": ids[i % len(ids)], "k": str(cfg["k"]), "device": devices[i % 3]})
+        for i in range(cfg["warmup"] + cfg["requests"])
+    ]
+    stages: list[dict[str, float]] = []
+    cpu: list[float] = []
+    for n, request in enumerate(requests):
+        c0 = time.thread_time()
+        result = recommender.recommend(request)
+        if n >= cfg["warmup"]:
+            cpu.append((time.thread_time() - c0) * 1000.0)
+            stages.append(result.timings)
+    Path(out_path).write_text(json.dumps({"stages": stages, "main_thread_cpu_ms": cpu}))
+    return 0
+
+
+def run_worker(config: dict[str, Any], workdir: Path, name: str) -> dict[str, Any]:
+    cfg_path, out_path = workdir / f"{name}.json", workdir / f"{name}.out.json"
+    cfg_path.write_text(json.dumps(config))
+    t_spawn = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "recpipe_dev.bench.serving", "--worker", str(cfg_path), str(out_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out_path.read_text())
+    if "ready_at" in result:
+        result["process_ready_ms"] = round((result.pop("ready_at") - t_spawn) * 1000.0, 1)
+    return result
+
+
+def stage_summary(stages: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    out = {s: summary([t[s] for t in stages if s in t]) for s in STAGES if any(s in t for t in stages)}
+    compute = [sum(t.get(s, 0.0) for s in STAGES[1:]) for t in stages]
+    out["compute"] = summary(compute)
+    return out
+
+
+def bounded(samples: Sequence[float]) -> list[float]:
+    step = max(1, len(samples) // MAX_SAMPLES)
+    return [round(x, 4) for x in samples[::step][:MAX_SAMPLES]]
+
+
+# ---- main ----------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    if args.worker:
+        return worker(*args.worker)
+    from recpipe_dev.local.redis_server import RedisServer
+
+    counts = [int(c) for c in args.candidates.split(",") if c]
+    rss_sizes = [int(c) for c in args.rss_catalogues.split(",") if c]
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    shop = trained_shop(args, args.items)
+    shops = {n: trained_shop(args, n) for n in rss_sizes}
+    report: dict[str, Any] = {
+        "benchmark": "serving",
+        "setup": {
+            "catalogue_items": args.items,
+            "shop_users": args.users,
+            "shop_interactions": args.interactions,
+            "bench_users": args.bench_users,
+            "k": args.k,
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "redis": "throw-away redis-server (local TCP)",
+            "bundle_source": "local directory (RECPIPE_BUNDLE_DIR)",
+            "content_index": "in-process (CONTENT_INDEX_DIR)",
+            "machine_cpus": os.cpu_count(),
+            # The machine is shared: the 1/5/15-minute load averages when the run started.
+            "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "by_candidates": {},
+        "samples_ms": {},
+    }
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="recpipe-bench-serving-") as tmp:
+        workdir = Path(tmp)
+        redis_url = stack.enter_context(RedisServer(workdir / "redis")).url
+        moto_url, front = stack.enter_context(moto_server(workdir))
+        report["setup"]["dynamodb"] = f"moto server in its own process (HTTP on localhost, {front})"
+        print("populating Redis and DynamoDB ...", flush=True)
+        pop = populate(args, shop, redis_url, moto_url)
+        report["setup"]["populate_s"] = pop["setup_s"]
+        report["dependencies_direct"] = dependency_baseline(pop["users"], redis_url, moto_url)
+        base_env = {
+            "ENV_NAME": ENV_NAME,
+            "REDIS_URL": redis_url,
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "USER_FEATURES_TABLE": TABLE,
+            "RECPIPE_BUNDLE_DIR": str(shop / "bundle"),
+            "CONTENT_INDEX_DIR": str(content_dir_for(shop)),
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "recommend",
+            "POWERTOOLS_METRICS_NAMESPACE": "recpipe-bench",
+        }
+        if args.read_timeout_ms:
+            base_env["READ_TIMEOUT_MS"] = str(args.read_timeout_ms)
+        if args.budget_ms:
+            base_env["REQUEST_BUDGET_MS"] = str(args.budget_ms)
+        from recpipe.config import load_settings
+
+        effective = load_settings(base_env)
+        report["setup"]["read_timeout_ms"] = effective.read_timeout_ms
+        report["setup"]["request_budget_ms"] = effective.request_budget_ms
+        for count in counts:
+            cfg = {
+                "env": {**base_env, "MAX_CANDIDATES": str(count)},
+                "users": pop["users"],
+                "k": args.k,
+                "warmup": args.warmup,
+                "requests": args.requests,
+                "cold_requests": max(50, args.requests // 5) if count == max(counts) else 0,
+            }
+            print(f"{count} candidates: {args.warmup} warm-up + {args.requests} requests ...", flush=True)
+            res = run_worker(cfg, workdir, f"c{count}")
+            known = res["known"]
+            entry: dict[str, Any] = dict(summary(known["latencies"], known["wall_s"]))
+            entry["stages"] = stage_summary(known["stages"])
+            entry["degraded_requests"] = known["degraded"]
+            entry["init_ms"] = res["init_ms"]
+            entry["rss_mb"] = round(res["rss_mb"], 1)
+            report["by_candidates"][str(count)] = entry
+            report["samples_ms"][str(count)] = bounded(known["latencies"])
+            if "cold" in res:
+                cold = res["cold"]
+                report["cold_start_users"] = {
+                    "candidates": count,
+                    **summary(cold["latencies"], cold["wall_s"]),
+                    "stages": stage_summary(cold["stages"]),
+                    "degraded_requests": cold["degraded"],
+                }
+        report["in_process"] = {
+            "what": "Recommender with in-memory stores (no network reads), same bundle, one fresh "
+            "process per count, OPENBLAS_NUM_THREADS=1 as in the handler; users with a CF list, "
+            "60 random stored interactions and a 5-entry session; main_thread_cpu = thread CPU "
+            "time of recommend() (wall minus preemption and waiting)",
+            "by_candidates": {},
+        }
+        for count in counts:
+            print(
+                f"{count} candidates in-process: {args.warmup} warm-up + {args.requests} requests ...",
+                flush=True,
+            )
+            cfg = {
+                "env": {**base_env, "MAX_CANDIDATES": str(count), "OPENBLAS_NUM_THREADS": "1"},
+                "in_process": True,
+                "shop": str(shop),
+                "users": args.bench_users,
+                "k": args.k,
+                "warmup": args.warmup,
+                "requests": args.requests,
+                "seed": args.seed,
+            }
+            res = run_worker(cfg, workdir, f"p{count}")
+            report["in_process"]["by_candidates"][str(count)] = {
+                "stages": stage_summary(res["stages"]),
+                "main_thread_cpu": summary(res["main_thread_cpu_ms"]),
+            }
+        # Initialisation as deployed: no in-process content index (OpenSearch is a client only).
+        init_env = {k: v for k, v in base_env.items() if k != "CONTENT_INDEX_DIR"}
+        inits = [
+            run_worker({"env": {**init_env, "MAX_CANDIDATES": "500"}, "init_only": True}, workdir, f"init{i}")
+            for i in range(args.init_runs)
+        ]
+        report["init_ms"] = sorted(r["init_ms"] for r in inits)[len(inits) // 2]
+        report["init"] = {
+            "runs": [
+                {
+                    k: r[k]
+                    for k in ("init_ms", "init_cpu_ms", "bundle_load_ms", "warm_up_ms", "process_ready_ms")
+                }
+                for r in inits
+            ],
+            "init_cpu_ms": sorted(r["init_cpu_ms"] for r in inits)[len(inits) // 2],
+            "what": "import functions/recommend/app.py in a fresh process: imports + bundle load/verify + smoke "
+            "inference + ranker allocation + warm-up (first call to each dependency, one cold-start request) "
+            "(median of runs); process_ready_ms adds interpreter start",
+            "with_in_process_content_index_ms": report["by_candidates"][str(counts[0])]["init_ms"]
+            if counts
+            else None,
+        }
+        report["rss_mb_by_catalogue"] = {}
+        for n, shop_n in shops.items():
+            env = {
+                **base_env,
+                "RECPIPE_BUNDLE_DIR": str(shop_n / "bundle"),
+                "CONTENT_INDEX_DIR": str(content_dir_for(shop_n)),
+            }
+            print(f"memory with {n:,} items ...", flush=True)
+            cfg = {"env": {**env, "MAX_CANDIDATES": "500"}, "users": pop["users"], "k": args.k, "warmup": 0,
+                   "requests": 200}  # fmt: skip
+            with_index = run_worker(cfg, workdir, f"rss{n}")
+            env.pop("CONTENT_INDEX_DIR")
+            without = run_worker({**cfg, "env": {**env, "MAX_CANDIDATES": "500"}}, workdir, f"rss{n}-noindex")
+            report["rss_mb_by_catalogue"][str(n)] = {
+                "rss_mb": round(without["rss_mb"], 1),
+                "rss_peak_mb": round(without["rss_peak_mb"], 1),
+                "rss_mb_with_in_process_content_index": round(with_index["rss_mb"], 1),
+            }
+    report["setup"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    print_report(report)
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report written to {args.json_out}")
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"\nrecommendation handler (GET /recommendations, known users, k={report['setup']['k']})")
+    print(f"{'candidates':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}   stage p99 ms")
+    for count, e in report["by_candidates"].items():
+        st = "  ".join(
+            f"{s} {e['stages'][s]['p99_ms']:.3f}" for s in (*STAGES, "compute") if s in e["stages"]
+        )
+        print(
+            f"{count:>10} {e['p50_ms']:>8.3f} {e['p95_ms']:>8.3f} {e['p99_ms']:>8.3f} {e['requests_per_s']:>8.1f}   {st}"
+        )
+    if "cold_start_users" in report:
+        c = report["cold_start_users"]
+        print(
+            f"cold-start users ({c['candidates']} candidates): p50 {c['p50_ms']:.3f}  p95 {c['p95_ms']:.3f}  p99 {c['p99_ms']:.3f} ms"
+        )
+    for count, e in report.get("in_process", {}).get("by_candidates", {}).items():
+        st, cpu = e["stages"], e["main_thread_cpu"]
+        print(
+            f"in-process (in-memory stores), {count} candidates: compute p50 {st['compute']['p50_ms']:.3f}  "
+            f"p95 {st['compute']['p95_ms']:.3f}  p99 {st['compute']['p99_ms']:.3f} ms; main-thread CPU "
+            f"p50 {cpu['p50_ms']:.3f}  p99 {cpu['p99_ms']:.3f} ms"
+        )
+    print(
+        f"load average: start {report['setup']['load_average_start']}, end {report['setup']['load_average_end']}"
+    )
+    for name, d in report.get("dependencies_direct", {}).items():
+        print(f"direct read {name}: p50 {d['p50_ms']:.3f}  p95 {d['p95_ms']:.3f}  p99 {d['p99_ms']:.3f} ms")
+    print(
+        f"initialisation (imports + bundle load): {report['init_ms']:.0f} ms  runs: {report['init']['runs']}"
+    )
+    for n, m in report.get("rss_mb_by_catalogue", {}).items():
+        print(
+            f"RSS with {int(n):>7,} items: {m['rss_mb']:.0f} MB (peak {m['rss_peak_mb']:.0f} MB; with in-process content index {m['rss_mb_with_in_process_content_index']:.0f} MB)"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="recpipe_dev.bench.serving")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
