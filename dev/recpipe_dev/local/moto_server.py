@@ -1,9 +1,11 @@
 """Start a throw-away moto server (the local AWS) on a free port: local stack, benchmarks, tests.
 
-The app is recpipe_dev.local.moto_app (moto plus O(items) transaction rollback). It is served by
-granian when that is installed (the dev extra): a Rust HTTP front end whose per-request overhead
-is a fraction of moto's werkzeug dev server (measured on this 2-core box under load: GetItem
-through boto3 p50 2.6 ms vs 6.3 ms). Without granian, werkzeug serves the same app.
+The app is recpipe_dev.local.moto_app (moto plus a touched-items transaction rollback). It is
+served by granian when that is installed (the dev extra): a multi-threaded HTTP server with
+keep-alive, so the stack's clients (handlers, poller, bench workers) are answered side by side
+and each request costs less of the shared CPU than under moto's werkzeug dev server (the demo,
+the local stack and its tests share one machine with moto; docs/local-stack.md). Without granian,
+werkzeug serves the same app.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from recpipe_dev.local.moto_server import MotoServer, child_pids, granian_installed, moto_command
-from recpipe_dev.testing.dynamodb_wire import ALL_TYPES_ITEM, wire_item
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -124,13 +123,11 @@ def test_a_rejected_transaction_touching_one_item_twice_changes_nothing(ddb: Any
 
 @pytest.mark.integration
 def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
-    # Each switch really leaves moto's own code in place (checked in a fresh interpreter, as
+    # The switch really leaves moto's own code in place (checked in a fresh interpreter, as
     # the server process imports the app), and the as-is server still answers.
     probe = (
-        "import moto.dynamodb.models as m, moto.dynamodb.responses as r, recpipe_dev.local.moto_app as a; "
-        "print(m.DynamoDBBackend.transact_write_items is a.transact_write_items, type(a.app).__name__, "
-        "r.dynamo_to_dict is a._dynamo_to_dict, m.Item.size is a._item_size, "
-        "__import__('gc').get_threshold()[0])"
+        "import moto.dynamodb.models as m, recpipe_dev.local.moto_app as a; "
+        "print(m.DynamoDBBackend.transact_write_items is a.transact_write_items)"
     )
 
     def patched(**switches: str) -> str:
@@ -140,10 +137,9 @@ def test_moto_as_is_can_be_served_for_comparison(tmp_path: Path) -> None:
         )
         return out.stdout.strip()
 
-    assert patched() == "True HostCachingDispatcher True True 10000"
-    assert patched(RECPIPE_MOTO_TRANSACTIONS="as-is") == "False HostCachingDispatcher True True 10000"
-    assert patched(RECPIPE_MOTO_FAST_PATHS="as-is") == "True DomainDispatcherApplication False False 700"
-    env = {**CREDENTIALS, "RECPIPE_MOTO_TRANSACTIONS": "as-is", "RECPIPE_MOTO_FAST_PATHS": "as-is"}
+    assert patched() == "True"
+    assert patched(RECPIPE_MOTO_TRANSACTIONS="as-is") == "False"
+    env = {**CREDENTIALS, "RECPIPE_MOTO_TRANSACTIONS": "as-is"}
     with MotoServer(tmp_path / "moto.log", front="werkzeug", env=env) as server:
         client = boto3.client("dynamodb", endpoint_url=server.url, **_client_kwargs())
         client.create_table(
@@ -185,673 +181,92 @@ def _client_kwargs() -> dict[str, str]:
     }
 
 
-# ---- moto_app's fast paths: same answers as moto's own code --------------------------------------
+# ---- why the patch exists: moto's rollback puts whole-table copies back ------------------------
 
 
-def _moto_body(result: Any, operation: str, *, fast: bool) -> str:
-    """The response body moto serializes for `result` (a DynamoResult's input)."""
-    import moto.core.serialize as moto_serialize
-    from moto.core.utils import get_service_model
-    from moto.dynamodb.responses import DynamoResult
-    from recpipe_dev.local import moto_app
+def _backend_with_users(n: int) -> Any:
+    from moto.dynamodb.models import DynamoDBBackend
 
-    model = get_service_model("dynamodb")
-    cls = moto_app.DynamoDBJSONSerializer if fast else moto_serialize.JSONSerializer
-    picker = moto_serialize.XFormedAttributePicker(response_transformers=None)
-    serializer = cls(operation_model=model.operation_model(operation), value_picker=picker)
-    return str(serializer.serialize(DynamoResult(result).result)["body"])
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("operation", ["GetItem", "BatchGetItem", "Scan"])
-def test_the_attribute_value_serializer_writes_the_bytes_moto_writes(operation: str) -> None:
-    from moto.dynamodb.models.dynamo_type import Item
-    from recpipe_dev.local import moto_app
-
-    assert moto_app.install_serializer_patch()
-    item = Item(ALL_TYPES_ITEM["user_id"], None, wire_item(ALL_TYPES_ITEM))
-    attrs = item.describe_attrs(attributes=None)["Item"]
-    result: dict[str, Any] = {
-        "GetItem": {"Item": attrs},
-        "BatchGetItem": {"Responses": {"users": [attrs, attrs]}, "UnprocessedKeys": {}},
-        "Scan": {"Items": [attrs], "Count": 1, "ScannedCount": 1},
-    }[operation]
-    assert _moto_body(result, operation, fast=True) == _moto_body(result, operation, fast=False)
-
-
-@pytest.mark.unit
-def test_unusual_attribute_values_are_serialized_as_moto_does() -> None:
-    odd = {
-        "gap": {"L": [None, {"S": "x"}, {"M": {"k": {}}}]},
-        "sets": {"SS": ["x", ""]},
-        "bs": {"BS": [b"\x00", "text"]},
-        "empty": {},
-        "two": {"S": "x", "N": "1"},
-        "null_s": {"S": None},
-        "number": {"N": 5},
-        "": {"S": "unnamed"},
-        "not_a_value": "x",
-    }
-    result = {"Item": odd}
-    assert _moto_body(result, "GetItem", fast=True) == _moto_body(result, "GetItem", fast=False)
-
-
-@pytest.mark.integration
-def test_every_attribute_type_round_trips_through_the_server(ddb: Any) -> None:
-    ddb.put_item(TableName="users", Item=ALL_TYPES_ITEM)
-    key = {"user_id": ALL_TYPES_ITEM["user_id"]}
-    got = ddb.get_item(TableName="users", Key=key, ConsistentRead=True)["Item"]
-    batch = ddb.batch_get_item(RequestItems={"users": {"Keys": [key]}})["Responses"]["users"]
-    expected = {k: _sets_as_sets(v) for k, v in ALL_TYPES_ITEM.items()}
-    assert {k: _sets_as_sets(v) for k, v in got.items()} == expected
-    assert [{k: _sets_as_sets(v) for k, v in i.items()} for i in batch] == [expected]
-
-
-def _sets_as_sets(v: dict[str, Any]) -> Any:
-    ((kind, value),) = v.items()
-    return (kind, frozenset(value)) if kind in ("SS", "NS", "BS") else v
-
-
-@pytest.mark.integration
-def test_cached_conditions_answer_like_fresh_ones(ddb: Any) -> None:
-    """The same expression with other values, names or items: each answer is its own."""
-    ddb.transact_write_items(TransactItems=[_put("users", {"user_id": f"u{i}"}, 1, None) for i in range(3)])
-    for _ in range(2):  # the second round is answered from the cache
-        with pytest.raises(ClientError) as err:
-            ddb.transact_write_items(
-                TransactItems=[_put("users", {"user_id": "u0"}, 2, 1), _put("users", {"user_id": "u1"}, 2, 7)]
-            )
-        codes = [r["Code"] for r in err.value.response["CancellationReasons"]]
-        assert codes == ["None", "ConditionalCheckFailed"]
-    ddb.transact_write_items(
-        TransactItems=[_put("users", {"user_id": "u0"}, 2, 1), _put("users", {"user_id": "u1"}, 2, 1)]
-    )
-    ddb.put_item(
-        TableName="users",
-        Item={"user_id": {"S": "u2"}, "version": {"N": "2"}},
-        ConditionExpression="#v = :expected",
-        ExpressionAttributeNames={"#v": "version"},
-        ExpressionAttributeValues={":expected": {"N": "1"}},
-    )
-    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
-        ddb.put_item(
-            TableName="users",
-            Item={"user_id": {"S": "u2"}, "version": {"N": "3"}},
-            ConditionExpression="#v = :expected",
-            ExpressionAttributeNames={"#v": "version"},
-            ExpressionAttributeValues={":expected": {"N": "1"}},
-        )
-    with pytest.raises(ClientError, match="ValidationException"):  # unused name: still refused
-        ddb.put_item(
-            TableName="users",
-            Item={"user_id": {"S": "u2"}, "version": {"N": "3"}},
-            ConditionExpression="version = :expected",
-            ExpressionAttributeNames={"#v": "version"},
-            ExpressionAttributeValues={":expected": {"N": "2"}},
-        )
-    assert _versions(ddb)["users"] == [("u0", "2"), ("u1", "2"), ("u2", "2")]
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("size", [404_000, 404_990, 405_000, 406_000])
-def test_the_one_pass_item_size_check_decides_like_moto(size: int) -> None:
-    """Same outcome (and the same attribute at fault) as LimitedSizeDict's per-insert re-sum."""
-    from moto.dynamodb.exceptions import ItemSizeTooLarge
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-    from recpipe_dev.local import moto_app
-
-    attrs = {"user_id": {"S": "u"}, "a": {"S": "x" * (size // 2)}, "b": {"S": "y" * (size - size // 2)}}
-
-    def moto_own() -> dict[str, Any] | str:
-        out = LimitedSizeDict()
-        try:
-            for key, value in attrs.items():
-                out[key] = DynamoType(value)
-        except ItemSizeTooLarge:
-            return f"too large at {len(out)}"
-        return dict(out)
-
-    def patched() -> dict[str, Any] | str:
-        item = Item.__new__(Item)
-        try:
-            moto_app._item_init(item, DynamoType(attrs["user_id"]), None, attrs)
-        except ItemSizeTooLarge:
-            return f"too large at {len(item.attrs)}"
-        assert type(item.attrs) is LimitedSizeDict
-        return dict(item.attrs)
-
-    assert patched() == moto_own()
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("operation", ["TransactWriteItems", "PutItem", "BatchGetItem"])
-@pytest.mark.parametrize("malformed", ["", "not a value", "bad padding", "not ascii"])
-def test_the_request_parser_reads_attribute_values_as_moto_does(operation: str, malformed: str) -> None:
-    import json
-
-    import moto.core.parse as moto_parse
-    from moto.core.utils import get_service_model
-    from recpipe_dev.local import moto_app
-
-    assert moto_app.install_request_parser()
-    wire = wire_item(ALL_TYPES_ITEM)
-    odd = {
-        "empty": {},
-        "two": {"S": "x", "N": "1"},
-        "null_s": {"S": None},
-        "m": {"M": {"k": {}}},
-        "": {"S": "unnamed"},
-        "unknown": {"X": "1"},
-        "b_padded": {"B": "AAE=="},
-        "b_spaces": {"B": "AA E=\n"},
-        "b_empty": {"B": ""},
-    }
-    put = {"TableName": "users", "Item": wire | odd, "ExpressionAttributeValues": {":v": {"N": "1"}}}
-    body = {
-        "TransactWriteItems": {
-            "TransactItems": [{"Put": put}, {"Put": {"TableName": "users", "Item": wire}}]
-        },
-        "PutItem": put,
-        "BatchGetItem": {"RequestItems": {"users": {"Keys": [{"user_id": {"S": "a"}}, wire]}}},
-    }[operation]
-    # moto's own errors, whatever they are
-    bad = {"not a value": '"x"', "bad padding": '{"B": "AAE"}', "not ascii": '{"B": "\\u00fc"}'}
-    if malformed:
-        body = json.loads(json.dumps(body).replace('{"X": "1"}', bad[malformed]))
-    request: Any = {"body": json.dumps(body).encode(), "headers": {}, "method": "POST", "url_path": "/"}
-    model = get_service_model("dynamodb").operation_model(operation)
-    ours = _outcome(moto_app.DynamoDBJSONParser(model).parse, dict(request))
-    theirs = _outcome(moto_parse.JSONParser(model).parse, dict(request))
-    assert ours == theirs
-
-
-def _outcome(fn: Any, *args: Any) -> Any:
-    """fn's result, or the type and text of what it raised."""
-    try:
-        return fn(*args)
-    except Exception as e:
-        return type(e), str(e)
-
-
-@pytest.mark.unit
-def test_the_dispatcher_finds_the_backend_moto_finds() -> None:
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from recpipe_dev.local.moto_app import HostCachingDispatcher
-
-    ours = HostCachingDispatcher(create_backend_app)
-    theirs = DomainDispatcherApplication(create_backend_app)
-    hosts = [
-        "dynamodb.us-east-1.amazonaws.com",
-        "kinesis.eu-west-1.amazonaws.com",
-        "sqs.us-east-1.amazonaws.com",
-        "s3.amazonaws.com",
-        "bucket.s3.amazonaws.com",
-        "ssm.us-east-1.amazonaws.com",
-        "moto_api",
-        "dynamodb",
-        "unknown.example.com",
-    ]
-    for _ in range(2):  # looked up, then remembered
-        assert [ours.get_backend_for_host(h) for h in hosts] == [
-            theirs.get_backend_for_host(h) for h in hosts
-        ]
-    assert ours.get_backend_for_host(None) is None
-
-
-@pytest.mark.unit
-def test_action_names_are_listed_as_moto_lists_them() -> None:
-    from moto.core.utils import method_names_from_class
-    from moto.dynamodb.responses import DynamoHandler
-    from moto.kinesis.responses import KinesisResponse
-    from recpipe_dev.local.moto_app import _cached_method_names
-
-    for cls in (DynamoHandler, KinesisResponse, DynamoHandler):
-        assert _cached_method_names(cls) == method_names_from_class(cls)
-
-
-@pytest.mark.unit
-def test_condition_cache_keys_meet_exactly_when_moto_s_json_keys_do() -> None:
-    import itertools
-    import json
-
-    from recpipe_dev.local.moto_app import _NotPlain, _plain_key
-
-    values: list[Any] = [
-        None,
-        "",
-        "1",
-        "version = :v",
-        {},
-        [],
-        ["1"],
-        [["1"]],
-        [{}],
-        {":v": {"N": "1"}},
-        {":v": {"S": "1"}},
-        {":v": {"N": "1"}, ":w": {"N": "2"}},
-        {":w": {"N": "2"}, ":v": {"N": "1"}},
-        {":v": {"L": [{"N": "1"}, {"S": "1"}]}},
-        {":v": {"SS": ["a", "b"]}},
-        {":v": {"SS": ["b", "a"]}},
-        {"#n": "version"},
-        {"#n": "version", "#m": "n"},
-    ]
-    for a, b in itertools.product(values, repeat=2):
-        same_json = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-        assert (_plain_key(a) == _plain_key(b)) is same_json, (a, b)
-    for odd in ({":v": {"N": 1}}, {":v": {"BOOL": True}}, {1: "x"}, ("1",), 1.0):
-        with pytest.raises(_NotPlain):
-            _plain_key(odd)
-
-
-def _odd_dynamo_values() -> list[Any]:
-    import datetime
-
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item
-
-    class Sub(DynamoType):
-        pass
-
-    class Jsonable:
-        def to_json(self) -> dict[str, Any]:
-            return {"k": DynamoType({"S": "v"})}
-
-    item = Item(ALL_TYPES_ITEM["user_id"], None, wire_item(ALL_TYPES_ITEM))
-    return [
-        item.attrs,
-        {"Responses": {"t": [item.attrs, item.attrs]}, "UnprocessedKeys": {}, "ConsumedCapacity": []},
-        DynamoType({"B": "AAE="}),
-        DynamoType({"BS": ["AAE=", b"\x02"]}),
-        DynamoType({"S": True}),
-        DynamoType({"N": 5}),
-        DynamoType({"NULL": True}),
-        DynamoType({"M": {"a": {"L": [{"N": "1"}, {"B": b"\x00"}]}}}),
-        Sub({"S": "x"}),
-        Jsonable(),
-        datetime.datetime(2024, 1, 2, 3, 4, 5),
-        [1, 1.5, True, None, "s", b"raw", (1, 2)],
-        {"nested": {"deeper": [DynamoType({"S": "x"}), {"t": datetime.date(2024, 1, 1)}]}},
-    ]
-
-
-@pytest.mark.unit
-def test_the_response_conversion_is_moto_s() -> None:
-    from moto.dynamodb.models.utilities import dynamo_to_dict
-    from recpipe_dev.local import moto_app
-
-    for value in _odd_dynamo_values():
-        assert repr(moto_app._dynamo_to_dict(value)) == repr(dynamo_to_dict(value))
-
-
-@pytest.mark.unit
-def test_the_item_size_is_moto_s() -> None:
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-    from recpipe_dev.local import moto_app
-
-    assert moto_app._original_item_size is not None
-    moto_size = moto_app._original_item_size
-
-    items = [Item(ALL_TYPES_ITEM["user_id"], None, wire_item(ALL_TYPES_ITEM))]
-    odd = Item.__new__(Item)
-    odd.attrs = LimitedSizeDict()
-    for key, value in {
-        "s": {"S": "\u00fc\u20ac"},
-        "b_text": {"B": "AAE="},
-        "s_bool": {"S": True},
-        "n_int": {"N": 12},
-        "null": {"NULL": True},
-        "bool_text": {"BOOL": "true"},
-        "\u00e9": {"S": ""},
-    }.items():
-        dict.__setitem__(odd.attrs, key, DynamoType(value))
-    items.append(odd)
-    for item in items:
-        assert moto_app._item_size(item) == moto_size(item)
-
-
-def _dynamo_vars(value: Any) -> Any:
-    """A DynamoType tree as plain data: its class, attributes and nested values."""
-    from moto.dynamodb.models.dynamo_type import DynamoType
-
-    if isinstance(value, DynamoType):
-        return (type(value).__name__, {k: _dynamo_vars(v) for k, v in vars(value).items()})
-    if isinstance(value, dict):
-        return {k: _dynamo_vars(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_dynamo_vars(v) for v in value]
-    return (type(value).__name__, value)
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    "odd",
-    [
-        {},
-        {"two": {"S": "x", "N": "1"}},
-        {"null_s": {"S": None}},
-        {"number": {"N": 5}},
-        {"s_bool": {"S": True}},
-        {"map_of_odd": {"M": {"k": {"S": "x", "N": "1"}}}},
-        {"empty": {}},
-        {"not_a_value": "x"},
-        {b"bytes_name": {"S": "x"}},
-    ],
-)
-def test_items_are_built_as_moto_builds_them(odd: dict[Any, Any]) -> None:
-    """Same DynamoTypes (classes, attributes, nesting), sizes and errors as moto's
-    Item.__init__ (which inserts through LimitedSizeDict's own check)."""
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-    from recpipe_dev.local import moto_app
-
-    attrs = wire_item(ALL_TYPES_ITEM) | odd
-
-    def moto_own() -> Any:
-        out = LimitedSizeDict()
-        for key, value in attrs.items():
-            out[key] = DynamoType(value)
-        return _dynamo_vars(dict(out)), type(out).__name__
-
-    def patched() -> Any:
-        item = Item.__new__(Item)
-        moto_app._item_init(item, DynamoType(attrs["user_id"]), None, attrs)
-        return _dynamo_vars(dict(item.attrs)), type(item.attrs).__name__
-
-    assert _outcome(patched) == _outcome(moto_own)
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    "body",
-    [
-        '{"Responses": {}}',
-        "",
-        "<ErrorResponse><RequestId>old</RequestId></ErrorResponse>",
-        '{"S": "<RequestId>x</RequestId>"}',
-        '{"S": "<RequestId>"}',
-        b"<RequestId>x</RequestId>",
-        None,
-    ],
-)
-def test_responses_are_enriched_as_moto_enriches_them(body: Any) -> None:
-    from moto.moto_api._internal import mock_random
-    from recpipe_dev.local import moto_app
-
-    assert moto_app._original_enrich is not None
-
-    def run(enrich: Any) -> Any:
-        mock_random.seed(7)  # the same request id for both
-        return _outcome(enrich, {"status": 200, "Content-Type": "x"}, body)
-
-    assert run(moto_app._enrich_response) == run(moto_app._original_enrich)
-
-
-@pytest.mark.unit
-def test_duplicate_keys_are_found_as_moto_finds_them() -> None:
-    from recpipe_dev.local import moto_app
-
-    a = {"user_id": {"S": "a"}}
-    pair = {"user_id": {"S": "a"}, "item_id": {"S": "i"}}
-    cases: list[list[Any]] = [
-        [],
-        [a],
-        [a, {"user_id": {"S": "b"}}],
-        [a, {"user_id": {"S": "a"}}],
-        [pair, {"item_id": {"S": "i"}, "user_id": {"S": "a"}}],  # same key, other order
-        [a, {"user_id": {"N": "a"}}],
-        [{"user_id": {"N": 1}}, {"user_id": {"N": 1.0}}],  # not plain: moto's check
-        [{"user_id": {"N": 1}}, {"user_id": {"N": "1"}}],
-        [a, {"user_id": {"L": [{"S": "a"}]}}, {"user_id": {"L": [{"S": "a"}]}}],
-    ]
-    assert moto_app._original_contains_duplicates is not None
-    for keys in cases:
-        ours = moto_app._contains_duplicates(None, keys)
-        assert ours == moto_app._original_contains_duplicates(None, keys), keys
-
-
-@pytest.mark.unit
-def test_keys_hash_and_compare_as_moto_s() -> None:
-    import itertools
-
-    from moto.dynamodb.models.dynamo_type import DynamoType
-    from recpipe_dev.local import moto_app
-
-    class Sub(DynamoType):
-        @property
-        def cast_value(self) -> Any:
-            return "other"
-
-    values = [
-        DynamoType({"S": "a"}),
-        DynamoType({"S": "1"}),
-        DynamoType({"S": ""}),
-        DynamoType({"B": b"a"}),
-        DynamoType({"B": "a"}),
-        DynamoType({"N": "1"}),
-        DynamoType({"N": "1.0"}),
-        DynamoType({"SS": ["a"]}),
-        DynamoType({"NULL": True}),
-        Sub({"S": "a"}),
-    ]
-    assert moto_app._original_dynamo_hash is not None and moto_app._original_dynamo_eq is not None
-    for v in values:
-        assert _outcome(moto_app._dynamo_hash, v) == _outcome(moto_app._original_dynamo_hash, v), vars(v)
-    for a, b in itertools.product(values, [*values, None, "a"]):
-        ours = _outcome(moto_app._dynamo_eq, a, b)
-        assert ours == _outcome(moto_app._original_dynamo_eq, a, b), (vars(a), b)
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    "odd",
-    [
-        {},
-        {"bad": {"N": "abc"}, "worse": {"N": "1e999"}},
-        {"space": {"N": " 1"}},
-        {"inf": {"N": "inf"}},
-        {"tiny": {"N": "1e-200"}},
-        {"int": {"N": 5}},
-        {"N": {"S": "x"}},
-        {"S": {"N": "1"}},
-        {"null_false": {"NULL": False}},
-        {"s_int": {"S": 5}},
-        {"user_id": {"S": {"S": "x"}}},
-        {"m": {"M": {"N": {"N": "bad"}}}},
-        {"two": {"S": "x", "N": "bad"}},
-        {"first": {"N": "x1"}, "second": {"N": "x2"}},
-        {"blob": {"B": b"\x00"}, "bad": {"N": "x"}},
-        {"n_bytes": {"N": b"1"}, "s_bytes": {"S": b"x"}},
-        {"user_id": {"S": b"x"}},
-    ],
-)
-def test_item_types_are_checked_as_moto_checks_them(odd: dict[str, Any]) -> None:
-    from moto.dynamodb.models.table import Table
-    from recpipe_dev.local import moto_app
-
-    table = Table(
+    backend = DynamoDBBackend("us-east-1", "123456789012")
+    backend.create_table(
         "users",
-        account_id="123456789012",
-        region="us-east-1",
         schema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+        throughput=None,
         attr=[{"AttributeName": "user_id", "AttributeType": "S"}],
+        global_indexes=None,
+        indexes=None,
+        streams=None,
+        billing_mode="PAY_PER_REQUEST",
+        sse_specification=None,
+        tags=[],
+        deletion_protection_enabled=False,
+        warm_throughput=None,
     )
-    plain = wire_item({k: v for k, v in ALL_TYPES_ITEM.items() if k in ("user_id", "n", "empty")})
-    item = plain | {"b": {"B": b"\x00\xff"}} | odd  # B as parsed: bytes
-    assert moto_app._original_validate_item_types is not None
-    ours = _outcome(moto_app._validate_item_types, table, item)
-    assert ours == _outcome(moto_app._original_validate_item_types, table, item)
-    assert _outcome(moto_app._validate_item_types, table, wire_item(ALL_TYPES_ITEM)) is None
+    for i in range(n):
+        backend.put_item("users", {"user_id": {"S": f"u{i}"}, "version": {"N": "1"}})
+    return backend
 
 
 @pytest.mark.unit
-def test_a_plain_item_s_types_are_checked_without_moto_s_walk(monkeypatch: pytest.MonkeyPatch) -> None:
-    from moto.dynamodb.models.table import Table
+@pytest.mark.parametrize("patched", [True, False], ids=["touched-items", "moto-as-is"])
+def test_a_cancelled_transaction_keeps_another_client_s_write(patched: bool) -> None:
+    """Another request, served by another thread while the transaction runs (moto takes no
+    lock), writes an item the transaction does not touch; the transaction is then cancelled.
+    DynamoDB keeps that write. moto's rollback puts back the table as it was before the
+    transaction, so the write is lost; the touched-items rollback keeps it. (The interleaving
+    is made deterministic here: the other write happens inside the transaction's first Put.)"""
+    from moto.dynamodb.exceptions import TransactionCanceledException
     from recpipe_dev.local import moto_app
 
-    walks: list[Any] = []
-    monkeypatch.setattr(moto_app, "_original_validate_item_types", lambda *a: walks.append(a))
-    key = [{"AttributeName": "user_id", "KeyType": "HASH"}]
-    table = Table(
-        "users", "123456789012", "us-east-1", key, [{"AttributeName": "user_id", "AttributeType": "S"}]
-    )
-    item = {"user_id": {"S": "u"}, "version": {"N": "3"}, "features": {"B": b"\x00"}}
-    moto_app._validate_item_types(table, item)
-    assert walks == []
+    assert moto_app.install_transaction_patch()
+    backend = _backend_with_users(3)
+    own_put = backend.put_item
+    other_client_wrote: list[bool] = []
 
+    def put_item(table_name: str, item_attrs: dict[str, Any], **kwargs: Any) -> Any:
+        if not other_client_wrote:
+            other_client_wrote.append(True)
+            own_put("users", {"user_id": {"S": "other"}, "version": {"N": "9"}})
+        return own_put(table_name, item_attrs, **kwargs)
 
-@pytest.mark.unit
-@pytest.mark.parametrize("custom", [None, "custom {}"])
-def test_empty_key_values_are_refused_as_moto_refuses_them(custom: str | None) -> None:
-    import itertools
-
-    from moto.dynamodb.models.table import Table
-    from recpipe_dev.local import moto_app
-
-    def table(keys: list[str], gsi: bool = False) -> Any:
-        return Table(
-            "t",
-            "123456789012",
-            "us-east-1",
-            [{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ("HASH", "RANGE"), strict=False)],
-            [{"AttributeName": k, "AttributeType": "S"} for k in [*keys, "g"]],
-            global_indexes=[
-                {
-                    "IndexName": "by_g",
-                    "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ]
-            if gsi
-            else None,
-        )
-
-    tables = [table(["user_id"]), table(["user_id", "item_id"]), table(["user_id"], gsi=True), None]
-    items: list[Any] = [
-        {"user_id": {"S": "u"}, "item_id": {"S": "i"}, "n": {"N": "1"}},
-        {"user_id": {"S": ""}, "item_id": {"S": "i"}},
-        {"user_id": {"S": "u"}, "item_id": {"B": ""}},
-        {"user_id": {"S": ""}, "item_id": {"S": ""}},
-        {"user_id": {"B": b""}},
-        {"user_id": {"S": "u"}, "other": {"S": ""}},
-        {"user_id": {"S": "u"}, "g": {"S": ""}},
-        {"user_id": {"S": "u"}, "empty": {}},
-        {"user_id": {"S": "u"}, "odd": "x"},
-        {"item_id": {"S": ""}},
-        {},
+    backend.put_item = put_item
+    items = [
+        _put("users", {"user_id": "u0"}, 2, 1),
+        _put("users", {"user_id": "u1"}, 2, 5),  # stale: cancels the transaction
     ]
-    assert moto_app._original_empty_key_check is not None
-    for t, item in itertools.product(tables, items):
-        ours = _outcome(moto_app._validate_put_has_empty_keys, item, t, custom)
-        assert ours == _outcome(moto_app._original_empty_key_check, item, t, custom), (item, t)
+    transact = moto_app.transact_write_items if patched else moto_app._original_transact
+    with pytest.raises(TransactionCanceledException):
+        transact(backend, items)
+
+    table = backend.get_table("users")
+    versions = {k.value: v.attrs["version"].value for k, v in table.items.items()}
+    assert other_client_wrote
+    assert {k: versions[k] for k in ("u0", "u1", "u2")} == {"u0": "1", "u1": "1", "u2": "1"}
+    if patched:
+        assert versions["other"] == "9"
+    else:  # the moto bug the patch exists for
+        assert "other" not in versions
 
 
 @pytest.mark.unit
-def test_batch_get_item_answers_as_moto_s_handler(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both handlers behind the same app and tables: same status and body for found,
-    missing and projected items, every validation error, and UnprocessedKeys past 16 MB."""
-    import json
-
-    from moto.dynamodb.responses import DynamoHandler
-    from recpipe_dev.local import moto_app
-    from werkzeug.test import Client
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    client = Client(moto_app.app)
-    auth = "AWS4-HMAC-SHA256 Credential=testing/20250101/eu-west-3/dynamodb/aws4_request, SignedHeaders=host, Signature=x"
-
-    def call(op: str, body: dict[str, Any]) -> tuple[int, str]:
-        r = client.post(
-            "/",
-            data=json.dumps(body),
-            headers={
-                "Host": "127.0.0.1:5000",
-                "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": f"DynamoDB_20120810.{op}",
-                "Authorization": auth,
-            },
-        )
-        return r.status_code, r.get_data(as_text=True)
-
-    for name in ("bgi-small", "bgi-big"):
-        call("DeleteTable", {"TableName": name})
-        call(
-            "CreateTable",
-            {
-                "TableName": name,
-                "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"}],
-                "AttributeDefinitions": [{"AttributeName": "user_id", "AttributeType": "S"}],
-                "BillingMode": "PAY_PER_REQUEST",
-            },
-        )
-    for i in range(5):
-        item = wire_item(ALL_TYPES_ITEM) | {"user_id": {"S": f"u{i}"}, "v": {"N": str(i)}}
-        assert call("PutItem", {"TableName": "bgi-small", "Item": item})[0] == 200
-    for i in range(45):  # ~17.6 MB in all: past BatchGetItem's 16 MB
-        item = {"user_id": {"S": f"u{i}"}, "blob": {"S": "x" * 390_000}}
-        assert call("PutItem", {"TableName": "bgi-big", "Item": item})[0] == 200
-
-    def keys(table: str, ids: list[int], **extra: Any) -> dict[str, Any]:
-        return {table: {"Keys": [{"user_id": {"S": f"u{i}"}} for i in ids], **extra}}
-
-    requests: list[dict[str, Any]] = [
-        keys("bgi-small", [0, 1, 7, 2, 9]),
-        keys("bgi-small", [0, 3], ConsistentRead=True) | keys("bgi-big", [1, 2]),
-        keys(
-            "bgi-small", [0, 1], ProjectionExpression="#u, v, m.x", ExpressionAttributeNames={"#u": "user_id"}
-        ),
-        keys("bgi-small", [0], ProjectionExpression="v", ExpressionAttributeNames={"#u": "user_id"}),
-        keys("bgi-small", [0, 1], AttributesToGet=["v", "b"]),
-        keys("bgi-small", [0, 0]),
-        keys("bgi-small", list(range(101))),
-        keys("bgi-small", list(range(60))) | keys("bgi-big", list(range(41))),
-        keys("bgi-missing", [0]),
-        keys("bgi-small", []),
-        keys("bgi-big", list(range(45))),
-        keys("bgi-small", [0, 1]) | keys("bgi-big", list(range(44))),
-        {"bgi-small": {"Keys": [{"item_id": {"S": "u0"}}]}},
-    ]
-    assert moto_app._original_batch_get_item is not None
-    answers = []
-    for body in requests:
-        monkeypatch.setattr(DynamoHandler, "batch_get_item", moto_app._original_batch_get_item)
-        theirs = call("BatchGetItem", {"RequestItems": body})
-        monkeypatch.setattr(DynamoHandler, "batch_get_item", moto_app._batch_get_item)
-        ours = call("BatchGetItem", {"RequestItems": body})
-        assert ours == theirs, (body, theirs[1][:300])
-        answers.append(ours)
-    assert sum('"UnprocessedKeys": {"bgi-big"' in body for _, body in answers) == 2
-    assert sum(status == 400 for status, _ in answers) == 6
-
-
-@pytest.mark.unit
-def test_remembered_numbers_are_judged_as_moto_judges_them() -> None:
+def test_the_rollback_copy_is_of_the_touched_items_not_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto deep-copies each touched table once per action (O(table size) each); the patch
+    copies the touched items only, whatever the table's size."""
     from recpipe_dev.local import moto_app
 
-    values: list[Any] = [
-        "1",
-        "-12.50",
-        "1795643496.596617",
-        "0",
-        "1e125",
-        "1e126",
-        "-1e-131",
-        "1e-130",
-        "abc",
-        " 1",
-        "1 ",
-        "inf",
-        "nan",
-        "",
-        "0x10",
-        "1_000",
-        5,
-        1.5,
-        None,
-        b"1",
-    ]
-    assert moto_app._original_validate_number is not None
-    for _ in range(2):  # judged, then remembered
-        for value in values:
-            ours = _outcome(moto_app._validate_number_type, None, value)
-            assert ours == _outcome(moto_app._original_validate_number, None, value), value
-    assert "abc" not in moto_app._valid_numbers and "1" in moto_app._valid_numbers
+    assert moto_app.install_transaction_patch()
+    backend = _backend_with_users(50)
+    copied: list[Any] = []
+    real_deepcopy = moto_app.copy.deepcopy
+
+    def deepcopy(obj: Any, memo: Any = None) -> Any:
+        copied.append(type(obj).__name__)
+        return real_deepcopy(obj, memo)
+
+    monkeypatch.setattr(moto_app.copy, "deepcopy", deepcopy)
+    items = [_put("users", {"user_id": f"u{i}"}, 2, 1) for i in range(3)]
+    moto_app.transact_write_items(backend, items)
+    assert copied.count("Item") == 3 and "Table" not in copied
+    copied.clear()
+    moto_app._original_transact(backend, [_put("users", {"user_id": f"u{i}"}, 3, 2) for i in range(3)])
+    assert copied.count("Table") == 3
