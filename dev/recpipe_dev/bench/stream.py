@@ -541,8 +541,9 @@ def run(args: argparse.Namespace) -> int:
 
         def reset_stores() -> None:
             # Each run starts from an empty user table and Redis. Otherwise the moto server
-            # holds every earlier run's items, and its collector slowed the later runs (moto
-            # CPU per event ~66 -> ~95 us by the fifth run of 1,000 users).
+            # holds every earlier run's items (moto never frees an Item it built), and each
+            # garbage collection walks them all, so later runs would be slower than earlier
+            # ones for a reason that has nothing to do with the updater.
             client.flushdb()
             boto3.client("dynamodb").delete_table(TableName=names[USER_FEATURES_TABLE])
             create_local_resources(boto3.session.Session(), LocalNames("bench"))

@@ -8,9 +8,10 @@ Item layout (format `json+zlib/2`, the default):
     applied (B) = `UserFeatures.applied`: the applied events' 8-byte fingerprints, oldest first
     (kept out of the zlib document: random bytes do not compress, they only cost CPU).
 The scalar attributes are there for operators and queries; the state itself is one compressed
-document because a user's state is ~10 KB of nested lists as native maps: as one binary
-attribute it costs ~3x fewer write units, and (de)serialising it is ~15x faster than walking
-nested AttributeValues (measured: moto GetItem 39 ms -> 2.5 ms). JSON keeps floats exact
+document because a user's state is ~10 KB of nested lists as native maps: compressed into one
+binary attribute it takes fewer write units (they are billed per KB), and (de)serialising one
+blob is a single C call where nested AttributeValues are one Python call per node (see
+docs/stream.md, Storage layouts). JSON keeps floats exact
 (shortest repr round-trips), so no float<->Decimal rounding can creep in. Items written in the
 native layout (`layout="native"`: `to_item()` as maps/lists, floats as exact decimal strings)
 and `json+zlib/1` items (the event ids themselves inside the document) are read as well.
@@ -308,7 +309,8 @@ class DynamoDBUserFeatureStore:
 
 def encode_item(features: UserFeatures) -> dict[str, Any]:
     body = features.document()
-    # orjson: ~10x faster than json here and floats still round-trip exactly (shortest repr).
+    # orjson: encodes in native code, unlike json's Python fallbacks for these nested lists, and
+    # floats still round-trip exactly (shortest repr).
     doc = zlib.compress(orjson.dumps(body), 1)
     item: dict[str, Any] = {
         "user_id": {"S": features.user_id},

@@ -2,9 +2,9 @@
 
 botocore turns request parameters into JSON and responses back by walking the service model
 shape by shape, one Python call per node. A 100-user TransactWriteItems is ~4,000 such nodes
-(each user item is 8 AttributeValues inside a Put) and cost ~5 ms of updater CPU to
-serialise; the BatchGetItem response ~2 ms to parse (measured on the stream benchmark's
-items), together about a quarter of the updater's CPU per event. An AttributeValue is
+(each user item is 8 AttributeValues inside a Put), and the updater sends one per 100 users
+and parses a BatchGetItem response of the same shape, so that walk was a large share of the
+updater's CPU per event (figures: docs/stream.md, Feature updater). An AttributeValue is
 already in wire form except its binary members (base64 on the wire), so the subclasses here
 convert whole AttributeValues directly and leave every other shape to botocore. Same output:
 tests/unit/stream/test_dynamodb_codec.py compares request bodies and parsed responses with
@@ -119,7 +119,8 @@ _SERIALIZER_INTERNALS = (
 class AttributeValueSerializer(JSONSerializer):
     def serialize_to_request(self, parameters: Any, operation_model: Any) -> Any:
         # botocore's JSON request, its body written by orjson: a 100-user transaction is ~0.5 MB
-        # of mostly base64 text, which json.dumps scanned for ~10 % of the updater's CPU.
+        # of mostly base64 text, which json.dumps scans character by character in Python's
+        # escaping loop; orjson writes it in one native pass.
         # Compact UTF-8 instead of ", "-separated ASCII escapes: the same JSON to DynamoDB.
         serialized = self._create_default_request()  # type: ignore[attr-defined]
         serialized["method"] = operation_model.http.get("method", self.DEFAULT_METHOD)
@@ -143,7 +144,7 @@ class AttributeValueSerializer(JSONSerializer):
 
     def _serialize_type_list(self, serialized: Any, value: Any, shape: Any, key: Any) -> None:
         # A transaction of Puts (the updater's only kind) at once: botocore walks ~6 shapes
-        # per Put (~0.3 ms of a 100-user transaction's ~1.5 ms after the AttributeValue path).
+        # per Put, each a Python call, to write members that are already in wire form.
         if shape.name == "TransactWriteItemList" and type(value) is list:
             try:
                 wire = []
@@ -249,7 +250,7 @@ def _minimal_transact(key: tuple[Any, ...]) -> dict[str, Any]:
 class _ContextParamCache:
     """botocore evaluates the endpoint ruleset's ResourceArnList parameter of every
     TransactWriteItems with a JMESPath expression over all its items (~15 interpreter steps per
-    item: ~1 ms of a 100-item transaction). Its value depends only on each item's actions and
+    item, every request). Its value depends only on each item's actions and
     TableNames, so it is computed once per distinct such layout, by botocore itself on a copy
     holding just those fields."""
 

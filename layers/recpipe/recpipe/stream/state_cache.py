@@ -3,9 +3,9 @@
 Kinesis routes a user's events by partition key (= user_id) to one shard, and a shard's batches
 go to one warm Lambda environment at a time, so the state this process last wrote for a user is
 almost always still the stored one when the user's next event arrives. Keeping it saves the
-strongly consistent BatchGetItem and the decoding for every such user: on the stream benchmark
-(95 % hits) 15-25 % of the updater's CPU and of the local DynamoDB's per event, depending on the
-run (bench/stream.py runs with and without the cache and reports the hit rate).
+strongly consistent BatchGetItem (read units, a round trip) and the decoding for every such
+user. bench/stream.py runs with and without the cache and reports the hit rate (figures:
+docs/stream.md, User-state cache).
 
 Correctness does not depend on the cache being right: every write stays conditional on the
 version the state was read at, so a stale entry (another process wrote the user: a resharded
