@@ -38,6 +38,12 @@ def _aws_test_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "recpipe-test")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "recpipe")
+    # What template.yaml gives the functions, with test names; tests override what they exercise.
+    from recpipe_dev.testing.settings import FUNCTION_ENV
+
+    for name, value in FUNCTION_ENV.items():
+        if name not in os.environ:
+            monkeypatch.setenv(name, value)
 
 
 def load_event(name: str) -> dict[str, Any]:

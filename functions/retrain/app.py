@@ -7,23 +7,22 @@ the Lambda service errors, and routes everything else to NotifyFailure.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from recpipe.config import settings
+from recpipe.clients import batch_aws_client
+from recpipe.config import RetrainSettings, load_settings
+from recpipe.handler_kit.observability import Observability
 from recpipe.training import workflow
 from recpipe.training.sagemaker_entry import publish_source_tarball
-from recpipe.training.wiring import aws_client, build_deps
+from recpipe.training.wiring import build_deps
 
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
-
-
-@lru_cache(maxsize=1)
-def deps() -> workflow.RetrainDeps:
-    return build_deps(settings())
+# Built at import (recpipe.handler_kit): one set of clients per environment.
+settings = load_settings(RetrainSettings)
+obs = Observability()
+logger, metrics = obs.logger, obs.metrics
+deps = build_deps(settings)
 
 
 def _run(event: dict[str, Any]) -> tuple[str, str]:
@@ -31,18 +30,17 @@ def _run(event: dict[str, Any]) -> tuple[str, str]:
     return str(event["run_id"]), str(event["version"])
 
 
-@logger.inject_lambda_context(log_event=True)
-@metrics.log_metrics(capture_cold_start_metric=True)
+@obs.handler()
 def prepare(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run = workflow.prepare(
-        deps(),
+        deps,
         event.get("request") or {},
         execution=str(event.get("execution", "manual")),
         archive_bucket=event.get("archive_bucket"),
     )
     if event.get("training_code_uri"):  # the SageMaker job's code: this layer's recpipe, kept current
         run["training_code"] = publish_source_tarball(
-            aws_client("s3", settings()), event["training_code_uri"]
+            batch_aws_client("s3", settings), event["training_code_uri"]
         )
         logger.info("training code", extra=run["training_code"])
     metrics.add_metric("RetrainInteractions", MetricUnit.Count, run["interactions"])
@@ -50,21 +48,19 @@ def prepare(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return run
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@obs.handler()
 def train(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Also accepts the SageMaker CreateTrainingJob request, so the same state can target either.
     hp = event.get("HyperParameters") or event
-    out = workflow.train(deps(), *_run({"run_id": hp["run_id"], "version": hp["version"]}))
+    out = workflow.train(deps, *_run({"run_id": hp["run_id"], "version": hp["version"]}))
     return {**out, "TrainingJobStatus": "Completed"}
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+@obs.handler()
 def evaluate(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id, version = _run(event)
     out = workflow.evaluate(
-        deps(),
+        deps,
         run_id,
         version,
         gate_margin=float(event.get("gate_margin", 0.02)),
@@ -77,30 +73,29 @@ def evaluate(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return out
 
 
-@logger.inject_lambda_context
+@obs.handler()
 def publish_candidates(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id, version = _run(event)
     return workflow.publish_candidates(
-        deps(), run_id, version, lo=int(event["lo"]), hi=int(event["hi"]), shard=int(event.get("shard", 0))
+        deps, run_id, version, lo=int(event["lo"]), hi=int(event["hi"]), shard=int(event.get("shard", 0))
     )
 
 
-@logger.inject_lambda_context
+@obs.handler()
 def index_content(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return workflow.index_content(deps(), *_run(event))
+    return workflow.index_content(deps, *_run(event))
 
 
-@logger.inject_lambda_context
+@obs.handler()
 def promote(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    out = workflow.promote(deps(), *_run(event))
+    out = workflow.promote(deps, *_run(event))
     logger.info("model promoted", extra=out)
     return out
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+@obs.handler()
 def notify_failure(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric("RetrainFailed", MetricUnit.Count, 1)
     return workflow.notify_failure(
-        deps(), str(event["topic_arn"]), str(event.get("execution", "")), event.get("state") or {}
+        deps, str(event["topic_arn"]), str(event.get("execution", "")), event.get("state") or {}
     )

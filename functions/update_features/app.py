@@ -8,46 +8,39 @@ Powertools' record-at-a-time BatchProcessor; the response is the same partial-ba
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from recpipe.config import settings
-from recpipe.stream.updater import FeatureUpdater, records_from_lambda_event
+from recpipe.config import UpdaterSettings, load_settings
+from recpipe.handler_kit.observability import Observability
+from recpipe.stream.updater import records_from_lambda_event
 from recpipe.stream.wiring import build_updater, settle_gc
 
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
+# Built at import (recpipe.handler_kit): once per environment, not per batch.
+settings = load_settings(UpdaterSettings)
+obs = Observability()
+updater = build_updater(settings)
+# What initialisation built (SDK service models, clients) lives as long as the environment:
+# frozen out of the collector's full passes, and the collector runs less often.
+settle_gc()
 
 
-@lru_cache(maxsize=1)
-def updater() -> FeatureUpdater:
-    built = build_updater(settings())
-    # What initialisation built (SDK service models, clients) lives as long as the environment:
-    # frozen, it is left out of the collector's full passes, which otherwise scanned it every
-    # ~30 batches (~50 ms each on the stream benchmark); and the collector runs less often.
-    settle_gc()
-    return built
-
-
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@obs.handler()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = records_from_lambda_event(event)
-    cache = getattr(updater().users, "stats", None)
+    cache = getattr(updater.users, "stats", None)
     before = replace(cache) if cache is not None else None
-    result = updater().process(records, remaining_ms=context.get_remaining_time_in_millis)
+    result = updater.process(records, remaining_ms=context.get_remaining_time_in_millis)
     for name in ("applied", "duplicates", "poison", "retryable", "unprocessed", "conflicts"):
-        metrics.add_metric(f"Events_{name}", MetricUnit.Count, getattr(result, name))
+        obs.metrics.add_metric(f"Events_{name}", MetricUnit.Count, getattr(result, name))
     if cache is not None and before is not None:
         delta = cache.since(before)
         # Misses are DynamoDB reads; a falling hit rate means more active users than the cache.
-        metrics.add_metric("UserStateCache_hits", MetricUnit.Count, delta.hits)
-        metrics.add_metric("UserStateCache_misses", MetricUnit.Count, delta.misses)
+        obs.metrics.add_metric("UserStateCache_hits", MetricUnit.Count, delta.hits)
+        obs.metrics.add_metric("UserStateCache_misses", MetricUnit.Count, delta.misses)
     if result.failed:
-        logger.warning(
+        obs.logger.warning(
             "records returned for redelivery", extra={"failed": len(result.failed), "of": len(records)}
         )
     return result.batch_response()

@@ -84,12 +84,9 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.setenv("CONTENT_INDEX_DIR", str(tmp_path / "content"))
         monkeypatch.delenv("RECPIPE_BUNDLE_DIR", raising=False)
         monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-        from recpipe.config import settings
-
-        settings.cache_clear()
         app = load_function("retrain")
         # The synthetic shop is a dev-only data source: registered on the deployed handler's deps.
-        app.deps().loaders.update(DEV_LOADERS)
+        app.deps.loaders.update(DEV_LOADERS)
         calls: list[str] = []
 
         def invoke(  # noqa: PLR0917 - moto's signature
@@ -153,6 +150,8 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             "NotifyFailureFunctionArn": arns["NotifyFailure"],
             "NotificationTopicArn": topic,
             "ModelBucket": BUCKET,
+            "EnvName": "test",
+            "ModelPointerParam": POINTER,
             "ArchiveBucket": ARCHIVE,
             "TrainingImage": "unused",
             "TrainingInstanceType": "ml.m5.xlarge",
@@ -169,7 +168,6 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         ]
         client = redis.Redis.from_url(redis_url)
         yield Stack(sfn, machine, s3, ssm, sqs, queue_url, client, tmp_path / "content", calls)
-        settings.cache_clear()
 
 
 def _request(version: str, **extra: Any) -> dict[str, Any]:

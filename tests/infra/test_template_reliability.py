@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from infra_contract import ASL_PATH, ROOT
 from recpipe.adapters.dynamodb_users import TRANSACT_MAX_ITEMS
-from recpipe.config import Settings
+from recpipe.config import (
+    BaseSettings,
+    IngestSettings,
+    RecommendSettings,
+    RetrainSettings,
+    UpdaterSettings,
+)
 from recpipe.stream.wiring import UPDATER_CHUNK_WORKERS
 from recpipe_dev.local.resources import updater_batch_size
 
@@ -47,7 +53,7 @@ def test_the_feature_updater_gets_a_full_vcpu_and_room_for_its_state_cache(
     memory_mb = template["Parameters"]["FeatureUpdaterMemorySize"]["Default"]
     assert memory_mb >= 1769  # Lambda's CPU share: one vCPU from 1769 MB (512 MB is ~0.3)
     # Every cached state at its largest (~47 KB, docs/stream.md) next to ~300 MB of runtime.
-    cache_users = Settings.model_fields["user_state_cache_users"].default
+    cache_users = UpdaterSettings.model_fields["user_state_cache_users"].default
     assert cache_users * 47 / 1024 + 300 <= memory_mb
 
 
@@ -209,18 +215,26 @@ def test_outputs_name_the_endpoints_an_operator_needs(template: dict[str, Any]) 
     assert outputs["ApiKeyId"]["Condition"] == "UseApiKey"
 
 
-#: Settings fields that only make sense locally (moto endpoint, bundle/index directories) or have
-#: a sensible default in AWS.
-LOCAL_OR_DEFAULTED = {
-    "AWS_ENDPOINT_URL",
-    "RECPIPE_BUNDLE_DIR",
-    "CONTENT_INDEX_DIR",
-    "MAX_CANDIDATES",
-    "EXCLUDE_SEEN",
-    "USER_STATE_CACHE_USERS",
+#: Which settings model each function's code reads (recpipe/config.py).
+FUNCTION_SETTINGS: dict[str, type[BaseSettings]] = {
+    "RecommendFunction": RecommendSettings,
+    "IngestEventsFunction": IngestSettings,
+    "FeatureUpdaterFunction": UpdaterSettings,
+    **{
+        f"Retrain{step}Function": RetrainSettings
+        for step in (
+            "Prepare",
+            "Train",
+            "Evaluate",
+            "PublishCandidates",
+            "IndexContent",
+            "Promote",
+            "NotifyFailure",
+        )
+    },
 }
-EXTRA_VARIABLES = {
-    "CORS_ALLOW_ORIGIN",
+#: Read by the retrain steps outside their settings model (index access mapping, archive).
+RETRAIN_EXTRA = {
     "ARCHIVE_BUCKET",
     "OPENSEARCH_AUTH_SECRET_ARN",
     "CONTENT_INDEX_READER_ROLE_ARN",
@@ -228,15 +242,23 @@ EXTRA_VARIABLES = {
 }
 
 
-def test_functions_get_every_setting_they_need_and_nothing_unknown(
+def test_each_function_gets_the_variables_its_settings_require_and_only_its_own(
     template: dict[str, Any], resources: dict[str, Any]
 ) -> None:
-    aliases = {f.alias for f in Settings.model_fields.values() if f.alias}
     global_env = set(template["Globals"]["Function"]["Environment"]["Variables"])
-    assert aliases - LOCAL_OR_DEFAULTED <= global_env, sorted(aliases - LOCAL_OR_DEFAULTED - global_env)
-    for logical_id, r in resources.items():
-        if r["Type"] != "AWS::Serverless::Function":
-            continue
-        env = set(r["Properties"].get("Environment", {}).get("Variables", {})) | global_env
-        unknown = {v for v in env if not v.startswith("POWERTOOLS_")} - aliases - EXTRA_VARIABLES
-        assert not unknown, f"{logical_id}: variables no code reads: {sorted(unknown)}"
+    assert global_env - {"ENV_NAME"} == {v for v in global_env if v.startswith("POWERTOOLS_")}
+    functions = {k for k, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    assert functions == set(FUNCTION_SETTINGS), "a function without a settings model in this test"
+    for logical_id, model in FUNCTION_SETTINGS.items():
+        env = (
+            set(resources[logical_id]["Properties"].get("Environment", {}).get("Variables", {})) | global_env
+        )
+        fields = model.model_fields.values()
+        required = {f.alias for f in fields if f.is_required() and f.alias}
+        # Model location: the S3 pointer in AWS (RECPIPE_BUNDLE_DIR is the local alternative).
+        if "MODEL_BUCKET" in {f.alias for f in fields}:
+            required |= {"MODEL_BUCKET", "MODEL_POINTER_PARAM"}
+        assert required <= env, f"{logical_id}: missing {sorted(required - env)}"
+        known = {f.alias for f in fields if f.alias} | (RETRAIN_EXTRA if model is RetrainSettings else set())
+        unknown = {v for v in env if not v.startswith("POWERTOOLS_")} - known
+        assert not unknown, f"{logical_id}: variables its code does not read: {sorted(unknown)}"

@@ -65,10 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--read-timeout-ms",
         type=float,
-        help="READ_TIMEOUT_MS for the handler (default: the Settings default)",
+        help="READ_TIMEOUT_MS for the handler (default: RecommendSettings' default)",
     )
     parser.add_argument(
-        "--budget-ms", type=float, help="REQUEST_BUDGET_MS for the handler (default: Settings)"
+        "--budget-ms", type=float, help="REQUEST_BUDGET_MS for the handler (default: RecommendSettings')"
     )
     parser.add_argument("--init-runs", type=int, default=3, help="fresh processes timed for initialisation")
     parser.add_argument(
@@ -358,7 +358,7 @@ def in_process_worker(cfg: dict[str, Any], out_path: str) -> int:
     without network reads, so its percentiles are the code's and the machine's, not moto's."""
     import numpy as np
     from recpipe.bundle import load_bundle
-    from recpipe.config import load_settings
+    from recpipe.config import RecommendSettings, load_settings
     from recpipe.domain.events import Event
     from recpipe.domain.user import apply_events
     from recpipe.ports import SessionEntry
@@ -397,7 +397,9 @@ def in_process_worker(cfg: dict[str, Any], out_path: str) -> int:
         sessions.append(user_id, [SessionEntry(e.item_id, e.type.value, now - 60 * (5 - n)) for n, e in enumerate(events[-5:])])  # fmt: skip
     top = np.argsort(-items.popularity)[:200]
     trending.add({(trending_bucket_of(now), items.item_ids[i]): float(200 - r) for r, i in enumerate(top)})
-    settings = load_settings({**cfg["env"], "READ_TIMEOUT_MS": "1000", "REQUEST_BUDGET_MS": "2000"})
+    settings = load_settings(
+        RecommendSettings, {**cfg["env"], "READ_TIMEOUT_MS": "1000", "REQUEST_BUDGET_MS": "2000"}
+    )
     deps = Dependencies(candidates=cache, sessions=sessions, users=users, trending=trending)
     recommender = build_online_path(
         settings, dependencies=deps, source=source, background_refresh=False
@@ -500,6 +502,8 @@ def run(args: argparse.Namespace) -> int:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
             "USER_FEATURES_TABLE": TABLE,
+            "AUTH_MODE": "API_KEY",
+            "CORS_ALLOW_ORIGIN": "*",
             "RECPIPE_BUNDLE_DIR": str(shop / "bundle"),
             "CONTENT_INDEX_DIR": str(content_dir_for(shop)),
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -510,9 +514,9 @@ def run(args: argparse.Namespace) -> int:
             base_env["READ_TIMEOUT_MS"] = str(args.read_timeout_ms)
         if args.budget_ms:
             base_env["REQUEST_BUDGET_MS"] = str(args.budget_ms)
-        from recpipe.config import load_settings
+        from recpipe.config import RecommendSettings, load_settings
 
-        effective = load_settings(base_env)
+        effective = load_settings(RecommendSettings, base_env)
         report["setup"]["read_timeout_ms"] = effective.read_timeout_ms
         report["setup"]["request_budget_ms"] = effective.request_budget_ms
         for count in counts:

@@ -148,11 +148,8 @@ def progress(it: Sequence[Any], desc: str) -> Any:
 @contextmanager
 def patched_env(**values: str) -> Iterator[None]:
     """Set environment variables for the run and restore them after (the CLI may run in-process)."""
-    from recpipe.config import settings
-
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
-    settings.cache_clear()
     try:
         yield
     finally:
@@ -161,7 +158,6 @@ def patched_env(**values: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        settings.cache_clear()
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -430,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
     import redis
     from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
     from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
-    from recpipe.config import settings
+    from recpipe.config import UpdaterSettings, load_settings
     from recpipe.redis_keys import KeyLayout
     from recpipe.stream.updater import FeatureUpdater
 
@@ -438,6 +434,7 @@ def run(args: argparse.Namespace) -> int:
     from recpipe_dev.local.resources import (
         EVENT_STREAM,
         FAILURE_QUEUE,
+        MODEL_BUCKET,
         USER_FEATURES_TABLE,
         LocalNames,
         create_local_resources,
@@ -496,12 +493,17 @@ def run(args: argparse.Namespace) -> int:
                 USER_FEATURES_TABLE=names[USER_FEATURES_TABLE],
                 EVENT_STREAM_NAME=names[EVENT_STREAM],
                 FAILURE_QUEUE_URL=names[FAILURE_QUEUE],
+                MODEL_BUCKET=names[MODEL_BUCKET],
+                # No model is published in this run: the updater finds no pointer and folds
+                # events without item categories, as a deployment before its first retrain.
+                MODEL_POINTER_PARAM="/recpipe/bench/model/current",
+                AUTH_MODE="API_KEY",
+                CORS_ALLOW_ORIGIN="*",
                 POWERTOOLS_TRACE_DISABLED="true",
                 POWERTOOLS_METRICS_NAMESPACE="recpipe-bench",
                 POWERTOOLS_LOG_LEVEL="WARNING",
             )
         )
-        settings.cache_clear()
         layout = KeyLayout("bench")
         categories = workload.categories.get
         from recpipe.stream.wiring import (
@@ -529,12 +531,13 @@ def run(args: argparse.Namespace) -> int:
 
         # The updater's own client and store (build_updater), so what is measured is what runs:
         # the state cache included (USER_STATE_CACHE_USERS). A fresh store (empty cache) per run.
-        ddb = updater_dynamodb_client(settings(), write_workers=args.write_workers)
-        cache_users = settings().user_state_cache_users
+        updater_settings = load_settings(UpdaterSettings)
+        ddb = updater_dynamodb_client(updater_settings, write_workers=args.write_workers)
+        cache_users = updater_settings.user_state_cache_users
         report["config"]["user_state_cache_users"] = cache_users
 
         def store() -> Any:
-            return updater_user_store(settings(), ddb)
+            return updater_user_store(updater_settings, ddb)
 
         # History goes in through the plain store: each run's cache starts empty, as in a new process.
         plain = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
@@ -578,7 +581,7 @@ def run(args: argparse.Namespace) -> int:
             workload,
             # Behind the same state cache as the DynamoDB store: the updater as it runs, with a
             # database that costs nothing.
-            updater_with(with_state_cache(in_memory, settings()), 1, modes[0]),
+            updater_with(with_state_cache(in_memory, updater_settings), 1, modes[0]),
             f"updater (in-memory, {modes[0]})",
             modes[0],
         )
@@ -637,8 +640,8 @@ def measure_freshness(
 
     from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
     from recpipe.adapters.redis_session import RedisSessionStore
-    from recpipe.config import settings
-    from recpipe.stream.wiring import aws_client
+    from recpipe.clients import aws_client
+    from recpipe.config import UpdaterSettings, load_settings
 
     from recpipe_dev.local.poller import KinesisPoller, PollerContext
     from recpipe_dev.local.resources import EVENT_STREAM, USER_FEATURES_TABLE, updater_batch_size
@@ -653,9 +656,11 @@ def measure_freshness(
     ingest, update = load("ingest_events"), load("update_features")
     template = json.loads((ROOT / "events" / "ingest_single.json").read_text())
     sessions = RedisSessionStore(client, layout)
-    users = DynamoDBUserFeatureStore(aws_client("dynamodb", settings()), names[USER_FEATURES_TABLE])
+    users = DynamoDBUserFeatureStore(
+        aws_client("dynamodb", load_settings(UpdaterSettings)), names[USER_FEATURES_TABLE]
+    )
     poller = KinesisPoller(
-        aws_client("kinesis", settings()),
+        aws_client("kinesis", load_settings(UpdaterSettings)),
         names[EVENT_STREAM],
         update.handler,
         batch_size=updater_batch_size(),

@@ -28,13 +28,14 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recpipe.config import settings
-    from recpipe.stream.redrive import Replayer
-    from recpipe.stream.wiring import aws_client, build_updater
+    from recpipe.clients import aws_client
+    from recpipe.config import UpdaterSettings, load_settings
+    from recpipe.stream.redrive import Redriver
+    from recpipe.stream.wiring import build_updater
 
-    s = settings()
+    s = load_settings(UpdaterSettings)
     updater = build_updater(s)
-    replayer = Replayer(
+    replayer = Redriver(
         aws_client("sqs", s), aws_client("kinesis", s, read_timeout_s=10.0), args.queue_url, updater.process
     )
     report = replayer.run(max_messages=args.max)

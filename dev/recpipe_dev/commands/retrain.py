@@ -72,7 +72,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recpipe.config import ConfigError, load_settings
+    from recpipe.config import ConfigError, RetrainSettings, load_settings
     from recpipe.ports import DependencyError
     from recpipe.training.movielens import DataImportError
     from recpipe.training.wiring import build_deps
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bundle_dir:
         environ["RECPIPE_BUNDLE_DIR"] = str(args.bundle_dir)
     try:
-        settings = load_settings(environ)
+        settings = load_settings(RetrainSettings, environ)
         deps = build_deps(settings, work_dir=args.work_dir, extra_loaders=DEV_LOADERS)
         result = run_local(
             deps, build_request(args), progress=not args.quiet, archive_bucket=args.archive_bucket

@@ -2,7 +2,7 @@
 
 `recpipe.training.workflow.run_local` runs prepare -> train -> evaluate (gate) -> publish
 candidates -> index content -> promote, exactly the state machine's path. Its dependencies come
-from `recpipe.training.wiring.build_deps(Settings)`, so on the local stack the bundle goes to
+from `recpipe.training.wiring.build_deps(RetrainSettings)`, so on the local stack the bundle goes to
 the moto S3 model bucket, the SSM pointer names it, candidates go to Redis and the content
 index to the in-process index: the handlers then load the model the way they do in AWS.
 
@@ -41,17 +41,17 @@ class RetrainOutcome:
 
 
 def retrain(data: DemoData, *, quick: bool = False, archive_days: float | None = None) -> RetrainOutcome:
-    """Run the workflow against the stack the environment points at (Settings from env).
+    """Run the workflow against the stack the environment points at (RetrainSettings from env).
 
     With `archive_days`, `prepare` reads that window from the event archive bucket (seeded by
     `recpipe_dev.demo.archive`), as in AWS; otherwise the demo's data is handed over in memory."""
-    from recpipe.config import load_settings
+    from recpipe.config import RetrainSettings, load_settings
     from recpipe.training.pipeline import TrainParams
     from recpipe.training.wiring import build_deps
     from recpipe.training.workflow import RetrainError, run_local
 
     t0 = time.perf_counter()
-    settings = load_settings()
+    settings = load_settings(RetrainSettings)
     deps = build_deps(settings)
 
     def load(source: Any) -> tuple[Any, Any, dict[str, Any]]:
@@ -59,8 +59,8 @@ def retrain(data: DemoData, *, quick: bool = False, archive_days: float | None =
 
     loaders = {**(deps.loaders or {}), SOURCE_KIND: load}
     if archive_days is not None:
+        from recpipe.clients import batch_aws_client as aws_client
         from recpipe.training.sources import archive_loader
-        from recpipe.training.wiring import aws_client
 
         # Bound to the archive bucket explicitly: the default loader reads the model bucket.
         loaders["archive"] = archive_loader(aws_client("s3", settings), os.environ["ARCHIVE_BUCKET"])

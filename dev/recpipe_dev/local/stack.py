@@ -294,9 +294,12 @@ class LocalStack:
         return url, self._moto.pid
 
     def _environment(self, redis_url: str, moto_url: str, resources: dict[str, str]) -> dict[str, str]:
-        """The Settings variables (recpipe/config.py) that point the handlers at this stack."""
+        """The settings variables (recpipe/config.py) that point the handlers at this stack: the
+        union of every function's (template.yaml gives each function only its own)."""
         return {
             "ENV_NAME": self.env_name,
+            "AUTH_MODE": "API_KEY",
+            "CORS_ALLOW_ORIGIN": "*",
             "REDIS_URL": redis_url,
             "AWS_ENDPOINT_URL": moto_url,
             "USER_FEATURES_TABLE": resources[USER_FEATURES_TABLE],

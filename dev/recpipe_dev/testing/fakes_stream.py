@@ -14,14 +14,13 @@ from typing import Any
 
 from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures
-from recpipe.ports import ConflictError, DependencyError, SessionEntry
+from recpipe.ports import ConflictError, DependencyError, SessionEntry, TrendingHit
 from recpipe.redis_keys import (
     SESSION_MAX_ITEMS,
     TRENDING_BUCKETS,
     TRENDING_HALF_LIFE_BUCKETS,
     trending_bucket_of,
 )
-from recpipe.stream.ports import TrendingHit
 
 
 class InMemorySessionStore:

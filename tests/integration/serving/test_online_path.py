@@ -22,7 +22,7 @@ from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.adapters.s3_models import S3ModelStore
 from recpipe.bundle import MANIFEST, load_bundle
-from recpipe.config import load_settings, settings
+from recpipe.config import RecommendSettings, load_settings
 from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures, apply_events
 from recpipe.ports import ContentDoc, SessionEntry
@@ -65,7 +65,7 @@ class Stack:
         return load_bundle(self.trained.bundle_dir).items
 
     def settings(self, **overrides: str) -> Any:
-        return load_settings({**self.env, **overrides})
+        return load_settings(RecommendSettings, {**self.env, **overrides})
 
     def online(self, **overrides: str) -> OnlinePath:
         s = self.settings(**overrides)
@@ -117,6 +117,8 @@ def stack(aws: None, redis_url: str, trained: TrainResult, tmp_path: Path) -> It
     )
     env = {
         "ENV_NAME": ENV,
+        "AUTH_MODE": "API_KEY",
+        "CORS_ALLOW_ORIGIN": "*",
         "REDIS_URL": redis_url,
         "USER_FEATURES_TABLE": TABLE,
         "MODEL_BUCKET": BUCKET,
@@ -313,7 +315,6 @@ def test_hot_swap_through_s3_and_ssm_and_last_good_kept(stack: Stack, tmp_path: 
 def load_app(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     for k, v in stack.env.items():
         monkeypatch.setenv(k, v)
-    settings.cache_clear()
     return load_function("recommend")
 
 
@@ -344,7 +345,6 @@ def test_event_payloads_through_the_handler(
         assert body["model_version"] == "it-v1" and body["degraded"] == [] and body["items"]
     else:
         assert set(body) == {"error"} and body["error"]["message"]
-    settings.cache_clear()
 
 
 def test_jwt_mode_through_the_handler(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,4 +356,3 @@ def test_jwt_mode_through_the_handler(stack: Stack, monkeypatch: pytest.MonkeyPa
     event["queryStringParameters"] = {"k": "3"}
     resp = app.handler(event, LambdaContext())
     assert resp["statusCode"] == 200 and json.loads(resp["body"])["user_id"] == "user-42"
-    settings.cache_clear()

@@ -19,7 +19,6 @@ import redis
 from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.adapters.sqs import SqsFailureSink
-from recpipe.config import settings
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import RetryableError
 from recpipe.redis_keys import KeyLayout
@@ -101,14 +100,12 @@ def stack(
         "RECPIPE_BUNDLE_DIR": str(tmp_path / "bundle"),
     }.items():
         monkeypatch.setenv(key, value)
-    settings.cache_clear()
     yield Stack(
         names,
         redis.Redis.from_url(redis_url),
         load_function("ingest_events"),
         load_function("update_features"),
     )
-    settings.cache_clear()
 
 
 def features(stack: Stack, user: str) -> UserFeatures:
@@ -291,13 +288,14 @@ def test_the_handler_reports_user_state_cache_hits_and_misses(
     gc.unfreeze()
     thresholds = gc.get_threshold()
     try:
-        stack.update.handler(event, LambdaContext(timeout_s=30))
+        update = load_function("update_features")  # the init phase: builds the updater
         assert gc.get_freeze_count() > 0, "the cold start's objects are left out of full collections"
         assert gc.get_threshold() == UPDATER_GC_THRESHOLDS
     finally:
         gc.set_threshold(*thresholds)
+    update.handler(event, LambdaContext(timeout_s=30))
     first = emf_metrics(capsys.readouterr().out)
-    stack.update.handler(event, LambdaContext(timeout_s=30))  # a redelivery: both users cached
+    update.handler(event, LambdaContext(timeout_s=30))  # a redelivery: both users cached
     second = emf_metrics(capsys.readouterr().out)
     # Powertools writes each metric's values as a list.
     assert [(d["UserStateCache_hits"], d["UserStateCache_misses"]) for d in first] == [([0.0], [2.0])]

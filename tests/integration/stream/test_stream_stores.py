@@ -14,9 +14,8 @@ from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.domain.events import parse_event
 from recpipe.domain.user import apply_event, event_fingerprint
-from recpipe.ports import ConflictError, DependencyError, SessionEntry
+from recpipe.ports import ConflictError, DependencyError, SessionEntry, TrendingHit
 from recpipe.redis_keys import SESSION_MAX_ITEMS, TRENDING_BUCKET_S, TRENDING_BUCKETS, KeyLayout
-from recpipe.stream.ports import TrendingHit
 from recpipe_dev.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
 from recpipe_dev.testing.fakes_stream import InMemorySessionStore, InMemoryTrendingStore
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from recpipe.config import ConfigError, load_settings
+from recpipe.config import ConfigError, RecommendSettings, UpdaterSettings, load_settings
 from recpipe.redis_keys import (
     KeyLayout,
     decode_candidates,
@@ -9,22 +9,40 @@ from recpipe.redis_keys import (
     encode_candidates,
     encode_session_entry,
 )
+from recpipe_dev.testing.settings import function_env
 
 
 def test_settings_parse_and_fail_loudly_on_bad_values() -> None:
-    s = load_settings({"ENV_NAME": "prod", "REQUEST_BUDGET_MS": "25"})
+    def rec(**env: str) -> RecommendSettings:
+        return load_settings(RecommendSettings, function_env(**env))
+
+    def upd(**env: str) -> UpdaterSettings:
+        return load_settings(UpdaterSettings, function_env(**env))
+
+    s = rec(ENV_NAME="prod", REQUEST_BUDGET_MS="25")
     assert s.env_name == "prod" and s.request_budget_ms == 25
     with pytest.raises(ConfigError, match="REQUEST_BUDGET_MS"):
-        load_settings({"REQUEST_BUDGET_MS": "-1"})
+        rec(REQUEST_BUDGET_MS="-1")
     with pytest.raises(ConfigError, match="AUTH_MODE"):
-        load_settings({"AUTH_MODE": "NONE"})
-    assert load_settings({}).exclude_seen and not load_settings({"EXCLUDE_SEEN": "false"}).exclude_seen
+        rec(AUTH_MODE="NONE")
+    assert rec().exclude_seen and not rec(EXCLUDE_SEEN="false").exclude_seen
     with pytest.raises(ConfigError, match="EXCLUDE_SEEN"):
-        load_settings({"EXCLUDE_SEEN": "sometimes"})
-    assert load_settings({}).user_state_cache_users == 20_000
-    assert load_settings({"USER_STATE_CACHE_USERS": "0"}).user_state_cache_users == 0
+        rec(EXCLUDE_SEEN="sometimes")
+    assert upd().user_state_cache_users == 20_000
+    assert upd(USER_STATE_CACHE_USERS="0").user_state_cache_users == 0
     with pytest.raises(ConfigError, match="USER_STATE_CACHE_USERS"):
-        load_settings({"USER_STATE_CACHE_USERS": "-5"})
+        upd(USER_STATE_CACHE_USERS="-5")
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        rec(REDIS_URL="localhost:6379")  # not a redis:// or rediss:// URL
+
+
+def test_a_model_location_is_required_unless_a_bundle_directory_is_given() -> None:
+    with pytest.raises(ConfigError, match="MODEL_POINTER_PARAM required"):
+        load_settings(RecommendSettings, function_env(MODEL_POINTER_PARAM=""))
+    local = load_settings(RecommendSettings, function_env(MODEL_BUCKET="", RECPIPE_BUNDLE_DIR="/tmp/b"))
+    assert local.bundle_dir == "/tmp/b" and local.model_bucket is None
+    with pytest.raises(ConfigError, match="CONTENT_INDEX_ALIAS required with OPENSEARCH_URL"):
+        load_settings(RecommendSettings, function_env(OPENSEARCH_URL="https://search.invalid"))
 
 
 def test_keys_are_prefixed_by_environment_and_version() -> None:

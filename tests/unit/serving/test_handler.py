@@ -10,7 +10,7 @@ from typing import Any
 
 import aws_xray_sdk.core  # noqa: F401 - its recorder opens a UDP socket at import: before sockets are off
 import pytest
-from recpipe.config import load_settings, settings
+from recpipe.config import RecommendSettings, load_settings
 from recpipe.ports import SessionEntry
 from recpipe.serving.model_provider import LocalBundleSource
 from recpipe.serving.runtime import Dependencies, build_online_path
@@ -23,6 +23,7 @@ from recpipe_dev.testing.fakes_stream import (
     InMemoryUserFeatureStore,
 )
 from recpipe_dev.testing.openapi import response_validator
+from recpipe_dev.testing.settings import function_env
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -46,7 +47,6 @@ def api(monkeypatch: pytest.MonkeyPatch, make_bundle: Any, tmp_path: Path) -> It
     bundle = make_bundle("v1", root=tmp_path / "bundles")
     monkeypatch.setenv("RECPIPE_BUNDLE_DIR", str(bundle))
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
-    settings.cache_clear()
     module = load_function("recommend")
     cache = InMemoryCandidateCache()
     cache.publish("c1", [("user-42", [("i30", 0.9), ("i31", 0.8), ("i3", 0.7)])], {})
@@ -59,12 +59,14 @@ def api(monkeypatch: pytest.MonkeyPatch, make_bundle: Any, tmp_path: Path) -> It
         probes={"redis": lambda: True},
     )
     module.online = build_online_path(
-        load_settings({"MAX_CANDIDATES": "40", "READ_TIMEOUT_MS": "500", "REQUEST_BUDGET_MS": "1000"}),
+        load_settings(
+            RecommendSettings,
+            function_env(MAX_CANDIDATES="40", READ_TIMEOUT_MS="500", REQUEST_BUDGET_MS="1000"),
+        ),
         dependencies=deps,
         source=LocalBundleSource(bundle),
     )
     yield Api(module, sessions)
-    settings.cache_clear()
 
 
 def test_get_sample(api: Api) -> None:
@@ -129,7 +131,9 @@ def test_missing_user_is_400(api: Api) -> None:
 def test_jwt_mode_refuses_another_user_and_serves_the_subject(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api.module.online.settings = load_settings({"AUTH_MODE": "JWT"})
+    monkeypatch.setattr(
+        api.module, "settings", load_settings(RecommendSettings, function_env(AUTH_MODE="JWT"))
+    )
     status, body = api.call(sample("recommend_jwt_other_user.json"))
     assert (status, body["error"]["code"]) == (403, "forbidden")
     event = sample("recommend_jwt_other_user.json")

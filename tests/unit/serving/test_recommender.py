@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from recpipe.adapters.content_index import InProcessContentIndex
-from recpipe.config import load_settings
+from recpipe.config import RecommendSettings, load_settings
 from recpipe.domain.events import Event
 from recpipe.domain.features import FEATURE_NAMES
 from recpipe.domain.user import UserFeatures, apply_events
@@ -24,6 +24,7 @@ from recpipe_dev.testing.fakes_stream import (
     InMemoryTrendingStore,
     InMemoryUserFeatureStore,
 )
+from recpipe_dev.testing.settings import function_env
 from serving_catalogue import CATEGORIES, make_items
 
 NOW = time.time()
@@ -110,7 +111,7 @@ class World:
             content=overrides.get("content", self.content),
         )
         return build_online_path(
-            load_settings(self.settings), dependencies=deps, source=LocalBundleSource(self.bundle_root),
+            load_settings(RecommendSettings, function_env(**self.settings)), dependencies=deps, source=LocalBundleSource(self.bundle_root),
             background_refresh=False, warm=overrides.get("warm", True),
         )  # fmt: skip
 

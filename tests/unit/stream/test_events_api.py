@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from recpipe.config import settings
+from recpipe.config import IngestSettings, load_settings
 from recpipe.domain.events import MAX_BATCH_EVENTS
 from recpipe.ports import DependencyError
 from recpipe.stream.ingest import MAX_BODY_BYTES, EventIngestor
@@ -17,6 +17,7 @@ from recpipe_dev.local.functions import LambdaContext
 from recpipe_dev.local.functions import load_function as load_handler
 from recpipe_dev.local.functions import sample_event as sample
 from recpipe_dev.testing.fakes_stream import InMemoryEventPublisher, InMemorySessionStore
+from recpipe_dev.testing.settings import function_env
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = 1_764_009_100.0  # a few minutes after the events/ samples
@@ -44,10 +45,8 @@ class Api:
 def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     module = load_handler("ingest_events")
     a = Api(module)
-    monkeypatch.setattr(module, "ingestor", lambda: a.ingestor)
-    settings.cache_clear()
+    monkeypatch.setattr(module, "ingestor", a.ingestor)
     yield a
-    settings.cache_clear()
 
 
 def ev(
@@ -147,8 +146,7 @@ def test_a_session_write_failure_still_accepts_the_durable_events(api: Api) -> N
 
 
 def test_jwt_mode_rejects_events_for_other_users(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTH_MODE", "JWT")
-    settings.cache_clear()
+    monkeypatch.setattr(api.module, "settings", load_settings(IngestSettings, function_env(AUTH_MODE="JWT")))
     status, body = api.post(
         {"events": [ev("e1", user="alice"), ev("e2", user="bob")]}, claims={"claims": {"sub": "alice"}}
     )

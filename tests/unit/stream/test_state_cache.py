@@ -191,10 +191,15 @@ def replace_user(user_id: str) -> Any:
 
 def test_the_updater_store_is_cached_unless_the_setting_turns_it_off() -> None:
     from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
-    from recpipe.config import load_settings
+    from recpipe.config import UpdaterSettings, load_settings
     from recpipe.stream.wiring import updater_user_store
+    from recpipe_dev.testing.settings import function_env
 
-    cached = updater_user_store(load_settings({"USER_STATE_CACHE_USERS": "7"}), object())
+    cached = updater_user_store(
+        load_settings(UpdaterSettings, function_env(USER_STATE_CACHE_USERS="7")), object()
+    )
     assert isinstance(cached, CachedUserFeatureStore) and hasattr(cached, "put_many")
-    plain = updater_user_store(load_settings({"USER_STATE_CACHE_USERS": "0"}), object())
+    plain = updater_user_store(
+        load_settings(UpdaterSettings, function_env(USER_STATE_CACHE_USERS="0")), object()
+    )
     assert type(plain) is DynamoDBUserFeatureStore

@@ -15,11 +15,12 @@ from recpipe.adapters.opensearch_security import (
     master_credentials,
     role_arn_of_caller,
 )
-from recpipe.config import load_settings
+from recpipe.config import RetrainSettings, load_settings
 from recpipe.ports import ContentDoc, DependencyError, RetryableError
 from recpipe.training import workflow
 from recpipe.training.runs import DirectoryRunStore
 from recpipe.training.wiring import content_access
+from recpipe_dev.testing.settings import function_env
 
 READER_ARN = "arn:aws:iam::123456789012:role/recpipe-test-RecommendFunctionRole-AbC"
 WRITER_ARN = "arn:aws:iam::123456789012:role/recpipe-test-RetrainIndexContentFunctionRole-XyZ"
@@ -259,7 +260,7 @@ def test_index_content_maps_the_roles_before_publishing(tmp_path: Path) -> None:
 def test_without_opensearch_the_mapping_is_skipped_with_a_log_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = load_settings({"ENV_NAME": "test", "OPENSEARCH_AUTH_SECRET_ARN": "arn:secret"})
+    settings = load_settings(RetrainSettings, function_env(OPENSEARCH_AUTH_SECRET_ARN="arn:secret"))
     assert content_access(settings, {"OPENSEARCH_AUTH_SECRET_ARN": "arn:secret"}) is None
     calls: list[str] = []
     with caplog.at_level(logging.INFO, logger="recpipe.training.workflow"):
@@ -269,6 +270,9 @@ def test_without_opensearch_the_mapping_is_skipped_with_a_log_line(
 
 
 def test_with_opensearch_and_the_master_secret_the_step_gets_an_access_callable() -> None:
-    settings = load_settings({"ENV_NAME": "test", "OPENSEARCH_URL": "https://search.invalid"})
+    settings = load_settings(
+        RetrainSettings,
+        function_env(OPENSEARCH_URL="https://search.invalid", CONTENT_INDEX_ALIAS="recpipe-test"),
+    )
     assert callable(content_access(settings, {"OPENSEARCH_AUTH_SECRET_ARN": "arn:secret"}))
     assert content_access(settings, {}) is None  # no FGAC master user: nothing to map

@@ -40,7 +40,7 @@ def app(
         candidates=InMemoryCandidateCache(),
         notify=notify,
     )
-    monkeypatch.setattr(module, "deps", lambda: deps)
+    monkeypatch.setattr(module, "deps", deps)
     return module, deps, sent
 
 

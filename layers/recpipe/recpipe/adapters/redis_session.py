@@ -25,7 +25,7 @@ import orjson
 import redis
 
 from recpipe.domain.events import MAX_FUTURE_SKEW_S
-from recpipe.ports import DependencyError, RetryableError, SessionEntry
+from recpipe.ports import DependencyError, RetryableError, SessionEntry, TrendingHit
 from recpipe.redis_keys import (
     SESSION_MAX_ITEMS,
     SESSION_TTL_S,
@@ -38,7 +38,6 @@ from recpipe.redis_keys import (
     encode_session_entry,
     trending_bucket_of,
 )
-from recpipe.stream.ports import TrendingHit
 
 #: How long an event's trending marker is kept: the whole readable window plus clock skew.
 TRENDING_MARKER_TTL_S = int(TRENDING_TTL_S + TRENDING_BUCKET_S + MAX_FUTURE_SKEW_S)

@@ -1,4 +1,4 @@
-"""API Gateway glue for /recommendations: who is asking, error bodies, metrics and logs.
+"""The recommend handler's metrics and logs for served lists and model events.
 
 Kept out of the handler so the handler reads like a table of contents and these rules are
 unit-tested without Lambda.
@@ -6,32 +6,12 @@ unit-tested without Lambda.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from recpipe.auth import token_subject
 from recpipe.serving.recommender import STAGES, RecommendationResult
-from recpipe.serving.request import RequestError
-
-JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def auth_subject(event: Mapping[str, Any], auth_mode: str) -> str | None:
-    """The authenticated user in JWT mode (REST Cognito authorizer or HTTP API JWT); None otherwise."""
-    if auth_mode != "JWT":
-        return None
-    sub = token_subject(event)
-    if sub is None:
-        raise RequestError("no authenticated subject in the request", status=403, code="forbidden")
-    return sub
-
-
-def error_body(exc: RequestError) -> str:
-    return json.dumps({"error": {"code": exc.code, "message": exc.message}})
 
 
 def record_result(metrics: Metrics, logger: Logger, result: RecommendationResult) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recpipe.domain.events import ID_PATTERN, Device, describe_validation_error
+from recpipe.handler_kit.errors import ApiError
 
 MAX_K = 100
 MAX_LIST = 500
@@ -24,14 +25,11 @@ ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
 Category = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class RequestError(ValueError):
+class RequestError(ApiError):
     """A request that can never succeed: answered with `status` and a precise message."""
 
     def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
+        super().__init__(status, code, message)
 
 
 class RequestContextIn(BaseModel):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recpipe.config import Settings
+from recpipe.clients import aws_client, opensearch_client, redis_client
+from recpipe.config import ModelSettings, RecommendSettings
 from recpipe.ports import CandidateCache, ContentIndex, SessionStore, TrendingStore, UserFeatureStore
 from recpipe.redis_keys import KeyLayout
 from recpipe.serving.model_provider import (
@@ -53,7 +54,7 @@ class OnlinePath:
     recommender: Recommender
     models: ModelProvider
     probes: dict[str, Callable[[], Any]]
-    settings: Settings
+    settings: RecommendSettings
     init_ms: float = 0.0
     #: Part of init_ms spent warming up (first calls to each dependency, one request).
     warm_up_ms: float = 0.0
@@ -72,35 +73,26 @@ class OnlinePath:
         }
 
 
-def bundle_source(settings: Settings) -> BundleSource:
+def bundle_source(settings: ModelSettings) -> BundleSource:
     if settings.bundle_dir:
         return LocalBundleSource(Path(settings.bundle_dir))
     from recpipe.adapters.s3_models import S3ModelStore
-    from recpipe.stream.wiring import aws_client
 
+    bucket, pointer = settings.s3_pointer()
     store = S3ModelStore(
         aws_client("s3", settings, read_timeout_s=10.0),
         aws_client("ssm", settings, read_timeout_s=1.0),
-        bucket=settings.model_bucket,
-        pointer_param=settings.model_pointer_param,
+        bucket=bucket,
+        pointer_param=pointer,
     )
     return StoreBundleSource(store, Path(tempfile.gettempdir()) / "recpipe-bundles")
 
 
-def content_index(settings: Settings, timeout_s: float) -> ContentIndex | None:
-    if settings.opensearch_url:
-        from opensearchpy import OpenSearch
-
+def content_index(settings: RecommendSettings, timeout_s: float) -> ContentIndex | None:
+    if settings.opensearch_url and settings.content_index_alias:
         from recpipe.adapters.content_index import OpenSearchContentIndex
 
-        auth: Any = None
-        if settings.aws_endpoint_url is None and settings.opensearch_url.startswith("https://"):
-            import boto3
-            from opensearchpy import Urllib3AWSV4SignerAuth
-
-            session = boto3.Session()
-            auth = Urllib3AWSV4SignerAuth(session.get_credentials(), session.region_name or "us-east-1", "es")
-        client = OpenSearch(hosts=[settings.opensearch_url], http_auth=auth, timeout=timeout_s, max_retries=0)
+        client = opensearch_client(settings.opensearch_url, settings, timeout_s=timeout_s, max_retries=0)
         return OpenSearchContentIndex(client, settings.content_index_alias, timeout_s=timeout_s)
     if settings.content_index_dir:
         from recpipe.adapters.content_index import InProcessContentIndex
@@ -112,12 +104,11 @@ def content_index(settings: Settings, timeout_s: float) -> ContentIndex | None:
     return None
 
 
-def aws_dependencies(settings: Settings) -> Dependencies:
+def aws_dependencies(settings: RecommendSettings) -> Dependencies:
     """Redis (candidates, sessions, trending), DynamoDB (user features), the content index."""
     from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
     from recpipe.adapters.redis_candidates import RedisCandidateCache
     from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
-    from recpipe.stream.wiring import aws_client, redis_client
 
     timeout_s = settings.read_timeout_ms / 1000.0
     layout = KeyLayout(settings.env_name)
@@ -142,7 +133,7 @@ def aws_dependencies(settings: Settings) -> Dependencies:
 
 
 def build_online_path(
-    settings: Settings,
+    settings: RecommendSettings,
     *,
     dependencies: Dependencies | None = None,
     source: BundleSource | None = None,

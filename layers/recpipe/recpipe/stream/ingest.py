@@ -11,31 +11,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from recpipe.auth import token_subject
 from recpipe.domain.events import MAX_BATCH_EVENTS, Event, EventRejected, parse_event
-from recpipe.ports import DependencyError, EventPublisher, SessionEntry
+from recpipe.handler_kit.errors import ApiError
+from recpipe.ports import DependencyError, EventPublisher, SessionEntry, SessionWriter
 from recpipe.redis_keys import SESSION_TTL_S
-from recpipe.stream.ports import SessionWriter
 
 #: Request bodies larger than this are refused before parsing (500 events of ~1 KiB fit).
 MAX_BODY_BYTES = 1024 * 1024
 
 
-class IngestError(Exception):
+class IngestError(ApiError):
     """A request refused as a whole: maps to an HTTP error with a precise message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +47,6 @@ class IngestResult:
 
     def body(self) -> dict[str, Any]:
         return {"accepted": len(self.accepted), "rejected": [r.to_json() for r in self.rejected]}
-
-
-def jwt_subject(event: Mapping[str, Any], auth_mode: str) -> str | None:
-    """The token's subject when AUTH_MODE=JWT (REST Cognito authorizer `claims` or HTTP API
-    `jwt.claims`), else None."""
-    if auth_mode != "JWT":
-        return None
-    sub = token_subject(event)
-    if sub is None:
-        raise IngestError(403, "forbidden", "no authenticated subject in the request")
-    return sub
 
 
 def parse_body(body: str | bytes | None) -> list[Any]:

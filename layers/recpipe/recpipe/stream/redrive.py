@@ -23,7 +23,7 @@ Process = Callable[[Sequence[StreamRecord]], UpdateResult]
 
 
 @dataclass
-class ReplayReport:
+class RedriveReport:
     messages: int = 0
     batches_replayed: int = 0
     records_read: int = 0
@@ -74,15 +74,15 @@ def read_range(kinesis: Any, stream_arn: str, shard_id: str, start: str, end: st
     return out
 
 
-class Replayer:
+class Redriver:
     def __init__(self, sqs: Any, kinesis: Any, queue_url: str, process: Process) -> None:
         self._sqs = sqs
         self._kinesis = kinesis
         self._queue_url = queue_url
         self._process = process
 
-    def run(self, max_messages: int = 100, *, visibility_timeout_s: int = 300) -> ReplayReport:
-        report = ReplayReport()
+    def run(self, max_messages: int = 100, *, visibility_timeout_s: int = 300) -> RedriveReport:
+        report = RedriveReport()
         seen: set[str] = set()
         while report.messages < max_messages:
             resp = self._sqs.receive_message(
@@ -100,7 +100,7 @@ class Replayer:
                 self._handle(message, report)
         return report
 
-    def _handle(self, message: dict[str, Any], report: ReplayReport) -> None:
+    def _handle(self, message: dict[str, Any], report: RedriveReport) -> None:
         try:
             body = json.loads(message["Body"])
         except json.JSONDecodeError:

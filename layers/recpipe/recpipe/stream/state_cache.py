@@ -28,8 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from recpipe.domain.user import UserFeatures
-from recpipe.ports import ConflictError, DependencyError, UserFeatureStore
-from recpipe.stream.ports import BatchUserFeatureWriter
+from recpipe.ports import BatchUserFeatureWriter, ConflictError, DependencyError, UserFeatureStore
 
 
 @dataclass(slots=True)

@@ -35,15 +35,17 @@ import orjson
 
 from recpipe.domain.events import Event, EventRejected, parse_event
 from recpipe.domain.user import UserFeatures, apply_event
-from recpipe.ports import ConflictError, DependencyError, UserFeatureStore
-from recpipe.stream.ingest import session_entries
-from recpipe.stream.ports import (
+from recpipe.ports import (
     BatchUserFeatureWriter,
+    ConflictError,
+    DependencyError,
     FailureSink,
     SessionWriter,
     TrendingCounter,
     TrendingHit,
+    UserFeatureStore,
 )
+from recpipe.stream.ingest import session_entries
 
 #: Users whose features are read in one BatchGetItem.
 USERS_PER_READ = 100

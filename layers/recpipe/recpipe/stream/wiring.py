@@ -1,30 +1,24 @@
-"""Builds the stream path's services from Settings (one place; handlers, poller and CLI share it)."""
+"""Builds the stream path's services from settings (one place; handlers, poller and CLI share it)."""
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import boto3
-import redis
-from botocore.config import Config
 
 from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.kinesis import KinesisEventPublisher
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.adapters.sqs import SqsFailureSink
-from recpipe.config import Settings
-from recpipe.ports import UserFeatureStore
+from recpipe.clients import aws_client, redis_client
+from recpipe.config import IngestSettings, ModelSettings, UpdaterSettings
+from recpipe.ports import FailureSink, UserFeatureStore
 from recpipe.redis_keys import KeyLayout
 from recpipe.stream import dynamodb_codec
 from recpipe.stream.categories import ItemCategories, local_bundle_locator, s3_bundle_locator
 from recpipe.stream.ingest import EventIngestor
-from recpipe.stream.ports import FailureSink
 from recpipe.stream.state_cache import CachedUserFeatureStore
 from recpipe.stream.updater import FeatureUpdater
 
@@ -45,45 +39,7 @@ def settle_gc() -> None:
     gc.set_threshold(*UPDATER_GC_THRESHOLDS)
 
 
-def aws_client(
-    service: str,
-    settings: Settings,
-    *,
-    read_timeout_s: float = 2.0,
-    attempts: int = 2,
-    max_pool: int = 10,
-    validate: bool = True,
-) -> Any:
-    # Few SDK-level attempts: the callers retry with their own budget (and Lambda redelivers).
-    config = Config(
-        connect_timeout=1.0,
-        read_timeout=read_timeout_s,
-        retries={"max_attempts": attempts, "mode": "standard"},
-        max_pool_connections=max_pool,
-        parameter_validation=validate,
-    )
-    client: Any = boto3.client(service, endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[call-overload]
-    return client
-
-
-def redis_client(settings: Settings, *, timeout_s: float) -> redis.Redis:
-    password = None
-    if settings.redis_auth_secret_arn:
-        secret = aws_client("secretsmanager", settings).get_secret_value(
-            SecretId=settings.redis_auth_secret_arn
-        )
-        raw = secret["SecretString"]
-        password = json.loads(raw).get("password", raw) if raw.lstrip().startswith("{") else raw
-    return redis.Redis.from_url(
-        settings.redis_url,
-        password=password,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=30,
-    )
-
-
-def build_ingestor(settings: Settings) -> EventIngestor:
+def build_ingestor(settings: IngestSettings) -> EventIngestor:
     # One SDK attempt: KinesisEventPublisher retries (failed records only) within its budget.
     kinesis = aws_client("kinesis", settings, read_timeout_s=1.0, attempts=1)
     sessions = RedisSessionStore(
@@ -93,14 +49,6 @@ def build_ingestor(settings: Settings) -> EventIngestor:
         KeyLayout(settings.env_name),
     )
     return EventIngestor(KinesisEventPublisher(kinesis, settings.event_stream_name), sessions)
-
-
-class LogFailureSink:
-    """Used when no failure queue is configured: each report is an ERROR log line."""
-
-    def report(self, failures: Sequence[Mapping[str, Any]]) -> None:
-        for f in failures:
-            logger.error("poison record (no failure queue configured): %s", json.dumps(dict(f), default=str))
 
 
 #: Concurrent per-user conditional writes: a DynamoDB write is ~5 ms of waiting, so a batch of
@@ -113,7 +61,7 @@ UPDATER_WRITE_WORKERS = 16
 UPDATER_CHUNK_WORKERS = 3
 
 
-def updater_dynamodb_client(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> Any:
+def updater_dynamodb_client(settings: UpdaterSettings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> Any:
     """The updater's one DynamoDB client (shared by all writer threads; botocore clients are
     thread-safe). One HTTP connection per writer thread (botocore's default pool holds 10).
     No client-side parameter validation: DynamoDBUserFeatureStore builds every request itself,
@@ -126,27 +74,23 @@ def updater_dynamodb_client(settings: Settings, *, write_workers: int = UPDATER_
     return client
 
 
-def updater_user_store(settings: Settings, dynamodb: Any) -> UserFeatureStore:
+def updater_user_store(settings: UpdaterSettings, dynamodb: Any) -> UserFeatureStore:
     """The updater's user features: DynamoDB, behind the state cache unless it is turned off."""
     return with_state_cache(DynamoDBUserFeatureStore(dynamodb, settings.user_features_table), settings)
 
 
-def with_state_cache(store: UserFeatureStore, settings: Settings) -> UserFeatureStore:
+def with_state_cache(store: UserFeatureStore, settings: UpdaterSettings) -> UserFeatureStore:
     """`store` behind the user-state cache (USER_STATE_CACHE_USERS; 0: the store itself)."""
     if settings.user_state_cache_users:
         return CachedUserFeatureStore(store, settings.user_state_cache_users)
     return store
 
 
-def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> FeatureUpdater:
+def build_updater(settings: UpdaterSettings, *, write_workers: int = UPDATER_WRITE_WORKERS) -> FeatureUpdater:
     client = redis_client(settings, timeout_s=1.0)
     dynamodb = updater_dynamodb_client(settings, write_workers=write_workers)
     layout = KeyLayout(settings.env_name)
-    failures: FailureSink = (
-        SqsFailureSink(aws_client("sqs", settings), settings.failure_queue_url)
-        if settings.failure_queue_url
-        else LogFailureSink()
-    )
+    failures: FailureSink = SqsFailureSink(aws_client("sqs", settings), settings.failure_queue_url)
     return FeatureUpdater(
         updater_user_store(settings, dynamodb),
         RedisSessionStore(client, layout),
@@ -159,16 +103,17 @@ def build_updater(settings: Settings, *, write_workers: int = UPDATER_WRITE_WORK
     )
 
 
-def item_categories(settings: Settings) -> ItemCategories:
+def item_categories(settings: ModelSettings) -> ItemCategories:
     if settings.bundle_dir:
         locate = local_bundle_locator(Path(settings.bundle_dir))
     else:
+        bucket, pointer = settings.s3_pointer()
         cache = Path(tempfile.gettempdir()) / "recpipe-items"
         locate = s3_bundle_locator(
             aws_client("ssm", settings),
             aws_client("s3", settings, read_timeout_s=10.0),
-            settings.model_pointer_param,
-            settings.model_bucket,
+            pointer,
+            bucket,
             cache,
         )
     return ItemCategories(locate, refresh_s=settings.model_refresh_s)

@@ -52,12 +52,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from recpipe.config import load_settings
+    from recpipe.config import TrainingJobSettings, load_settings
     from recpipe.training import workflow
     from recpipe.training.wiring import build_deps
 
-    settings = load_settings({**os.environ, "MODEL_BUCKET": args.bucket})
-    deps = build_deps(settings, with_redis=False)
+    # The job's Environment (retrain.asl.json) names the environment, bucket and pointer.
+    settings = load_settings(TrainingJobSettings, {**os.environ, "MODEL_BUCKET": args.bucket})
+    deps = build_deps(settings)
     out = workflow.train(deps, args.run_id, args.version, progress=True)
     if args.model_dir:
         Path(args.model_dir).mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Builds the retrain workflow's dependencies from Settings (handlers, SageMaker entry, CLI).
+"""Builds the retrain workflow's dependencies from settings (handlers, SageMaker entry, CLI).
 
 Model bundles: S3 + SSM pointer, or a local directory of versions when RECPIPE_BUNDLE_DIR is
 set. Run artefacts: the model bucket's `runs/` prefix, or `work_dir`. Candidates: Redis.
@@ -7,19 +7,16 @@ Content: OpenSearch when OPENSEARCH_URL is set, else the in-process index in CON
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import boto3
-import redis
-from botocore.config import Config
-
 from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.adapters.s3_models import DirectoryModelStore, S3ModelStore
-from recpipe.config import ConfigError, Settings
+from recpipe.clients import batch_aws_client as aws_client
+from recpipe.clients import opensearch_client, redis_client
+from recpipe.config import ConfigError, ContentSettings, RetrainSettings, TrainingJobSettings
 from recpipe.ports import ContentIndexWriter
 from recpipe.redis_keys import KeyLayout
 from recpipe.training.runs import DirectoryRunStore, RunStore, S3RunStore
@@ -27,37 +24,11 @@ from recpipe.training.sources import default_loaders
 from recpipe.training.workflow import DataLoader, ModelRegistry, RetrainDeps
 
 
-def aws_client(service: str, settings: Settings) -> Any:
-    # Batch steps move bundles of tens of MB: generous timeouts, standard retries.
-    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"})
-    return boto3.client(service, endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[call-overload]
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    password = None
-    if settings.redis_auth_secret_arn:
-        raw = aws_client("secretsmanager", settings).get_secret_value(
-            SecretId=settings.redis_auth_secret_arn
-        )["SecretString"]
-        password = json.loads(raw).get("password", raw) if raw.lstrip().startswith("{") else raw
-    return redis.Redis.from_url(
-        settings.redis_url, password=password, socket_timeout=30, socket_connect_timeout=5
-    )
-
-
-def content_writer(settings: Settings) -> ContentIndexWriter | None:
-    if settings.opensearch_url:
-        from opensearchpy import OpenSearch
-
+def content_writer(settings: ContentSettings) -> ContentIndexWriter | None:
+    if settings.opensearch_url and settings.content_index_alias:
         from recpipe.adapters.content_index import OpenSearchContentIndexWriter
 
-        auth: Any = None
-        if settings.aws_endpoint_url is None and settings.opensearch_url.startswith("https://"):
-            from opensearchpy import Urllib3AWSV4SignerAuth
-
-            session = boto3.Session()
-            auth = Urllib3AWSV4SignerAuth(session.get_credentials(), session.region_name or "us-east-1", "es")
-        client = OpenSearch(hosts=[settings.opensearch_url], http_auth=auth, timeout=60)
+        client = opensearch_client(settings.opensearch_url, settings, timeout_s=60)
         return OpenSearchContentIndexWriter(client, settings.content_index_alias)
     if settings.content_index_dir:
         from recpipe.adapters.content_index import InProcessContentIndexWriter
@@ -66,14 +37,14 @@ def content_writer(settings: Settings) -> ContentIndexWriter | None:
     return None
 
 
-def content_access(settings: Settings, environ: Mapping[str, str] | None = None) -> Any:
+def content_access(settings: ContentSettings, environ: Mapping[str, str] | None = None) -> Any:
     """Callable that maps the scoring and indexing roles in OpenSearch FGAC, or None without
     OpenSearch. AWS calls (secret, caller identity) happen when called, not when wiring."""
     env = os.environ if environ is None else environ
     secret_arn = env.get("OPENSEARCH_AUTH_SECRET_ARN")
-    if not settings.opensearch_url or not secret_arn:
+    if not settings.opensearch_url or not settings.content_index_alias or not secret_arn:
         return None
-    url = settings.opensearch_url
+    url, alias = settings.opensearch_url, settings.content_index_alias
 
     def ensure() -> dict[str, str]:
         from opensearchpy import OpenSearch
@@ -93,15 +64,13 @@ def content_access(settings: Settings, environ: Mapping[str, str] | None = None)
         )
         secret = aws_client("secretsmanager", settings).get_secret_value(SecretId=secret_arn)["SecretString"]
         client = OpenSearch(hosts=[url], http_auth=master_credentials(secret), timeout=30)
-        roles = content_roles(
-            settings.env_name, settings.content_index_alias, reader_arn=reader, writer_arn=writer
-        )
+        roles = content_roles(settings.env_name, alias, reader_arn=reader, writer_arn=writer)
         return ContentIndexAccess(client, roles).ensure()
 
     return ensure
 
 
-def sns_notifier(settings: Settings) -> Any:
+def sns_notifier(settings: TrainingJobSettings) -> Any:
     sns = aws_client("sns", settings)
 
     def notify(topic_arn: str, subject: str, message: str) -> str:
@@ -111,10 +80,9 @@ def sns_notifier(settings: Settings) -> Any:
 
 
 def build_deps(
-    settings: Settings,
+    settings: TrainingJobSettings,
     *,
     work_dir: Path | None = None,
-    with_redis: bool = True,
     s3: Any = None,
     extra_loaders: Mapping[str, DataLoader] | None = None,
 ) -> RetrainDeps:
@@ -125,14 +93,17 @@ def build_deps(
     if settings.bundle_dir:
         models = DirectoryModelStore(Path(settings.bundle_dir))
     else:
-        models = S3ModelStore(
-            s3, aws_client("ssm", settings), settings.model_bucket, settings.model_pointer_param
-        )
+        models = S3ModelStore(s3, aws_client("ssm", settings), *settings.s3_pointer())
     runs: RunStore = (
-        DirectoryRunStore(work_dir) if work_dir is not None else S3RunStore(s3, settings.model_bucket)
+        DirectoryRunStore(work_dir) if work_dir is not None else S3RunStore(s3, str(settings.model_bucket))
     )
+    # The SageMaker job (TrainingJobSettings) never publishes candidates: no Redis there.
     candidates = (
-        RedisCandidateCache(redis_client(settings), KeyLayout(settings.env_name)) if with_redis else None
+        RedisCandidateCache(
+            redis_client(settings, timeout_s=30, connect_timeout_s=5), KeyLayout(settings.env_name)
+        )
+        if isinstance(settings, RetrainSettings)
+        else None
     )
     return RetrainDeps(
         runs=runs,
@@ -140,7 +111,11 @@ def build_deps(
         candidates=candidates,
         content=content_writer(settings),
         loaders={
-            **(default_loaders(s3, settings.model_bucket) if s3 is not None else default_loaders()),
+            **(
+                default_loaders(s3, settings.model_bucket)
+                if s3 is not None and settings.model_bucket
+                else default_loaders()
+            ),
             **(extra_loaders or {}),
         },
         notify=sns_notifier(settings),
