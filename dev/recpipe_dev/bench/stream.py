@@ -188,9 +188,9 @@ def free_port() -> int:
 
 
 #: The local stack's moto server (recpipe_dev.local.moto_app): TransactWriteItems' rollback copies
-#: the items it touches (moto as-is deep-copies the whole table per transaction item: seconds
-#: per 100-item request on a 1,000-user table, nothing like DynamoDB), plus DynamoDB fast paths
-#: that keep moto's answers. `--moto-transactions as-is` runs moto's own transactions.
+#: the items it touches (moto as-is deep-copies the whole table per transaction item, O(table)
+#: where DynamoDB is O(items), and puts the copies back on cancellation, undoing other clients'
+#: writes). `--moto-transactions as-is` runs moto's own transactions.
 @contextmanager
 def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
     """Yields a description; sets AWS_ENDPOINT_URL in server mode."""
