@@ -215,9 +215,9 @@ def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
         SERVER_CPU["moto_server"] = lambda: process_cpu_s(server.pid)
         note = (
             "; TransactWriteItems rollback copies the items it touches (moto as-is copies "
-            "the whole table per item); moto_app's DynamoDB fast paths (same answers)"
+            "the whole table per item)"
             if touched_items
-            else "; moto transactions as-is; moto_app's DynamoDB fast paths (same answers)"
+            else "; moto transactions as-is"
         )
         yield f"moto server at {server.url} (separate process, HTTP via {server.front}){note}"
 
