@@ -82,7 +82,9 @@ class RedisCandidateCache:
             version = _as_str(self._redis.get(self._keys.candidate_pointer()))
         except redis.RedisError as exc:
             raise _dependency_error(exc) from exc
-        self._pointer, self._pointer_read_at = version, now
+        # No version is not cached: while the cache is empty (being restored) each read looks
+        # again, so the restored pointer is seen at once rather than a pointer TTL later.
+        self._pointer, self._pointer_read_at = version, now if version is not None else float("-inf")
         return version
 
     def get(self, user_id: str) -> list[tuple[str, float]]:
