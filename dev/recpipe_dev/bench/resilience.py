@@ -18,6 +18,12 @@ Phases (each: steady lead-in, the fault for --fault-s, then recovery until the p
   dynamodb_paused         SIGSTOP the moto server
   slow_redis              the proxy delays every Redis reply past the read deadline
   corrupt_bundle          a new bundle version with a corrupt ranker is published (pointer switch)
+  kinesis_puts_failing    the event stream is deleted (puts fail) and created again
+In kinesis_puts_failing every 4th request is a POST /events of one event (IngestEventsFunction
+in the same workers); for those, "degraded" means the event was not accepted (rejected with
+"stream unavailable, retry"), and a good answer is a 202 that accepted it. The other phases send
+recommendation requests only: the moto server is both DynamoDB and Kinesis, so pausing it would
+also stall the event posts and mix two faults.
 Per phase: requests, 5xx, p50/p95/p99 ms, degraded_share, cf_share (answers carrying CF
 candidates), recovery_s (fault end -> first of 5 consecutive answers that are not degraded and
 carry CF candidates again, as long as the steady phase had them), and the workers' CPU ms per
@@ -33,7 +39,7 @@ it is delivered again to a fresh updater), the moto server is paused in the midd
 posted again (producer retries, new records), and finally the whole shard is delivered again
 from TRIM_HORIZON. Stored features are compared with the ground truth: sent, accepted (valid),
 applied (stored event counts), lost, double_applied, poison reported.
-Not covered yet: the Kinesis puts failing phase, and Kinesis itself (the shard is simulated in
+Not covered: Kinesis between the API and the updater in the stream part (the shard is simulated in
 process; the local KinesisPoller is tested in tests/integration/stream).
 """
 
@@ -66,7 +72,11 @@ PHASES = (
     "dynamodb_paused",
     "slow_redis",
     "corrupt_bundle",
+    "kinesis_puts_failing",
 )
+STREAM = "recpipe-resil-events"
+#: Every n-th request is a POST /events (one event) instead of a GET /recommendations.
+EVENTS_EVERY = 4
 #: template.yaml defaults: what a deployment runs.
 REQUEST_BUDGET_MS = 35
 READ_TIMEOUT_MS = 15
@@ -142,6 +152,7 @@ def serve(port: int, ready: Path) -> int:
 
     api = LocalApi()
     api.handler("recommend")  # init (bundle load, warm-up) before the first request
+    api.handler("ingest_events")
     server = LocalApiServer(api, port=port)
     server.start()
     ready.write_text("ready")
@@ -164,6 +175,7 @@ class Sample:
     degraded: bool
     cf: bool
     degraded_names: tuple[str, ...] = ()
+    events: bool = False
 
 
 @dataclass
@@ -175,9 +187,10 @@ class Phase:
     cpu_s: float = 0.0
 
 
-def _get(url: str) -> tuple[int, dict[str, Any]]:
+def _get(url: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, {}
@@ -186,19 +199,44 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 def drive(
-    urls: list[str], users: list[str], rate: float, seconds: float, *, phase: Phase, pool: ThreadPoolExecutor
+    urls: list[str],
+    users: list[str],
+    rate: float,
+    seconds: float,
+    *,
+    phase: Phase,
+    pool: ThreadPoolExecutor,
+    events_every: int = 0,
 ) -> None:
-    """Open loop: request n is sent at start + n / rate whatever the answers do."""
+    """Open loop: request n is sent at start + n / rate whatever the answers do; every
+    `events_every`-th is a POST /events (0 = none)."""
     start = time.monotonic()
     n, futures = 0, []
     while (due := start + n / rate) < start + seconds:
         time.sleep(max(0.0, due - time.monotonic()))
-        url = f"{urls[n % len(urls)]}/recommendations?user_id={users[n % len(users)]}&k=10"
+        base, user = urls[n % len(urls)], users[n % len(users)]
+        if events_every and n % events_every == events_every - 1:
+            event = {
+                "event_id": f"{phase.name}-{n}",
+                "user_id": user,
+                "item_id": "i1",
+                "type": "view",
+                "ts": time.time(),
+            }
+            url, data = f"{base}/events", json.dumps(event).encode()
+        else:
+            url, data = f"{base}/recommendations?user_id={user}&k=10", None
 
-        def one(url: str = url) -> None:
+        def one(url: str = url, data: bytes | None = data) -> None:
             t0 = time.monotonic()
-            status, body = _get(url)
+            status, body = _get(url, data)
             ms = (time.monotonic() - t0) * 1000
+            if data is not None:
+                refused = body.get("accepted") != 1
+                phase.samples.append(
+                    Sample(t0, ms, status, refused, False, ("events",) if refused else (), True)
+                )
+                return
             cf = any("cf" in i.get("sources", []) for i in body.get("items", []))
             names = tuple(body.get("degraded", ()))
             phase.samples.append(Sample(t0, ms, status, bool(names), cf, names))
@@ -224,7 +262,10 @@ def summarise(phase: Phase, cf_expected: bool) -> dict[str, Any]:
         after = sorted((s for s in phase.samples if s.sent >= phase.fault_end), key=lambda s: s.sent)
         run = 0
         for s in after:
-            good = s.status == 200 and not s.degraded and (s.cf or not cf_expected)
+            if s.events:
+                good = s.status == 202 and not s.degraded
+            else:
+                good = s.status == 200 and not s.degraded and (s.cf or not cf_expected)
             run = run + 1 if good else 0
             if run == RECOVERED_AFTER:
                 recovery = round(
@@ -238,7 +279,10 @@ def summarise(phase: Phase, cf_expected: bool) -> dict[str, Any]:
         "p95_ms": pct(ms, 95),
         "p99_ms": pct(ms, 99),
         "degraded_share": round(sum(s.degraded for s in phase.samples) / max(1, n), 3),
-        "cf_share": round(sum(s.cf for s in phase.samples) / max(1, n), 3),
+        # Of the recommendation answers.
+        "cf_share": round(
+            sum(s.cf for s in phase.samples) / max(1, sum(not s.events for s in phase.samples)), 3
+        ),
         "recovery_s": recovery if phase.fault_end else 0.0,
         "cpu_ms_per_request": round(phase.cpu_s * 1000 / max(1, n), 2),
         "degraded_by": dict(Counter(d for s in phase.samples for d in s.degraded_names).most_common()),
@@ -284,6 +328,7 @@ def stack(work: Path, workers: int) -> Iterator[dict[str, Any]]:
             "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
             "USER_FEATURES_TABLE": TABLE,
             "RECPIPE_BUNDLE_DIR": str(models),
+            "EVENT_STREAM_NAME": STREAM,
             "MODEL_REFRESH_S": "1",
             "REQUEST_BUDGET_MS": str(REQUEST_BUDGET_MS),
             "READ_TIMEOUT_MS": str(READ_TIMEOUT_MS),
@@ -302,6 +347,14 @@ def stack(work: Path, workers: int) -> Iterator[dict[str, Any]]:
             aws_secret_access_key="bench",
         )
         ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, TABLE))
+        kinesis = boto3.client(
+            "kinesis",
+            endpoint_url=moto.url,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        kinesis.create_stream(StreamName=STREAM, ShardCount=1)
         RedisCandidateCache(redis.Redis.from_url(redis_srv.url), KeyLayout(ENV_NAME)).publish(
             "resil-v1", result.candidates.items(), {"source": "bench"}
         )
@@ -344,6 +397,7 @@ def stack(work: Path, workers: int) -> Iterator[dict[str, Any]]:
             "models": models,
             "users": list(result.candidates.user_ids)[:200],
             "moto_url": moto.url,
+            "kinesis": kinesis,
         }
 
 
@@ -528,6 +582,10 @@ def inject(name: str, ctx: dict[str, Any], fault_s: float) -> None:
         ctx["proxy"].delay_s = 4 * READ_TIMEOUT_MS / 1000
         time.sleep(fault_s)
         ctx["proxy"].delay_s = 0.0
+    elif name == "kinesis_puts_failing":
+        ctx["kinesis"].delete_stream(StreamName=STREAM, EnforceConsumerDeletion=True)
+        time.sleep(fault_s)
+        ctx["kinesis"].create_stream(StreamName=STREAM, ShardCount=1)
     elif name == "corrupt_bundle":
         models: Path = ctx["models"]
         bad = models / "resil-v2"
@@ -564,7 +622,7 @@ def run(args: argparse.Namespace) -> int:
             "recovery_goal_s": 2.0,
         },
         "phases": {},
-        "not_covered": ["kinesis_puts_failing"],
+        "not_covered": ["kinesis_between_api_and_updater_in_the_stream_part"],
     }
     t_start = time.monotonic()
     with stack(work, args.workers) as ctx, ThreadPoolExecutor(64, thread_name_prefix="load") as pool:
@@ -583,7 +641,10 @@ def run(args: argparse.Namespace) -> int:
 
                 fault = threading.Thread(target=later, daemon=True)
                 fault.start()
-            drive(ctx["urls"], ctx["users"], args.rate, args.phase_s, phase=phase, pool=pool)
+            every = EVENTS_EVERY if name == "kinesis_puts_failing" else 0
+            drive(
+                ctx["urls"], ctx["users"], args.rate, args.phase_s, phase=phase, pool=pool, events_every=every
+            )
             if fault is not None:
                 fault.join()
             phase.cpu_s = sum(_cpu_s(p) for p in ctx["pids"]) - cpu0
