@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=300,
         help="events already folded into each user's stored state before the timed run (0 = new "
-        "users); past MAX_APPLIED_IDS (256) the state is at its steady-state size",
+        "users); with 50 recent items the state is near its steady-state size",
     )
     parser.add_argument(
         "--batch-size",

@@ -44,6 +44,10 @@ class KeyLayout:
     def candidate_version_pattern(self, version: str) -> str:
         return f"{self.prefix}cand:{version}:*"
 
+    def candidate_restore_lock(self) -> str:
+        """Held by the one scoring instance restoring an emptied cache from its bundle."""
+        return f"{self.prefix}cand-restore:lock"
+
     def candidate_versions(self) -> str:
         """Set of versions with lists written, so a publish that never completed is expired."""
         return f"{self.prefix}cand:versions"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recpipe.bundle import Neighbours, write_bundle
+from recpipe.bundle import CANDIDATES_NPZ, Neighbours, write_bundle
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
 from recpipe.domain.items import ItemTable
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
@@ -330,6 +330,8 @@ def train_bundle(
         )
         cand_path = out_dir / CANDIDATES_FILE
         candidates.save(cand_path)
+        # A copy travels with the bundle: serving restores an emptied candidate cache from it.
+        candidates.save(bundle_dir / CANDIDATES_NPZ)
     st.close()
     (out_dir / REPORT_FILE).write_text(
         json.dumps(
