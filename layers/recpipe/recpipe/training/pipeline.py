@@ -29,7 +29,17 @@ from recpipe.domain.catalogue import InteractionLog, ItemMeta
 from recpipe.domain.items import ItemTable
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
 from recpipe.training.candidates import CandidateLists
-from recpipe.training.cf import CFModel, fit_als, fit_bpr, neighbours, row_weights, top_n
+from recpipe.training.cf import (
+    CFModel,
+    ItemLinearModel,
+    fit_als,
+    fit_bpr,
+    fit_item_linear,
+    fused_top_n,
+    neighbours,
+    row_weights,
+)
+from recpipe.training.examples import ExampleLists, carve_out_lists, carve_out_mask
 from recpipe.training.history import (
     CandidatePolicy,
     Examples,
@@ -40,7 +50,7 @@ from recpipe.training.history import (
 )
 from recpipe.training.holdout import Holdout, holdout_user, rank, score
 from recpipe.training.item_table import build_item_table, item_universe
-from recpipe.training.ranker import RankerParams, export_tflite, train_ranker
+from recpipe.training.ranker import RankerParams, export_tflite, train_list_ranker
 
 CANDIDATES_FILE = "candidates.npz"
 REPORT_FILE = "train_report.json"
@@ -58,6 +68,10 @@ class TrainParams:
     bpr_iterations: int = 100
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
+    #: item-linear (EASE) candidate model over the `linear_head` most-interacted items
+    #: (0 = ALS alone); its lists lead, ALS fills users it does not reach
+    linear_head: int = 5000
+    linear_regularization: float = 200.0
     #: candidates published per user
     top_n: int = 200
     neighbours: int = 50
@@ -69,6 +83,11 @@ class TrainParams:
     negatives: int = 30
     #: replay only this many users' histories (None = all); big logs subsample here
     max_replay_users: int | None = None
+    #: carve-out lists (long-term taste): users sampled, share of their items held out, and
+    #: rows per training list (positives + sampled negatives of the serving pool)
+    carve_out_users: int = 2000
+    carve_out_ratio: float = 0.25
+    list_size: int = 100
     max_eval_users: int = 2000
     eval_k: int = 10
     policy: CandidatePolicy = field(default_factory=CandidatePolicy)
@@ -85,6 +104,9 @@ class TrainParams:
             neighbours=10,
             max_examples=300,
             negatives=10,
+            linear_head=500,
+            carve_out_users=100,
+            list_size=40,
             ranker=RankerParams(hidden=(16, 8), epochs=2, batch_size=256),
         )
 
@@ -162,6 +184,7 @@ class _Phase:
     model: CFModel
     items: ItemTable
     neighbours: Neighbours
+    linear: ItemLinearModel | None = None
 
 
 def _fit_phase(
@@ -199,13 +222,18 @@ def _fit_phase(
         raise ValueError(f"unknown cf_method {params.cf_method!r} (als or bpr)")
     table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
     idx, sim = neighbours(table.embeddings, params.neighbours)
-    return _Phase(model, table, Neighbours(indices=idx, scores=sim))
+    linear = None
+    if params.linear_head > 0:
+        linear = fit_item_linear(
+            window, n_users, len(item_ids), head=params.linear_head, regularization=params.linear_regularization
+        )
+    return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear)
 
 
 def _cf_lookup(phase: _Phase, users: npt.NDArray[np.int32], n: int) -> dict[int, list[tuple[str, float]]]:
     if not len(users):
         return {}
-    best, scores = top_n(phase.model, users, n)
+    best, scores = fused_top_n(phase.linear, phase.model, users, n)
     ids = phase.items.item_ids
     out: dict[int, list[tuple[str, float]]] = {}
     for row, u in enumerate(users.tolist()):
@@ -232,7 +260,7 @@ def train_bundle(
     if len(log) == 0:
         raise ValueError("cannot train on an empty interaction log")
     out_dir = Path(out_dir)
-    st = _Stages(progress, total=7)
+    st = _Stages(progress, total=8)
     rng = np.random.default_rng(p.seed)
 
     with st.stage("prepare"):
@@ -286,15 +314,25 @@ def train_bundle(
         if bar is not None:
             bar.close()
 
+    with st.stage("carve_out"):
+        lists = _next_event_lists(examples)
+        carved, carve_metrics = _carve_out(log, before_t2, item_ids, items, item_cats, p, rng)
+        lists.extend(carved)
+
     with st.stage("train_ranker"):
-        model, ranker_metrics = train_ranker(examples.x, examples.y, p.ranker)
-        probe = examples.x[: min(len(examples.x), 512)]
+        model, ranker_metrics = train_list_ranker(lists.x, lists.y, p.ranker)
+        probe = np.concatenate(lists.x)[:512]
         blob = export_tflite(model, probe)
 
     metrics: dict[str, Any] = {
         "ranker_examples": len(examples.x),
         "ranker_positives": int(examples.covered),
         "ranker_candidate_recall": round(examples.covered / max(examples.considered, 1), 4),
+        "ranker_lists_next_event": lists.count("next_event"),
+        "ranker_lists_carve_out": lists.count("carve_out"),
+        "carve_out_candidate_recall": round(
+            carve_metrics["carve_out_covered"] / max(carve_metrics["carve_out_positives"], 1.0), 4
+        ),
         **{k: round(v, 5) for k, v in ranker_metrics.items()},
     }
     with st.stage("evaluate"):
@@ -304,7 +342,7 @@ def train_bundle(
     with st.stage("cf_full"):
         final = _fit_phase(log, n_users, item_ids, items, p, end_ts=end_ts)
         active = np.flatnonzero(np.diff(final.model.user_items.indptr) > 0).astype(np.int32)
-        best, scores = top_n(final.model, active, p.top_n)
+        best, scores = fused_top_n(final.linear, final.model, active, p.top_n)
         candidates = CandidateLists([log.user_vocab[u] for u in active.tolist()], best, scores, item_ids)
 
     with st.stage("write_bundle"):
@@ -338,6 +376,84 @@ def train_bundle(
         )
     )
     return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages, holdout)
+
+
+def _next_event_lists(examples: Examples) -> ExampleLists:
+    """The replay's examples as lists (one chosen item and its sampled negatives each)."""
+    out = ExampleLists()
+    if not len(examples.group):
+        return out
+    cuts = np.flatnonzero(np.diff(examples.group)) + 1
+    for xs, ys in zip(np.split(examples.x, cuts), np.split(examples.y, cuts), strict=True):
+        out.add(xs, ys, "next_event")
+    return out
+
+
+def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
+    log: InteractionLog,
+    within: npt.NDArray[np.bool_],
+    item_ids: list[str],
+    catalogue: Sequence[ItemMeta],
+    item_cats: list[list[str]],
+    p: TrainParams,
+    rng: np.random.Generator,
+) -> tuple[ExampleLists, dict[str, float]]:
+    """Long-term-taste lists: hold out part of sampled users' items (rows in `within`), refit
+    CF on the rest, and label the pool of a request right after each user's last kept event."""
+    from recpipe.training.examples import ExampleBuilder
+
+    if p.carve_out_users <= 0 or not within.any():
+        return ExampleLists(), {"carve_out_positives": 0.0, "carve_out_covered": 0.0}
+    n_users = len(log.user_vocab)
+    rows = np.flatnonzero(within)
+    per_user = np.bincount(log.users[rows], minlength=n_users)
+    eligible = np.flatnonzero(per_user >= 2)
+    users = eligible
+    if len(users) > p.carve_out_users:
+        users = np.sort(rng.choice(users, p.carve_out_users, replace=False))
+    held = carve_out_mask(log.take(rows), users.astype(np.int64), p.carve_out_ratio, p.seed + 1)
+    held_full = np.zeros(len(log), np.bool_)
+    held_full[rows[held]] = True
+    kept = within & ~held_full
+    kept_log = log.take(np.flatnonzero(kept))
+    end = float(kept_log.ts[-1]) if len(kept_log) else 0.0
+    phase = _fit_phase(kept_log, n_users, item_ids, catalogue, p, end_ts=end)
+    cf = _cf_lookup(phase, users.astype(np.int32), p.policy.cf)
+    trending = TrendingWindow(kept_log.ts, kept_log.items, row_weights(kept_log), item_ids)
+    chosen = np.zeros(n_users, np.bool_)
+    chosen[users] = True
+    fold = np.flatnonzero(kept & chosen[log.users])
+    _, state = replay(
+        log,
+        fold,
+        np.zeros(len(fold), np.bool_),
+        items=phase.items,
+        neighbours=phase.neighbours,
+        categories_of=item_cats.__getitem__,
+        cf_of=lambda _u: [],
+        trending=trending,
+        policy=p.policy,
+        negatives=0,
+        seed=p.seed,
+    )
+    last = np.zeros(n_users)
+    np.maximum.at(last, log.users[fold], log.ts[fold])
+
+    def state_of(u: int) -> tuple[Any, list[Any], float]:
+        now = float(last[u]) + 1.0
+        return state.features.get(u), state.session_at(u, now), now
+
+    return carve_out_lists(
+        log,
+        held_full,
+        users.astype(np.int64),
+        builder=ExampleBuilder(phase.items, phase.neighbours, p.policy),
+        state_of=state_of,
+        cf_of=lambda u: cf.get(u, []),
+        trending_at=lambda now: trending.top(now, p.policy.trending),
+        list_size=p.list_size,
+        seed=p.seed + 2,
+    )
 
 
 def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage

@@ -34,6 +34,8 @@ class RankerParams:
     batch_size: int = 512
     learning_rate: float = 2e-3
     seed: int = 7
+    #: lists per gradient step (listwise training)
+    list_batch: int = 32
 
 
 def build_model(params: RankerParams) -> Any:
@@ -76,6 +78,62 @@ def train_ranker(
     )
     metrics = {f"train_{k}": float(v[-1]) for k, v in hist.history.items()}
     return model, metrics
+
+
+def train_list_ranker(
+    xs: list[npt.NDArray[np.float32]],
+    ys: list[npt.NDArray[np.float32]],
+    params: RankerParams,
+    *,
+    verbose: int = 0,
+) -> tuple[Any, dict[str, float]]:
+    """Listwise training: softmax cross-entropy over each list (labels normalised to sum to 1),
+    so the model learns the order within a request's pool, whatever the pool's size.
+
+    The scorer is one MLP over a feature row (standardised by a Normalization layer adapted on
+    the training rows, which travels inside the exported model); the list model applies it to
+    every row of a padded [lists, L, features] batch. The exported model is the scorer with a
+    sigmoid (order-preserving, scores in (0, 1) as MMR expects)."""
+    import keras
+
+    keep = [i for i, y in enumerate(ys) if float(y.sum()) > 0]
+    if not keep:
+        raise ValueError("no ranker training lists with a positive")
+    keras.utils.set_random_seed(params.seed)
+    width = max(len(ys[i]) for i in keep)
+    x = np.zeros((len(keep), width, N_FEATURES), np.float32)
+    y = np.zeros((len(keep), width), np.float32)
+    mask = np.zeros((len(keep), width), np.float32)
+    for row, i in enumerate(keep):
+        n = len(ys[i])
+        x[row, :n] = xs[i]
+        y[row, :n] = ys[i] / float(ys[i].sum())
+        mask[row, :n] = 1.0
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(np.concatenate([xs[i] for i in keep]))
+    layers = [norm] + [keras.layers.Dense(w, activation="relu") for w in params.hidden]
+    layers.append(keras.layers.Dense(1))
+
+    def logits(t: Any) -> Any:
+        for layer in layers:
+            t = layer(t)
+        return t
+
+    rows_in = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    scorer = keras.Model(rows_in, keras.layers.Activation("sigmoid", name="score")(logits(rows_in)))
+    lists_in = keras.Input(shape=(width, N_FEATURES), dtype="float32")
+    mask_in = keras.Input(shape=(width,), dtype="float32")
+    flat = keras.layers.Reshape((width,))(logits(lists_in))
+    masked = keras.layers.Lambda(lambda t: t[0] + (t[1] - 1.0) * 1e9)([flat, mask_in])
+    list_model = keras.Model([lists_in, mask_in], masked)
+    list_model.compile(
+        optimizer=keras.optimizers.Adam(params.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
+    hist = list_model.fit(
+        [x, mask], y, epochs=params.epochs, batch_size=params.list_batch, shuffle=True, verbose=verbose
+    )
+    return scorer, {"train_loss": float(hist.history["loss"][-1]), "train_lists": float(len(keep))}
 
 
 def keras_scores(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
