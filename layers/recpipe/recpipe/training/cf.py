@@ -166,7 +166,11 @@ def top_n(
 def neighbours(
     embeddings: npt.NDArray[np.float32], k: int
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]:
-    """Top-k cosine neighbours of every item from L2-normalised embeddings (-1 padded)."""
+    """Top-k cosine neighbours of every item from L2-normalised embeddings (-1 padded).
+
+    Scoring and selection run in implicit's C++ top-k, a block of items at a time."""
+    from implicit.cpu.topk import topk
+
     n = embeddings.shape[0]
     batch = _rows_per_block(n)
     k = max(0, min(k, n - 1))
@@ -174,22 +178,24 @@ def neighbours(
     sim = np.zeros((n, k), np.float16)
     if k == 0:
         return idx, sim
-    alive = np.abs(embeddings).sum(axis=1) > 0
+    emb = np.ascontiguousarray(embeddings, np.float32)
+    alive = np.abs(emb).sum(axis=1) > 0
+    dead = np.flatnonzero(~alive).astype(np.int32)
     for lo in range(0, n, batch):
-        s = embeddings[lo : lo + batch] @ embeddings.T
-        rows = np.arange(s.shape[0])
-        s[rows, lo + rows] = -np.inf  # never your own neighbour
-        s[:, ~alive] = -np.inf
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        best = np.take_along_axis(part, order, axis=1).astype(np.int32)
-        best_s = np.take_along_axis(ps, order, axis=1)
-        bad = ~np.isfinite(best_s) | (best_s <= 0) | ~alive[lo : lo + batch, None]
+        hi = min(lo + batch, n)
+        # k + 1, then drop the item itself (or the last one when it is not among them)
+        best, best_s = topk(emb, emb[lo:hi], k + 1, filter_items=dead if len(dead) else None, num_threads=0)
+        best = np.asarray(best, np.int64)
+        best_s = np.asarray(best_s, np.float32)
+        own = best == np.arange(lo, hi)[:, None]
+        own[~own.any(axis=1), -1] = True
+        best = best[~own].reshape(hi - lo, k).astype(np.int32)
+        best_s = best_s[~own].reshape(hi - lo, k)
+        bad = ~np.isfinite(best_s) | (best_s <= 0) | (best < 0) | ~alive[lo:hi, None]
         best[bad] = -1
         best_s[bad] = 0.0
-        idx[lo : lo + batch] = best
-        sim[lo : lo + batch] = best_s.astype(np.float16)
+        idx[lo:hi] = best
+        sim[lo:hi] = best_s.astype(np.float16)
     return idx, sim
 
 

@@ -14,8 +14,8 @@ Two kinds of examples are built with it (see docs/training.md):
 - next-event lists (`history.replay`): at a replayed event, the pool before the event, labelled
   with the item the user chose;
 - carve-out lists (`carve_out_lists`): part of each sampled user's items is held out, CF is
-  refitted without them, and the pool at the user's last kept event (+1 s, so the session is
-  live, as for a returning user) is labelled with the held-out items: long-term taste.
+  refitted without them, and the pool of a request a day after the user's last kept event (a
+  returning user: the session has expired) is labelled with the held-out items: long-term taste.
 """
 
 from __future__ import annotations
@@ -116,19 +116,17 @@ class ExampleLists:
         return sum(1 for k in self.kind if k == kind)
 
 
-def sample_list(
-    y: npt.NDArray[np.float32], size: int, rng: np.random.Generator
+def head_list(
+    cands: CandidateSet, head: int, others: int, rng: np.random.Generator
 ) -> npt.NDArray[np.int64]:
-    """Rows kept for one training list: every positive (at most size // 2) and random
-    negatives up to `size`."""
-    pos = np.flatnonzero(y > 0)
-    neg = np.flatnonzero(y <= 0)
-    if len(pos) > size // 2:
-        pos = rng.choice(pos, size // 2, replace=False)
-    n_neg = min(len(neg), size - len(pos))
-    if n_neg < len(neg):
-        neg = rng.choice(neg, n_neg, replace=False)
-    return np.concatenate([pos, neg]).astype(np.int64)
+    """Rows kept for a carve-out list: the CF head (CF rank < `head`), where the order of a
+    returning user's list is decided, and `others` random rows from the rest of the pool (so
+    the ranker also learns where session, trending and popular items stand against it)."""
+    in_head = (cands.cf_rank >= 0) & (cands.cf_rank < head)
+    rest = np.flatnonzero(~in_head)
+    if len(rest) > others:
+        rest = rng.choice(rest, others, replace=False)
+    return np.concatenate([np.flatnonzero(in_head), np.sort(rest)]).astype(np.int64)
 
 
 def carve_out_mask(
@@ -162,7 +160,8 @@ def carve_out_lists(
     state_of: Callable[[int], tuple[UserFeatures | None, list[SessionEntry], float]],
     cf_of: Callable[[int], Sequence[tuple[str, float]]],
     trending_at: Callable[[float], list[tuple[str, float]]],
-    list_size: int,
+    head: int,
+    others: int,
     seed: int,
 ) -> tuple[ExampleLists, dict[str, float]]:
     """One list per user: the pool of a request right after the user's last kept event,
@@ -185,8 +184,8 @@ def carve_out_lists(
         y = np.isin(cands.items, list(targets)).astype(np.float32)
         considered += len(targets)
         covered += int(y.sum())
-        if not y.any():
+        keep = head_list(cands, head, others, rng)
+        if not y[keep].any():
             continue
-        keep = sample_list(y, list_size, rng)
         out.add(x[keep], y[keep], "carve_out")
     return out, {"carve_out_positives": float(considered), "carve_out_covered": float(covered)}

@@ -53,6 +53,9 @@ from recpipe.training.item_table import build_item_table, item_universe
 from recpipe.training.ranker import RankerParams, export_tflite, train_list_ranker
 
 CANDIDATES_FILE = "candidates.npz"
+#: Carve-out lists are requests of a returning user: a day after the last kept event, so the
+#: session has expired and the list is about long-term taste (next-event lists have the session).
+RETURN_AFTER_S = 86400.0
 REPORT_FILE = "train_report.json"
 
 
@@ -80,14 +83,17 @@ class TrainParams:
     holdout_start: float = 0.9
     #: positive events sampled from the ranker window, and negatives kept per positive
     max_examples: int = 6000
-    negatives: int = 30
+    negatives: int = 200
     #: replay only this many users' histories (None = all); big logs subsample here
     max_replay_users: int | None = None
     #: carve-out lists (long-term taste): users sampled, share of their items held out, and
-    #: rows per training list (positives + sampled negatives of the serving pool)
+    #: rows per carve-out list: the CF head, and random others from the rest of the pool
     carve_out_users: int = 2000
     carve_out_ratio: float = 0.25
-    list_size: int = 100
+    #: independent carve-outs (each one CF refit), each over up to `carve_out_users` users
+    carve_out_folds: int = 3
+    carve_out_head: int = 100
+    carve_out_others: int = 50
     max_eval_users: int = 2000
     eval_k: int = 10
     policy: CandidatePolicy = field(default_factory=CandidatePolicy)
@@ -106,7 +112,8 @@ class TrainParams:
             negatives=10,
             linear_head=500,
             carve_out_users=100,
-            list_size=40,
+            carve_out_head=30,
+            carve_out_others=10,
             ranker=RankerParams(hidden=(16, 8), epochs=2, batch_size=256),
         )
 
@@ -316,11 +323,15 @@ def train_bundle(
 
     with st.stage("carve_out"):
         lists = _next_event_lists(examples)
-        carved, carve_metrics = _carve_out(log, before_t2, item_ids, items, item_cats, p, rng)
-        lists.extend(carved)
+        carve_metrics = {"carve_out_positives": 0.0, "carve_out_covered": 0.0}
+        for fold in range(p.carve_out_folds):
+            carved, fold_metrics = _carve_out(log, before_t2, item_ids, items, item_cats, p, rng, fold)
+            lists.extend(carved)
+            for name, value in fold_metrics.items():
+                carve_metrics[name] += value
 
     with st.stage("train_ranker"):
-        model, ranker_metrics = train_list_ranker(lists.x, lists.y, p.ranker)
+        model, ranker_metrics = train_list_ranker(lists.x, lists.y, p.ranker, kinds=lists.kind)
         probe = np.concatenate(lists.x)[:512]
         blob = export_tflite(model, probe)
 
@@ -397,9 +408,11 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
     item_cats: list[list[str]],
     p: TrainParams,
     rng: np.random.Generator,
+    fold: int = 0,
 ) -> tuple[ExampleLists, dict[str, float]]:
     """Long-term-taste lists: hold out part of sampled users' items (rows in `within`), refit
-    CF on the rest, and label the pool of a request right after each user's last kept event."""
+    CF on the rest, and label the pool of a request a day after each user's last kept event
+    (a returning user without a live session)."""
     from recpipe.training.examples import ExampleBuilder
 
     if p.carve_out_users <= 0 or not within.any():
@@ -411,7 +424,7 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
     users = eligible
     if len(users) > p.carve_out_users:
         users = np.sort(rng.choice(users, p.carve_out_users, replace=False))
-    held = carve_out_mask(log.take(rows), users.astype(np.int64), p.carve_out_ratio, p.seed + 1)
+    held = carve_out_mask(log.take(rows), users.astype(np.int64), p.carve_out_ratio, p.seed + 1 + 100 * fold)
     held_full = np.zeros(len(log), np.bool_)
     held_full[rows[held]] = True
     kept = within & ~held_full
@@ -440,7 +453,7 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
     np.maximum.at(last, log.users[fold], log.ts[fold])
 
     def state_of(u: int) -> tuple[Any, list[Any], float]:
-        now = float(last[u]) + 1.0
+        now = float(last[u]) + RETURN_AFTER_S
         return state.features.get(u), state.session_at(u, now), now
 
     return carve_out_lists(
@@ -451,8 +464,9 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
         state_of=state_of,
         cf_of=lambda u: cf.get(u, []),
         trending_at=lambda now: trending.top(now, p.policy.trending),
-        list_size=p.list_size,
-        seed=p.seed + 2,
+        head=p.carve_out_head,
+        others=p.carve_out_others,
+        seed=p.seed + 2 + 100 * fold,
     )
 
 
