@@ -48,7 +48,7 @@ from recpipe.training.history import (
     TrendingWindow,
     replay,
 )
-from recpipe.training.holdout import Holdout, holdout_user, rank, score
+from recpipe.training.holdout import PER_USER, Holdout, holdout_user, rank, score
 from recpipe.training.item_table import build_item_table, item_universe
 from recpipe.training.ranker import RankerParams, export_tflite, train_list_ranker
 
@@ -287,6 +287,15 @@ def train_bundle(
             replay_users = np.sort(rng.choice(replay_users, p.max_replay_users, replace=False))
         in_replay = np.zeros(n_users, bool)
         in_replay[replay_users] = True
+        # The holdout's users (active after T2, known before it) are replayed too, so the gate
+        # sees what the stores hold for each of them: up to max_eval_users (>= 500), all when fewer.
+        holdout_users = np.unique(log.users[~before_t2])
+        known_before = np.zeros(n_users, bool)
+        known_before[log.users[before_t2]] = True
+        holdout_users = holdout_users[known_before[holdout_users]]
+        if len(holdout_users) > p.max_eval_users:
+            holdout_users = np.sort(rng.choice(holdout_users, p.max_eval_users, replace=False))
+        in_replay[holdout_users] = True
 
     with st.stage("cf_ranker_window"):
         phase1 = _fit_phase(log.take(before_t1), n_users, item_ids, items, p, end_ts=t1)
@@ -496,6 +505,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         return {"eval_users": 0}, None
     if len(users) > p.max_eval_users:
         users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
+    cf_per_user: list[float] = []
     phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
     cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k))
     popular = np.argsort(-phase2.items.popularity, kind="stable")[: p.policy.popular].astype(np.int32)
@@ -530,15 +540,25 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         pop = [i for i in pop_list if phase2.items.index[i] not in seen][:k]
         cf_hr += hit_rate_at_k(cf_list, rel, k)
         cf_ndcg += ndcg_at_k(cf_list, rel, k)
+        cf_per_user.append(ndcg_at_k(cf_list, rel, k))
         pop_ndcg += ndcg_at_k(pop, rel, k)
     rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, blob)
     ranked = score(holdout, rankings, candidate_sets)
     holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
     n = float(len(users))
+    # the ranked lists against the candidates' own CF order, user by user (the gate's margin)
+    diff = np.asarray(ranked[PER_USER], np.float64) - np.asarray(cf_per_user, np.float64)
     return {
         "eval_users": int(n),
         f"hit_rate@{k}": ranked[f"hit_rate@{k}"],
         f"ndcg@{k}": ranked[f"ndcg@{k}"],
+        f"ndcg@{k}_se": ranked[f"ndcg@{k}_se"],
+        f"ranked_minus_cf_ndcg@{k}": round(float(diff.mean()), 5),
+        f"ranked_minus_cf_ndcg@{k}_se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 5)
+        if len(diff) > 1
+        else None,
+        PER_USER: ranked[PER_USER],
+        f"cf_{PER_USER}": [round(v, 5) for v in cf_per_user],
         f"cf_hit_rate@{k}": round(cf_hr / n, 5),
         f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
         f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
