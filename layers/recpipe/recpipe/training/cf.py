@@ -268,10 +268,11 @@ def fused_top_n(
     the linear model does not reach (users whose history lies outside the head), -1 padded.
 
     Scores: the linear score for the first part; below it, ALS items get the last linear score
-    times a decaying factor, so the list's score order is its rank order."""
+    times a decaying factor, so the list's score order is its rank order; then divided by the
+    user's best score."""
     als_i, als_s = top_n(model, users, n)
     if linear is None or not len(users):
-        return als_i, als_s
+        return als_i, _relative(als_s)
     n = min(n, model.item_factors.shape[0])
     out_i = np.full((len(users), n), -1, np.int32)
     out_s = np.zeros((len(users), n), np.float32)
@@ -301,5 +302,12 @@ def fused_top_n(
                 floor = float(scores_l[-1]) if m else 1.0
                 out_i[lo + row, m : m + len(extra)] = extra
                 out_s[lo + row, m : m + len(extra)] = floor * 0.5 / (1.0 + np.arange(len(extra)))
-    return out_i, out_s
+    return out_i, _relative(out_s)
+
+
+def _relative(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Each user's scores divided by the user's best (published lists hold scores in (0, 1],
+    which keep their precision in the cache's 5-decimal encoding)."""
+    top = scores.max(axis=1, keepdims=True) if scores.size else np.zeros((len(scores), 1), np.float32)
+    return np.where(top > 0, scores / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)
 

@@ -28,6 +28,7 @@ from recpipe.bundle import Neighbours, write_bundle
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
 from recpipe.domain.items import ItemTable
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.redis_keys import SCORE_DECIMALS
 from recpipe.training.candidates import CandidateLists
 from recpipe.training.cf import (
     CFModel,
@@ -244,8 +245,9 @@ def _cf_lookup(phase: _Phase, users: npt.NDArray[np.int32], n: int) -> dict[int,
     ids = phase.items.item_ids
     out: dict[int, list[tuple[str, float]]] = {}
     for row, u in enumerate(users.tolist()):
+        # as the candidate cache stores them (what serving reads back)
         out[u] = [
-            (ids[i], float(s))
+            (ids[i], round(float(s), SCORE_DECIMALS))
             for i, s in zip(best[row].tolist(), scores[row].tolist(), strict=True)
             if i >= 0
         ]
