@@ -84,8 +84,10 @@ def train_ranker(
     return model, metrics
 
 
-def _list_ndcg(scores: npt.NDArray[np.float32], y: npt.NDArray[np.float32], mask: npt.NDArray[np.float32], k: int) -> float:
-    """Mean binary nDCG@k of the lists' own orders (padding sorts last)."""
+def _list_ndcg(
+    scores: npt.NDArray[np.float32], y: npt.NDArray[np.float32], mask: npt.NDArray[np.float32], k: int
+) -> npt.NDArray[np.float64]:
+    """Binary nDCG@k of each list's order (padding sorts last)."""
     s = np.where(mask > 0, scores, -np.inf)
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
     gains = np.take_along_axis((y > 0).astype(np.float64), order, axis=1)
@@ -93,8 +95,7 @@ def _list_ndcg(scores: npt.NDArray[np.float32], y: npt.NDArray[np.float32], mask
     dcg = (gains * disc[: gains.shape[1]]).sum(axis=1)
     n_rel = np.minimum((y > 0).sum(axis=1), k)
     idcg = np.array([disc[:n].sum() for n in n_rel.tolist()])
-    ok = idcg > 0
-    return float((dcg[ok] / idcg[ok]).mean()) if ok.any() else 0.0
+    return np.where(idcg > 0, dcg / np.maximum(idcg, 1e-12), 0.0)
 
 
 def train_list_ranker(
@@ -113,8 +114,9 @@ def train_list_ranker(
     (`params.validation`) of the lists is held out; after each epoch the lists' nDCG@10 is
     measured there, per kind of list (`kinds`, e.g. next-event and carve-out: each situation
     counts equally), and the best epoch's weights are kept among the epochs that order no kind
-    of list worse than the CF prior alone (epoch 0), so training never ships a model that
-    orders held-out lists of either situation worse than its own start.
+    of list worse than the CF prior alone (epoch 0) by more than two standard errors, so
+    training never ships a model that orders held-out lists of either situation worse than
+    its own start.
     The exported model is the scorer with a sigmoid (order-preserving, scores in (0, 1))."""
     import keras
 
@@ -172,15 +174,30 @@ def train_list_ranker(
     share = {str(n): float(fit.sum()) / (len(names) * float(c)) for n, c in zip(names, counts, strict=True)}
     weight = np.asarray([share.get(str(g), 1.0) for g in kind], np.float32)
 
-    def val_ndcg() -> tuple[float, dict[str, float]]:
+    def val_lists() -> dict[str, npt.NDArray[np.float64]]:
         if not val.any():
-            return 0.0, {}
+            return {}
         s = np.asarray(list_model.predict([x[val], mask[val]], verbose=0, batch_size=256), np.float32)
-        per = {
+        return {
             g: _list_ndcg(s[kind[val] == g], y[val][kind[val] == g], mask[val][kind[val] == g], 10)
             for g in groups
         }
-        return float(np.mean(list(per.values()))), per
+
+    def val_ndcg() -> tuple[float, dict[str, float]]:
+        lists = val_lists()
+        per = {g: float(v.mean()) for g, v in lists.items()}
+        return (float(np.mean(list(per.values()))) if per else 0.0), per
+
+    prior_lists = val_lists()
+
+    def protects() -> bool:
+        """No kind of list is worse than under the CF prior by more than 2 standard errors."""
+        for g, now in val_lists().items():
+            diff = now - prior_lists[g]
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+            if float(diff.mean()) < -2.0 * se:
+                return False
+        return True
 
     start, per_start = val_ndcg()
     best = start
@@ -203,8 +220,7 @@ def train_list_ranker(
         if verbose:
             print(f"epoch {epoch}: loss {loss:.4f} validation ndcg@10 {per} (cf prior {per_start})")
         # an epoch that orders one kind of list worse than the CF prior does is never kept
-        protects = all(per[g] >= per_start[g] for g in groups)
-        if (score > best and protects) or not val.any():
+        if (score > best and protects()) or not val.any():
             best, best_epoch, best_weights, best_per = score, epoch, list_model.get_weights(), per
     list_model.set_weights(best_weights)
     return scorer, {
