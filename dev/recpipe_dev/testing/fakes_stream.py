@@ -16,8 +16,8 @@ from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import ConflictError, DependencyError, SessionEntry
 from recpipe.redis_keys import (
-    SESSION_TTL_S,
     SESSION_MAX_ITEMS,
+    SESSION_TTL_S,
     TRENDING_BUCKETS,
     TRENDING_HALF_LIFE_BUCKETS,
     trending_bucket_of,

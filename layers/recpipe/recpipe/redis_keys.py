@@ -67,7 +67,9 @@ def trending_bucket_of(ts: float) -> int:
 
 def encode_candidates(pairs: Sequence[tuple[str, float]]) -> bytes:
     """[(item_id, score), ...] best first -> compact JSON."""
-    return json.dumps([[i, round(float(s), SCORE_DECIMALS)] for i, s in pairs], separators=(",", ":")).encode()
+    return json.dumps(
+        [[i, round(float(s), SCORE_DECIMALS)] for i, s in pairs], separators=(",", ":")
+    ).encode()
 
 
 def decode_candidates(raw: bytes | str | None) -> list[tuple[str, float]]:

@@ -44,7 +44,11 @@ def _new_run(
     live = _live_on_holdout(trained_run)[PER_USER]
     shift = ndcg - sum(live) / len(live)
     mine = [v + shift + (noise if i % 2 else -noise) for i, v in enumerate(live)]
-    figures = {PER_USER: mine, CF_PER_USER: [v - 1.0 for v in live]} if per_user else {PER_USER: [], CF_PER_USER: []}
+    figures = (
+        {PER_USER: mine, CF_PER_USER: [v - 1.0 for v in live]}
+        if per_user
+        else {PER_USER: [], CF_PER_USER: []}
+    )
     report = {
         "version": "v2",
         "metrics": {**trained_run.result.metrics, "ndcg@10": ndcg, **figures},
@@ -107,9 +111,7 @@ def test_the_live_margin_is_two_standard_errors_of_the_paired_difference(
     noise = 0.2
     # the paired difference is shift +- noise: its SE is about noise / sqrt(n)
     _new_run(deps, trained_run, round(live, 5), noise=noise)
-    margin = paired_margin(
-        _json(deps)["metrics"][PER_USER], live_users
-    )
+    margin = paired_margin(_json(deps)["metrics"][PER_USER], live_users)
     assert margin is not None and margin > 0
     _new_run(deps, trained_run, round(live - 0.5 * margin, 5), noise=noise)
     inside = workflow.evaluate(deps, "v2", "v2", gate_margin=0.5)
@@ -123,7 +125,9 @@ def test_the_live_margin_is_two_standard_errors_of_the_paired_difference(
     assert "worse than live it-v1" in out["reason"] and "(2 SE) on the same holdout" in out["reason"]
     decision = json.loads(deps.runs.get_bytes("v2", workflow.DECISION_FILE))
     assert decision["publish"] is False and decision["live"] == live
-    assert decision["new"] == round(live - 3 * margin, 5) and decision["margin"] == pytest.approx(margin, abs=1e-4)
+    assert decision["new"] == round(live - 3 * margin, 5) and decision["margin"] == pytest.approx(
+        margin, abs=1e-4
+    )
 
 
 def test_without_per_user_figures_the_fixed_margin_applies_and_is_named(

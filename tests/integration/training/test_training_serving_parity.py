@@ -118,7 +118,9 @@ def test_training_vectors_equal_vectors_rebuilt_from_the_stores(
         assert dict(served_trending) == pytest.approx(dict(snap.trending), abs=1e-6)
 
         # the CF list in the candidate cache, the example's item table in a bundle
-        RedisCandidateCache(client, layout, pointer_ttl_s=0).publish(f"c{checked}", [(snap.user_id, list(snap.cf))], {})
+        RedisCandidateCache(client, layout, pointer_ttl_s=0).publish(
+            f"c{checked}", [(snap.user_id, list(snap.cf))], {}
+        )
         root = tmp_path / f"models-{checked}"
         write_bundle(
             root / "v1",

@@ -310,4 +310,3 @@ def _relative(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     which keep their precision in the cache's 5-decimal encoding)."""
     top = scores.max(axis=1, keepdims=True) if scores.size else np.zeros((len(scores), 1), np.float32)
     return np.where(top > 0, scores / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)
-

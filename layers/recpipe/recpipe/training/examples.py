@@ -116,9 +116,7 @@ class ExampleLists:
         return sum(1 for k in self.kind if k == kind)
 
 
-def head_list(
-    cands: CandidateSet, head: int, others: int, rng: np.random.Generator
-) -> npt.NDArray[np.int64]:
+def head_list(cands: CandidateSet, head: int, others: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
     """Rows kept for a carve-out list: the CF head (CF rank < `head`), where the order of a
     returning user's list is decided, and `others` random rows from the rest of the pool (so
     the ranker also learns where session, trending and popular items stand against it)."""
@@ -180,7 +178,9 @@ def carve_out_lists(
         if not targets:
             continue
         features, session, now = state_of(u)
-        cands, x, _ = builder.build(user=features, session=session, cf=cf_of(u), trending=trending_at(now), now=now)
+        cands, x, _ = builder.build(
+            user=features, session=session, cf=cf_of(u), trending=trending_at(now), now=now
+        )
         y = np.isin(cands.items, list(targets)).astype(np.float32)
         considered += len(targets)
         covered += int(y.sum())

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recpipe.bundle import Neighbours
-from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy, gather_candidates, user_view
+from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.domain.features import CandidateSet
 from recpipe.domain.items import ItemTable

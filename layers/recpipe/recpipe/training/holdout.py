@@ -25,7 +25,6 @@ from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
 from recpipe.training.history import SESSION_LIMIT, CandidatePolicy, gather_candidates
 from recpipe.training.ranker import tflite_scores
 
-
 #: Metrics key of the per-user nDCG@k list (what the gate's standard errors come from).
 PER_USER = "per_user_ndcg"
 

@@ -233,7 +233,11 @@ def _fit_phase(
     linear = None
     if params.linear_head > 0:
         linear = fit_item_linear(
-            window, n_users, len(item_ids), head=params.linear_head, regularization=params.linear_regularization
+            window,
+            n_users,
+            len(item_ids),
+            head=params.linear_head,
+            regularization=params.linear_regularization,
         )
     return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear)
 
