@@ -19,10 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from recpipe.bundle import Neighbours
+from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy, gather_candidates
 from recpipe.domain.features import FeatureAssembler, RequestContext, UserView
 from recpipe.domain.items import ItemTable
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
-from recpipe.training.history import SESSION_LIMIT, CandidatePolicy, gather_candidates
 from recpipe.training.ranker import tflite_scores
 
 #: Metrics key of the per-user nDCG@k list (what the gate's standard errors come from).
