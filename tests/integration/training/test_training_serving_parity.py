@@ -15,6 +15,7 @@ features must not move).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -46,6 +47,10 @@ def user_store(aws: None) -> DynamoDBUserFeatureStore:
     client = boto3.client("dynamodb")
     client.create_table(**dynamodb_create_args(load_template(), "UserFeaturesTable", TABLE))
     return DynamoDBUserFeatureStore(client, TABLE)
+
+
+def _at(t: float) -> Callable[[], float]:
+    return lambda: t
 
 
 class _Spy:
@@ -107,7 +112,7 @@ def test_training_vectors_equal_vectors_rebuilt_from_the_stores(
         session = sessions.recent(snap.user_id)
 
         # trending: every user's events of the last hour, counted by the stream path's store
-        trending = RedisTrendingStore(client, layout, clock=lambda s=snap: s.now)
+        trending = RedisTrendingStore(client, layout, clock=_at(snap.now))
         weights: dict[tuple[int, str], float] = {}
         for r in before[log.ts[before] >= snap.now - 3600].tolist():
             e = log.event(r)
@@ -147,7 +152,7 @@ def test_training_vectors_equal_vectors_rebuilt_from_the_stores(
                 timeout_s=5.0,
             )
             recommender = Recommender(
-                provider, reader, runner, budget_s=5.0, read_timeout_s=5.0, clock=lambda s=snap: s.now
+                provider, reader, runner, budget_s=5.0, read_timeout_s=5.0, clock=_at(snap.now)
             )
             req = RecommendationRequest.model_validate(
                 {

@@ -450,11 +450,11 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
     trending = TrendingWindow(kept_log.ts, kept_log.items, row_weights(kept_log), item_ids)
     chosen = np.zeros(n_users, np.bool_)
     chosen[users] = True
-    fold = np.flatnonzero(kept & chosen[log.users])
+    fold_rows = np.flatnonzero(kept & chosen[log.users])
     _, state = replay(
         log,
-        fold,
-        np.zeros(len(fold), np.bool_),
+        fold_rows,
+        np.zeros(len(fold_rows), np.bool_),
         items=phase.items,
         neighbours=phase.neighbours,
         categories_of=item_cats.__getitem__,
@@ -465,7 +465,7 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
         seed=p.seed,
     )
     last = np.zeros(n_users)
-    np.maximum.at(last, log.users[fold], log.ts[fold])
+    np.maximum.at(last, log.users[fold_rows], log.ts[fold_rows])
 
     def state_of(u: int) -> tuple[Any, list[Any], float]:
         now = float(last[u]) + RETURN_AFTER_S
