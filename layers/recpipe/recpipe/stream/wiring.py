@@ -108,7 +108,8 @@ def item_categories(settings: ModelSettings) -> ItemCategories:
         locate = local_bundle_locator(Path(settings.bundle_dir))
     else:
         bucket, pointer = settings.s3_pointer()
-        cache = Path(tempfile.gettempdir()) / "recpipe-items"
+        # This process's own directory (a version name is unique only within one bucket).
+        cache = Path(tempfile.mkdtemp(prefix="recpipe-items-"))
         locate = s3_bundle_locator(
             aws_client("ssm", settings),
             aws_client("s3", settings, read_timeout_s=10.0),
