@@ -100,9 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-workers", type=int, default=16, help="concurrent per-user writes")
     parser.add_argument(
         "--extra-batch-sizes",
-        default="100",
+        default="",
         help="also run the first write mode with these records per batch, comma-separated "
-        "(FeatureUpdaterBatchSize is a deploy parameter; '' = none)",
+        "(FeatureUpdaterBatchSize is a deploy parameter; e.g. 100; default none)",
     )
     parser.add_argument(
         "--chunk-workers",
@@ -112,10 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--write-modes",
-        default="transact,item",
+        default="transact",
         help="USER_FEATURES_WRITE_MODE values to run against DynamoDB, comma-separated; the first "
-        "is the headline events_per_s (transact: TransactWriteItems of up to 100 users; item: "
-        "one PutItem per user)",
+        "is the headline (transact, the template's default: TransactWriteItems of up to 100 users; "
+        "item: one PutItem per user, e.g. --write-modes transact,item)",
     )
     parser.add_argument("--history-templates", type=int, default=64, help="distinct histories to seed")
     parser.add_argument("--freshness", type=int, default=200, help="events timed for freshness (0 = skip)")
@@ -447,9 +447,10 @@ def run_updater(workload: Workload, updater: Any, label: str, write_mode: str) -
     # As functions/update_features does after building its updater (the workloads held here
     # are frozen along with it: they are the benchmark's, not the updater's).
     settle_gc()
-    for event in progress(workload.warmup_events, f"{label}: warm-up"):
-        updater.process(records_from_lambda_event(event))
     stats = getattr(updater.users, "stats", None)
+    # The warm-up fills the state cache; without one it would change nothing.
+    for event in progress(workload.warmup_events if stats is not None else [], f"{label}: warm-up"):
+        updater.process(records_from_lambda_event(event))
     cache_before = replace(stats) if stats is not None else None
     cached_users_at_start = len(updater.users) if stats is not None else None
     batch_ms = []

@@ -28,6 +28,10 @@ def test_bench_stream_writes_its_report(tmp_path: Path, monkeypatch: pytest.Monk
             # in-process moto copies the whole table per transaction item: a small population
             "--users",
             "30",
+            "--write-modes",
+            "transact,item",
+            "--extra-batch-sizes",
+            "100",
             "--warmup-events",
             "100",
             "--no-recommend",  # the POST -> /recommendations part trains a bundle (~20 s)
