@@ -647,6 +647,15 @@ def run(args: argparse.Namespace) -> int:
 
         # History goes in through the plain store: each run's cache starts empty, as in a new process.
         plain = DynamoDBUserFeatureStore(ddb, names[USER_FEATURES_TABLE])
+        # Seeding is set-up, not measured: a client that waits for the stand-in rather than the
+        # updater's (short timeouts, retries). moto ignores ClientRequestToken, so a retried
+        # transaction that had committed would come back as a conflict on a loaded machine.
+        from botocore.config import Config
+
+        seeder = DynamoDBUserFeatureStore(
+            boto3.client("dynamodb", config=Config(read_timeout=300, retries={"total_max_attempts": 1})),
+            names[USER_FEATURES_TABLE],
+        )
 
         def reset_stores() -> None:
             # Each run starts from an empty user table and Redis. Otherwise the moto server
@@ -659,7 +668,7 @@ def run(args: argparse.Namespace) -> int:
 
         by_mode = report["updater_dynamodb_by_write_mode"] = {}
         for mode in modes:
-            state_bytes = seed_history(workloads[mode], plain)
+            state_bytes = seed_history(workloads[mode], seeder)
             report["config"].setdefault("mean_state_bytes", state_bytes)
             by_mode[mode] = run_updater(
                 workloads[mode],
@@ -673,7 +682,7 @@ def run(args: argparse.Namespace) -> int:
             # Every user read from DynamoDB in every batch: the figure for a process that has
             # not seen its users recently (a cold start, or more active users than the cache).
             wl = workload_of(f"bench-{modes[0]}-nc", args.batch_size)
-            seed_history(wl, plain)
+            seed_history(wl, seeder)
             report["updater_dynamodb_without_state_cache"] = run_updater(
                 wl,
                 updater_with(plain, args.write_workers, modes[0]),
@@ -715,7 +724,7 @@ def run(args: argparse.Namespace) -> int:
             if str(size) in by_batch:
                 continue
             wl = workload_of(f"bench-{modes[0]}-b{size}", size)
-            seed_history(wl, plain)
+            seed_history(wl, seeder)
             by_batch[str(size)] = run_updater(
                 wl,
                 updater_with(store(), args.write_workers, modes[0]),
@@ -786,8 +795,13 @@ def measure_freshness(
     ingest, update = load("ingest_events"), load("update_features")
     template = json.loads((ROOT / "events" / "ingest_single.json").read_text())
     sessions = RedisSessionStore(client, layout)
+    # The observer is the benchmark's, not the product's: it waits for the stand-in.
+    import boto3
+    from botocore.config import Config
+
     users = DynamoDBUserFeatureStore(
-        aws_client("dynamodb", load_settings(UpdaterSettings)), names[USER_FEATURES_TABLE]
+        boto3.client("dynamodb", config=Config(read_timeout=60, retries={"total_max_attempts": 3})),
+        names[USER_FEATURES_TABLE],
     )
     poller = KinesisPoller(
         aws_client("kinesis", load_settings(UpdaterSettings)),
