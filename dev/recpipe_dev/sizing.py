@@ -32,35 +32,35 @@ CANDIDATE_ENTRY_BYTES = Figure(
 )
 #: A returning user's stored state (DynamoDB item) at its steady-state size.
 USER_STATE_BYTES = Figure(
-    3202,
+    3210,
     "bytes per user state (DynamoDB item, 256 applied event ids)",
     "recpipe bench stream: config.mean_state_bytes (bench/results/stream.json)",
 )
 #: The feature updater's own CPU per event (deployed defaults: batch 500, transact writes, state
 #: cache), measured in the updater process, so independent of the DynamoDB stand-in's speed.
 UPDATER_CPU_US_PER_EVENT = Figure(
-    390.9,
+    383.4,
     "updater CPU microseconds per event",
     "recpipe bench stream: headline.updater_cpu_us_per_event (bench/results/stream.json; 100,000 "
-    "Zipf users, measured at load average 8-9 on 2 cores, so on the high side)",
+    "Zipf users, measured at load average 4-7 on 2 cores; 391 at load 8-9)",
 )
 #: Events per conditional user write at the deployed batch size (several events of one user in a
 #: batch are folded into one write).
 EVENTS_PER_USER_WRITE = Figure(
-    1.52,
+    1.46,
     "events per DynamoDB user write (batch 500)",
     "recpipe bench stream: updater_dynamodb.events_per_user_write (bench/results/stream.json)",
 )
 #: Share of the updater's user-state reads served by its in-memory cache on a busy shard.
 STATE_CACHE_HIT_RATE = Figure(
-    0.5898,
+    0.6155,
     "user-state cache hit rate",
     "recpipe bench stream: headline.user_state_cache_hit_rate (bench/results/stream.json; the cache "
     "held 7,475 of its 20,000 users at the start, so a long-running shard's is higher)",
 )
 #: One Kinesis record (the ingest API writes one per event).
 EVENT_RECORD_BYTES = Figure(
-    158,
+    159,
     "bytes per Kinesis record",
     "recpipe bench stream: config.mean_record_bytes (bench/results/stream.json)",
 )
