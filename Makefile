@@ -8,7 +8,7 @@ ARGS ?=
 DATA ?= ../shared/datasets/ml-latest-small
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit test-integration test-e2e test-infra lint typecheck validate build demo bench evaluate deploy clean
+.PHONY: help venv test test-unit test-integration test-e2e test-infra test-training-container lint typecheck validate build demo bench evaluate deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -32,7 +32,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) lint ## lint, type check, unit, integration, infra and e2e tests
-	$(BIN)/pytest tests -q -p no:cacheprovider
+	$(BIN)/pytest tests -q -p no:cacheprovider --ignore=tests/training_container
+
+test-training-container: $(STAMP) ## the SageMaker training job in the image's Python and packages (cached in .cache/)
+	$(BIN)/pytest tests/training_container -q -s -p no:cacheprovider
 
 test-unit: $(STAMP) ## unit tests only (no network)
 	$(BIN)/pytest tests/unit -q

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "recpipe_dev.commands.evaluate",
     "bench": "recpipe_dev.commands.bench",
     "demo": "recpipe_dev.commands.demo",
+    "sizing": "recpipe_dev.commands.sizing",
 }
 
 

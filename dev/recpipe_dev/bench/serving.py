@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rss-catalogues",
         default="10000,50000,100000",
         help="catalogue sizes for the memory runs ('' = skip)",
+    )
+    parser.add_argument(
+        "--no-redis-tls",
+        dest="redis_tls",
+        action="store_false",
+        help="plain TCP to Redis (deployed: TLS; AUTH is always on)",
     )
     parser.add_argument("--users", type=int, default=20_000, help="users in the synthetic shop")
     parser.add_argument(
@@ -294,11 +301,14 @@ def worker(config_path: str, out_path: str) -> int:
 
     timings: list[dict[str, float]] = []
     degraded: dict[str, int] = {}
+    #: Per request: answered as a cold start, and with content-index candidates in its pool.
+    paths: list[tuple[bool, bool]] = []
     real = app.online.recommender.recommend
 
     def observed(request: Any) -> Any:
         r = real(request)
         timings.append(r.timings)
+        paths.append((bool(r.cold_start), r.source_counts.get("content", 0) > 0))
         for d in r.degraded:
             # "name: reason" with numbers stripped, so equal causes count together.
             why = "".join(ch for ch in r.failures.get(d, "")[:60] if not ch.isdigit())
@@ -324,6 +334,7 @@ def worker(config_path: str, out_path: str) -> int:
     def drive(users: Sequence[str], n: int, tag: str) -> tuple[list[float], list[dict[str, float]], float]:
         latencies: list[float] = []
         timings.clear()
+        paths.clear()
         t_all = time.perf_counter()
         for i in range(n):
             event = dict(template)
@@ -347,7 +358,14 @@ def worker(config_path: str, out_path: str) -> int:
         degraded.clear()
         cold_users = [f"bench-new-{i}" for i in range(cfg["cold_requests"])]
         lat, stages, wall = drive(cold_users, cfg["cold_requests"], "cold")
-        result["cold"] = {"latencies": lat, "stages": stages, "wall_s": wall, "degraded": dict(degraded)}
+        result["cold"] = {
+            "latencies": lat,
+            "stages": stages,
+            "wall_s": wall,
+            "degraded": dict(degraded),
+            "answered_as_cold_start": sum(c for c, _ in paths),
+            "with_content_index_candidates": sum(x for _, x in paths),
+        }
     result["rss_mb"], result["rss_peak_mb"] = rss_mb()
     Path(out_path).write_text(json.dumps(result))
     return 0
@@ -431,7 +449,11 @@ def run_worker(config: dict[str, Any], workdir: Path, name: str) -> dict[str, An
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # The parent's path too: the worker must run the same code as the parent.
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        },
         check=False,
     )
     if proc.returncode != 0:
@@ -475,7 +497,6 @@ def run(args: argparse.Namespace) -> int:
             "k": args.k,
             "requests": args.requests,
             "warmup": args.warmup,
-            "redis": "throw-away redis-server (local TCP)",
             "bundle_source": "local directory (RECPIPE_BUNDLE_DIR)",
             "content_index": "in-process (CONTENT_INDEX_DIR)",
             "machine_cpus": os.cpu_count(),
@@ -487,16 +508,35 @@ def run(args: argparse.Namespace) -> int:
     }
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="recpipe-bench-serving-") as tmp:
         workdir = Path(tmp)
-        redis_url = stack.enter_context(RedisServer(workdir / "redis")).url
+        # As ElastiCache is deployed: TLS (in-transit encryption, certificate verified against
+        # the CA made at start-up) and AUTH, the token read from Secrets Manager by the handler.
+        token = secrets.token_urlsafe(24)
+        redis_srv = stack.enter_context(RedisServer(workdir / "redis", tls=args.redis_tls, password=token))
+        redis_url = redis_srv.url
         moto_url, front = stack.enter_context(moto_server(workdir))
         report["setup"]["dynamodb"] = f"moto server in its own process (HTTP on localhost, {front})"
+        report["setup"]["redis"] = (
+            "throw-away redis-server, "
+            + ("TLS (rediss://, verified)" if args.redis_tls else "plain TCP")
+            + " + AUTH token from Secrets Manager (moto)"
+        )
+        from recpipe_dev.local.stack import aws_session
+
+        secret_arn = (
+            aws_session(moto_url)
+            .client("secretsmanager")
+            .create_secret(Name="recpipe-bench-redis-auth", SecretString=json.dumps({"password": token}))[
+                "ARN"
+            ]
+        )
         print("populating Redis and DynamoDB ...", flush=True)
         pop = populate(args, shop, redis_url, moto_url)
         report["setup"]["populate_s"] = pop["setup_s"]
         report["dependencies_direct"] = dependency_baseline(pop["users"], redis_url, moto_url)
         base_env = {
             "ENV_NAME": ENV_NAME,
-            "REDIS_URL": redis_url,
+            "REDIS_URL": redis_srv.url_without_password,
+            "REDIS_AUTH_SECRET_ARN": secret_arn,
             "AWS_ENDPOINT_URL": moto_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -526,7 +566,8 @@ def run(args: argparse.Namespace) -> int:
                 "k": args.k,
                 "warmup": args.warmup,
                 "requests": args.requests,
-                "cold_requests": max(50, args.requests // 5) if count == max(counts) else 0,
+                # New users (no CF list, no features): the content index + popularity path.
+                "cold_requests": max(50, args.requests // 5),
             }
             print(f"{count} candidates: {args.warmup} warm-up + {args.requests} requests ...", flush=True)
             res = run_worker(cfg, workdir, f"c{count}")
@@ -540,11 +581,13 @@ def run(args: argparse.Namespace) -> int:
             report["samples_ms"][str(count)] = bounded(known["latencies"])
             if "cold" in res:
                 cold = res["cold"]
-                report["cold_start_users"] = {
+                entry["cold_start_users"] = report["cold_start_users"] = {
                     "candidates": count,
                     **summary(cold["latencies"], cold["wall_s"]),
                     "stages": stage_summary(cold["stages"]),
                     "degraded_requests": cold["degraded"],
+                    "answered_as_cold_start": cold["answered_as_cold_start"],
+                    "with_content_index_candidates": cold["with_content_index_candidates"],
                 }
         report["in_process"] = {
             "what": "Recommender with in-memory stores (no network reads), same bundle, one fresh "
@@ -626,6 +669,7 @@ def run(args: argparse.Namespace) -> int:
 def print_report(report: dict[str, Any]) -> None:
     print(f"\nrecommendation handler (GET /recommendations, known users, k={report['setup']['k']})")
     print(f"{'candidates':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}   stage p99 ms")
+    print(f"redis: {report['setup'].get('redis')}")
     for count, e in report["by_candidates"].items():
         st = "  ".join(
             f"{s} {e['stages'][s]['p99_ms']:.3f}" for s in (*STAGES, "compute") if s in e["stages"]
@@ -633,11 +677,13 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"{count:>10} {e['p50_ms']:>8.3f} {e['p95_ms']:>8.3f} {e['p99_ms']:>8.3f} {e['requests_per_s']:>8.1f}   {st}"
         )
-    if "cold_start_users" in report:
-        c = report["cold_start_users"]
-        print(
-            f"cold-start users ({c['candidates']} candidates): p50 {c['p50_ms']:.3f}  p95 {c['p95_ms']:.3f}  p99 {c['p99_ms']:.3f} ms"
-        )
+        c = e.get("cold_start_users")
+        if c:
+            print(
+                f"{'cold':>10} {c['p50_ms']:>8.3f} {c['p95_ms']:>8.3f} {c['p99_ms']:>8.3f} {c['requests_per_s']:>8.1f}"
+                f"   new users: {c['answered_as_cold_start']}/{c['n']} answered as cold start, "
+                f"{c['with_content_index_candidates']} with content-index candidates"
+            )
     for count, e in report.get("in_process", {}).get("by_candidates", {}).items():
         st, cpu = e["stages"], e["main_thread_cpu"]
         print(

@@ -51,6 +51,8 @@ class _Shard:
     pending: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
     limit: int = 0  # current batch size limit (halved by bisecting)
+    #: When the oldest undelivered record was read (the batching window runs from here).
+    waiting_since: float | None = None
 
 
 @dataclass
@@ -77,6 +79,7 @@ class KinesisPoller:
         starting_position: str = "TRIM_HORIZON",
         function_timeout_s: float = 60.0,
         idle_sleep_s: float = 0.05,
+        batching_window_s: float = 0.0,
     ) -> None:
         self._kinesis = kinesis
         self._stream = stream_name
@@ -89,6 +92,9 @@ class KinesisPoller:
         self._starting_position = starting_position
         self._timeout_s = function_timeout_s
         self._idle_sleep_s = idle_sleep_s
+        # MaximumBatchingWindowInSeconds: a batch short of batch_size waits this long for more
+        # records, as the event source mapping does (0: deliver whatever is there).
+        self._window_s = batching_window_s
         self._shards: dict[str, _Shard] = {}
         self._stream_arn = ""
         self._stop = threading.Event()
@@ -126,7 +132,7 @@ class KinesisPoller:
         stats = PollStats()
         for shard in self._shards.values():
             self._fill(shard)
-            if shard.pending:
+            if shard.pending and self._batch_ready(shard):
                 self._deliver(shard, stats)
         for name in ("delivered", "checkpointed", "redelivered", "sent_to_failure_queue", "errors"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
@@ -155,6 +161,13 @@ class KinesisPoller:
                 )["ShardIterator"]
                 self._shards[sid] = _Shard(sid, it, limit=self._batch_size)
 
+    def _batch_ready(self, shard: _Shard) -> bool:
+        if not self._window_s or len(shard.pending) >= self._batch_size or shard.attempts:
+            return True
+        if shard.waiting_since is None:
+            shard.waiting_since = time.monotonic()
+        return time.monotonic() - shard.waiting_since >= self._window_s
+
     def _fill(self, shard: _Shard) -> None:
         if len(shard.pending) >= self._batch_size or shard.iterator is None:
             return
@@ -165,6 +178,7 @@ class KinesisPoller:
     # ---- the event source mapping's semantics -----------------------------------------------------
     def _deliver(self, shard: _Shard, stats: PollStats) -> None:
         batch = shard.pending[: max(1, min(shard.limit, self._batch_size))]
+        shard.waiting_since = None
         event = {"Records": [self._lambda_record(shard.shard_id, r) for r in batch]}
         stats.delivered += len(batch)
         context = PollerContext(deadline=time.monotonic() + self._timeout_s)

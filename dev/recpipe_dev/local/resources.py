@@ -102,6 +102,13 @@ def updater_batch_size(template: dict[str, Any] | None = None) -> int:
     return int(props["BatchSize"])
 
 
+def updater_batching_window_s(template: dict[str, Any] | None = None) -> float:
+    """FeatureUpdaterEventSource's MaximumBatchingWindowInSeconds: how long a batch short of
+    BatchSize waits for more records before the updater is invoked."""
+    props = resource(template or load_template(), "FeatureUpdaterEventSource")["Properties"]
+    return float(props.get("MaximumBatchingWindowInSeconds", 0))
+
+
 def dynamodb_create_args(template: dict[str, Any], logical_id: str, table_name: str) -> dict[str, Any]:
     props = resource(template, logical_id)["Properties"]
     args: dict[str, Any] = {

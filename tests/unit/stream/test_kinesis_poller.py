@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,3 +113,19 @@ def test_an_unknown_item_identifier_fails_the_whole_batch_and_retries_are_bounde
     assert stats.sent_to_failure_queue == 3
     assert sqs.messages[0]["KinesisBatchInfo"]["startSequenceNumber"] == "1000"
     assert sqs.messages[0]["KinesisBatchInfo"]["endSequenceNumber"] == "1002"
+
+
+def test_a_short_batch_waits_for_the_batching_window_and_a_full_one_does_not() -> None:
+    delivered: list[list[int]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        delivered.append(numbers(event))
+        return {"batchItemFailures": []}
+
+    short = KinesisPoller(FakeKinesis(3), "s", handler, batch_size=10, batching_window_s=0.05)
+    assert short.poll_once().delivered == 0  # 3 of 10 records: the window has just started
+    time.sleep(0.06)
+    assert short.poll_once().delivered == 3 and delivered == [[0, 1, 2]]
+
+    full = KinesisPoller(FakeKinesis(10), "s", handler, batch_size=10, batching_window_s=60.0)
+    assert full.poll_once().delivered == 10

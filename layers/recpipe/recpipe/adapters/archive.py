@@ -16,12 +16,13 @@ import gzip
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
+from recpipe.compat import UTC
 from recpipe.domain.catalogue import DEVICES, TYPE_CODE, InteractionLog, ItemMeta
 from recpipe.domain.events import EventRejected, parse_event
 from recpipe.ports import DependencyError, RetryableError

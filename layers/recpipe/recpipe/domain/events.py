@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recpipe.compat import StrEnum
 
 EVENT_SCHEMA_VERSION = 1
 MAX_BATCH_EVENTS = 500

@@ -12,11 +12,12 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from recpipe.compat import UTC
 from recpipe.domain.catalogue import TYPE_CODE, InteractionLog, ItemMeta
 from recpipe.domain.events import ID_PATTERN, EventType
 

@@ -7,6 +7,7 @@ the serving interpreter against Keras before it can enter a bundle.
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from dataclasses import dataclass
@@ -245,7 +246,9 @@ def export_tflite(model: Any, probe: npt.NDArray[np.float32]) -> bytes:
 
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
-        model.export(str(saved), verbose=False)
+        # The training image's Keras (3.4) has no `verbose`: it prints the endpoint summary.
+        quiet = {"verbose": False} if "verbose" in inspect.signature(model.export).parameters else {}
+        model.export(str(saved), **quiet)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         blob: bytes = converter.convert()
     expected = keras_scores(model, probe)

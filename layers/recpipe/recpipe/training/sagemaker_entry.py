@@ -29,8 +29,11 @@ from botocore.exceptions import ClientError
 
 #: The script-mode entry file SageMaker runs (HyperParameters.sagemaker_program).
 PROGRAM = "recpipe_train.py"
-#: Installed by the container before running PROGRAM (TensorFlow and boto3 are in the image).
+#: Installed by the container before running PROGRAM. TensorFlow, numpy, scipy and boto3 are in
+#: the image (tests/training_container/image-packages.txt); export_tflite verifies the model in
+#: the serving interpreter, so the job needs the Lambda layer's runtime too.
 REQUIREMENTS = (
+    "tflite-runtime==2.14.0",
     "implicit==0.7.3",
     "threadpoolctl>=3",
     "pydantic>=2.6,<3",

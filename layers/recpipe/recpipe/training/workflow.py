@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from recpipe.adapters.archive import catalogue_lines, parse_catalogue
 from recpipe.bundle import BundleError, load_bundle
+from recpipe.compat import UTC
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
 from recpipe.ports import ContentDoc, ContentIndexWriter, DependencyError, RetryableError
 from recpipe.training.gate import DEFAULT_MARGIN, decide

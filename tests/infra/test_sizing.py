@@ -1,0 +1,125 @@
+"""The deploy profiles carry the capacity their stated load needs (issue #16).
+
+samconfig.toml's dev and prod profiles each state a load (`# sized-for: ...`); `recpipe sizing`
+computes what that load needs from the measured figures; every parameter a profile deploys (its
+overrides, else the template's default) must meet it. The [default] profile deploys the
+template's defaults and is held to dev's load.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from recpipe_dev.sizing import DYNAMODB_TABLE_MAX_WCU, Load, node_usable_gib, size
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMCONFIG = ROOT / "samconfig.toml"
+
+
+def stated_loads() -> dict[str, Load]:
+    """{profile: load} from the `# sized-for:` comment above each profile's first section."""
+    loads: dict[str, Load] = {}
+    pending: dict[str, str] | None = None
+    for line in SAMCONFIG.read_text().splitlines():
+        m = re.match(r"#\s*sized-for:\s*(.+)$", line)
+        if m:
+            pending = dict(kv.split("=", 1) for kv in m.group(1).split())
+            continue
+        section = re.match(r"\[(\w+)\.", line)
+        if section and pending is not None:
+            loads[section.group(1)] = Load(
+                users=int(pending["users"]),
+                items=int(pending["items"]),
+                events_per_s=float(pending["events_per_s"]),
+                candidates=int(pending["candidates"]),
+                requests_per_s=float(pending["requests_per_s"]),
+            )
+            pending = None
+    return loads
+
+
+def deployed_parameters(template: dict[str, Any], profile: str) -> dict[str, str]:
+    params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
+    overrides = tomllib.loads(SAMCONFIG.read_text())[profile]["deploy"]["parameters"]["parameter_overrides"]
+    for item in [overrides] if isinstance(overrides, str) else overrides:
+        for kv in item.split():
+            key, value = kv.split("=", 1)
+            params[key] = value
+    return params
+
+
+def test_dev_and_prod_state_their_load() -> None:
+    assert set(stated_loads()) >= {"dev", "prod"}
+
+
+@pytest.mark.parametrize(("profile", "load_of"), [("dev", "dev"), ("prod", "prod"), ("default", "dev")])
+def test_profile_meets_the_sizing_for_its_load(template: dict[str, Any], profile: str, load_of: str) -> None:
+    p = deployed_parameters(template, profile)
+    load = stated_loads()[load_of]
+    load = Load(**{**load.__dict__, "request_budget_ms": float(p["RequestBudgetMs"])})
+    need = size(load)
+    short: list[str] = []
+
+    def at_least(name: str, have: float, wanted: float, why: str) -> None:
+        if have < wanted:
+            short.append(f"{name}={have:g} < {wanted:g} ({why})")
+
+    shards = int(p["EventStreamShards"])
+    at_least("EventStreamShards", shards, need["kinesis"]["EventStreamShards"], need["kinesis"]["why"])
+    updater = need["feature_updater"]
+    at_least(
+        "EventStreamShards x FeatureUpdaterParallelization",
+        shards * int(p["FeatureUpdaterParallelization"]),
+        updater["concurrency"],
+        updater["why"],
+    )
+    at_least(
+        "FeatureUpdaterMemorySize",
+        int(p["FeatureUpdaterMemorySize"]),
+        updater["FeatureUpdaterMemorySize"],
+        "one vCPU",
+    )
+    usable = node_usable_gib(p["CacheNodeType"])
+    assert usable is not None, f"unknown CacheNodeType {p['CacheNodeType']} (add it to recpipe_dev.sizing)"
+    at_least("CacheNodeType usable GiB", usable, need["redis"]["memory_gib"], need["redis"]["why"])
+    rec = need["recommend_lambda"]
+    at_least("RecommendMemorySize", int(p["RecommendMemorySize"]), rec["RecommendMemorySize"], "two bundles")
+    if int(p["ProvisionedConcurrency"]) > 0:
+        at_least(
+            "ProvisionedConcurrencyMax",
+            int(p["ProvisionedConcurrencyMax"]),
+            rec["ProvisionedConcurrency"],
+            rec["why"],
+        )
+    at_least("ApiThrottleRateLimit", int(p["ApiThrottleRateLimit"]), load.rps, "the API must admit the load")
+    at_least(
+        "DynamoDB on-demand table quota",
+        DYNAMODB_TABLE_MAX_WCU,
+        need["dynamodb"]["write_units_per_s"],
+        need["dynamodb"]["why"],
+    )
+    assert not short, f"{profile} falls short of its stated load {load}:\n" + "\n".join(short)
+
+
+def test_the_check_fails_a_profile_that_falls_short(template: dict[str, Any]) -> None:
+    """The old defaults (1 shard, cache.t4g.micro) at prod's load are caught."""
+    need = size(stated_loads()["prod"])
+    assert need["kinesis"]["EventStreamShards"] > 1
+    usable = node_usable_gib("cache.t4g.micro")
+    assert usable is not None and usable < need["redis"]["memory_gib"]
+
+
+def test_the_command_prints_the_table_and_names_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from recpipe_dev.cli import main
+
+    code = main(
+        ["sizing", "--users", "1000000", "--items", "100000", "--events-per-s", "5000", "--candidates", "200"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert re.search(r"EventStreamShards\s+7\b", out)
+    assert "recpipe bench retrain --sizes 10M" in out and "recpipe bench stream" in out
