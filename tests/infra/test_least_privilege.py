@@ -115,9 +115,15 @@ def test_scoring_function_can_only_read(resources: dict[str, Any]) -> None:
     by_name = {next(iter(p)): p[next(iter(p))] for p in policies if "Statement" not in p}
     assert by_name["DynamoDBReadPolicy"] == {"TableName": {"Ref": "UserFeaturesTable"}}
     assert by_name["S3ReadPolicy"] == {"BucketName": {"Ref": "ModelArtifactsBucket"}}
-    assert by_name["SSMParameterWithSlashPrefixReadPolicy"] == {
-        "ParameterName": {"Ref": "ModelPointerParameter"}
-    }
+    ssm_reads = [
+        p["SSMParameterWithSlashPrefixReadPolicy"]
+        for p in policies
+        if "SSMParameterWithSlashPrefixReadPolicy" in p
+    ]
+    assert ssm_reads == [
+        {"ParameterName": {"Ref": "ModelPointerParameter"}},
+        {"ParameterName": {"Ref": "ExperimentParameter"}},
+    ], "the model pointer and the experiment beside it, nothing else"
     (search,) = [s for p in policies for s in statements(p)]
     assert set(search["Action"]) <= {"es:ESHttpGet", "es:ESHttpPost", "es:ESHttpHead"}
 

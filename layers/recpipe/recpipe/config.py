@@ -41,6 +41,8 @@ class ModelSettings(BaseSettings):
 
     model_bucket: str | None = Field(None, alias="MODEL_BUCKET", min_length=1)
     model_pointer_param: str | None = Field(None, alias="MODEL_POINTER_PARAM", min_length=1)
+    #: SSM parameter holding the live experiment (traffic split); unset = no experiments.
+    experiment_param: str | None = Field(None, alias="EXPERIMENT_PARAM", min_length=1)
     #: Local bundle directory (skips S3): the local stack and benchmarks.
     bundle_dir: str | None = Field(None, alias="RECPIPE_BUNDLE_DIR", min_length=1)
     model_refresh_s: float = Field(60.0, alias="MODEL_REFRESH_S", ge=0)

@@ -28,8 +28,10 @@ class ConflictError(Exception):
 class CandidateCache(Protocol):
     def current_version(self) -> str | None: ...
 
-    def get(self, user_id: str) -> list[tuple[str, float]]:
-        """The user's CF candidates (best first) from the current version; [] when none."""
+    def get(self, user_id: str, version: str | None = None) -> list[tuple[str, float]]:
+        """The user's CF candidates (best first); [] when none. From `version` when it is a
+        complete published version (the one published with the served bundle), else from the
+        version the pointer names."""
         ...
 
 

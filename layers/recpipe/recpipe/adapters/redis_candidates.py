@@ -70,6 +70,9 @@ class RedisCandidateCache:
         self._clock = clock
         self._pointer: str | None = None
         self._pointer_read_at = float("-inf")
+        #: version -> (complete?, checked at): cached like the pointer, so reading the lists of
+        #: the served bundle's version costs no extra round trip per request.
+        self._complete: dict[str, tuple[bool, float]] = {}
 
     # ---- reads (online path) ---------------------------------------------------------------
     def current_version(self) -> str | None:
@@ -83,8 +86,24 @@ class RedisCandidateCache:
         self._pointer, self._pointer_read_at = version, now
         return version
 
-    def get(self, user_id: str) -> list[tuple[str, float]]:
-        version = self.current_version()
+    def _is_complete(self, version: str) -> bool:
+        now = self._clock()
+        known = self._complete.get(version)
+        if known is not None and now - known[1] < self._pointer_ttl_s:
+            return known[0]
+        try:
+            complete = bool(self._redis.exists(self._keys.candidate_version_meta(version)))
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+        if len(self._complete) > 64:  # a handful of live versions; never grows without bound
+            self._complete.clear()
+        self._complete[version] = (complete, now)
+        return complete
+
+    def get(self, user_id: str, version: str | None = None) -> list[tuple[str, float]]:
+        pointer = self.current_version()
+        if version is None or (version != pointer and not self._is_complete(version)):
+            version = pointer
         if version is None:
             return []
         try:

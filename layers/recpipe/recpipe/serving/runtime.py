@@ -84,6 +84,7 @@ def bundle_source(settings: ModelSettings) -> BundleSource:
         aws_client("ssm", settings, read_timeout_s=1.0),
         bucket=bucket,
         pointer_param=pointer,
+        experiment_param=settings.experiment_param,
     )
     return StoreBundleSource(store, Path(tempfile.gettempdir()) / "recpipe-bundles")
 

@@ -93,7 +93,12 @@ def build_deps(
     if settings.bundle_dir:
         models = DirectoryModelStore(Path(settings.bundle_dir))
     else:
-        models = S3ModelStore(s3, aws_client("ssm", settings), *settings.s3_pointer())
+        models = S3ModelStore(
+            s3,
+            aws_client("ssm", settings),
+            *settings.s3_pointer(),
+            experiment_param=settings.experiment_param,
+        )
     runs: RunStore = (
         DirectoryRunStore(work_dir) if work_dir is not None else S3RunStore(s3, str(settings.model_bucket))
     )
