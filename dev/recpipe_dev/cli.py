@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "recpipe_dev.commands.evaluate",
     "bench": "recpipe_dev.commands.bench",
     "demo": "recpipe_dev.commands.demo",
+    "experiment": "recpipe_dev.commands.experiment",
 }
 
 

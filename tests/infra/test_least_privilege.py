@@ -17,6 +17,7 @@ EXPECTED_POLICIES: dict[str, set[str]] = {
         "SSMParameterWithSlashPrefixReadPolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
         "Sid:QueryContentIndex",
+        "Sid:LogImpressions",
     },
     "IngestEventsFunction": {"AWSSecretsManagerGetSecretValuePolicy", "Sid:PutEvents"},
     "FeatureUpdaterFunction": {
@@ -124,8 +125,11 @@ def test_scoring_function_can_only_read(resources: dict[str, Any]) -> None:
         {"ParameterName": {"Ref": "ModelPointerParameter"}},
         {"ParameterName": {"Ref": "ExperimentParameter"}},
     ], "the model pointer and the experiment beside it, nothing else"
-    (search,) = [s for p in policies for s in statements(p)]
+    search, impressions = [s for p in policies for s in statements(p)]
     assert set(search["Action"]) <= {"es:ESHttpGet", "es:ESHttpPost", "es:ESHttpHead"}
+    # Its one write: served lists to the impression archive stream.
+    assert impressions["Action"] == ["firehose:PutRecordBatch"]
+    assert impressions["Resource"] == {"Fn::GetAtt": ["ImpressionArchiveFirehose", "Arn"]}
 
 
 def test_event_intake_can_only_put_records_on_the_event_stream(resources: dict[str, Any]) -> None:

@@ -313,6 +313,8 @@ class LocalStack:
             "FAILURE_QUEUE_URL": resources[FAILURE_QUEUE],
             "MODEL_BUCKET": resources[MODEL_BUCKET],
             "ARCHIVE_BUCKET": resources[ARCHIVE_BUCKET],
+            # No Firehose locally: the scoring function writes impression batches to the bucket.
+            "IMPRESSION_ARCHIVE_BUCKET": resources[ARCHIVE_BUCKET],
             "RETRAIN_TOPIC_ARN": resources[RETRAIN_TOPIC],
             "MODEL_POINTER_PARAM": resources[MODEL_POINTER],
             "EXPERIMENT_PARAM": resources[EXPERIMENT],

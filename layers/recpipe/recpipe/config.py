@@ -105,6 +105,10 @@ class RecommendSettings(ApiSettings, RedisSettings, ModelSettings, ContentSettin
     #: Leave out items the user already interacted with (training never offers them, so the
     #: ranker never learnt to score them); false for "buy it again" style rails.
     exclude_seen: bool = Field(True, alias="EXCLUDE_SEEN")
+    #: Where served lists are logged as impressions: a Firehose delivery stream (AWS), or the
+    #: archive bucket directly (local stack). Neither set: impressions are not logged.
+    impression_stream_name: str | None = Field(None, alias="IMPRESSION_STREAM_NAME", min_length=1)
+    impression_bucket: str | None = Field(None, alias="IMPRESSION_ARCHIVE_BUCKET", min_length=1)
 
 
 class IngestSettings(ApiSettings, RedisSettings):

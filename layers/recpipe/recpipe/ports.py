@@ -167,3 +167,11 @@ class BatchUserFeatureWriter(Protocol):
         """(features, expected_version) per distinct user -> per user: the stored features,
         ConflictError (version changed) or DependencyError/RetryableError."""
         ...
+
+
+# ---- feedback loop ----------------------------------------------------------------------------
+class ImpressionWriter(Protocol):
+    def write(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str]]:
+        """Deliver impression records to the archive. Returns the records that still failed,
+        with the reason (never raises for a partial failure)."""
+        ...

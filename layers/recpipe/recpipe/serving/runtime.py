@@ -16,6 +16,7 @@ from recpipe.clients import aws_client, opensearch_client, redis_client
 from recpipe.config import ModelSettings, RecommendSettings
 from recpipe.ports import CandidateCache, ContentIndex, SessionStore, TrendingStore, UserFeatureStore
 from recpipe.redis_keys import KeyLayout
+from recpipe.serving.impressions import ImpressionLog
 from recpipe.serving.model_provider import (
     BundleSource,
     LocalBundleSource,
@@ -24,7 +25,7 @@ from recpipe.serving.model_provider import (
     StoreBundleSource,
 )
 from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
-from recpipe.serving.recommender import Recommender
+from recpipe.serving.recommender import RecommendationResult, Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,20 @@ class OnlinePath:
     init_ms: float = 0.0
     #: Part of init_ms spent warming up (first calls to each dependency, one request).
     warm_up_ms: float = 0.0
+    #: Served lists go to the archive from here (None: not configured).
+    impressions: ImpressionLog | None = None
+
+    def log_impression(self, result: RecommendationResult) -> None:
+        """Buffer the served list (no I/O here: a background thread writes batches)."""
+        if self.impressions is not None and result.items:
+            self.impressions.record(
+                recommendation_id=result.recommendation_id,
+                user_id=result.user_id,
+                model_version=result.model_version,
+                experiment=result.experiment,
+                variant=result.variant,
+                items=result.items,
+            )
 
     def health(self, runner_timeout_s: float = 0.05) -> dict[str, Any]:
         """Model loaded and each dependency's status, each probe under a short deadline."""
@@ -87,6 +102,20 @@ def bundle_source(settings: ModelSettings) -> BundleSource:
         experiment_param=settings.experiment_param,
     )
     return StoreBundleSource(store, Path(tempfile.gettempdir()) / "recpipe-bundles")
+
+
+def impression_log(settings: RecommendSettings) -> ImpressionLog | None:
+    if settings.impression_stream_name:
+        from recpipe.adapters.impressions import FirehoseImpressionWriter
+
+        firehose = aws_client("firehose", settings, read_timeout_s=5.0)
+        return ImpressionLog(FirehoseImpressionWriter(firehose, settings.impression_stream_name))
+    if settings.impression_bucket:
+        from recpipe.adapters.impressions import S3ImpressionWriter
+
+        s3 = aws_client("s3", settings, read_timeout_s=5.0)
+        return ImpressionLog(S3ImpressionWriter(s3, settings.impression_bucket))
+    return None
 
 
 def content_index(settings: RecommendSettings, timeout_s: float) -> ContentIndex | None:
@@ -141,6 +170,7 @@ def build_online_path(
     on_model_event: ModelEventSink | None = None,
     background_refresh: bool = True,
     warm: bool = True,
+    impressions: ImpressionLog | None = None,
 ) -> OnlinePath:
     t0 = time.perf_counter()
     deps = dependencies if dependencies is not None else aws_dependencies(settings)
@@ -195,4 +225,5 @@ def build_online_path(
         settings=settings,
         init_ms=(time.perf_counter() - t0) * 1000.0,
         warm_up_ms=warm_up_ms,
+        impressions=impressions if impressions is not None else impression_log(settings),
     )
