@@ -50,6 +50,8 @@ class ImpressionLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
+        #: Held only to append or take a batch (never during I/O): keeps the drop count exact.
+        self._buffer_lock = threading.Lock()
         self.recorded = 0
         self.written = 0
         self.failed = 0
@@ -80,10 +82,12 @@ class ImpressionLog:
             variant=variant,
             items=items,
         )
-        if len(self._buffer) == self._buffer.maxlen:
-            self.dropped += 1  # the writer is behind or failing: the oldest record goes
-        self._buffer.append(impression.to_record())  # deque.append is atomic
-        self.recorded += 1
+        body = impression.to_record()
+        with self._buffer_lock:
+            if len(self._buffer) == self._buffer.maxlen:
+                self.dropped += 1  # the writer is behind or failing: the oldest record goes
+            self._buffer.append(body)
+            self.recorded += 1
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
@@ -110,8 +114,9 @@ class ImpressionLog:
         with self._write_lock:
             while self._buffer:
                 batch: list[dict[str, Any]] = []
-                while self._buffer and len(batch) < self.batch_size:
-                    batch.append(self._buffer.popleft())
+                with self._buffer_lock:
+                    while self._buffer and len(batch) < self.batch_size:
+                        batch.append(self._buffer.popleft())
                 try:
                     failures = self.writer.write(batch)
                 except Exception as exc:  # an adapter bug must not kill the thread
