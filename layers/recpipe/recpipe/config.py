@@ -109,6 +109,9 @@ class RecommendSettings(ApiSettings, RedisSettings, ModelSettings, ContentSettin
     #: archive bucket directly (local stack). Neither set: impressions are not logged.
     impression_stream_name: str | None = Field(None, alias="IMPRESSION_STREAM_NAME", min_length=1)
     impression_bucket: str | None = Field(None, alias="IMPRESSION_ARCHIVE_BUCKET", min_length=1)
+    #: Seconds between the background thread's writes (also: at most this much is lost when a
+    #: container is shut down with impressions still buffered).
+    impression_flush_s: float = Field(5.0, alias="IMPRESSION_FLUSH_S", gt=0, le=300)
 
 
 class IngestSettings(ApiSettings, RedisSettings):
@@ -141,6 +144,11 @@ class TrainingJobSettings(ModelSettings, ContentSettings):
 class RetrainSettings(TrainingJobSettings, RedisSettings):
     """The retrain workflow's Lambda steps and `recpipe retrain`: also publishes candidates to
     Redis and content to the index."""
+
+    #: How long a superseded version's candidate lists stay in Redis, restorable by
+    #: `recpipe rollback` (bundles and content-index versions are kept longer by their stores).
+    #: Redis holds up to this many days of published versions: size the cache for it.
+    published_retention_days: float = Field(7.0, alias="PUBLISHED_RETENTION_DAYS", gt=0, le=90)
 
 
 S = TypeVar("S", bound=BaseSettings)

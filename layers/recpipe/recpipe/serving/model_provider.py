@@ -340,20 +340,20 @@ class ModelProvider:
             return
         if experiment is None:
             if self._split is not None:
-                self.on_event("experiment_ended", {"name": self._split.assigner.experiment.name})
+                self.on_event("experiment_ended", {"experiment": self._split.assigner.experiment.name})
             self._split, self._experiment_seen = None, None
             return
         models: dict[str, LoadedModel] = {}
         for version in experiment.bundles:
             model = self._load(version)
             if model is None:  # never half-applied: everyone keeps the pointer's model
-                self.on_event("experiment_not_applied", {"name": experiment.name, "bundle": version})
+                self.on_event("experiment_not_applied", {"experiment": experiment.name, "bundle": version})
                 self._experiment_seen = experiment
                 return
             models[version] = model
         self._split, self._experiment_seen = _LiveSplit(Assigner(experiment), models), experiment
         gc.freeze()
-        self.on_event("experiment_live", {"name": experiment.name, "split": experiment.split()})
+        self.on_event("experiment_live", {"experiment": experiment.name, "split": experiment.split()})
 
     def _reject(self, version: str, reason: str) -> None:
         self._failed[version] = reason

@@ -109,12 +109,17 @@ def impression_log(settings: RecommendSettings) -> ImpressionLog | None:
         from recpipe.adapters.impressions import FirehoseImpressionWriter
 
         firehose = aws_client("firehose", settings, read_timeout_s=5.0)
-        return ImpressionLog(FirehoseImpressionWriter(firehose, settings.impression_stream_name))
+        return ImpressionLog(
+            FirehoseImpressionWriter(firehose, settings.impression_stream_name),
+            flush_interval_s=settings.impression_flush_s,
+        )
     if settings.impression_bucket:
         from recpipe.adapters.impressions import S3ImpressionWriter
 
         s3 = aws_client("s3", settings, read_timeout_s=5.0)
-        return ImpressionLog(S3ImpressionWriter(s3, settings.impression_bucket))
+        return ImpressionLog(
+            S3ImpressionWriter(s3, settings.impression_bucket), flush_interval_s=settings.impression_flush_s
+        )
     return None
 
 

@@ -105,7 +105,9 @@ def build_deps(
     # The SageMaker job (TrainingJobSettings) never publishes candidates: no Redis there.
     candidates = (
         RedisCandidateCache(
-            redis_client(settings, timeout_s=30, connect_timeout_s=5), KeyLayout(settings.env_name)
+            redis_client(settings, timeout_s=30, connect_timeout_s=5),
+            KeyLayout(settings.env_name),
+            retention_s=int(settings.published_retention_days * 86400),
         )
         if isinstance(settings, RetrainSettings)
         else None
