@@ -12,7 +12,7 @@ from recpipe_dev.local.redis_server import free_port
 SMALL = ["--users", "600", "--items", "500", "--events", "20000", "--requests", "30"]
 
 
-def _demo(tmp_path: Path, *args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
+def _demo(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("REDIS_URL", None)
     return subprocess.run(
