@@ -58,6 +58,8 @@ class ImpressionLog:
         self.written = 0
         self.failed = 0
         self.dropped = 0
+        #: CPU the writes cost (encoding, the writer's requests): the product's own cost.
+        self.flush_cpu_s = 0.0
         self.last_error: str | None = None
         self._thread: threading.Thread | None = None
         if start:
@@ -93,13 +95,14 @@ class ImpressionLog:
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         return {
             "recorded": self.recorded,
             "written": self.written,
             "failed": self.failed,
             "dropped": self.dropped,
             "buffered": len(self._buffer),
+            "flush_cpu_ms": round(self.flush_cpu_s * 1000.0, 1),
         }
 
     # ---- background ------------------------------------------------------------------------
@@ -113,6 +116,7 @@ class ImpressionLog:
         """Write everything buffered now (the background thread; tests and shutdown). Returns
         records delivered."""
         delivered = 0
+        cpu0 = time.thread_time()
         with self._write_lock:
             while self._buffer:
                 batch: list[dict[str, Any]] = []
@@ -129,6 +133,7 @@ class ImpressionLog:
                     logger.warning("impressions not delivered: %d (%s)", len(failures), self.last_error)
                 self.written += len(batch) - len(failures)
                 delivered += len(batch) - len(failures)
+        self.flush_cpu_s += time.thread_time() - cpu0
         return delivered
 
     def close(self, timeout_s: float = 5.0) -> None:
