@@ -11,6 +11,7 @@ from recpipe.config import IngestSettings, load_settings
 from recpipe.handler_kit.api import JSON, api_resolver
 from recpipe.handler_kit.identity import jwt_subject
 from recpipe.handler_kit.observability import API_GATEWAY, Observability
+from recpipe.stream.ingest import request_body
 from recpipe.stream.wiring import build_ingestor
 
 # Built at import (recpipe.handler_kit).
@@ -23,7 +24,10 @@ ingestor = build_ingestor(settings)
 @app.post("/events")
 def post_events() -> Response[dict[str, Any]]:
     subject = jwt_subject(app.current_event.raw_event, settings.auth_mode)
-    result = ingestor.handle(app.current_event.decoded_body, subject=subject)
+    event = app.current_event
+    result = ingestor.handle(
+        request_body(event.body, is_base64=bool(event.is_base64_encoded)), subject=subject
+    )
     obs.metrics.add_metric("EventsAccepted", MetricUnit.Count, len(result.accepted))
     obs.metrics.add_metric("EventsRejected", MetricUnit.Count, len(result.rejected))
     if result.session_degraded:

@@ -262,3 +262,13 @@ def test_each_function_gets_the_variables_its_settings_require_and_only_its_own(
         known = {f.alias for f in fields if f.alias} | (RETRAIN_EXTRA if model is RetrainSettings else set())
         unknown = {v for v in env if not v.startswith("POWERTOOLS_")} - known
         assert not unknown, f"{logical_id}: variables its code does not read: {sorted(unknown)}"
+
+
+def test_the_dedup_window_covers_the_stream_retention(resources: dict[str, Any]) -> None:
+    # A failure-queue re-drive re-reads records from the stream and is deduplicated by the
+    # fingerprints alone (the shard marks may have moved past the skipped records): every
+    # record that can still be re-read must still have its fingerprint.
+    from recpipe.domain.user import DEDUP_WINDOW_S
+
+    hours = props(resources, "EventStream")["RetentionPeriodHours"]
+    assert isinstance(hours, int) and hours * 3600 <= DEDUP_WINDOW_S

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=300,
         help="events already folded into each user's stored state before the timed run (0 = new "
-        "users); past MAX_APPLIED_IDS (256) the state is at its steady-state size",
+        "users); with 50 recent items the state is near its steady-state size",
     )
     parser.add_argument(
         "--batch-size",
@@ -188,9 +188,9 @@ def free_port() -> int:
 
 
 #: The local stack's moto server (recpipe_dev.local.moto_app): TransactWriteItems' rollback copies
-#: the items it touches (moto as-is deep-copies the whole table per transaction item: seconds
-#: per 100-item request on a 1,000-user table, nothing like DynamoDB), plus DynamoDB fast paths
-#: that keep moto's answers. `--moto-transactions as-is` runs moto's own transactions.
+#: the items it touches (moto as-is deep-copies the whole table per transaction item, O(table)
+#: where DynamoDB is O(items), and puts the copies back on cancellation, undoing other clients'
+#: writes). `--moto-transactions as-is` runs moto's own transactions.
 @contextmanager
 def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
     """Yields a description; sets AWS_ENDPOINT_URL in server mode."""
@@ -215,9 +215,9 @@ def moto_backend(mode: str, *, touched_items: bool = True) -> Iterator[str]:
         SERVER_CPU["moto_server"] = lambda: process_cpu_s(server.pid)
         note = (
             "; TransactWriteItems rollback copies the items it touches (moto as-is copies "
-            "the whole table per item); moto_app's DynamoDB fast paths (same answers)"
+            "the whole table per item)"
             if touched_items
-            else "; moto transactions as-is; moto_app's DynamoDB fast paths (same answers)"
+            else "; moto transactions as-is"
         )
         yield f"moto server at {server.url} (separate process, HTTP via {server.front}){note}"
 

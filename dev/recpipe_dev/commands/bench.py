@@ -1,4 +1,4 @@
-"""`recpipe bench serving|stream|retrain`: the benchmarks in bench/ (not timed tests)."""
+"""`recpipe bench serving|stream|retrain|resilience`: the benchmarks in bench/ (not timed tests)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ BENCHMARKS = {
     "serving": ("recpipe_dev.bench.serving", "online path: handler latency per candidate count and stage"),
     "stream": ("recpipe_dev.bench.stream", "stream path: updater throughput and event freshness"),
     "retrain": ("recpipe_dev.bench.retrain", "batch path: wall time and peak memory per stage, publish rate"),
+    "resilience": (
+        "recpipe_dev.bench.resilience",
+        "online path under faults: 5xx, p99, degraded share, recovery",
+    ),
 }
 
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     s = load_settings(UpdaterSettings)
     updater = build_updater(s)
     replayer = Redriver(
-        aws_client("sqs", s), aws_client("kinesis", s, read_timeout_s=10.0), args.queue_url, updater.process
+        aws_client("sqs", s), aws_client("kinesis", s, read_timeout_s=10.0), args.queue_url, updater.redrive
     )
     report = replayer.run(max_messages=args.max)
     print(

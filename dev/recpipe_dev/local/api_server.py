@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import mimetypes
+import os
 import threading
 import time
 import traceback
@@ -53,6 +54,11 @@ log = logging.getLogger("recpipe_dev.local.api")
 
 #: API Gateway's payload limit; larger bodies never reach the function.
 MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Methods a client commonly sends (any other gets the same JSON 405, not http.server's HTML 501).
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+#: The CORS preflight of api/openapi.yaml (a mock integration in API Gateway): path -> methods.
+PREFLIGHT = {"/recommendations": "GET,POST,OPTIONS", "/events": "POST,OPTIONS"}
+PREFLIGHT_HEADERS = "Content-Type,Authorization,X-Api-Key,X-Amz-Date,X-Amz-Security-Token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +305,48 @@ class LocalApiServer:
             def do_POST(self) -> None:
                 self._dispatch("POST")
 
+            def do_HEAD(self) -> None:
+                self._dispatch("HEAD")
+
+            def do_PUT(self) -> None:
+                self._dispatch("PUT")
+
+            def do_PATCH(self) -> None:
+                self._dispatch("PATCH")
+
+            def do_DELETE(self) -> None:
+                self._dispatch("DELETE")
+
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (TRACE, CONNECT, made-up ones): a JSON 405/404 like the rest,
+                # not http.server's HTML 501.
+                if name.startswith("do_") and name[3:].isalpha():
+                    return lambda: self._dispatch(name[3:])
+                raise AttributeError(name)
+
             def do_OPTIONS(self) -> None:
-                self._send(204, {"Access-Control-Allow-Methods": "GET,POST,OPTIONS"}, b"")
+                resource = urlsplit(self.path).path.rstrip("/") or "/"
+                methods = PREFLIGHT.get(resource)
+                self._drain_body()
+                if methods is None:  # no preflight route in the contract (e.g. /health)
+                    self._send(
+                        *_json_error(405, "method_not_allowed", f"OPTIONS is not allowed on {resource}")
+                    )
+                    return
+                origin = os.environ.get("CORS_ALLOW_ORIGIN", "*")
+                headers = {
+                    "Content-Type": "application/json",
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Methods": methods,
+                    "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
+                    "Access-Control-Max-Age": "600",
+                }
+                self._send(200, headers, b"{}")
+
+            def _drain_body(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if 0 < length <= MAX_BODY_BYTES:
+                    self.rfile.read(length)
 
             def _dispatch(self, method: str) -> None:
                 started = time.perf_counter()
@@ -314,6 +360,9 @@ class LocalApiServer:
                     return
                 body = self.rfile.read(length) if length else None
                 route_name = f"{method} {resource}"
+                if method == "HEAD":  # API Gateway has no HEAD route here; no body on a HEAD answer
+                    self._send(405, {"Content-Type": "application/json"}, b"")
+                    return
                 if server.api.known_path(resource):
                     hdrs = {k: v for k, v in self.headers.items()}
                     status, headers, payload = server.api.invoke(method, resource, query, hdrs, body)

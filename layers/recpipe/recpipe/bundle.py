@@ -5,6 +5,9 @@
     items.npz       numeric item columns (see ItemTable)
     items.json      item ids, titles, category vocabulary
     neighbours.npz  item-item lists: `indices` int32 [n, K] (-1 padded), `scores` float16 [n, K]
+    candidates.npz  optional: the CF lists published to the candidate cache, `items` int32
+    candidates.json [users, K] (-1 padded, codes into `item_ids`) and `scores`; `user_ids`,
+                    `item_ids`. Not read at load: serving restores an emptied cache from them.
 
 Loading verifies every checksum and the feature spec before anything is used; a bundle that
 fails is refused with BundleError so the caller can keep its last good model.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,10 @@ ITEMS_NPZ = "items.npz"
 ITEMS_JSON = "items.json"
 NEIGHBOURS = "neighbours.npz"
 BUNDLE_FILES = (RANKER, ITEMS_NPZ, ITEMS_JSON, NEIGHBOURS)
+CANDIDATES_NPZ = "candidates.npz"
+CANDIDATES_JSON = "candidates.json"
+#: Travel with the bundle when present (model stores copy them), never needed to serve.
+OPTIONAL_FILES = (CANDIDATES_NPZ, CANDIDATES_JSON)
 
 
 class BundleError(Exception):
@@ -182,3 +190,36 @@ def load_bundle(bundle_dir: Path, *, verify: bool = True) -> Bundle:
     if int(manifest.get("n_items", len(items))) != len(items):
         raise BundleError("manifest n_items does not match the item table")
     return Bundle(path=bundle_dir, manifest=manifest, items=items, neighbours=neighbours)
+
+
+def bundle_candidates(bundle_dir: Path) -> Iterator[tuple[str, list[tuple[str, float]]]] | None:
+    """The bundle's CF lists as (user_id, [(item_id, score), ...] best first), users without a
+    list skipped; None when the bundle carries none. Raises BundleError on inconsistent files."""
+    npz, meta_path = bundle_dir / CANDIDATES_NPZ, bundle_dir / CANDIDATES_JSON
+    if not (npz.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        user_ids, item_ids = list(meta["user_ids"]), list(meta["item_ids"])
+        with np.load(npz, allow_pickle=False) as arr:
+            codes, scores = arr["items"], arr["scores"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{bundle_dir}: unreadable candidate lists ({exc})") from None
+    if (
+        codes.shape != scores.shape
+        or codes.shape[0] != len(user_ids)
+        or (codes.size and codes.max() >= len(item_ids))
+    ):
+        raise BundleError(f"{bundle_dir}: candidate arrays do not match their ids")
+
+    def rows() -> Iterator[tuple[str, list[tuple[str, float]]]]:
+        for r, user in enumerate(user_ids):
+            pairs = [
+                (item_ids[i], float(sc))
+                for i, sc in zip(codes[r].tolist(), scores[r].tolist(), strict=True)
+                if i >= 0
+            ]
+            if pairs:
+                yield user, pairs
+
+    return rows()

@@ -20,6 +20,11 @@ class RetryableError(DependencyError):
     """Throttling, timeouts, connection resets: the same call may succeed later."""
 
 
+class CandidateCacheEmpty(DependencyError):
+    """The candidate cache names no published version: Redis restarted without its data, or
+    nothing was published yet. Answers are degraded until the lists are restored."""
+
+
 class ConflictError(Exception):
     """An optimistic-concurrency write lost the race; re-read and re-apply."""
 

@@ -27,6 +27,7 @@ from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures, apply_events
 from recpipe.ports import ContentDoc, SessionEntry
 from recpipe.redis_keys import KeyLayout, trending_bucket_of
+from recpipe.serving.model_provider import StoreBundleSource
 from recpipe.serving.recommender import RecommendationResult
 from recpipe.serving.request import parse_body
 from recpipe.serving.runtime import OnlinePath, aws_dependencies, build_online_path
@@ -69,7 +70,9 @@ class Stack:
 
     def online(self, **overrides: str) -> OnlinePath:
         s = self.settings(**overrides)
-        return build_online_path(s, dependencies=aws_dependencies(s), background_refresh=False)
+        # Bundles cached per test: the default cache (the temp dir) is shared by every run here.
+        source = StoreBundleSource(self.models, self.content_dir.parent / "bundle-cache")
+        return build_online_path(s, dependencies=aws_dependencies(s), source=source, background_refresh=False)
 
     def ask(self, body: dict[str, Any], online: OnlinePath | None = None) -> RecommendationResult:
         return (online or self.online()).recommender.recommend(parse_body(json.dumps(body)))
@@ -339,7 +342,11 @@ def test_event_payloads_through_the_handler(
     body = json.loads(resp["body"])
     assert resp["statusCode"] == status, body
     if payload == "health.json":
-        assert body["model_version"] == "it-v1" and body["dependencies"] == {"redis": "ok"}
+        assert body["model_version"] == "it-v1" and body["dependencies"] == {
+            "redis": "ok",
+            "candidate_cache": "ok",
+            "user_features": "ok",
+        }
     elif status == 200:
         response_validator().validate(body)
         assert body["model_version"] == "it-v1" and body["degraded"] == [] and body["items"]
@@ -356,3 +363,56 @@ def test_jwt_mode_through_the_handler(stack: Stack, monkeypatch: pytest.MonkeyPa
     event["queryStringParameters"] = {"k": "3"}
     resp = app.handler(event, LambdaContext())
     assert resp["statusCode"] == 200 and json.loads(resp["body"])["user_id"] == "user-42"
+
+
+# ---- a Redis that restarts empty -----------------------------------------------------------------
+def cf_candidates(result: RecommendationResult) -> int:
+    return result.source_counts.get("cf", 0)
+
+
+def test_an_emptied_candidate_cache_is_flagged_and_restored_from_the_bundle(stack: Stack) -> None:
+    # GIVEN a known user served CF candidates, and a Redis that then restarts without its data
+    online = stack.online()
+    user_id, _ = stack.known_user()
+    before = stack.ask({"user_id": user_id, "k": 10}, online)
+    assert cf_candidates(before) > 0 and before.degraded == []
+    assert online.health(0.5)["status"] == "ok"
+    stack.redis.flushall()
+    time.sleep(1.05)  # the reader's in-process pointer TTL
+
+    # WHEN requests keep coming
+    first = stack.ask({"user_id": user_id, "k": 10}, online)
+    # THEN the loss is visible (not a silent 0 % CF) ...
+    assert "candidate_cache" in first.degraded and cf_candidates(first) == 0
+    # ... and the served bundle's lists are back within 2 s, with CF candidates in the answers
+    t0 = time.monotonic()
+    while True:
+        again = stack.ask({"user_id": user_id, "k": 10}, online)
+        if "candidate_cache" not in again.degraded or time.monotonic() - t0 > 3.0:
+            break
+        time.sleep(0.05)
+    assert again.degraded == [] and cf_candidates(again) == cf_candidates(before)
+    assert time.monotonic() - t0 <= 2.0 + 1.05  # restore + the pointer TTL
+    version = stack.redis.get(KeyLayout(ENV).candidate_pointer())
+    assert version == b"it-v1" and stack.redis.get(KeyLayout(ENV).candidate_restore_lock()) is None
+    assert online.health(0.5)["status"] == "ok"
+
+
+def test_health_names_every_dependency_without_internal_details(stack: Stack) -> None:
+    online = stack.online()
+    assert online.health(0.5) == {
+        "status": "ok",
+        "model_version": "it-v1",
+        "model_error": None,
+        "dependencies": {"redis": "ok", "candidate_cache": "ok", "user_features": "ok"},
+    }
+    stack.redis.flushall()
+    time.sleep(1.05)
+    health = online.health(0.5)
+    assert health["status"] == "degraded" and health["dependencies"]["candidate_cache"] == "empty"
+    # Redis and DynamoDB unreachable: which ones, not where they are or what they said.
+    down = stack.online(REDIS_URL="redis://127.0.0.1:1/0", USER_FEATURES_TABLE="no-such-table")
+    health = down.health(0.5)
+    assert health["status"] == "degraded"
+    assert set(health["dependencies"].values()) <= {"unavailable", "timeout"}
+    assert "127.0.0.1" not in json.dumps(health) and "no-such-table" not in json.dumps(health)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 from recpipe.adapters.redis_candidates import RedisCandidateCache
-from recpipe.ports import DependencyError
+from recpipe.ports import CandidateCacheEmpty, DependencyError
 from recpipe.redis_keys import OLD_VERSION_TTL_S, PUBLISHED_RETENTION_S, KeyLayout
 
 
@@ -21,7 +21,9 @@ def _lists(n: int, tag: str) -> list[tuple[str, list[tuple[str, float]]]]:
 def test_published_lists_are_served_best_first(client: redis.Redis) -> None:
     cache = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=0)
     assert cache.current_version() is None
-    assert cache.get("u1") == []
+    # No version at all is not "no list for this user": the read fails (the answer is degraded).
+    with pytest.raises(CandidateCacheEmpty):
+        cache.get("u1")
 
     written = cache.publish("v1", _lists(5000, "a"), {"model": "m1"})
 

@@ -43,7 +43,7 @@ def test_defaults() -> None:
         ({"user_id": "bad id with spaces"}, "user_id: String should match pattern"),
         ({"user_id": "u", "k": "0"}, "k: Input should be greater than or equal to 1"),
         ({"user_id": "u", "k": "101"}, "k: Input should be less than or equal to 100"),
-        ({"user_id": "u", "k": "ten"}, "k: must be an integer, got 'ten'"),
+        ({"user_id": "u", "k": "ten"}, "k: must be an integer (ASCII digits), got 'ten'"),
         ({"user_id": "u", "explain": "yes"}, "explain: must be true or false"),
         ({"user_id": "u", "device": "toaster"}, "context.device: Input should be"),
         ({"user_id": "u", "utc_offset_minutes": "5000"}, "context.utc_offset_minutes: Input should be less"),
@@ -83,7 +83,7 @@ def test_base64_body_is_decoded() -> None:
     ("raw", "code", "message"),
     [
         (None, "invalid_request", "request body is required"),
-        ('{"user_id": "u",', "malformed_json", "body is not valid JSON"),
+        ('{"user_id": "u",', "malformed_json", "request body is not valid JSON"),
         ("[1, 2]", "invalid_request", "body must be a JSON object"),
         ('{"user_id": "u", "k": "10"}', "invalid_request", "k: Input should be a valid integer"),
         ('{"user_id": "u", "explain": "yes"}', "invalid_request", "explain: Input should be a valid boolean"),

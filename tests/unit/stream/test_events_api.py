@@ -81,7 +81,7 @@ def test_sample_batch_reports_the_invalid_event_by_index(api: Api) -> None:
         ('{"events": {"a": 1}}', 400, "invalid_body"),
         ('{"events": [], "extra": 1}', 400, "invalid_body"),
         ('{"events": []}', 400, "no_valid_event"),
-        (json.dumps({"events": [ev(f"e{i}") for i in range(MAX_BATCH_EVENTS + 1)]}), 400, "too_many_events"),
+        (json.dumps({"events": [ev(f"e{i}") for i in range(MAX_BATCH_EVENTS + 1)]}), 413, "too_many_events"),
         ('{"events": ["' + "x" * MAX_BODY_BYTES + '"]}', 413, "payload_too_large"),
         (json.dumps({"events": [{"event_id": "e1"}, ev("e2", type_="teleport")]}), 400, "no_valid_event"),
     ],

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from recpipe.ports import DependencyError, RetryableError
+from recpipe.ports import CandidateCacheEmpty, DependencyError, RetryableError
 from recpipe.redis_keys import (
     OLD_VERSION_TTL_S,
     PUBLISHED_RETENTION_S,
@@ -83,6 +83,8 @@ class RedisCandidateCache:
         #: version -> (complete?, checked at): cached like the pointer, so reading the lists of
         #: the served bundle's version costs no extra round trip per request.
         self._complete: dict[str, tuple[bool, float]] = {}
+        #: Called (from the request path: must not block) when a read finds no version.
+        self.on_empty: Callable[[], None] | None = None
 
     # ---- reads (online path) ---------------------------------------------------------------
     def current_version(self) -> str | None:
@@ -93,7 +95,9 @@ class RedisCandidateCache:
             version = _as_str(self._redis.get(self._keys.candidate_pointer()))
         except redis.RedisError as exc:
             raise _dependency_error(exc) from exc
-        self._pointer, self._pointer_read_at = version, now
+        # No version is not cached: while the cache is empty (being restored) each read looks
+        # again, so the restored pointer is seen at once rather than a pointer TTL later.
+        self._pointer, self._pointer_read_at = version, now if version is not None else float("-inf")
         return version
 
     def _is_complete(self, version: str) -> bool:
@@ -115,7 +119,11 @@ class RedisCandidateCache:
         if version is None or (version != pointer and not self._is_complete(version)):
             version = pointer
         if version is None:
-            return []
+            # Not "this user has no list": every user's list is missing. Raised so the answer
+            # says candidate_cache in `degraded`, and the restore is started.
+            if self.on_empty is not None:
+                self.on_empty()
+            raise CandidateCacheEmpty("candidate cache has no published version")
         try:
             raw = self._redis.get(self._keys.candidates(version, user_id))
         except redis.RedisError as exc:
@@ -124,6 +132,26 @@ class RedisCandidateCache:
             return decode_candidates(raw)
         except (ValueError, TypeError) as exc:
             raise DependencyError(f"candidate list of {user_id!r} in {version} is corrupt: {exc}") from exc
+
+    def require_version(self) -> str:
+        """The current version, or CandidateCacheEmpty (the /health probe)."""
+        version = self.current_version()
+        if version is None:
+            raise CandidateCacheEmpty("candidate cache has no published version")
+        return version
+
+    def try_lock(self, ttl_s: int) -> bool:
+        """Take the restore lock (SET NX EX): False while another instance holds it."""
+        try:
+            return bool(self._redis.set(self._keys.candidate_restore_lock(), "1", nx=True, ex=ttl_s))
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+
+    def unlock(self) -> None:
+        try:
+            self._redis.delete(self._keys.candidate_restore_lock())
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
 
     def version_meta(self, version: str) -> dict[str, Any] | None:
         """The meta written at the end of a publish (None while the version is incomplete)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from recpipe.bundle import BUNDLE_FILES, MANIFEST, BundleError, load_bundle, read_manifest
+from recpipe.bundle import BUNDLE_FILES, MANIFEST, OPTIONAL_FILES, BundleError, load_bundle, read_manifest
 from recpipe.domain.experiments import Experiment, parse_experiment
 from recpipe.ports import DependencyError, RetryableError
 
@@ -163,9 +163,19 @@ class S3ModelStore:
         try:
             for name in BUNDLE_FILES:
                 self._s3.upload_file(str(bundle_dir / name), self.bucket, self.key(version, name))
+            for name in OPTIONAL_FILES:
+                if (bundle_dir / name).is_file():
+                    self._s3.upload_file(str(bundle_dir / name), self.bucket, self.key(version, name))
             self._s3.upload_file(str(bundle_dir / MANIFEST), self.bucket, self.key(version, MANIFEST))
         except (ClientError, BotoCoreError) as exc:
             raise _error("s3", exc) from exc
+
+    def _download_optional(self, version: str, name: str, dest: Path) -> None:
+        try:
+            self._s3.download_file(self.bucket, self.key(version, name), str(dest))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
 
     def fetch(self, version: str, dest: Path) -> Path:
         dest = Path(dest)
@@ -175,6 +185,8 @@ class S3ModelStore:
             try:
                 for name in (MANIFEST, *BUNDLE_FILES):
                     self._s3.download_file(self.bucket, self.key(version, name), str(scratch / name))
+                for name in OPTIONAL_FILES:
+                    self._download_optional(version, name, scratch / name)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code in ("404", "NoSuchKey", "NotFound"):
@@ -254,6 +266,9 @@ class DirectoryModelStore:
         scratch = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
         for name in (*BUNDLE_FILES, MANIFEST):
             shutil.copy2(bundle_dir / name, scratch / name)
+        for name in OPTIONAL_FILES:
+            if (bundle_dir / name).is_file():
+                shutil.copy2(bundle_dir / name, scratch / name)
         if target.exists():
             shutil.rmtree(target)
         os.replace(scratch, target)

@@ -19,6 +19,11 @@ MAX_BATCH_EVENTS = 500
 #: Events further in the future than this (clock skew allowance) are rejected.
 MAX_FUTURE_SKEW_S = 300.0
 ID_PATTERN = r"^[A-Za-z0-9_.:@\-]{1,128}$"
+#: Earliest accepted event time (1990-01-01T00:00:00Z): older is a unit or clock error, and
+#: every accepted ts must be a number DynamoDB stores and the decay fold handles.
+MIN_EVENT_TS = 631_152_000.0
+#: The contract's range for `value` (api/openapi.yaml, Event.value).
+MIN_VALUE, MAX_VALUE = 0.0, 10.0
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 
@@ -67,8 +72,9 @@ class Event(BaseModel):
     type: EventType
     #: Epoch seconds (int/float) or an ISO 8601 timestamp with a zone; stored as epoch seconds.
     ts: float
-    #: Required for `rating` (0.5..5 stars or any 0..10 scale), ignored otherwise.
-    value: float | None = None
+    #: Required for `rating` (0.5..5 stars or any 0..10 scale), ignored otherwise. Strict: a
+    #: JSON string is not a number.
+    value: Annotated[float, Field(ge=MIN_VALUE, le=MAX_VALUE, allow_inf_nan=False, strict=True)] | None = None
     context: EventContext | None = None
 
     @field_validator("ts", mode="before")
@@ -77,7 +83,10 @@ class Event(BaseModel):
         if isinstance(v, bool):
             raise ValueError("ts must be epoch seconds or an ISO 8601 string")
         if isinstance(v, int | float):
-            ts = float(v)
+            try:
+                ts = float(v)
+            except OverflowError:  # an int beyond any float
+                raise ValueError("ts must be a finite epoch time") from None
             if ts > 1e11:  # clearly epoch milliseconds
                 ts /= 1000.0
         elif isinstance(v, str):
@@ -90,17 +99,14 @@ class Event(BaseModel):
             ts = dt.timestamp()
         else:
             raise ValueError("ts must be epoch seconds or an ISO 8601 string")
-        if not math.isfinite(ts) or ts <= 0:
-            raise ValueError("ts must be a positive, finite epoch time")
+        if not math.isfinite(ts) or ts < MIN_EVENT_TS:
+            raise ValueError("ts must be a finite epoch time from 1990-01-01T00:00:00Z on")
         return ts
 
     @model_validator(mode="after")
     def _check_value(self) -> Event:
-        if self.type is EventType.RATING:
-            if self.value is None:
-                raise ValueError("a rating event needs a numeric 'value'")
-            if not (0.0 <= self.value <= 10.0):
-                raise ValueError("rating 'value' must be between 0 and 10")
+        if self.type is EventType.RATING and self.value is None:
+            raise ValueError("a rating event needs a numeric 'value'")
         return self
 
     @property
@@ -131,8 +137,11 @@ def parse_event(raw: Any, *, now: float | None = None) -> Event:
         raise EventRejected("event must be a JSON object")
     body = dict(raw)
     version = body.pop("schema_version", EVENT_SCHEMA_VERSION)
-    if version != EVENT_SCHEMA_VERSION:
-        raise EventRejected(f"unsupported schema_version {version!r} (expected {EVENT_SCHEMA_VERSION})")
+    # `type(...) is int`: True == 1 and 1.0 == 1 in Python, neither is the integer 1 in JSON.
+    if type(version) is not int or version != EVENT_SCHEMA_VERSION:
+        raise EventRejected(
+            f"schema_version: unsupported value {str(version)[:32]!r} (expected {EVENT_SCHEMA_VERSION})"
+        )
     try:
         event = Event.model_validate(body)
     except ValidationError as exc:

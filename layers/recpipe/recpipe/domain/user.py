@@ -14,7 +14,7 @@ import hashlib
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -25,8 +25,24 @@ MAX_RECENT = 50
 MAX_PURCHASED = 200
 MAX_CART = 100
 MAX_CATEGORIES = 64
-#: Event ids remembered per user to make redelivery a no-op (Kinesis redelivers within hours).
-MAX_APPLIED_IDS = 256
+#: Exactly-once has two halves (docs/stream.md, Exactly once):
+#: - a Kinesis redelivery or replay brings back a record at or below the user's high-water mark
+#:   on that shard (`marks`): a no-op in O(1) state, for any user size and any retention;
+#: - a producer retry (the same event_id on a new record) and a re-drive from the failure queue
+#:   (records Lambda skipped while later ones moved the mark on) are caught by the fingerprints
+#:   of the events applied in the last DEDUP_WINDOW_S (processing time), at most
+#:   MAX_APPLIED_IDS. The window is at least the stream's retention (template.yaml, checked by
+#:   a test), so every record that can still be re-read for a re-drive is covered.
+DEDUP_WINDOW_S = 48 * 3600
+#: Application times are kept per bucket of this many seconds (rounded up: kept a bit longer).
+APPLIED_BUCKET_S = 600
+#: Hard bound on remembered fingerprints (16 KB): only a flood of more than this many events in
+#: one window (a bot) shortens the retry window, never the redelivery guarantee.
+MAX_APPLIED_IDS = 2048
+#: Shards a user keeps a high-water mark for: the current one and the parents/children of
+#: recent reshards (Lambda finishes a parent shard before its children; the smallest mark,
+#: the oldest shard, is dropped first).
+MAX_SHARD_MARKS = 16
 FINGERPRINT_BYTES = 8
 
 _LN2 = math.log(2.0)
@@ -55,8 +71,75 @@ def holds_fingerprint(packed: bytes, fingerprint: bytes) -> bool:
     return False
 
 
+#: Decayed values below this are zero: a number DynamoDB can store (1e-130 and up) and far
+#: below anything that can change a ranking.
+_NEGLIGIBLE = 1e-100
+
+
 def decay(value: float, dt: float, half_life: float = AFFINITY_HALF_LIFE_S) -> float:
-    return value * math.exp(-_LN2 * dt / half_life)
+    out = value * math.exp(-_LN2 * dt / half_life)
+    return out if abs(out) >= _NEGLIGIBLE else 0.0
+
+
+class StreamPosition(NamedTuple):
+    """Where a record sits in the stream: Kinesis sequence numbers grow within a shard, and a
+    user's records share one shard (partition key = user_id)."""
+
+    shard_id: str
+    sequence_number: str
+
+
+def _seq(position: StreamPosition) -> int | None:
+    n = position.sequence_number
+    return int(n) if n.isdigit() and position.shard_id else None
+
+
+def behind_mark(marks: Mapping[str, str], position: StreamPosition) -> bool:
+    """The record at `position` is at or below the user's high-water mark on its shard."""
+    seq = _seq(position)
+    mark = marks.get(position.shard_id)
+    return seq is not None and mark is not None and seq <= int(mark)
+
+
+def _advance(marks: Mapping[str, str], position: StreamPosition | None) -> Mapping[str, str]:
+    if position is None or (seq := _seq(position)) is None:
+        return marks
+    mark = marks.get(position.shard_id)
+    if mark is not None and int(mark) >= seq:
+        return marks
+    out = dict(marks)
+    out[position.shard_id] = position.sequence_number
+    if len(out) > MAX_SHARD_MARKS:
+        del out[min(out, key=lambda k: int(out[k]))]
+    return out
+
+
+def _remember(
+    applied: bytes, runs: tuple[tuple[int, int], ...], fingerprint: bytes, at: float, now: float | None
+) -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    """Append `fingerprint` (applied at `at`), then forget those applied before the window
+    (when there is a processing time `now`) and any beyond MAX_APPLIED_IDS, oldest first.
+    `runs` are (applied-at bucket, count) pairs, oldest first: at most one per
+    APPLIED_BUCKET_S, not one per event."""
+    t = -(-int(at) // APPLIED_BUCKET_S) * APPLIED_BUCKET_S
+    runs = (*runs[:-1], (t, runs[-1][1] + 1)) if runs and runs[-1][0] == t else (*runs, (t, 1))
+    applied += fingerprint
+    drop, kept = 0, list(runs)
+    while now is not None and kept and kept[0][0] < t - DEDUP_WINDOW_S:
+        drop += kept.pop(0)[1]
+    excess = len(applied) // FINGERPRINT_BYTES - drop - MAX_APPLIED_IDS
+    while excess > 0:
+        at, n = kept[0]
+        cut = min(n, excess)
+        drop, excess = drop + cut, excess - cut
+        if cut == n:
+            kept.pop(0)
+        else:
+            kept[0] = (at, n - cut)
+    if drop:
+        applied = applied[drop * FINGERPRINT_BYTES :]
+        runs = tuple(kept)
+    return applied, runs
 
 
 class Interaction(NamedTuple):
@@ -81,9 +164,15 @@ class UserFeatures:
     purchased: Mapping[str, float] = field(default_factory=dict)
     first_seen: float | None = None
     last_seen: float | None = None
-    #: `event_fingerprint`s of the last MAX_APPLIED_IDS applied events, concatenated, oldest
-    #: first (bytes, not a tuple: checked with one C scan and stored as they are).
+    #: `event_fingerprint`s of the events applied in the last DEDUP_WINDOW_S (at most
+    #: MAX_APPLIED_IDS), concatenated, oldest first (bytes, not a tuple: checked with one C
+    #: scan and stored as they are).
     applied: bytes = b""
+    #: When `applied`'s fingerprints were applied: (epoch second, count) runs, oldest first.
+    #: (The time is the end of an APPLIED_BUCKET_S bucket.)
+    applied_runs: tuple[tuple[int, int], ...] = ()
+    #: shard id -> highest sequence number applied from it (decimal string, as Kinesis has it).
+    marks: Mapping[str, str] = field(default_factory=dict)
     #: Optimistic-concurrency version, maintained by the store adapter.
     version: int = 0
 
@@ -115,6 +204,8 @@ class UserFeatures:
             "purchased": dict(self.purchased),
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
+            "applied_runs": list(map(list, self.applied_runs)),
+            "marks": dict(self.marks),
         }
 
     def to_item(self) -> dict[str, Any]:
@@ -140,13 +231,26 @@ class UserFeatures:
             purchased={str(i): float(t) for i, t in item.get("purchased", {}).items()},
             first_seen=_opt_float(item.get("first_seen")),
             last_seen=_opt_float(item.get("last_seen")),
-            applied=_applied_of(item),
+            applied=(applied := _applied_of(item)),
+            applied_runs=_runs_of(item, len(applied) // FINGERPRINT_BYTES),
+            marks={str(k): str(v) for k, v in item.get("marks", {}).items()},
             version=int(item.get("version", 0)),
         )
 
 
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+def _runs_of(item: Mapping[str, Any], n: int) -> tuple[tuple[int, int], ...]:
+    runs = tuple((int(t), int(c)) for t, c in item.get("applied_runs", []))
+    if sum(c for _, c in runs) == n and all(c > 0 for _, c in runs):
+        return runs
+    if "applied_runs" in item:
+        raise ValueError(f"applied_runs: counts do not add up to the {n} fingerprints")
+    # Items written before the window: their fingerprints count as applied at last_seen.
+    last = item.get("last_seen")
+    return ((int(float(last or 0)), n),) if n else ()
 
 
 def _applied_of(item: Mapping[str, Any]) -> bytes:
@@ -170,15 +274,31 @@ def apply_event(
     categories: Sequence[str] = (),
     *,
     half_life: float = AFFINITY_HALF_LIFE_S,
+    position: StreamPosition | None = None,
+    now: float | None = None,
+    redrive: bool = False,
 ) -> UserFeatures:
-    """Fold one event into a user's features. Applying an already-applied event is a no-op."""
+    """Fold one event into a user's features. Applying an already-applied event is a no-op:
+    a record at or below the user's mark on its shard, or an event_id applied within the
+    window. `position`: where the record came from (None outside the stream, e.g. training's
+    history replay); `now`: processing time, for the window (None: no window, only the bound,
+    as for a one-pass replay of history). `redrive`: the record comes back from the failure
+    queue, where Lambda sent it after its retries while the user's later records may have moved
+    the mark past it: only the fingerprints decide."""
     if state is None:
         state = UserFeatures(user_id=event.user_id)
     if event.user_id != state.user_id:
         raise ValueError(f"event for user {event.user_id!r} applied to {state.user_id!r}")
+    if position is not None and not redrive and behind_mark(state.marks, position):
+        return state
     fingerprint = event_fingerprint(event.event_id)
     if holds_fingerprint(state.applied, fingerprint):
-        return state
+        # A producer retry. Its record still moves the mark, so that a redelivery of it after
+        # the fingerprint has left the window stays a no-op.
+        marks = _advance(state.marks, position)
+        if marks is state.marks:
+            return state
+        return replace(state, marks=marks)
 
     ts, item = event.ts, event.item_id
 
@@ -223,6 +343,9 @@ def apply_event(
         purchased[item] = max(ts, purchased.get(item, ts))
         purchased = _bounded_latest(purchased, MAX_PURCHASED, key=lambda v: v)
 
+    applied, runs = _remember(
+        state.applied, state.applied_runs, fingerprint, event.ts if now is None else now, now
+    )
     # Every field spelled out: dataclasses.replace re-inspects the fields on each call.
     return UserFeatures(
         user_id=state.user_id,
@@ -233,7 +356,9 @@ def apply_event(
         purchased=purchased,
         first_seen=ts if state.first_seen is None else min(state.first_seen, ts),
         last_seen=ts if state.last_seen is None else max(state.last_seen, ts),
-        applied=(state.applied + fingerprint)[-MAX_APPLIED_IDS * FINGERPRINT_BYTES :],
+        applied=applied,
+        applied_runs=runs,
+        marks=_advance(state.marks, position),
         version=state.version,
     )
 

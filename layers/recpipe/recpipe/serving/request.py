@@ -6,13 +6,14 @@ the client sends can reach the domain code unvalidated.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recpipe.domain.events import ID_PATTERN, Device, describe_validation_error
+from recpipe.handler_kit import json_body
 from recpipe.handler_kit.errors import ApiError
 
 MAX_K = 100
@@ -62,6 +63,10 @@ class RecommendationRequest(BaseModel):
     diversity: float = Field(0.0, ge=0.0, le=1.0)
 
 
+def _request_error(status: int, code: str, message: str) -> RequestError:
+    return RequestError(message, status=status, code=code)
+
+
 def _validate(body: dict[str, Any], subject: str | None) -> RecommendationRequest:
     if subject is not None:
         # JWT mode: the token names the user; naming anyone else is refused, not ignored.
@@ -95,10 +100,7 @@ def parse_body(
         raise RequestError(
             f"body is {size} bytes; the limit is {MAX_BODY_BYTES}", status=413, code="payload_too_large"
         )
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f"body is not valid JSON: {exc}", code="malformed_json") from None
+    body = json_body.loads(raw, invalid_code="malformed_json", error=_request_error)
     if not isinstance(body, dict):
         raise RequestError("body must be a JSON object")
     return _validate(body, subject)
@@ -123,11 +125,14 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+#: ASCII digits only: int() also takes "1_0", " 5", full-width and Arabic-Indic digits.
+_INT = re.compile(r"[+-]?[0-9]{1,9}")
+
+
 def _query_int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise RequestError(f"{name}: must be an integer, got {value!r}") from None
+    if not _INT.fullmatch(value):
+        raise RequestError(f"{name}: must be an integer (ASCII digits), got {value[:32]!r}")
+    return int(value)
 
 
 def parse_query(params: Mapping[str, str] | None, *, subject: str | None = None) -> RecommendationRequest:

@@ -12,10 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recpipe.bundle import bundle_candidates
 from recpipe.clients import aws_client, opensearch_client, redis_client
 from recpipe.config import ModelSettings, RecommendSettings
-from recpipe.ports import CandidateCache, ContentIndex, SessionStore, TrendingStore, UserFeatureStore
+from recpipe.ports import (
+    CandidateCache,
+    CandidateCacheEmpty,
+    ContentIndex,
+    SessionStore,
+    TrendingStore,
+    UserFeatureStore,
+)
 from recpipe.redis_keys import KeyLayout
+from recpipe.serving.candidate_restore import CandidateRestorer
 from recpipe.serving.impressions import ImpressionLog
 from recpipe.serving.model_provider import (
     BundleSource,
@@ -37,6 +46,8 @@ READ_WORKERS = 16
 BULKHEAD_LIMIT = 3
 #: Threads started at init: the four reads and the content index of one request.
 WARM_THREADS = 5
+#: The user id /health reads (no user has it: the probe returns nothing).
+HEALTH_PROBE_USER = "recpipe-health-probe"
 
 
 @dataclass(slots=True)
@@ -75,17 +86,35 @@ class OnlinePath:
             )
 
     def health(self, runner_timeout_s: float = 0.05) -> dict[str, Any]:
-        """Model loaded and each dependency's status, each probe under a short deadline."""
+        """Model loaded and each dependency's status, each probe under a short deadline.
+
+        /health is unauthenticated: it says *which* dependency is not answering (ok, empty,
+        timeout, unavailable), never the error text (endpoints, hosts, bucket keys), which goes
+        to the log instead. Any dependency not ok, or no model, makes the status degraded."""
         results, failures = self.recommender.runner.gather(dict(self.probes), runner_timeout_s)
         model = self.models.model
         deps = {name: "ok" for name in results}
-        deps.update({name: f"unavailable: {reason}" for name, reason in failures.items()})
+        deps.update({name: health_word(reason) for name, reason in failures.items()})
+        if failures or self.models.last_error:
+            logger.warning("health: %s", {"failures": failures, "model_error": self.models.last_error})
+        degraded = model is None or any(v != "ok" for v in deps.values())
         return {
-            "status": "ok" if model is not None else "degraded",
+            "status": "degraded" if degraded else "ok",
             "model_version": model.version if model else None,
-            "model_error": self.models.last_error,
+            "model_error": "the last model load failed (see the function's log)"
+            if self.models.last_error
+            else None,
             "dependencies": deps,
         }
+
+
+def health_word(reason: str) -> str:
+    """A probe's failure as one word a client may see."""
+    if reason.startswith(CandidateCacheEmpty.__name__):
+        return "empty"
+    if reason.startswith("timed out") or "Timeout" in reason.split(":", 1)[0]:
+        return "timeout"
+    return "unavailable"
 
 
 def bundle_source(settings: ModelSettings) -> BundleSource:
@@ -156,15 +185,39 @@ def aws_dependencies(settings: RecommendSettings) -> Dependencies:
     # No client-side parameter validation: the adapter builds every request itself, and it
     # costs CPU on the request path.
     ddb = aws_client("dynamodb", settings, read_timeout_s=max(timeout_s, 0.05), attempts=1, validate=False)
+    candidates = RedisCandidateCache(client, layout)
+    # Eventually consistent reads: half the cost, and the session carries the fresh signal.
+    users = DynamoDBUserFeatureStore(ddb, settings.user_features_table, consistent_read=False)
     return Dependencies(
-        candidates=RedisCandidateCache(client, layout),
+        candidates=candidates,
         sessions=RedisSessionStore(client, layout),
-        # Eventually consistent reads: half the cost, and the session carries the fresh signal.
-        users=DynamoDBUserFeatureStore(ddb, settings.user_features_table, consistent_read=False),
+        users=users,
         trending=RedisTrendingStore(client, layout),
         content=content_index(settings, timeout_s),
-        probes={"redis": client.ping},
+        probes={
+            "redis": client.ping,
+            "candidate_cache": candidates.require_version,
+            # A GetItem of a key no user has: reachability and permissions, no data returned.
+            "user_features": lambda: users.get(HEALTH_PROBE_USER),
+        },
     )
+
+
+def attach_restorer(
+    cache: CandidateCache | None, models: ModelProvider, on_event: ModelEventSink | None
+) -> CandidateRestorer | None:
+    """Let a cache that can say it is empty restore itself from the served bundle's lists."""
+    if cache is None or not all(hasattr(cache, a) for a in ("on_empty", "try_lock", "unlock", "publish")):
+        return None
+
+    def lists_of() -> tuple[str, Any] | None:
+        model = models.model
+        rows = bundle_candidates(model.bundle.path) if model is not None else None
+        return None if model is None or rows is None else (model.version, rows)
+
+    restorer = CandidateRestorer(cache, lists_of, on_event=on_event)  # type: ignore[arg-type]
+    cache.on_empty = restorer.trigger  # type: ignore[attr-defined]
+    return restorer
 
 
 def build_online_path(
@@ -193,6 +246,7 @@ def build_online_path(
         on_event=on_model_event,
     )
     models.current()  # load at init, not on the first request
+    attach_restorer(deps.candidates, models, on_model_event)
     reader = RequestReader(
         runner,
         candidates=deps.candidates,

@@ -9,13 +9,15 @@ on the stream and the feature updater writes the same (idempotent) session entri
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from recpipe.domain.events import MAX_BATCH_EVENTS, Event, EventRejected, parse_event
+from recpipe.handler_kit import json_body
 from recpipe.handler_kit.errors import ApiError
 from recpipe.ports import DependencyError, EventPublisher, SessionEntry, SessionWriter
 from recpipe.redis_keys import SESSION_TTL_S
@@ -49,6 +51,17 @@ class IngestResult:
         return {"accepted": len(self.accepted), "rejected": [r.to_json() for r in self.rejected]}
 
 
+def request_body(body: str | None, *, is_base64: bool) -> str | bytes | None:
+    """The body as sent: API Gateway base64-encodes binary bodies. Left as bytes, so invalid
+    UTF-8 is refused by the JSON parser as a 400 rather than failing to decode (a 502)."""
+    if not is_base64 or body is None:
+        return body
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise IngestError(400, "invalid_body", "request body is not valid base64") from None
+
+
 def parse_body(body: str | bytes | None) -> list[Any]:
     """The raw events of a request body: one event object or {"events": [...]}."""
     if body is None or not body.strip():
@@ -58,10 +71,7 @@ def parse_body(body: str | bytes | None) -> list[Any]:
         raise IngestError(
             413, "payload_too_large", f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}"
         )
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IngestError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    doc = json_body.loads(body, invalid_code="invalid_json", error=IngestError)
     if not isinstance(doc, dict):
         raise IngestError(400, "invalid_body", 'request body must be an event object or {"events": [...]}')
     if "events" not in doc:
@@ -75,8 +85,9 @@ def parse_body(body: str | bytes | None) -> list[Any]:
     if not events:
         raise IngestError(400, "no_valid_event", "'events' is empty")
     if len(events) > MAX_BATCH_EVENTS:
+        # 413 as the contract documents (PayloadTooLarge: "more than 500 events").
         raise IngestError(
-            400, "too_many_events", f"{len(events)} events in one request; the limit is {MAX_BATCH_EVENTS}"
+            413, "too_many_events", f"events: {len(events)} in one request; the limit is {MAX_BATCH_EVENTS}"
         )
     return events
 

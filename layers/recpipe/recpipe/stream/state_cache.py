@@ -13,7 +13,8 @@ stream, a parallelised shard, a replay run) makes the write fail with ConflictEr
 updater then re-reads from the store, which goes past the cache because a failed or
 undecided write evicts its user. Duplicate detection is also safe on a stale entry: stored
 states only ever grow from the cached one by folding more events in, so an event id the
-entry holds is in the stored state too (within MAX_APPLIED_IDS, as for a read state).
+entry holds was applied to the stored state too, and a shard mark of the entry is at or below
+the stored one.
 
 Bounded by users (least recently used first out). A cached state is a few KB of Python
 objects for a typical user and up to ~60 KB for one with full histories; the default

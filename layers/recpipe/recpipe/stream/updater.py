@@ -5,7 +5,8 @@ Exactly-once in effect, record by record:
   `UserFeatures.version`); with write_mode="transact" a chunk's users are committed together
   in TransactWriteItems requests (one round trip per 100 users, each Put still conditional on
   the version read). The event ids folded into a user's state travel in the same item
-  (`applied`: fingerprints of the last MAX_APPLIED_IDS), so the dedup check and the state change are
+  (`marks`: the highest sequence number applied per shard; `applied`: fingerprints of the events
+  applied in the last DEDUP_WINDOW_S, docs/stream.md), so the dedup check and the state change are
   one atomic write: a redelivered event is a no-op and a lost race is re-read and re-applied.
   (A separate idempotency table would need a second write that can succeed while the first
   fails; keeping the ids in the item makes the write itself safe under replay.)
@@ -34,7 +35,7 @@ from typing import Any
 import orjson
 
 from recpipe.domain.events import Event, EventRejected, parse_event
-from recpipe.domain.user import UserFeatures, apply_event
+from recpipe.domain.user import StreamPosition, UserFeatures, apply_event
 from recpipe.ports import (
     BatchUserFeatureWriter,
     ConflictError,
@@ -96,6 +97,10 @@ _Outcome = UpdateResult | DependencyError | None
 class _UserWork:
     events: list[Event] = field(default_factory=list)
     sequence_numbers: list[str] = field(default_factory=list)
+    positions: list[StreamPosition] = field(default_factory=list)
+    #: Records of this user that cannot be folded (sequence number -> reason): reported, skipped.
+    poison: dict[str, str] = field(default_factory=dict)
+    redrive: bool = False
 
 
 def decode_record(record: StreamRecord, *, now: float) -> Event:
@@ -165,8 +170,16 @@ class FeatureUpdater:
     def users(self) -> UserFeatureStore:
         return self._users
 
+    def redrive(self, records: Sequence[StreamRecord]) -> UpdateResult:
+        """`process` for records re-read for a failure-queue message (`recpipe replay`)."""
+        return self.process(records, redrive=True)
+
     def process(
-        self, records: Sequence[StreamRecord], remaining_ms: Callable[[], int] | None = None
+        self,
+        records: Sequence[StreamRecord],
+        remaining_ms: Callable[[], int] | None = None,
+        *,
+        redrive: bool = False,
     ) -> UpdateResult:
         result = UpdateResult()
         failed: set[str] = set()
@@ -179,9 +192,10 @@ class FeatureUpdater:
             except EventRejected as exc:
                 poison.append((record, str(exc)))
                 continue
-            w = work.setdefault(event.user_id, _UserWork())
+            w = work.setdefault(event.user_id, _UserWork(redrive=redrive))
             w.events.append(event)
             w.sequence_numbers.append(record.sequence_number)
+            w.positions.append(StreamPosition(record.shard_id, record.sequence_number))
 
         if poison:
             result.poison = len(poison)
@@ -196,6 +210,7 @@ class FeatureUpdater:
         # a record redelivered because its user's write failed still counts once.
         live = self._live_executor.submit(self._write_live_state, list(work.values())) if work else None
 
+        folded_poison: list[tuple[str, str]] = []
         users = list(work)
         chunks = [users[start : start + USERS_PER_READ] for start in range(0, len(users), USERS_PER_READ)]
         for outcomes in self._run_chunks(chunks, work, remaining_ms):
@@ -210,6 +225,15 @@ class FeatureUpdater:
                     continue
                 for name in ("applied", "duplicates", "conflicts", "users_written"):
                     setattr(result, name, getattr(result, name) + getattr(outcome, name))
+                folded_poison.extend(work[u].poison.items())
+
+        if folded_poison:
+            by_seq = {r.sequence_number: r for r in records}
+            result.poison += len(folded_poison)
+            try:
+                self._failures.report([poison_report(by_seq[s], reason) for s, reason in folded_poison])
+            except DependencyError:
+                failed.update(s for s, _ in folded_poison)
 
         if live is not None:
             try:
@@ -274,7 +298,7 @@ class FeatureUpdater:
                 return u, None
             outcome = UpdateResult()
             try:
-                self._apply(u, states.get(u), work[u].events, outcome)
+                self._apply(u, states.get(u), work[u], outcome)
             except DependencyError as exc:
                 return u, exc
             return u, outcome
@@ -304,8 +328,8 @@ class FeatureUpdater:
             fresh_of: dict[str, int] = {}
             for u in todo:
                 state = current[u]
-                new, fresh = self._fold(state, work[u].events)
-                if not fresh or new is None:
+                new, fresh = self._fold(state, work[u])
+                if new is state or new is None:
                     outcomes[u].duplicates += len(work[u].events)
                     final[u] = outcomes[u]
                     continue
@@ -346,12 +370,11 @@ class FeatureUpdater:
             todo = conflicted
         return [(u, final.get(u)) for u in chunk]
 
-    def _apply(
-        self, user_id: str, state: UserFeatures | None, events: list[Event], result: UpdateResult
-    ) -> None:
+    def _apply(self, user_id: str, state: UserFeatures | None, w: _UserWork, result: UpdateResult) -> None:
+        events = w.events
         for attempt in range(MAX_CONFLICT_RETRIES + 1):
-            new, fresh = self._fold(state, events)
-            if not fresh or new is None:
+            new, fresh = self._fold(state, w)
+            if new is state or new is None:
                 result.duplicates += len(events)
                 return
             try:
@@ -367,12 +390,29 @@ class FeatureUpdater:
             result.users_written += 1
             return
 
-    def _fold(self, state: UserFeatures | None, events: list[Event]) -> tuple[UserFeatures | None, int]:
+    def _fold(self, state: UserFeatures | None, w: _UserWork) -> tuple[UserFeatures | None, int]:
+        """The user's records folded in stream order; returns the new state (the same object
+        when nothing changed) and how many events were applied. A record that still fails to
+        fold (input validation should make that impossible) is set aside in `w.poison` and its
+        user's other records go on."""
         fresh = 0
-        for event in events:
+        now = self._clock()
+        for event, position, seq in zip(w.events, w.positions, w.sequence_numbers, strict=True):
             before = state
-            state = apply_event(state, event, self._categories_of(event.item_id))
-            fresh += state is not before
+            try:
+                state = apply_event(
+                    state,
+                    event,
+                    self._categories_of(event.item_id),
+                    position=position,
+                    now=now,
+                    redrive=w.redrive,
+                )
+            except (ValueError, ArithmeticError, TypeError) as exc:
+                w.poison[seq] = f"cannot fold event {event.event_id!r}: {exc}"
+                continue
+            # A producer retry only moves the shard mark: changed, not applied.
+            fresh += state is not before and (before is None or state.applied is not before.applied)
         return state, fresh
 
     def _write_live_state(self, work: list[_UserWork]) -> int:
