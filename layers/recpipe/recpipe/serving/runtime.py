@@ -130,7 +130,9 @@ def bundle_source(settings: ModelSettings) -> BundleSource:
         pointer_param=pointer,
         experiment_param=settings.experiment_param,
     )
-    return StoreBundleSource(store, Path(tempfile.gettempdir()) / "recpipe-bundles")
+    # A directory of this process's own: a version name is only unique within one bucket, so a
+    # copy left in /tmp by another process (another stack, a test) must never be taken for it.
+    return StoreBundleSource(store, Path(tempfile.mkdtemp(prefix="recpipe-bundles-")))
 
 
 def impression_log(settings: RecommendSettings) -> ImpressionLog | None:
