@@ -18,6 +18,9 @@ COMMANDS: dict[str, str] = {
     "bench": "recpipe_dev.commands.bench",
     "demo": "recpipe_dev.commands.demo",
     "sizing": "recpipe_dev.commands.sizing",
+    "experiment": "recpipe_dev.commands.experiment",
+    "versions": "recpipe_dev.commands.versions",
+    "rollback": "recpipe_dev.commands.rollback",
 }
 
 

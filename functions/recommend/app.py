@@ -41,6 +41,7 @@ def post_recommendations() -> dict[str, Any]:
 def recommend(request: RecommendationRequest) -> dict[str, Any]:
     obs.logger.append_keys(user_id=request.user_id)
     result = online.recommender.recommend(request)
+    online.log_impression(result)
     record_result(obs.metrics, obs.logger, result)
     return result.to_response()
 

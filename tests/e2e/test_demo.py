@@ -12,7 +12,7 @@ from recpipe_dev.local.redis_server import free_port
 SMALL = ["--users", "600", "--items", "500", "--events", "20000", "--requests", "30"]
 
 
-def _demo(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+def _demo(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("REDIS_URL", None)
     return subprocess.run(
@@ -37,6 +37,11 @@ def test_demo_once_runs_the_scenario_and_every_check_holds(tmp_path: Path) -> No
         "added to the cart",
         "the stream path",
         "latency",
+        "an experiment: a second model against the first, 50/50",
+        "each variant served by its own bundle",
+        "per-variant exposures and clicks in the report equal",
+        "rolling back to the first version",
+        "experiment checks held",
     ):
         assert step in out
     assert "✘" not in out

@@ -236,6 +236,8 @@ def test_response_schemas_accept_a_real_answer_shape_and_refuse_drift(
         "recommendation_id": "r-1",
         "user_id": "u-1",
         "model_version": None,
+        "variant": None,
+        "experiment": None,
         "degraded": ["model"],
         "items": [
             {
@@ -253,6 +255,9 @@ def test_response_schemas_accept_a_real_answer_shape_and_refuse_drift(
     validator.validate(answer)
     assert not validator.is_valid({**answer, "debug": True})
     assert not validator.is_valid({k: v for k, v in answer.items() if k != "took_ms"})
+    validator.validate({**answer, "variant": "treatment", "experiment": "ranker-dec"})
+    assert not validator.is_valid({k: v for k, v in answer.items() if k != "variant"})
+    assert not validator.is_valid({**answer, "variant": "no spaces"})
     schema_validator("Error").validate({"error": {"code": "invalid_request", "message": "k: must be <= 100"}})
     schema_validator("IngestResponse").validate(
         {"accepted": 1, "rejected": [{"index": 1, "event_id": None, "reason": "x"}]}

@@ -17,6 +17,7 @@ EXPECTED_POLICIES: dict[str, set[str]] = {
         "SSMParameterWithSlashPrefixReadPolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
         "Sid:QueryContentIndex",
+        "Sid:LogImpressions",
     },
     "IngestEventsFunction": {"AWSSecretsManagerGetSecretValuePolicy", "Sid:PutEvents"},
     "FeatureUpdaterFunction": {
@@ -115,11 +116,20 @@ def test_scoring_function_can_only_read(resources: dict[str, Any]) -> None:
     by_name = {next(iter(p)): p[next(iter(p))] for p in policies if "Statement" not in p}
     assert by_name["DynamoDBReadPolicy"] == {"TableName": {"Ref": "UserFeaturesTable"}}
     assert by_name["S3ReadPolicy"] == {"BucketName": {"Ref": "ModelArtifactsBucket"}}
-    assert by_name["SSMParameterWithSlashPrefixReadPolicy"] == {
-        "ParameterName": {"Ref": "ModelPointerParameter"}
-    }
-    (search,) = [s for p in policies for s in statements(p)]
+    ssm_reads = [
+        p["SSMParameterWithSlashPrefixReadPolicy"]
+        for p in policies
+        if "SSMParameterWithSlashPrefixReadPolicy" in p
+    ]
+    assert ssm_reads == [
+        {"ParameterName": {"Ref": "ModelPointerParameter"}},
+        {"ParameterName": {"Ref": "ExperimentParameter"}},
+    ], "the model pointer and the experiment beside it, nothing else"
+    search, impressions = [s for p in policies for s in statements(p)]
     assert set(search["Action"]) <= {"es:ESHttpGet", "es:ESHttpPost", "es:ESHttpHead"}
+    # Its one write: served lists to the impression archive stream.
+    assert impressions["Action"] == ["firehose:PutRecordBatch"]
+    assert impressions["Resource"] == {"Fn::GetAtt": ["ImpressionArchiveFirehose", "Arn"]}
 
 
 def test_event_intake_can_only_put_records_on_the_event_stream(resources: dict[str, Any]) -> None:

@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bundle cache",
     )
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--experiments",
+        action="store_true",
+        help="only the feedback-loop figures: p99 with impressions off/on (interleaved, at the "
+        "largest --candidates) and resident memory with two bundles live (a 50/50 split)",
+    )
     parser.add_argument("--json", dest="json_out", type=Path, help="write the report here")
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
 
@@ -317,6 +323,18 @@ def worker(config_path: str, out_path: str) -> int:
         return r
 
     app.online.recommender.recommend = observed
+    # The impression's cost on the request path: the buffer append the handler makes per request.
+    record_ms: list[float] = []
+    log = app.online.impressions
+    if log is not None:
+        real_record = log.record
+
+        def timed_record(**fields: Any) -> None:
+            t = time.perf_counter()
+            real_record(**fields)
+            record_ms.append((time.perf_counter() - t) * 1000.0)
+
+        log.record = timed_record
     template = json.loads((ROOT / "events" / "recommend_get.json").read_text())
 
     class Context:
@@ -367,8 +385,116 @@ def worker(config_path: str, out_path: str) -> int:
             "with_content_index_candidates": sum(x for _, x in paths),
         }
     result["rss_mb"], result["rss_peak_mb"] = rss_mb()
+    result["loaded_versions"] = app.online.models.loaded_versions()
+    impressions = app.online.impressions
+    if impressions is not None:
+        impressions.close()  # after the timed requests: what the background thread delivered
+        result["impressions"] = impressions.stats()
+        result["impression_record_ms"] = summary(record_ms)
     Path(out_path).write_text(json.dumps(result))
     return 0
+
+
+def two_bundle_dir(shop: Path, workdir: Path) -> Path:
+    """A directory of versions holding the shop's bundle twice (two versions, separate copies
+    in memory once loaded) and a 50/50 experiment between them, as a canary deployment has."""
+    from recpipe.adapters.s3_models import DirectoryModelStore
+    from recpipe.domain.experiments import parse_experiment
+
+    root = workdir / "two-bundles"
+    for version in ("bench-a", "bench-b"):
+        out = root / version
+        out.mkdir(parents=True, exist_ok=True)
+        for f in (shop / "bundle").iterdir():
+            if f.name != "manifest.json" and not (out / f.name).exists():
+                (out / f.name).symlink_to(f)
+        manifest = json.loads((shop / "bundle" / "manifest.json").read_text())
+        (out / "manifest.json").write_text(json.dumps({**manifest, "version": version}))
+    store = DirectoryModelStore(root)
+    store.set_current("bench-a")
+    store.set_experiment(
+        parse_experiment(
+            {
+                "name": "bench",
+                "salt": "bench",
+                "variants": [
+                    {"name": "control", "bundle": "bench-a", "weight": 50},
+                    {"name": "treatment", "bundle": "bench-b", "weight": 50},
+                ],
+            }
+        )
+    )
+    return root
+
+
+def run_experiments(
+    args: argparse.Namespace,
+    *,
+    shop: Path,
+    users: list[str],
+    base_env: dict[str, str],
+    moto_url: str,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Impressions off/on interleaved (twice each, same worker settings) and two bundles' RSS."""
+    from recpipe_dev.local.stack import aws_session
+
+    count = max(int(c) for c in args.candidates.split(",") if c)
+    bucket = "recpipe-bench-archive"
+    aws_session(moto_url).client("s3").create_bucket(Bucket=bucket)
+    cfg = {"users": users, "k": args.k, "warmup": args.warmup, "requests": args.requests, "cold_requests": 0}
+    env = {**base_env, "MAX_CANDIDATES": str(count)}
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for round_ in range(2):
+        for mode in ("off", "on") if round_ == 0 else ("on", "off"):
+            extra = {"IMPRESSION_ARCHIVE_BUCKET": bucket} if mode == "on" else {}
+            print(f"impressions {mode} (round {round_ + 1}): {args.requests} requests ...", flush=True)
+            runs[mode].append(run_worker({**cfg, "env": {**env, **extra}}, workdir, f"imp-{mode}-{round_}"))
+    out: dict[str, Any] = {"candidates": count, "impressions": {}}
+    for mode, results in runs.items():
+        lat = [x for r in results for x in r["known"]["latencies"]]
+        wall = sum(r["known"]["wall_s"] for r in results)
+        out["impressions"][mode] = {
+            **summary(lat, wall),
+            "per_run_p99_ms": [summary(r["known"]["latencies"])["p99_ms"] for r in results],
+            "written": sum(r.get("impressions", {}).get("written", 0) for r in results),
+            "failed": sum(r.get("impressions", {}).get("failed", 0) for r in results),
+            "dropped": sum(r.get("impressions", {}).get("dropped", 0) for r in results),
+            "flush_cpu_ms": sum(r.get("impressions", {}).get("flush_cpu_ms", 0) for r in results),
+        }
+        if mode == "on":
+            calls = [r["impression_record_ms"] for r in results]
+            out["impressions"]["record_call_ms"] = {
+                "what": "wall time of ImpressionLog.record (the buffer append the handler makes), per request",
+                "p50_ms": max(c["p50_ms"] for c in calls),
+                "p99_ms": max(c["p99_ms"] for c in calls),
+                "max_ms": max(c["max_ms"] for c in calls),
+            }
+    on, off = out["impressions"]["on"], out["impressions"]["off"]
+    out["impressions"]["p99_change_ms"] = round(on["p99_ms"] - off["p99_ms"], 3)
+    out["impressions"]["p50_change_ms"] = round(on["p50_ms"] - off["p50_ms"], 3)
+    out["impressions"]["writer"] = "S3ImpressionWriter to the moto server (AWS: Firehose PutRecordBatch)"
+    print("two bundles live (50/50) ...", flush=True)
+    two = run_worker(
+        {
+            **cfg,
+            "requests": 400,
+            "warmup": 0,
+            "env": {**env, "RECPIPE_BUNDLE_DIR": str(two_bundle_dir(shop, workdir))},
+        },
+        workdir,
+        "two-bundles",
+    )
+    one = run_worker({**cfg, "requests": 400, "warmup": 0, "env": env}, workdir, "one-bundle")
+    out["rss_two_bundles"] = {
+        "catalogue_items": args.items,
+        "loaded_versions": two["loaded_versions"],
+        "rss_mb_two_bundles": round(two["rss_mb"], 1),
+        "rss_peak_mb_two_bundles": round(two["rss_peak_mb"], 1),
+        "rss_mb_one_bundle": round(one["rss_mb"], 1),
+        "what": "worker RSS after 400 requests; the in-process content index (local only) is in both",
+    }
+    return out
 
 
 def in_process_worker(cfg: dict[str, Any], out_path: str) -> int:
@@ -486,7 +612,7 @@ def run(args: argparse.Namespace) -> int:
     rss_sizes = [int(c) for c in args.rss_catalogues.split(",") if c]
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     shop = trained_shop(args, args.items)
-    shops = {n: trained_shop(args, n) for n in rss_sizes}
+    shops = {} if args.experiments else {n: trained_shop(args, n) for n in rss_sizes}
     report: dict[str, Any] = {
         "benchmark": "serving",
         "setup": {
@@ -559,6 +685,20 @@ def run(args: argparse.Namespace) -> int:
         effective = load_settings(RecommendSettings, base_env)
         report["setup"]["read_timeout_ms"] = effective.read_timeout_ms
         report["setup"]["request_budget_ms"] = effective.request_budget_ms
+        if args.experiments:
+            report = {"benchmark": "serving-experiments", "setup": report["setup"]}
+            report.update(
+                run_experiments(
+                    args, shop=shop, users=pop["users"], base_env=base_env, moto_url=moto_url, workdir=workdir
+                )
+            )
+            report["setup"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+            print(json.dumps({k: v for k, v in report.items() if k != "setup"}, indent=2))
+            if args.json_out:
+                args.json_out.parent.mkdir(parents=True, exist_ok=True)
+                args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+                print(f"report written to {args.json_out}")
+            return 0
         for count in counts:
             cfg = {
                 "env": {**base_env, "MAX_CANDIDATES": str(count)},

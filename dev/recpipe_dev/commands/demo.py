@@ -43,6 +43,11 @@ def register(sub: Any) -> None:
         help="hand the generated history to the retrain workflow in memory instead of via the S3 event archive",
     )
     parser.add_argument("--verbose", action="store_true", help="show the handlers' logs and metrics")
+    parser.add_argument(
+        "--no-experiment",
+        action="store_true",
+        help="skip the feedback-loop step (second model, 50/50 experiment, report, rollback)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -67,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             verbose=args.verbose,
             no_archive=args.no_archive,
+            no_experiment=args.no_experiment,
         )
     )
     # Everything started is stopped and the lock released by now; skip the interpreter's

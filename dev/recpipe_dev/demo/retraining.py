@@ -40,7 +40,13 @@ class RetrainOutcome:
     source: str = ""
 
 
-def retrain(data: DemoData, *, quick: bool = False, archive_days: float | None = None) -> RetrainOutcome:
+def retrain(
+    data: DemoData,
+    *,
+    quick: bool = False,
+    archive_days: float | None = None,
+    gate_margin: float | None = None,
+) -> RetrainOutcome:
     """Run the workflow against the stack the environment points at (RetrainSettings from env).
 
     With `archive_days`, `prepare` reads that window from the event archive bucket (seeded by
@@ -69,7 +75,9 @@ def retrain(data: DemoData, *, quick: bool = False, archive_days: float | None =
     source: dict[str, Any] = {"kind": SOURCE_KIND}
     if archive_days is not None:
         source = {"kind": "archive", "days": archive_days}
-    request = {"source": source, "params": params.to_dict()}
+    request: dict[str, Any] = {"source": source, "params": params.to_dict()}
+    if gate_margin is not None:  # the experiment step publishes a second model whatever its score
+        request["gate_margin"] = gate_margin
     try:
         out = run_local(
             deps,

@@ -49,6 +49,8 @@ class DemoOptions:
     verbose: bool = False
     #: Hand the generated history to `prepare` in memory instead of through the archive bucket.
     no_archive: bool = False
+    #: Skip the feedback-loop step (second retrain, 50/50 experiment, report, rollback).
+    no_experiment: bool = False
 
 
 class DemoLock:
@@ -194,6 +196,8 @@ def _run(
         READ_TIMEOUT_MS=os.environ.get("READ_TIMEOUT_MS", "100"),
         REQUEST_BUDGET_MS=os.environ.get("REQUEST_BUDGET_MS", "300"),
         MODEL_REFRESH_S="5",
+        # Impressions reach the archive within a second, so the experiment step's report sees them.
+        IMPRESSION_FLUSH_S="1",
         TF_CPP_MIN_LOG_LEVEL="2",
         # The terminal tells the story; handler logs and EMF metrics only with --verbose.
         POWERTOOLS_LOG_LEVEL="INFO" if opts.verbose else "ERROR",
@@ -285,6 +289,11 @@ def _run(
     if updater is not None:
         poller = _start_poller(env, updater)
         cleanup.push("Kinesis poller", poller.stop)
+    from recpipe_dev.local.firehose import start_archive_poller
+
+    # The event archive's Firehose (Kinesis -> S3 events/), which the experiment report reads.
+    archiver = start_archive_poller(env)
+    cleanup.push("Firehose stand-in", archiver.stop)
 
     from recpipe_dev.demo.server import DemoInfo, demo_server
 
@@ -312,6 +321,8 @@ def _run(
         out=_say,
     )
     ok = scenario.run()
+    if not opts.no_experiment:
+        ok = _experiment_step(data, scenario, outcome.version, env, archive_days) and ok
     if opts.once:
         return EXIT_OK if ok else EXIT_CHECKS_FAILED
     _say(f"\nthe demo is running: open {server.url}/ in a browser. Ctrl-C stops everything.")
@@ -319,6 +330,27 @@ def _run(
     while not stop.wait(0.5):
         pass
     return EXIT_OK
+
+
+def _experiment_step(
+    data: Any, scenario: Any, first: str, env: dict[str, str], archive_days: float | None
+) -> bool:
+    """Second version, 50/50 experiment, clicks, report, rollback (recpipe_dev.demo.experiment)."""
+    from recpipe_dev.demo.experiment import run_experiment_step
+    from recpipe_dev.demo.retraining import RetrainFailed, retrain
+
+    _say("\n== 8. an experiment: a second model against the first, 50/50, then a rollback")
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # Published whatever the gate says: the experiment is what decides now.
+            second = pool.submit(
+                retrain, data, quick=True, archive_days=archive_days, gate_margin=1.0
+            ).result()
+    except (RetrainFailed, BrokenProcessPool) as exc:
+        scenario._check("experiment", False, f"second retrain failed: {exc}")
+        return False
+    _say(f"   second model {second.version} published ({second.seconds:.1f} s); {first} stays restorable")
+    return run_experiment_step(scenario, first=first, second=second.version, env=env)
 
 
 def _aws(env: dict[str, str], service: str) -> Any:

@@ -39,6 +39,7 @@ STATE_FILE = "local.json"
 #: SIGTERM, so it gets half a second before SIGKILL.
 MOTO_STOP_S = 0.5
 MODEL_POINTER = "ModelPointerParameter"
+EXPERIMENT = "ExperimentParameter"
 REGION = "us-east-1"
 #: moto accepts any credentials; fixed ones keep a developer's real profile out of the way.
 FAKE_CREDENTIALS = {
@@ -142,15 +143,19 @@ def _terminate(pid: int | None, marker: str, timeout: float = 5.0) -> bool:
     return True
 
 
-def create_model_pointer(session: Any, template_path: Path, env_name: str) -> str:
-    """The SSM model pointer of template.yaml (name with this env, initial value "none")."""
+def create_model_pointer(
+    session: Any, template_path: Path, env_name: str, resource: str = MODEL_POINTER
+) -> str:
+    """An SSM parameter of template.yaml: the model pointer, or the experiment beside it (name
+    with this env, initial value "none")."""
     from recpipe_dev.local.resources import load_template
 
-    res = load_template(template_path)["Resources"].get(MODEL_POINTER)
+    default = "/recpipe/${EnvName}/model/" + ("current" if resource == MODEL_POINTER else "experiment")
+    res = load_template(template_path)["Resources"].get(resource)
     props = (res or {}).get("Properties", {})
-    name = props.get("Name", "/recpipe/${EnvName}/model/current")
+    name = props.get("Name", default)
     if isinstance(name, dict):
-        name = name.get("Fn::Sub", "/recpipe/${EnvName}/model/current")
+        name = name.get("Fn::Sub", default)
     name = str(name).replace("${EnvName}", env_name)
     ssm = session.client("ssm")
     try:
@@ -247,6 +252,7 @@ class LocalStack:
             session = aws_session(moto_url)
             resources = create_local_resources(session, names, self.template)
             resources[MODEL_POINTER] = create_model_pointer(session, self.template, self.env_name)
+            resources[EXPERIMENT] = create_model_pointer(session, self.template, self.env_name, EXPERIMENT)
             _step(progress, "resources")
         except BaseException:
             self.stop()
@@ -307,8 +313,11 @@ class LocalStack:
             "FAILURE_QUEUE_URL": resources[FAILURE_QUEUE],
             "MODEL_BUCKET": resources[MODEL_BUCKET],
             "ARCHIVE_BUCKET": resources[ARCHIVE_BUCKET],
+            # No Firehose locally: the scoring function writes impression batches to the bucket.
+            "IMPRESSION_ARCHIVE_BUCKET": resources[ARCHIVE_BUCKET],
             "RETRAIN_TOPIC_ARN": resources[RETRAIN_TOPIC],
             "MODEL_POINTER_PARAM": resources[MODEL_POINTER],
+            "EXPERIMENT_PARAM": resources[EXPERIMENT],
             "CONTENT_INDEX_DIR": str(self.state_dir / "content-index"),
             "POWERTOOLS_SERVICE_NAME": "recpipe",
             "POWERTOOLS_METRICS_NAMESPACE": f"recpipe-{self.env_name}",

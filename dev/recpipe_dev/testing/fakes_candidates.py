@@ -27,11 +27,13 @@ class InMemoryCandidateCache:
     def current_version(self) -> str | None:
         return self.pointer
 
-    def get(self, user_id: str) -> list[tuple[str, float]]:
+    def get(self, user_id: str, version: str | None = None) -> list[tuple[str, float]]:
         self.get_calls += 1
-        if self.pointer is None:
+        if version is None or version not in self.meta:
+            version = self.pointer
+        if version is None:
             return []
-        return list(self.versions.get(self.pointer, {}).get(user_id, []))
+        return list(self.versions.get(version, {}).get(user_id, []))
 
     def version_meta(self, version: str) -> dict[str, Any] | None:
         return self.meta.get(version)

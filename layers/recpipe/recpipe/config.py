@@ -43,6 +43,8 @@ class ModelSettings(BaseSettings):
 
     model_bucket: str | None = Field(None, alias="MODEL_BUCKET", min_length=1)
     model_pointer_param: str | None = Field(None, alias="MODEL_POINTER_PARAM", min_length=1)
+    #: SSM parameter holding the live experiment (traffic split); unset = no experiments.
+    experiment_param: str | None = Field(None, alias="EXPERIMENT_PARAM", min_length=1)
     #: Local bundle directory (skips S3): the local stack and benchmarks.
     bundle_dir: str | None = Field(None, alias="RECPIPE_BUNDLE_DIR", min_length=1)
     model_refresh_s: float = Field(60.0, alias="MODEL_REFRESH_S", ge=0)
@@ -105,6 +107,13 @@ class RecommendSettings(ApiSettings, RedisSettings, ModelSettings, ContentSettin
     #: Leave out items the user already interacted with (training never offers them, so the
     #: ranker never learnt to score them); false for "buy it again" style rails.
     exclude_seen: bool = Field(True, alias="EXCLUDE_SEEN")
+    #: Where served lists are logged as impressions: a Firehose delivery stream (AWS), or the
+    #: archive bucket directly (local stack). Neither set: impressions are not logged.
+    impression_stream_name: str | None = Field(None, alias="IMPRESSION_STREAM_NAME", min_length=1)
+    impression_bucket: str | None = Field(None, alias="IMPRESSION_ARCHIVE_BUCKET", min_length=1)
+    #: Seconds between the background thread's writes (also: at most this much is lost when a
+    #: container is shut down with impressions still buffered).
+    impression_flush_s: float = Field(5.0, alias="IMPRESSION_FLUSH_S", gt=0, le=300)
 
 
 class IngestSettings(ApiSettings, RedisSettings):
@@ -137,6 +146,11 @@ class TrainingJobSettings(ModelSettings, ContentSettings):
 class RetrainSettings(TrainingJobSettings, RedisSettings):
     """The retrain workflow's Lambda steps and `recpipe retrain`: also publishes candidates to
     Redis and content to the index."""
+
+    #: How long a superseded version's candidate lists stay in Redis, restorable by
+    #: `recpipe rollback` (bundles and content-index versions are kept longer by their stores).
+    #: Redis holds up to this many days of published versions: size the cache for it.
+    published_retention_days: float = Field(7.0, alias="PUBLISHED_RETENTION_DAYS", gt=0, le=90)
 
 
 S = TypeVar("S", bound=BaseSettings)

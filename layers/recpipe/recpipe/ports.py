@@ -33,8 +33,10 @@ class ConflictError(Exception):
 class CandidateCache(Protocol):
     def current_version(self) -> str | None: ...
 
-    def get(self, user_id: str) -> list[tuple[str, float]]:
-        """The user's CF candidates (best first) from the current version; [] when none."""
+    def get(self, user_id: str, version: str | None = None) -> list[tuple[str, float]]:
+        """The user's CF candidates (best first); [] when none. From `version` when it is a
+        complete published version (the one published with the served bundle), else from the
+        version the pointer names."""
         ...
 
 
@@ -169,4 +171,12 @@ class BatchUserFeatureWriter(Protocol):
     ) -> Mapping[str, UserFeatures | ConflictError | DependencyError]:
         """(features, expected_version) per distinct user -> per user: the stored features,
         ConflictError (version changed) or DependencyError/RetryableError."""
+        ...
+
+
+# ---- feedback loop ----------------------------------------------------------------------------
+class ImpressionWriter(Protocol):
+    def write(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str]]:
+        """Deliver impression records to the archive. Returns the records that still failed,
+        with the reason (never raises for a partial failure)."""
         ...

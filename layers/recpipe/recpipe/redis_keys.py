@@ -20,8 +20,11 @@ TRENDING_BUCKETS = 12  # an hour of 5-minute buckets
 TRENDING_TTL_S = TRENDING_BUCKET_S * (TRENDING_BUCKETS + 1)
 #: Buckets lose half their weight every this many buckets when combined into `top`.
 TRENDING_HALF_LIFE_BUCKETS = 4.0
-#: Old candidate versions stay readable this long after a switch (in-flight requests).
+#: Candidate versions a failed publish left incomplete are dropped after this.
 OLD_VERSION_TTL_S = 6 * 3600
+#: Superseded (complete) candidate versions stay restorable this long by default
+#: (PUBLISHED_RETENTION_DAYS): `recpipe rollback` needs them.
+PUBLISHED_RETENTION_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 from recpipe.adapters.redis_candidates import RedisCandidateCache
-from recpipe.ports import CandidateCacheEmpty
-from recpipe.redis_keys import OLD_VERSION_TTL_S, KeyLayout
+from recpipe.ports import CandidateCacheEmpty, DependencyError
+from recpipe.redis_keys import OLD_VERSION_TTL_S, PUBLISHED_RETENTION_S, KeyLayout
 
 
 @pytest.fixture()
@@ -42,8 +42,9 @@ def test_switch_is_atomic_and_old_version_expires(client: redis.Redis) -> None:
     cache.publish("v2", _lists(10, "b"), {})
 
     assert cache.get("u3")[0][0] == "b3-0"
+    # The superseded version stays restorable for the retention (7 days by default).
     old_ttl = client.ttl(keys.candidates("v1", "u3"))
-    assert 0 < old_ttl <= OLD_VERSION_TTL_S
+    assert PUBLISHED_RETENTION_S - 60 < old_ttl <= PUBLISHED_RETENTION_S
     assert client.ttl(keys.candidate_version_meta("v1")) > 0
     # the live version never expires
     assert client.ttl(keys.candidates("v2", "u3")) == -1
@@ -134,7 +135,7 @@ def test_a_version_left_half_written_by_a_failed_run_expires_at_the_next_switch(
     cache.publish("v3", _lists(5, "c"), {})
 
     assert 0 < client.ttl(keys.candidates("v2-failed", "u1")) <= OLD_VERSION_TTL_S
-    assert 0 < client.ttl(keys.candidates("v1", "u1")) <= OLD_VERSION_TTL_S
+    assert PUBLISHED_RETENTION_S - 60 < client.ttl(keys.candidates("v1", "u1")) <= PUBLISHED_RETENTION_S
     assert client.ttl(keys.candidates("v3", "u1")) == -1
     assert {m.decode() for m in client.smembers(keys.candidate_versions())} == {"v3"}
 
@@ -152,3 +153,33 @@ def test_an_unreachable_redis_is_a_retryable_dependency_error() -> None:
         cache.commit("v1", {})
     with pytest.raises(RetryableError):
         cache.get("u1")
+
+
+def test_a_retained_version_is_restored_whole_and_the_one_it_replaces_is_retained(
+    client: redis.Redis,
+) -> None:
+    keys = KeyLayout("t")
+    cache = RedisCandidateCache(client, keys, pointer_ttl_s=0, retention_s=3600)
+    cache.publish("v1", _lists(5, "a"), {})
+    cache.publish("v2", _lists(5, "b"), {})
+    assert 3000 < (cache.version_ttl_s("v1") or 0) <= 3600 and cache.version_ttl_s("v2") is None
+    cache.restore("v1")
+    assert cache.current_version() == "v1" and cache.get("u1")[0][0] == "a1-0"
+    assert client.ttl(keys.candidates("v1", "u1")) == -1, "restored lists are kept"
+    assert 3000 < (cache.version_ttl_s("v2") or 0) <= 3600, "and the replaced version is retained"
+    client.delete(*client.keys(keys.candidate_version_pattern("v2")))
+    with pytest.raises(KeyError):
+        cache.version_ttl_s("v2")
+    with pytest.raises(DependencyError, match="not complete or has expired"):
+        cache.restore("v2")
+    assert cache.current_version() == "v1"
+
+
+def test_the_lists_of_a_named_complete_version_are_read_without_following_the_pointer(
+    client: redis.Redis,
+) -> None:
+    cache = RedisCandidateCache(client, KeyLayout("t"), pointer_ttl_s=60)
+    cache.publish("v1", _lists(5, "a"), {})
+    cache.publish("v2", _lists(5, "b"), {})
+    assert cache.get("u1", "v1")[0][0] == "a1-0", "the version a variant's bundle was published with"
+    assert cache.get("u1", "v9")[0][0] == "b1-0", "an unknown version falls back to the pointer"

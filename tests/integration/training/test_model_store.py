@@ -92,3 +92,31 @@ def test_directory_store_has_the_same_contract(bundle_dir: Path, tmp_path: Path)
     assert (tmp_path / "bundles" / "CURRENT").read_text().strip() == version
     assert store.current_version() == version
     assert load_bundle(tmp_path / "bundles" / version).version == version
+
+
+def test_the_experiment_lives_beside_the_pointer_and_names_only_uploaded_bundles(
+    aws: None, bundle_dir: Path
+) -> None:
+    from recpipe.domain.experiments import ExperimentError, parse_experiment
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    ssm = boto3.client("ssm")
+    store = S3ModelStore(s3, ssm, BUCKET, PARAM, experiment_param="/recpipe/test/model/experiment")
+    version = load_bundle(bundle_dir).version
+    store.upload(bundle_dir, version)
+    assert store.versions() == [version]
+    assert store.current_experiment() is None  # no parameter yet
+    split = {"name": "ab", "salt": "s", "variants": [{"name": "a", "bundle": version, "weight": 1}]}
+    with pytest.raises(BundleError, match="not in s3"):
+        store.set_experiment(
+            parse_experiment({**split, "variants": [{"name": "a", "bundle": "nope", "weight": 1}]})
+        )
+    store.set_experiment(parse_experiment(split))
+    assert store.current_experiment() == parse_experiment(split)
+    ssm.put_parameter(Name="/recpipe/test/model/experiment", Value="{oops", Type="String", Overwrite=True)
+    with pytest.raises(ExperimentError):
+        store.current_experiment()
+    store.set_experiment(None)
+    assert store.current_experiment() is None
+    assert S3ModelStore(s3, ssm, BUCKET, PARAM).current_experiment() is None, "no parameter configured"

@@ -2,7 +2,7 @@
 // POST /events) served by the local stack, and to /demo/* for sample users and live stats.
 "use strict";
 
-const state = { user: null, items: [], previous: new Set(), posted: 0, seq: 0, latest: 0 };
+const state = { user: null, items: [], previous: new Set(), posted: 0, seq: 0, latest: 0, recommendationId: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -54,10 +54,12 @@ async function recommend() {
   showError("");
   state.previous = new Set(state.items.map((it) => it.item_id));
   state.items = body.items;
+  state.recommendationId = body.recommendation_id; // clicks carry it: attribution joins them
   $("current-user").textContent = state.user;
   const degraded = body.degraded && body.degraded.length ? ` · degraded: ${body.degraded.join(", ")}` : "";
   $("request-info").textContent =
-    `handler ${body.took_ms.toFixed(1)} ms · round trip ${ms.toFixed(1)} ms · model ${body.model_version}${degraded}`;
+    `handler ${body.took_ms.toFixed(1)} ms · round trip ${ms.toFixed(1)} ms · model ${body.model_version}` +
+    (body.variant ? ` · variant ${body.variant}` : "") + degraded;
   render(body.items);
 }
 
@@ -100,7 +102,7 @@ async function post(item, type) {
   const events = (type === "click" ? ["view", "click"] : [type]).map((t, n) => ({
     event_id: `web-${state.user}-${item.item_id}-${t}-${Date.now()}-${state.seq}-${n}`,
     user_id: state.user, item_id: item.item_id, type: t, ts: now + n * 0.001,
-    context: { device: $("device").value, page: "demo-web" },
+    context: { device: $("device").value, page: "demo-web", recommendation_id: state.recommendationId || undefined },
   }));
   const res = await fetch("/events", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ events }) });
@@ -132,6 +134,28 @@ async function refreshStats() {
   }
 }
 
+async function refreshExperiment() {
+  try {
+    const body = await (await fetch("/demo/experiment")).json();
+    if (!body.experiment) {
+      $("experiment-name").textContent = body.error ? `unavailable: ${body.error}` : "no experiment";
+      $("experiment-variants").replaceChildren();
+      return;
+    }
+    $("experiment-name").textContent = `${body.experiment} (${body.live ? "live" : "ended"})`;
+    const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`);
+    const rows = Object.entries(body.variants).map(([name, v]) =>
+      el("tr", {}, el("td", { textContent: name }),
+        el("td", { textContent: body.split && name in body.split ? pct(body.split[name]) : "–" }),
+        el("td", { textContent: String(v.impressions) }), el("td", { textContent: pct(v.ctr) }),
+        el("td", { textContent: `${pct(v.ci95[0])} – ${pct(v.ci95[1])}` }))
+    );
+    $("experiment-variants").replaceChildren(...rows);
+  } catch (e) {
+    /* the demo is stopping */
+  }
+}
+
 function selectUser(userId) {
   state.user = userId;
   state.items = [];
@@ -154,6 +178,8 @@ async function main() {
   }
   refreshStats();
   setInterval(refreshStats, 1500);
+  setInterval(refreshExperiment, 3000);
+  refreshExperiment();
 }
 
 main().catch((e) => showError(String(e)));

@@ -246,10 +246,29 @@ class InProcessContentIndexWriter:
         final = self.root / version
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
+        self.switch(version)
+        return n
+
+    def versions(self) -> list[str]:
+        """Published versions still on disk (restorable)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / DOCS).is_file())
+
+    def current_version(self) -> str | None:
+        try:
+            return (self.root / POINTER).read_text().strip() or None
+        except OSError:
+            return None
+
+    def switch(self, version: str) -> None:
+        """Point readers at an already published version (publish, rollback)."""
+        _check_version(version)
+        if not (self.root / version / DOCS).is_file():
+            raise DependencyError(f"content index version {version} is not in {self.root}")
         pointer_tmp = self.root / f".{POINTER}.{os.getpid()}.tmp"
         pointer_tmp.write_text(version + "\n")
         os.replace(pointer_tmp, self.root / POINTER)  # atomic: readers see old or new, never half
-        return n
 
 
 # ---- OpenSearch -----------------------------------------------------------------------------------
@@ -363,6 +382,37 @@ class OpenSearchContentIndexWriter:
         except Exception as exc:
             raise _opensearch_error(exc, "publish") from exc
         return int(n)
+
+    def versions(self) -> list[str]:
+        """Versions whose index still exists (lower-cased, as index names are)."""
+        try:
+            names = self.client.indices.get(index=f"{self.alias}-*")
+        except Exception as exc:
+            raise _opensearch_error(exc, "list indices") from exc
+        return sorted(n[len(self.alias) + 1 :] for n in names)
+
+    def current_version(self) -> str | None:
+        try:
+            if not self.client.indices.exists_alias(name=self.alias):
+                return None
+            (index,) = sorted(self.client.indices.get_alias(name=self.alias))
+        except ValueError:
+            return None
+        except Exception as exc:
+            raise _opensearch_error(exc, "read alias") from exc
+        return str(index)[len(self.alias) + 1 :]
+
+    def switch(self, version: str) -> None:
+        """Move the alias to an existing version's index (rollback)."""
+        index = self.index_name(version)
+        try:
+            if not self.client.indices.exists(index=index):
+                raise DependencyError(f"content index {index} does not exist")
+            self._switch_alias(index)
+        except DependencyError:
+            raise
+        except Exception as exc:
+            raise _opensearch_error(exc, "switch alias") from exc
 
     def _switch_alias(self, index: str) -> None:
         current: list[str] = []

@@ -3,8 +3,10 @@
 Layout (recpipe.redis_keys): every list of a version lives under `cand:<version>:u:<user>`; the
 version's `meta` key is written once all lists are in; the pointer `cand:current` is switched
 last with one SET. A reader therefore only ever follows the pointer to a complete version, and
-a crash mid-publish leaves the pointer where it was. The previous version's keys are given
-OLD_VERSION_TTL_S so requests already holding the old pointer still find their lists.
+a crash mid-publish leaves the pointer where it was. The previous version's keys are given the
+retention (PUBLISHED_RETENTION_DAYS, default 7 days) as TTL, so requests still served by the
+previous bundle find their lists and `recpipe rollback` can restore it; versions a failed run
+left incomplete expire after OLD_VERSION_TTL_S.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from typing import Any
 import redis
 
 from recpipe.ports import CandidateCacheEmpty, DependencyError, RetryableError
-from recpipe.redis_keys import OLD_VERSION_TTL_S, KeyLayout, decode_candidates, encode_candidates
+from recpipe.redis_keys import (
+    OLD_VERSION_TTL_S,
+    PUBLISHED_RETENTION_S,
+    KeyLayout,
+    decode_candidates,
+    encode_candidates,
+)
 
 #: Lists per pipeline round trip while publishing (bounded memory, few round trips).
 PUBLISH_CHUNK = 2000
@@ -62,14 +70,19 @@ class RedisCandidateCache:
         layout: KeyLayout | None = None,
         *,
         pointer_ttl_s: float = 1.0,
+        retention_s: int = PUBLISHED_RETENTION_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = client
+        self.retention_s = retention_s
         self._keys = layout or KeyLayout()
         self._pointer_ttl_s = pointer_ttl_s
         self._clock = clock
         self._pointer: str | None = None
         self._pointer_read_at = float("-inf")
+        #: version -> (complete?, checked at): cached like the pointer, so reading the lists of
+        #: the served bundle's version costs no extra round trip per request.
+        self._complete: dict[str, tuple[bool, float]] = {}
         #: Called (from the request path: must not block) when a read finds no version.
         self.on_empty: Callable[[], None] | None = None
 
@@ -87,8 +100,24 @@ class RedisCandidateCache:
         self._pointer, self._pointer_read_at = version, now if version is not None else float("-inf")
         return version
 
-    def get(self, user_id: str) -> list[tuple[str, float]]:
-        version = self.current_version()
+    def _is_complete(self, version: str) -> bool:
+        now = self._clock()
+        known = self._complete.get(version)
+        if known is not None and now - known[1] < self._pointer_ttl_s:
+            return known[0]
+        try:
+            complete = bool(self._redis.exists(self._keys.candidate_version_meta(version)))
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+        if len(self._complete) > 64:  # a handful of live versions; never grows without bound
+            self._complete.clear()
+        self._complete[version] = (complete, now)
+        return complete
+
+    def get(self, user_id: str, version: str | None = None) -> list[tuple[str, float]]:
+        pointer = self.current_version()
+        if version is None or (version != pointer and not self._is_complete(version)):
+            version = pointer
         if version is None:
             # Not "this user has no list": every user's list is missing. Raised so the answer
             # says candidate_cache in `degraded`, and the restore is started.
@@ -210,7 +239,7 @@ class RedisCandidateCache:
         previous = _as_str(self._redis.getset(pointer, version))
         self._pointer, self._pointer_read_at = version, self._clock()
         if previous and previous != version:
-            self.expire_version(previous, OLD_VERSION_TTL_S)
+            self.expire_version(previous, self.retention_s)
         # Versions a failed run left half-written would otherwise stay in memory forever.
         registry = self._keys.candidate_versions()
         for raw in self._redis.smembers(registry):
@@ -220,6 +249,42 @@ class RedisCandidateCache:
                 self._redis.srem(registry, other)
         if previous and previous != version:
             self._redis.srem(registry, previous)
+
+    # ---- retention and rollback ------------------------------------------------------------------
+    def version_ttl_s(self, version: str) -> float | None:
+        """Seconds until `version`'s lists expire (None: kept); KeyError when already gone."""
+        try:
+            ttl = int(self._redis.ttl(self._keys.candidate_version_meta(version)))
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+        if ttl == -2:
+            raise KeyError(version)
+        return None if ttl == -1 else float(ttl)
+
+    def restore(self, version: str) -> None:
+        """Make a complete, still retained version current again (rollback): its keys lose
+        their TTL, then the pointer switches and the version it replaces gets the retention."""
+        check_version(version)
+        try:
+            if not self._redis.exists(self._keys.candidate_version_meta(version)):
+                raise DependencyError(f"candidate version {version} is not complete or has expired")
+            batch: list[bytes] = []
+            for key in self._redis.scan_iter(match=self._keys.candidate_version_pattern(version), count=1000):
+                batch.append(key)
+                if len(batch) >= EXPIRE_CHUNK:
+                    self._persist(batch)
+                    batch = []
+            if batch:
+                self._persist(batch)
+            self._switch(version)
+        except redis.RedisError as exc:
+            raise _dependency_error(exc) from exc
+
+    def _persist(self, keys: list[bytes]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.persist(key)
+        pipe.execute()
 
     def expire_version(self, version: str, ttl_s: int) -> int:
         """Give every key of `version` a TTL (SCAN, so Redis is never blocked). Returns keys."""

@@ -2,6 +2,7 @@
 
     s3://<bucket>/bundles/<version>/manifest.json, ranker.tflite, items.npz, items.json, neighbours.npz
     SSM <pointer param> = <version>          (the only thing that makes a version live)
+    SSM <experiment param> = experiment JSON  (optional traffic split between bundles; "none" = off)
 
 Uploads put the manifest last, so a bundle with a manifest is complete; `set_current` refuses a
 version whose manifest is not in the bucket; `fetch` verifies checksums and the feature spec
@@ -20,6 +21,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from recpipe.bundle import BUNDLE_FILES, MANIFEST, OPTIONAL_FILES, BundleError, load_bundle, read_manifest
+from recpipe.domain.experiments import Experiment, parse_experiment
 from recpipe.ports import DependencyError, RetryableError
 
 BUNDLES_PREFIX = "bundles/"
@@ -27,6 +29,8 @@ BUNDLES_PREFIX = "bundles/"
 NO_VERSION = ("", "none", "-")
 #: Local stack: file in a directory of versions naming the current one (serving reads it too).
 LOCAL_POINTER = "CURRENT"
+#: Local stack: file beside CURRENT holding the experiment definition (absent = no experiment).
+LOCAL_EXPERIMENT = "EXPERIMENT"
 
 _THROTTLING = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded", "ServiceUnavailable"}
 
@@ -42,13 +46,21 @@ def _error(service: str, exc: Exception) -> DependencyError:
 
 class S3ModelStore:
     def __init__(
-        self, s3: Any, ssm: Any, bucket: str, pointer_param: str, prefix: str = BUNDLES_PREFIX
+        self,
+        s3: Any,
+        ssm: Any,
+        bucket: str,
+        pointer_param: str,
+        prefix: str = BUNDLES_PREFIX,
+        *,
+        experiment_param: str | None = None,
     ) -> None:
         self._s3 = s3
         self._ssm = ssm
         self.bucket = bucket
         self.pointer_param = pointer_param
         self.prefix = prefix
+        self.experiment_param = experiment_param
 
     def key(self, version: str, name: str) -> str:
         return f"{self.prefix}{version}/{name}"
@@ -75,7 +87,54 @@ class S3ModelStore:
         except (ClientError, BotoCoreError) as exc:
             raise _error("ssm", exc) from exc
 
+    # ---- experiment ---------------------------------------------------------------------------
+    def current_experiment(self) -> Experiment | None:
+        """The live traffic split, None when there is none (or no parameter is configured).
+        A stored definition that does not parse raises ExperimentError (serving keeps the last
+        good one)."""
+        if not self.experiment_param:
+            return None
+        try:
+            value = self._ssm.get_parameter(Name=self.experiment_param)["Parameter"]["Value"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+                return None
+            raise _error("ssm", exc) from exc
+        except BotoCoreError as exc:
+            raise _error("ssm", exc) from exc
+        value = str(value).strip()
+        return None if value.lower() in NO_VERSION else parse_experiment(value)
+
+    def set_experiment(self, experiment: Experiment | None) -> None:
+        """Start (or replace) a split, or end it with None. Refuses a variant whose bundle is
+        not completely uploaded."""
+        if not self.experiment_param:
+            raise BundleError("no experiment parameter configured (EXPERIMENT_PARAM)")
+        if experiment is not None:
+            for version in experiment.bundles:
+                if self.manifest(version) is None:
+                    raise BundleError(f"bundle {version} is not in s3://{self.bucket}/{self.prefix}")
+        value = "none" if experiment is None else experiment.to_json()
+        try:
+            self._ssm.put_parameter(Name=self.experiment_param, Value=value, Type="String", Overwrite=True)
+        except (ClientError, BotoCoreError) as exc:
+            raise _error("ssm", exc) from exc
+
     # ---- bundles ------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """Every bundle version with a manifest in the bucket (complete uploads)."""
+        out: list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
+            )
+            for page in pages:
+                for p in page.get("CommonPrefixes", []):
+                    out.append(str(p["Prefix"])[len(self.prefix) :].rstrip("/"))
+        except (ClientError, BotoCoreError) as exc:
+            raise _error("s3", exc) from exc
+        return [v for v in out if v and self.manifest(v) is not None]
+
     def manifest(self, version: str) -> dict[str, Any] | None:
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=self.key(version, MANIFEST))["Body"].read()
@@ -161,9 +220,31 @@ class DirectoryModelStore:
 
     def set_current(self, version: str) -> None:
         read_manifest(self.root / version)
-        tmp = self.root / f".{LOCAL_POINTER}.tmp"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, self.root / LOCAL_POINTER)  # atomic on POSIX
+        self._replace(LOCAL_POINTER, version + "\n")
+
+    def _replace(self, name: str, text: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.root / name)  # atomic on POSIX
+
+    def current_experiment(self) -> Experiment | None:
+        path = self.root / LOCAL_EXPERIMENT
+        if not path.is_file():
+            return None
+        value = path.read_text().strip()
+        return None if value.lower() in NO_VERSION else parse_experiment(value)
+
+    def set_experiment(self, experiment: Experiment | None) -> None:
+        if experiment is not None:
+            for version in experiment.bundles:
+                read_manifest(self.root / version)
+        self._replace(LOCAL_EXPERIMENT, "none\n" if experiment is None else experiment.to_json() + "\n")
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
 
     def manifest(self, version: str) -> dict[str, Any] | None:
         try:

@@ -49,11 +49,17 @@ def model_event_recorder(metrics: Metrics, logger: Logger) -> Any:
         "model_fetch_failed": "ModelFetchFailed",
         "model_pointer_failed": "ModelPointerFailed",
         "model_missing": "ModelMissing",
+        "experiment_live": "ExperimentLive",
+        "experiment_ended": "ExperimentEnded",
+        "experiment_not_applied": "ExperimentNotApplied",
+        "experiment_refused": "ExperimentRefused",
+        "experiment_unreadable": "ExperimentUnreadable",
     }
+    informational = {"model_loaded", "experiment_live", "experiment_ended"}
 
     def record(event: str, detail: dict[str, Any]) -> None:
         metrics.add_metric(name=names.get(event, event), unit=MetricUnit.Count, value=1)
-        log = logger.info if event == "model_loaded" else logger.error
+        log = logger.info if event in informational else logger.error
         log(event, extra=detail)
 
     return record

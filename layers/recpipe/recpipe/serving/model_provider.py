@@ -4,6 +4,11 @@ The pointer (SSM parameter via ModelStore, or a local directory) is re-read at m
 `refresh_s`. A new version is fetched, checked (checksums and feature spec by load_bundle, then
 a smoke inference) and only then swapped in; a version that fails is remembered and never
 retried, and the previous model keeps serving.
+
+The experiment definition stored beside the pointer (recpipe.domain.experiments) is re-read at
+the same time, off the request path: every variant's bundle is loaded before the split goes
+live (a split whose bundles do not all load is not applied; everyone gets the pointer's model),
+and `select(user_id)` then costs a hash, no read.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recpipe.bundle import MANIFEST, Bundle, BundleError, load_bundle
+from recpipe.domain.experiments import Assigner, Experiment, ExperimentError, VariantRules, parse_experiment
 from recpipe.domain.features import FeatureAssembler
 from recpipe.domain.items import N_DAYPARTS, ItemTable
 from recpipe.ports import ModelStore
@@ -28,6 +34,8 @@ from recpipe.serving.ranker import Ranker, RankerError
 
 #: File naming the current version in a local directory of versions (the local stack's pointer).
 LOCAL_POINTER = "CURRENT"
+#: File beside CURRENT holding the experiment definition (as recpipe.adapters.s3_models).
+LOCAL_EXPERIMENT = "EXPERIMENT"
 #: Pointer values meaning "no model yet" (as recpipe.adapters.s3_models.NO_VERSION).
 NO_VERSION = ("", "none", "-")
 #: How many of the most popular items per daypart are kept sorted for cold start and top-up.
@@ -54,6 +62,10 @@ class StoreBundleSource:
     def current_version(self) -> str | None:
         return self.store.current_version()
 
+    def current_experiment(self) -> Experiment | None:
+        read = getattr(self.store, "current_experiment", None)
+        return read() if read is not None else None
+
     def fetch(self, version: str) -> Path:
         dest = self.cache_dir / version
         if (dest / MANIFEST).is_file():
@@ -79,6 +91,13 @@ class LocalBundleSource:
             value = pointer.read_text().strip()
             return None if value.lower() in NO_VERSION else value
         return None
+
+    def current_experiment(self) -> Experiment | None:
+        path = self.root / LOCAL_EXPERIMENT
+        if not path.is_file():
+            return None
+        value = path.read_text().strip()
+        return None if value.lower() in NO_VERSION else parse_experiment(value)
 
     def fetch(self, version: str) -> Path:
         if (self.root / MANIFEST).is_file():
@@ -144,6 +163,24 @@ def prepare_model(bundle_dir: Path, *, warm_sizes: tuple[int, ...] = ()) -> Load
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What one request is served with: the model, and the experiment variant if any."""
+
+    model: LoadedModel | None
+    variant: str | None = None
+    experiment: str | None = None
+    rules: VariantRules | None = None
+    #: Candidate-list version to read (None: the cache's own pointer).
+    candidate_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _LiveSplit:
+    assigner: Assigner
+    models: dict[str, LoadedModel]
+
+
 class ModelProvider:
     def __init__(
         self,
@@ -162,6 +199,8 @@ class ModelProvider:
         self.on_event = on_event or (lambda name, detail: None)
         self.clock = clock
         self._model: LoadedModel | None = None
+        self._split: _LiveSplit | None = None
+        self._experiment_seen: Experiment | None = None
         self._failed: dict[str, str] = {}
         self._next_check = 0.0
         self._lock = threading.Lock()
@@ -175,6 +214,35 @@ class ModelProvider:
     @property
     def failed_versions(self) -> dict[str, str]:
         return dict(self._failed)
+
+    @property
+    def experiment(self) -> Experiment | None:
+        """The split being served now (None: everyone gets the pointer's model)."""
+        split = self._split
+        return split.assigner.experiment if split is not None else None
+
+    def loaded_versions(self) -> list[str]:
+        """Every bundle version held in memory (the pointer's and each live variant's)."""
+        split = self._split
+        versions = {m.version for m in split.models.values()} if split is not None else set()
+        if self._model is not None:
+            versions.add(self._model.version)
+        return sorted(versions)
+
+    def select(self, user_id: str) -> Selection:
+        """The model (and variant) for this user; the same pointer check as `current`."""
+        model = self.current()
+        split = self._split
+        if split is None:
+            return Selection(model, candidate_version=model.version if model is not None else None)
+        variant = split.assigner.assign(user_id)
+        return Selection(
+            split.models[variant.bundle],
+            variant=variant.name,
+            experiment=split.assigner.experiment.name,
+            rules=variant.rules,
+            candidate_version=variant.candidate_version,
+        )
 
     def current(self) -> LoadedModel | None:
         """The model to serve now; triggers a pointer re-check when one is due."""
@@ -203,8 +271,14 @@ class ModelProvider:
         threading.Thread(target=run, name="model-refresh", daemon=True).start()
 
     def refresh(self) -> bool:
-        """Re-read the pointer and swap in a new version if it loads. True when swapped."""
+        """Re-read the pointer and the experiment; swap in what loads. True when the pointer's
+        model was swapped."""
         self._next_check = self.clock() + self.refresh_s
+        swapped = self._refresh_pointer()
+        self._refresh_experiment()
+        return swapped
+
+    def _refresh_pointer(self) -> bool:
         try:
             version = self.source.current_version()
         except Exception as exc:  # SSM/S3/file errors: keep serving what we have
@@ -218,17 +292,8 @@ class ModelProvider:
             return False
         if (self._model is not None and self._model.version == version) or version in self._failed:
             return False
-        try:
-            path = self.source.fetch(version)
-            model = prepare_model(path, warm_sizes=self.warm_sizes)
-            if model.version != version:
-                raise BundleError(f"pointer names {version!r} but the bundle says {model.version!r}")
-        except (BundleError, RankerError) as exc:
-            self._reject(version, f"{type(exc).__name__}: {exc}")
-            return False
-        except Exception as exc:  # a failed download may succeed later: retried at the next check
-            self.last_error = f"model {version} not fetched: {type(exc).__name__}: {exc}"
-            self.on_event("model_fetch_failed", {"version": version, "reason": self.last_error})
+        model = self._load(version)
+        if model is None:
             return False
         previous = self._model.version if self._model else None
         self._model = model
@@ -236,6 +301,65 @@ class ModelProvider:
         self.last_error = None
         self.on_event("model_loaded", {"version": version, "previous": previous, "load_ms": model.load_ms})
         return True
+
+    def _loaded(self, version: str) -> LoadedModel | None:
+        if self._model is not None and self._model.version == version:
+            return self._model
+        split = self._split
+        return split.models.get(version) if split is not None else None
+
+    def _load(self, version: str) -> LoadedModel | None:
+        """A verified model of `version` (reused when already in memory), or None."""
+        held = self._loaded(version)
+        if held is not None:
+            return held
+        if version in self._failed:
+            return None
+        try:
+            path = self.source.fetch(version)
+            model = prepare_model(path, warm_sizes=self.warm_sizes)
+            if model.version != version:
+                raise BundleError(f"pointer names {version!r} but the bundle says {model.version!r}")
+        except (BundleError, RankerError) as exc:
+            self._reject(version, f"{type(exc).__name__}: {exc}")
+            return None
+        except Exception as exc:  # a failed download may succeed later: retried at the next check
+            self.last_error = f"model {version} not fetched: {type(exc).__name__}: {exc}"
+            self.on_event("model_fetch_failed", {"version": version, "reason": self.last_error})
+            return None
+        return model
+
+    def _refresh_experiment(self) -> None:
+        read = getattr(self.source, "current_experiment", None)
+        if read is None:
+            return
+        try:
+            experiment: Experiment | None = read()
+        except ExperimentError as exc:  # a bad definition never replaces a good one
+            self.last_error = str(exc)
+            self.on_event("experiment_refused", {"reason": str(exc)})
+            return
+        except Exception as exc:
+            self.on_event("experiment_unreadable", {"reason": f"{type(exc).__name__}: {exc}"})
+            return
+        if experiment == self._experiment_seen and (experiment is None or self._split is not None):
+            return
+        if experiment is None:
+            if self._split is not None:
+                self.on_event("experiment_ended", {"experiment": self._split.assigner.experiment.name})
+            self._split, self._experiment_seen = None, None
+            return
+        models: dict[str, LoadedModel] = {}
+        for version in experiment.bundles:
+            model = self._load(version)
+            if model is None:  # never half-applied: everyone keeps the pointer's model
+                self.on_event("experiment_not_applied", {"experiment": experiment.name, "bundle": version})
+                self._experiment_seen = experiment
+                return
+            models[version] = model
+        self._split, self._experiment_seen = _LiveSplit(Assigner(experiment), models), experiment
+        gc.freeze()
+        self.on_event("experiment_live", {"experiment": experiment.name, "split": experiment.split()})
 
     def _reject(self, version: str, reason: str) -> None:
         self._failed[version] = reason

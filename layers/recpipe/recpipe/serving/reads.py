@@ -157,7 +157,15 @@ class RequestReader:
         self.trending = trending
         self.timeout_s = timeout_s
 
-    def read(self, user_id: str, now: float, *, budget_s: float, timeout_s: float | None = None) -> Reads:
+    def read(
+        self,
+        user_id: str,
+        now: float,
+        *,
+        budget_s: float,
+        timeout_s: float | None = None,
+        candidate_version: str | None = None,
+    ) -> Reads:
         calls: dict[str, Callable[[], Any]] = {}
         reads = Reads()
         cache, sessions, users, trending = self.candidates, self.sessions, self.users, self.trending
@@ -166,7 +174,7 @@ class RequestReader:
         if users is not None:
             calls[USER_FEATURES] = lambda: users.get(user_id)
         if cache is not None:
-            calls[CANDIDATE_CACHE] = lambda: cache.get(user_id)
+            calls[CANDIDATE_CACHE] = lambda: cache.get(user_id, candidate_version)
         if sessions is not None:
             calls[SESSION] = lambda: sessions.recent(user_id, SESSION_LIMIT)
         if trending is not None:

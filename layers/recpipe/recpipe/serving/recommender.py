@@ -24,6 +24,7 @@ from recpipe.domain.items import ItemTable, daypart
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import ContentIndex, SessionEntry
 from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility, policy_of
+from recpipe.serving.experiments import with_variant_rules
 from recpipe.serving.model_provider import LoadedModel, ModelProvider
 from recpipe.serving.ranker import RankerError
 from recpipe.serving.reads import CONTENT_INDEX, DeadlineRunner, Reads, RequestReader
@@ -58,12 +59,17 @@ class RecommendationResult:
     cold_start: bool = False
     #: Why each degraded dependency failed (logs only).
     failures: dict[str, str] = field(default_factory=dict)
+    #: Experiment variant (and experiment) this user is in; None outside any experiment.
+    variant: str | None = None
+    experiment: str | None = None
 
     def to_response(self) -> dict[str, Any]:
         return {
             "recommendation_id": self.recommendation_id,
             "user_id": self.user_id,
             "model_version": self.model_version,
+            "variant": self.variant,
+            "experiment": self.experiment,
             "degraded": self.degraded,
             "items": self.items,
             "took_ms": round(self.took_ms, 3),
@@ -191,13 +197,19 @@ class Recommender:
         t0 = time.perf_counter()
         now = self.clock()
         timings: dict[str, float] = {}
-        model = self.models.current()
-        reads = self.reader.read(req.user_id, now, budget_s=self.budget_s)
+        # Model and candidate version travel together (one variant, one published version).
+        selection = self.models.select(req.user_id)
+        model = selection.model
+        req = with_variant_rules(req, selection.rules)
+        reads = self.reader.read(
+            req.user_id, now, budget_s=self.budget_s, candidate_version=selection.candidate_version
+        )
         timings["reads"] = (time.perf_counter() - t0) * 1000.0
         if model is None:
             result = self._without_model(req, reads, now, t0)
         else:
             result = self._ranked(req=req, model=model, reads=reads, now=now, t0=t0, timings=timings)
+        result.variant, result.experiment = selection.variant, selection.experiment
         result.took_ms = (time.perf_counter() - t0) * 1000.0
         return result
 

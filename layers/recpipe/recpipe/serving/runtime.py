@@ -25,6 +25,7 @@ from recpipe.ports import (
 )
 from recpipe.redis_keys import KeyLayout
 from recpipe.serving.candidate_restore import CandidateRestorer
+from recpipe.serving.impressions import ImpressionLog
 from recpipe.serving.model_provider import (
     BundleSource,
     LocalBundleSource,
@@ -33,7 +34,7 @@ from recpipe.serving.model_provider import (
     StoreBundleSource,
 )
 from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
-from recpipe.serving.recommender import Recommender
+from recpipe.serving.recommender import RecommendationResult, Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,20 @@ class OnlinePath:
     init_ms: float = 0.0
     #: Part of init_ms spent warming up (first calls to each dependency, one request).
     warm_up_ms: float = 0.0
+    #: Served lists go to the archive from here (None: not configured).
+    impressions: ImpressionLog | None = None
+
+    def log_impression(self, result: RecommendationResult) -> None:
+        """Buffer the served list (no I/O here: a background thread writes batches)."""
+        if self.impressions is not None and result.items:
+            self.impressions.record(
+                recommendation_id=result.recommendation_id,
+                user_id=result.user_id,
+                model_version=result.model_version,
+                experiment=result.experiment,
+                variant=result.variant,
+                items=result.items,
+            )
 
     def health(self, runner_timeout_s: float = 0.05) -> dict[str, Any]:
         """Model loaded and each dependency's status, each probe under a short deadline.
@@ -113,10 +128,30 @@ def bundle_source(settings: ModelSettings) -> BundleSource:
         aws_client("ssm", settings, read_timeout_s=1.0),
         bucket=bucket,
         pointer_param=pointer,
+        experiment_param=settings.experiment_param,
     )
     # A directory of this process's own: a version name is only unique within one bucket, so a
     # copy left in /tmp by another process (another stack, a test) must never be taken for it.
     return StoreBundleSource(store, Path(tempfile.mkdtemp(prefix="recpipe-bundles-")))
+
+
+def impression_log(settings: RecommendSettings) -> ImpressionLog | None:
+    if settings.impression_stream_name:
+        from recpipe.adapters.impressions import FirehoseImpressionWriter
+
+        firehose = aws_client("firehose", settings, read_timeout_s=5.0)
+        return ImpressionLog(
+            FirehoseImpressionWriter(firehose, settings.impression_stream_name),
+            flush_interval_s=settings.impression_flush_s,
+        )
+    if settings.impression_bucket:
+        from recpipe.adapters.impressions import S3ImpressionWriter
+
+        s3 = aws_client("s3", settings, read_timeout_s=5.0)
+        return ImpressionLog(
+            S3ImpressionWriter(s3, settings.impression_bucket), flush_interval_s=settings.impression_flush_s
+        )
+    return None
 
 
 def content_index(settings: RecommendSettings, timeout_s: float) -> ContentIndex | None:
@@ -195,6 +230,7 @@ def build_online_path(
     on_model_event: ModelEventSink | None = None,
     background_refresh: bool = True,
     warm: bool = True,
+    impressions: ImpressionLog | None = None,
 ) -> OnlinePath:
     t0 = time.perf_counter()
     deps = dependencies if dependencies is not None else aws_dependencies(settings)
@@ -250,4 +286,5 @@ def build_online_path(
         settings=settings,
         init_ms=(time.perf_counter() - t0) * 1000.0,
         warm_up_ms=warm_up_ms,
+        impressions=impressions if impressions is not None else impression_log(settings),
     )

@@ -93,14 +93,21 @@ def build_deps(
     if settings.bundle_dir:
         models = DirectoryModelStore(Path(settings.bundle_dir))
     else:
-        models = S3ModelStore(s3, aws_client("ssm", settings), *settings.s3_pointer())
+        models = S3ModelStore(
+            s3,
+            aws_client("ssm", settings),
+            *settings.s3_pointer(),
+            experiment_param=settings.experiment_param,
+        )
     runs: RunStore = (
         DirectoryRunStore(work_dir) if work_dir is not None else S3RunStore(s3, str(settings.model_bucket))
     )
     # The SageMaker job (TrainingJobSettings) never publishes candidates: no Redis there.
     candidates = (
         RedisCandidateCache(
-            redis_client(settings, timeout_s=30, connect_timeout_s=5), KeyLayout(settings.env_name)
+            redis_client(settings, timeout_s=30, connect_timeout_s=5),
+            KeyLayout(settings.env_name),
+            retention_s=int(settings.published_retention_days * 86400),
         )
         if isinstance(settings, RetrainSettings)
         else None
