@@ -66,9 +66,10 @@ class S3ModelStore:
         return f"{self.prefix}{version}/{name}"
 
     # ---- pointer ------------------------------------------------------------------------------
-    def current_version(self) -> str | None:
+    def _parameter(self, name: str) -> str | None:
+        """An SSM parameter's value; None when it is missing or says "no version"."""
         try:
-            value = self._ssm.get_parameter(Name=self.pointer_param)["Parameter"]["Value"]
+            value = self._ssm.get_parameter(Name=name)["Parameter"]["Value"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
                 return None
@@ -77,6 +78,9 @@ class S3ModelStore:
             raise _error("ssm", exc) from exc
         value = str(value).strip()
         return None if value.lower() in NO_VERSION else value
+
+    def current_version(self) -> str | None:
+        return self._parameter(self.pointer_param)
 
     def set_current(self, version: str) -> None:
         """Point serving at `version`; refuses a version that is not completely uploaded."""
@@ -94,16 +98,8 @@ class S3ModelStore:
         good one)."""
         if not self.experiment_param:
             return None
-        try:
-            value = self._ssm.get_parameter(Name=self.experiment_param)["Parameter"]["Value"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
-                return None
-            raise _error("ssm", exc) from exc
-        except BotoCoreError as exc:
-            raise _error("ssm", exc) from exc
-        value = str(value).strip()
-        return None if value.lower() in NO_VERSION else parse_experiment(value)
+        value = self._parameter(self.experiment_param)
+        return None if value is None else parse_experiment(value)
 
     def set_experiment(self, experiment: Experiment | None) -> None:
         """Start (or replace) a split, or end it with None. Refuses a variant whose bundle is
