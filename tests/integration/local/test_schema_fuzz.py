@@ -60,6 +60,8 @@ def local_api(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> It
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_SERVICE_NAME": "recpipe",
+            # The handler's own import-time build (replaced below) must not look for real AWS.
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
         }
         for name, value in {**function_env(ENV_NAME=ENV, REDIS_URL=redis_server), **aws}.items():
             mp.setenv(name, value)
