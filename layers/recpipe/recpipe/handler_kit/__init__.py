@@ -2,8 +2,8 @@
 contents:
 
 - `errors.ApiError`: the one error type of the HTTP API, with one body shape on every route;
-- `api.api_resolver` / `api.jwt_subject`: routing with CORS from settings, errors mapped to
-  responses in one place, and the JWT subject rule;
+- `api.api_resolver`: routing with CORS from settings, errors mapped to responses in one place;
+- `identity.jwt_subject`: the JWT subject rule; `json_body`: the one request-body parser;
 - `observability`: Logger (correlation id), Metrics (cold-start metric) and Tracer with
   `capture_response=False` (served lists and user ids never go to X-Ray), stacked by one
   decorator.
