@@ -19,27 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 from recpipe.domain.catalogue import InteractionLog
-from recpipe.ranking_metrics import evaluate_lists, recall_of_candidates
+from recpipe.ranking_metrics import evaluate_lists
 
 from recpipe_dev.evaluation.baselines import SEARCH_SPACE, interaction_matrix, make_model, top_k
 from recpipe_dev.evaluation.data import Dataset
 from recpipe_dev.evaluation.splits import stratified_split
-from recpipe_dev.evaluation.two_stage import (
-    TWO_STAGE_FEATURES,
-    CandidateLists,
-    CandidateStage,
-    CandidateStageConfig,
-    ItemSide,
-    ListwiseRanker,
-    labels_for,
-)
 
 BASELINES = ("popularity", "item_knn", "bpr", "als", "ease")
-#: The ranker gets the same budget as every baseline: 8 configurations, chosen on validation.
-RANKER_SEARCH_SPACE: list[dict[str, Any]] = [
-    {"hidden": h, "epochs": e, "learning_rate": lr} for h in (16, 64) for e in (3, 8) for lr in (0.003, 0.01)
-]
-RANKER_DEFAULT: dict[str, Any] = {"hidden": 32, "epochs": 5, "learning_rate": 0.01}
 CANDIDATE_DEPTH = 200
 Progress = Callable[[str], None]
 
@@ -49,21 +35,11 @@ class RandomProtocolConfig:
     k: int = 10
     seed: int = 42
     test_ratio: float = 0.25
-    #: Ranker training carve-outs: (fraction kept for fitting, number of folds).
-    ranker_fit_ratio: float = 0.75
-    #: 6 rather than 3: validation nDCG@10 averaged over three validation carve-outs rose from
-    #: 0.2252 to 0.2294 (10 folds: no further gain), see docs/evaluation.md.
-    ranker_folds: int = 6
-    #: Tune the ranker on the validation split with the baselines' budget (else RANKER_DEFAULT).
-    tune_ranker: bool = True
     #: Also score the project's own batch model and online path (train_bundle + Recommender).
     product: bool = True
-    per_source: int = 150
     #: Evaluate only this many users (seeded sample); None = all (CI smoke uses a subset).
     max_users: int | None = None
     methods: tuple[str, ...] = BASELINES
-    #: Also run the two-stage pipeline (needs TensorFlow; off for quick baseline-only runs).
-    two_stage: bool = True
 
 
 def _matrices(log: InteractionLog, mask: npt.NDArray[np.bool_]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -116,7 +92,7 @@ def run_random(
         log = log.take(np.isin(log.users, users))
 
     train = stratified_split(log, 1.0 - config.test_ratio, seed)
-    x_train, t_train = _matrices(log, train)
+    x_train, _ = _matrices(log, train)
     x_test, _ = _matrices(log, ~train)
     fit_mask, val_mask = _carve(log, train, 1.0 - config.test_ratio, seed + 1)
     x_fit, _ = _matrices(log, fit_mask)
@@ -167,22 +143,6 @@ def run_random(
             "train_interactions": int(train.sum()),
         },
     }
-    if config.two_stage:
-        _two_stage(
-            report,
-            dataset=dataset,
-            log=log,
-            train=train,
-            users=users,
-            x_train=x_train,
-            t_train=t_train,
-            x_test=x_test,
-            fit_mask=fit_mask,
-            x_val=x_val,
-            best_params=best_params,
-            config=config,
-            progress=progress,
-        )
     if config.product:
         _product_rows(
             report,
@@ -198,123 +158,6 @@ def run_random(
     report["methods"] = {name: {m: round(v, 6) for m, v in r.items()} for name, r in methods.items()}
     report["config"]["seconds"] = round(time.perf_counter() - t_start, 2)
     return report
-
-
-def _two_stage(
-    report: dict[str, Any],
-    *,
-    dataset: Dataset,
-    log: InteractionLog,
-    train: npt.NDArray[np.bool_],
-    users: npt.NDArray[np.int64],
-    x_train: sp.csr_matrix,
-    t_train: sp.csr_matrix,
-    x_test: sp.csr_matrix,
-    fit_mask: npt.NDArray[np.bool_],
-    x_val: sp.csr_matrix,
-    best_params: dict[str, dict[str, Any]],
-    config: RandomProtocolConfig,
-    progress: Progress,
-) -> None:
-    """Candidates (EASE U ALS, tuned above) -> listwise ranker trained on carve-outs."""
-    t0 = time.perf_counter()
-    k, seed, n_items = config.k, config.seed, len(log.item_vocab)
-    methods = report["methods"]
-    side = ItemSide.build(log.item_vocab, dataset.items)
-    stage = CandidateStage(
-        CandidateStageConfig(
-            ease=best_params.get("ease", {"reg": 500.0}),
-            als={k_: v for k_, v in best_params.get("als", {}).items()},
-            per_source=config.per_source,
-            seed=seed,
-        ),
-        side,
-    )
-    ranker_params = dict(RANKER_DEFAULT)
-    ranker_trials: list[dict[str, Any]] = []
-    if config.tune_ranker:
-        # Validation mirrors the test setting one level down: carve-outs of the fit part train
-        # the ranker, which re-ranks candidates from the fit part, scored on the validation part.
-        val_lists, val_labels = _fold_lists(stage, log, fit_mask, users, config)
-        x_fit, t_fit = _matrices(log, fit_mask)
-        val_cands = stage.run(x_fit, t_fit, users)
-        val_truth = [set(x_val[u].indices.tolist()) for u in users]
-        for params in RANKER_SEARCH_SPACE:
-            trial = ListwiseRanker(**params, seed=seed)
-            trial.fit(val_lists, val_labels)
-            top = trial.rank(val_cands, k)
-            score = evaluate_lists(((top[r].tolist(), val_truth[r]) for r in range(len(users))), k, n_items)
-            ranker_trials.append({"params": params, f"val_ndcg@{k}": round(score[f"ndcg@{k}"], 6)})
-        ranker_params = dict(max(ranker_trials, key=lambda t: float(t[f"val_ndcg@{k}"]))["params"])
-        progress(f"ranker: best on validation {ranker_params}")
-    train_lists, train_labels = _fold_lists(stage, log, train, users, config)
-    ranker = ListwiseRanker(**ranker_params, seed=seed)
-    ranker_fit = ranker.fit(train_lists, train_labels)
-    cands = stage.run(x_train, t_train, users)
-    truth = [set(x_test[u].indices.tolist()) for u in users]
-    fused = cands.fused_order
-    methods["cf_candidates"] = evaluate_lists(
-        ((fused[row, :k].tolist(), truth[row]) for row in range(len(users))), k, n_items
-    )
-    ranked = ranker.rank(cands, k)
-    methods["pipeline"] = evaluate_lists(
-        ((ranked[row].tolist(), truth[row]) for row in range(len(users))), k, n_items
-    )
-    depth = CANDIDATE_DEPTH
-    candidate_recall = {
-        f"recall@{depth}": recall_of_candidates(
-            ((fused[r].tolist(), truth[r]) for r in range(len(users))), depth
-        ),
-        "recall_all": recall_of_candidates(
-            ((cands.items[r][cands.mask[r]].tolist(), truth[r]) for r in range(len(users))), 10 * depth
-        ),
-        "mean_candidates": float(cands.mask.sum(axis=1).mean()),
-    }
-    progress(
-        f"pipeline: ndcg@{k}={methods['pipeline'][f'ndcg@{k}']:.4f} candidates recall@{depth}={candidate_recall[f'recall@{depth}']:.4f}"
-    )
-    report["candidate_stage"] = {m: round(v, 6) for m, v in candidate_recall.items()}
-    report["config"]["two_stage"] = {
-        "candidates": f"EASE top-{config.per_source} U ALS top-{config.per_source}, RRF order",
-        "ranker": f"listwise MLP (2 relu layers, softmax cross-entropy), TensorFlow, "
-        f"{ranker.members} seeds' logits summed",
-        "sequential": dict(stage.config.sequential),
-        "dlae": dict(stage.config.dlae),
-        "ranker_training": f"{config.ranker_folds} carve-outs of the training part "
-        f"({config.ranker_fit_ratio:.0%} fit / rest labels)",
-        "ranker_params": ranker_params,
-        "ranker_tuning": {"budget": len(ranker_trials), "trials": ranker_trials},
-        "features": list(TWO_STAGE_FEATURES),
-        "ranker_fit": ranker_fit,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-
-
-def _fold_lists(
-    stage: CandidateStage,
-    log: InteractionLog,
-    within: npt.NDArray[np.bool_],
-    users: npt.NDArray[np.int64],
-    config: RandomProtocolConfig,
-) -> tuple[CandidateLists, npt.NDArray[np.float32]]:
-    """Ranker training lists: candidates from `ranker_folds` carve-outs of `within`, labelled
-    with each carve-out's held-out rows."""
-    lists: list[CandidateLists] = []
-    labels: list[npt.NDArray[np.float32]] = []
-    for f in range(config.ranker_folds):
-        fit_f, held_f = _carve(log, within, config.ranker_fit_ratio, config.seed + 10 + f)
-        xf, tf_ = _matrices(log, fit_f)
-        xh, _ = _matrices(log, held_f)
-        cands = stage.run(xf, tf_, users)
-        lists.append(cands)
-        labels.append(labels_for(cands, xh, users))
-    merged = CandidateLists(
-        items=np.concatenate([c.items for c in lists]),
-        fused_order=np.concatenate([c.fused_order for c in lists]),
-        features=np.concatenate([c.features for c in lists]),
-        mask=np.concatenate([c.mask for c in lists]),
-    )
-    return merged, np.concatenate(labels)
 
 
 def _product_rows(
@@ -335,6 +178,8 @@ def _product_rows(
     import tempfile
     from pathlib import Path
 
+    from recpipe.training.pipeline import RETURN_AFTER_S
+
     from recpipe_dev.evaluation.stream_protocol import ProductHarness
 
     t0 = time.perf_counter()
@@ -348,22 +193,31 @@ def _product_rows(
         try:
             cf_lists: list[tuple[list[str], set[str]]] = []
             online_lists: list[tuple[list[str], set[str]]] = []
+            live_lists: list[tuple[list[str], set[str]]] = []
             for u in users.tolist():
                 user_id = log.user_vocab[u]
                 history = {item_ids[i] for i in x_train[u].indices.tolist()}
                 truth = {item_ids[i] for i in x_test[u].indices.tolist()}
-                product.clock.now = float(last_ts[u]) + 1.0
                 cf_lists.append(([i for i in product.cf(user_id) if i not in history][:k], truth))
+                # A returning user (the held-out ratings are long-term taste, not what follows
+                # a session): asked a day after the last training interaction.
+                product.clock.now = float(last_ts[u]) + RETURN_AFTER_S
                 online_lists.append((product.ask(user_id, history, k)[0], truth))
+                # The same user asked 1 s after the last interaction, with the session live.
+                product.clock.now = float(last_ts[u]) + 1.0
+                live_lists.append((product.ask(user_id, history, k)[0], truth))
         finally:
             product.close()
     report["methods"]["project_cf"] = evaluate_lists(cf_lists, k, n_items)
     report["methods"]["project_pipeline"] = evaluate_lists(online_lists, k, n_items)
+    report["methods"]["project_pipeline_live_session"] = evaluate_lists(live_lists, k, n_items)
     report["config"]["project"] = {
         "batch_path": "recpipe.training.train_bundle (default TrainParams) on the training part",
-        "project_cf": "its published ALS candidates, by CF score",
+        "project_cf": "its published CF candidates (item-linear lists, ALS fill), by CF score",
         "project_pipeline": "Recommender over the FeatureUpdater-replayed stores, asked once per user "
-        "at the user's last training interaction + 1 s",
+        "a day after the user's last training interaction (a returning user: the session has expired)",
+        "project_pipeline_live_session": "the same, asked 1 s after the last training interaction "
+        "(the session of the last training ratings is live)",
         "post_filtered_requests": product.post_filtered,
         "seconds": round(time.perf_counter() - t0, 2),
     }

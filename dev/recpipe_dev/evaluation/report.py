@@ -19,19 +19,16 @@ LABELS = {
     "bpr": "BPR (implicit)",
     "als": "ALS (implicit)",
     "ease": "EASE",
-    "cf_candidates": "CF candidate stage alone (EASE+ALS, RRF)",
     "pipeline": "full ranked pipeline",
     "batch_only": "batch model alone (CF candidates by CF score, popularity top-up)",
     "pipeline_without_live": "online path without live signals (no session/features/trending)",
-    "project_cf": "project batch model alone (train_bundle ALS candidates)",
-    "project_pipeline": "project online path (train_bundle bundle + Recommender)",
+    "project_cf": "project_cf: the shipped candidates in CF order (item-linear + ALS fill)",
+    "project_pipeline": "project_pipeline: shipped bundle through the real Recommender (returning user)",
+    "project_pipeline_live_session": "project_pipeline, asked 1 s after the last rating (live session)",
 }
 
-#: Protocol-specific names: in the random protocol "pipeline" is the evaluation's two-stage model.
-PROTOCOL_LABELS = {
-    "random": {"pipeline": "two-stage pipeline (EASE+ALS candidates -> learned ranker)"},
-}
-PROTOCOL_SHORT_LABELS = {"random": {"pipeline": "two-stage\npipeline"}}
+PROTOCOL_LABELS: dict[str, dict[str, str]] = {}
+PROTOCOL_SHORT_LABELS: dict[str, dict[str, str]] = {}
 #: Short names for plot axes.
 SHORT_LABELS = {
     "popularity": "popularity",
@@ -40,12 +37,12 @@ SHORT_LABELS = {
     "bpr": "BPR",
     "als": "ALS",
     "ease": "EASE",
-    "cf_candidates": "CF candidates\n(EASE+ALS)",
     "pipeline": "full\npipeline",
     "batch_only": "batch model\nalone",
     "pipeline_without_live": "online path,\nno live signals",
-    "project_cf": "project\nALS candidates",
-    "project_pipeline": "project\nonline path",
+    "project_cf": "project_cf",
+    "project_pipeline": "project_pipeline",
+    "project_pipeline_live_session": "project_pipeline\n(live session)",
 }
 
 
@@ -58,8 +55,12 @@ def markdown_table(report: Mapping[str, Any], methods: Mapping[str, Any] | None 
     k = int(report["k"])
     cols = [c.format(k=k) for c in TABLE_COLUMNS[str(report["protocol"])]]
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name, metrics in (methods if methods is not None else report["methods"]).items():
-        cells = [_cell(metrics, c, with_se=report["protocol"] == "stream") for c in cols]
+    rows = dict(methods if methods is not None else report["methods"])
+    # the product's rows lead, then the baselines
+    ordered = sorted(rows, key=lambda n: not n.startswith("project_"))
+    for name in ordered:
+        metrics = rows[name]
+        cells = [_cell(metrics, c, with_se=True) for c in cols]
         label = PROTOCOL_LABELS.get(str(report["protocol"]), {}).get(name) or LABELS.get(name, name)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

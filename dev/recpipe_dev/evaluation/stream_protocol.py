@@ -149,7 +149,7 @@ class ProductHarness:
 
         self.clock = _Clock(float(log.ts[train_rows[0]]) if len(train_rows) else 0.0)
         self.users = InMemoryUserFeatureStore()
-        self.sessions = InMemorySessionStore()
+        self.sessions = InMemorySessionStore(clock=self.clock)
         self.trending = InMemoryTrendingStore(clock=self.clock)
         categories = {m.item_id: list(m.categories) for m in dataset.catalogue}
         self.updater = FeatureUpdater(

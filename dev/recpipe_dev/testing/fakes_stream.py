@@ -17,6 +17,7 @@ from recpipe.domain.user import UserFeatures
 from recpipe.ports import ConflictError, DependencyError, SessionEntry, TrendingHit
 from recpipe.redis_keys import (
     SESSION_MAX_ITEMS,
+    SESSION_TTL_S,
     TRENDING_BUCKETS,
     TRENDING_HALF_LIFE_BUCKETS,
     trending_bucket_of,
@@ -24,7 +25,11 @@ from recpipe.redis_keys import (
 
 
 class InMemorySessionStore:
-    def __init__(self) -> None:
+    """`clock` given: a session whose newest entry is SESSION_TTL_S old reads as empty, as the
+    Redis key expires SESSION_TTL_S after its last write (training's replay uses the same rule)."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock
         self.sessions: dict[str, dict[tuple[str, str, float], SessionEntry]] = {}
         self.fail_with: Exception | None = None
         self.appends = 0
@@ -49,6 +54,8 @@ class InMemorySessionStore:
         if self.fail_with is not None:
             raise self.fail_with
         entries = sorted(self.sessions.get(user_id, {}).values(), key=lambda e: -e.ts)
+        if entries and self.clock is not None and self.clock() - entries[0].ts >= SESSION_TTL_S:
+            return []
         return entries[: max(0, limit)]
 
 

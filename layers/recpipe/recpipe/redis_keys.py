@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 SESSION_MAX_ITEMS = 50
+#: Candidate scores are stored with this many decimals (training's example builder rounds alike).
+SCORE_DECIMALS = 5
 SESSION_TTL_S = 30 * 60
 TRENDING_BUCKET_S = 300
 TRENDING_BUCKETS = 12  # an hour of 5-minute buckets
@@ -72,7 +74,9 @@ def trending_bucket_of(ts: float) -> int:
 
 def encode_candidates(pairs: Sequence[tuple[str, float]]) -> bytes:
     """[(item_id, score), ...] best first -> compact JSON."""
-    return json.dumps([[i, round(float(s), 5)] for i, s in pairs], separators=(",", ":")).encode()
+    return json.dumps(
+        [[i, round(float(s), SCORE_DECIMALS)] for i, s in pairs], separators=(",", ":")
+    ).encode()
 
 
 def decode_candidates(raw: bytes | str | None) -> list[tuple[str, float]]:

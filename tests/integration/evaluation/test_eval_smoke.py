@@ -20,26 +20,24 @@ def movielens(dataset_dir: Path) -> Dataset:
 
 
 def test_random_protocol_smoke_beats_popularity(movielens: Dataset) -> None:
-    config = RandomProtocolConfig(
-        max_users=120, methods=("popularity", "ease"), ranker_folds=1, tune_ranker=False
-    )
+    config = RandomProtocolConfig(max_users=120, methods=("popularity", "ease"))
     result = run_random(movielens, config)
     methods = result["methods"]
     assert result["config"]["users"] == 120
-    # the project's own batch model and online path are scored on the same users (no quality
-    # claim here: 120 users are too few for the project's default ALS settings)
-    assert methods["project_cf"]["n_evaluated"] == methods["project_pipeline"]["n_evaluated"] == 120
+    # the project's own batch model and online path (train_bundle + Recommender) are the rows
+    # scored beside the baselines, on the same users; no model lives only in the evaluation
+    for name in ("project_cf", "project_pipeline", "project_pipeline_live_session"):
+        assert methods[name]["n_evaluated"] == 120, name
     assert result["config"]["project"]["post_filtered_requests"] >= 0
-    for name in ("ease", "pipeline", "cf_candidates"):
+    for name in ("ease", "project_cf"):
         assert methods[name]["ndcg@10"] > methods["popularity"]["ndcg@10"], name
         assert methods[name]["map"] > methods["popularity"]["map"], name
-    assert 0.0 < result["candidate_stage"]["recall@200"] <= 1.0
     assert result["tuning"]["ease"]["budget"] == 8
 
 
 def test_tuned_baselines_reproduce_exactly(movielens: Dataset) -> None:
     # Seeds fixed and implicit single-threaded: two runs give identical numbers.
-    config = RandomProtocolConfig(max_users=80, methods=("als", "item_knn"), two_stage=False, product=False)
+    config = RandomProtocolConfig(max_users=80, methods=("als", "item_knn"), product=False)
     first, again = run_random(movielens, config), run_random(movielens, config)
     assert first["methods"] == again["methods"]
     assert first["tuning"]["als"]["budget"] == first["tuning"]["item_knn"]["budget"] == 8

@@ -11,6 +11,7 @@ import pytest
 from recpipe.adapters.s3_models import DirectoryModelStore
 from recpipe.bundle import load_bundle
 from recpipe.training import workflow
+from recpipe.training.gate import CF_PER_USER, PER_USER, paired_margin
 from recpipe.training.holdout import Holdout, evaluate_model, score
 from recpipe.training.runs import DirectoryRunStore
 
@@ -31,14 +32,26 @@ def deps(trained_run: Any, tmp_path: Path) -> workflow.RetrainDeps:
     return workflow.RetrainDeps(runs=DirectoryRunStore(tmp_path / "runs"), models=models)
 
 
-def _new_run(deps: workflow.RetrainDeps, trained_run: Any, ndcg: float) -> None:
-    """A trained run 'v2' as the Train step leaves it, reporting `ndcg` on its holdout."""
+def _new_run(
+    deps: workflow.RetrainDeps, trained_run: Any, ndcg: float, *, noise: float = 0.0, per_user: bool = True
+) -> None:
+    """A trained run 'v2' as the Train step leaves it, reporting `ndcg` on its holdout: its
+    per-user figures are the live model's shifted to that mean, +-`noise` user by user, and its
+    candidates' CF order far below (so only the live comparison is at stake)."""
     holdout = trained_run.result.holdout
     assert holdout is not None and holdout.users
     deps.runs.put_bytes("v2", workflow.HOLDOUT_FILE, holdout.to_bytes())
+    live = _live_on_holdout(trained_run)[PER_USER]
+    shift = ndcg - sum(live) / len(live)
+    mine = [v + shift + (noise if i % 2 else -noise) for i, v in enumerate(live)]
+    figures = (
+        {PER_USER: mine, CF_PER_USER: [v - 1.0 for v in live]}
+        if per_user
+        else {PER_USER: [], CF_PER_USER: []}
+    )
     report = {
         "version": "v2",
-        "metrics": {**trained_run.result.metrics, "ndcg@10": ndcg},
+        "metrics": {**trained_run.result.metrics, "ndcg@10": ndcg, **figures},
         "users_with_candidates": 10,
         "data_window": trained_run.result.manifest["data_window"],
     }
@@ -90,25 +103,64 @@ def test_a_better_new_model_is_published_against_the_live_bundle_on_the_same_hol
     assert decision["live_trained_on_holdout"] is True
 
 
-def test_within_the_margin_is_published_beyond_it_is_rejected_with_the_reason(
+def test_the_live_margin_is_two_standard_errors_of_the_paired_difference(
+    deps: workflow.RetrainDeps, trained_run: Any
+) -> None:
+    live_users = _live_on_holdout(trained_run)[PER_USER]
+    live = _live_on_holdout(trained_run)["ndcg@10"]
+    noise = 0.2
+    # the paired difference is shift +- noise: its SE is about noise / sqrt(n)
+    _new_run(deps, trained_run, round(live, 5), noise=noise)
+    margin = paired_margin(_json(deps)["metrics"][PER_USER], live_users)
+    assert margin is not None and margin > 0
+    _new_run(deps, trained_run, round(live - 0.5 * margin, 5), noise=noise)
+    inside = workflow.evaluate(deps, "v2", "v2", gate_margin=0.5)
+    assert inside["publish"] is True and inside["margin_basis"] == "2 SE"
+
+    _new_run(deps, trained_run, round(live - 3 * margin, 5), noise=noise)
+    out = workflow.evaluate(deps, "v2", "v2", gate_margin=0.5)
+
+    assert out["publish"] is False and out["shards"] == []
+    assert out["basis"] == "same_holdout" and out["margin_basis"] == "2 SE"
+    assert "worse than live it-v1" in out["reason"] and "(2 SE) on the same holdout" in out["reason"]
+    decision = json.loads(deps.runs.get_bytes("v2", workflow.DECISION_FILE))
+    assert decision["publish"] is False and decision["live"] == live
+    assert decision["new"] == round(live - 3 * margin, 5) and decision["margin"] == pytest.approx(
+        margin, abs=1e-4
+    )
+
+
+def test_without_per_user_figures_the_fixed_margin_applies_and_is_named(
     deps: workflow.RetrainDeps, trained_run: Any
 ) -> None:
     live = _live_on_holdout(trained_run)["ndcg@10"]
-    _new_run(deps, trained_run, round(live - 0.01, 5))
+    _new_run(deps, trained_run, round(live - 0.01, 5), per_user=False)
     assert workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)["publish"] is True
+    _new_run(deps, trained_run, round(live - 0.05, 5), per_user=False)
+    out = workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)
+    assert out["publish"] is False and out["margin_basis"] == "fixed" and "fixed margin" in out["reason"]
 
-    _new_run(deps, trained_run, round(live - 0.05, 5))
+
+def test_a_ranker_worse_than_its_own_candidates_is_never_published(
+    deps: workflow.RetrainDeps, trained_run: Any
+) -> None:
+    live = _live_on_holdout(trained_run)["ndcg@10"]
+    _new_run(deps, trained_run, round(live + 0.05, 5), noise=0.01)
+    report = _json(deps)
+    # its candidates in CF order do better than its ranked lists, by far more than 2 SE
+    report["metrics"][CF_PER_USER] = [v + 0.2 for v in report["metrics"][PER_USER]]
+    deps.runs.put_bytes("v2", workflow.TRAIN_REPORT, json.dumps(report).encode())
+
     out = workflow.evaluate(deps, "v2", "v2", gate_margin=0.02)
 
     assert out["publish"] is False and out["shards"] == []
-    assert out["basis"] == "same_holdout"
-    assert (
-        "worse than live it-v1" in out["reason"] and "by more than 0.02 on the same holdout" in out["reason"]
-    )
+    assert "worse than its own candidates in CF order" in out["reason"]
     decision = json.loads(deps.runs.get_bytes("v2", workflow.DECISION_FILE))
-    assert (
-        decision["publish"] is False and decision["live"] == live and decision["new"] == round(live - 0.05, 5)
-    )
+    assert decision["cf_order"] > decision["new"] and decision["cf_margin"] is not None
+
+
+def _json(deps: workflow.RetrainDeps) -> dict[str, Any]:
+    return dict(json.loads(deps.runs.get_bytes("v2", workflow.TRAIN_REPORT)))
 
 
 def test_an_unloadable_live_bundle_falls_back_to_its_manifest_metric_and_says_so(

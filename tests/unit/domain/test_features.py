@@ -54,6 +54,7 @@ def test_assemble_computes_each_feature_from_its_inputs() -> None:
     b = CandidateBuilder()
     b.add(1, Source.CF, cf_score=0.7, cf_rank=1)
     b.add(2, Source.SESSION, anchor=0)
+    b.add(0, Source.CF, cf_score=1.4, cf_rank=0)
     user = UserView(
         affinity={"jazz": 3.0, "rock": 1.0},
         history=np.array([0], np.int32),
@@ -64,11 +65,13 @@ def test_assemble_computes_each_feature_from_its_inputs() -> None:
     x = FeatureAssembler(items()).assemble(
         b.build(), user, RequestContext(now=NOW, device="mobile", utc_offset_minutes=60)
     )
-    assert x.shape == (2, N_FEATURES) and x.dtype == np.float32
-    assert x[0, COL["cf_score"]] == pytest.approx(0.7)
+    assert x.shape == (3, N_FEATURES) and x.dtype == np.float32
+    # relative to the best CF candidate of the pool (item 0, 1.4); 0 for a non-CF candidate
+    assert x[:, COL["cf_score"]].tolist() == pytest.approx([0.5, 0.0, 1.0])
     assert x[0, COL["cf_rank"]] == pytest.approx(0.5)
-    assert x[:, COL["src_cf"]].tolist() == [1, 0]
-    assert x[:, COL["src_session"]].tolist() == [0, 1]
+    assert x[:, COL["src_cf"]].tolist() == [1, 0, 1]
+    assert x[:, COL["src_session"]].tolist() == [0, 1, 0]
+    x = x[:2]
     assert x[:, COL["item_popularity"]].tolist() == pytest.approx([0.5, 0.25])
     # 22:13 UTC + 1 h = 23:13 local -> evening daypart
     assert x[0, COL["item_daypart_popularity"]] == pytest.approx(0.4)

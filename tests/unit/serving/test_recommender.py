@@ -200,7 +200,10 @@ def test_explain_adds_every_feature_by_name(world: World) -> None:
     for item in result.items:
         assert list(item["features"]) == list(FEATURE_NAMES)
     top = next(i for i in result.items if i["item_id"] == "i30")
-    assert top["features"]["cf_score"] == pytest.approx(0.9) and top["features"]["src_cf"] == 1.0
+    # the CF score relative to the pool's best CF candidate
+    assert top["features"]["cf_score"] == pytest.approx(1.0) and top["features"]["src_cf"] == 1.0
+    second = next((i for i in result.items if i["item_id"] == "i31"), None)
+    assert second is None or second["features"]["cf_score"] == pytest.approx(0.5)
     assert "features" not in world.ask({"user_id": "u1", "k": 3}).items[0]
 
 

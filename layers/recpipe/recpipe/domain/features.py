@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from recpipe.domain.items import ItemTable, daypart
 
-FEATURE_SPEC_VERSION = "v1"
+FEATURE_SPEC_VERSION = "v2"
 FEATURE_NAMES: tuple[str, ...] = (
     "cf_score",
     "cf_rank",
@@ -214,7 +214,12 @@ class FeatureAssembler:
         c = cands.items
         col = _COL
 
-        x[:, col["cf_score"]] = cands.cf_score
+        # The CF score relative to the best CF candidate in the pool: the published lists' scale
+        # (item-linear scores) varies between fits and users; the relative score does not.
+        is_cf = cands.cf_rank >= 0
+        top = float(cands.cf_score[is_cf].max()) if is_cf.any() else 0.0
+        if top > 0:
+            x[:, col["cf_score"]] = np.where(is_cf, cands.cf_score / top, 0.0)
         x[:, col["cf_rank"]] = np.where(cands.cf_rank >= 0, 1.0 / (1.0 + np.maximum(cands.cf_rank, 0)), 0.0)
         src = cands.sources
         x[:, col["src_cf"]] = (src & Source.CF) > 0

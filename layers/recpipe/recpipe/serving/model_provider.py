@@ -28,7 +28,7 @@ import numpy.typing as npt
 from recpipe.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from recpipe.domain.experiments import Assigner, Experiment, ExperimentError, VariantRules, parse_experiment
 from recpipe.domain.features import FeatureAssembler
-from recpipe.domain.items import N_DAYPARTS
+from recpipe.domain.items import N_DAYPARTS, ItemTable
 from recpipe.ports import ModelStore
 from recpipe.serving.ranker import Ranker, RankerError
 
@@ -119,6 +119,17 @@ class LoadedModel:
         return self.bundle.version
 
 
+def popular_by_daypart(items: ItemTable, depth: int = POPULAR_DEPTH) -> list[npt.NDArray[np.int32]]:
+    """Per daypart, the `depth` most popular item indices, best first (the pool's top-up)."""
+    depth = min(depth, len(items))
+    popular = []
+    for d in range(N_DAYPARTS):
+        col = items.daypart_popularity[:, d]
+        top = np.argpartition(-col, depth - 1)[:depth] if depth < len(items) else np.arange(len(items))
+        popular.append(top[np.argsort(-col[top], kind="stable")].astype(np.int32))
+    return popular
+
+
 def prepare_model(bundle_dir: Path, *, warm_sizes: tuple[int, ...] = ()) -> LoadedModel:
     """Load, verify and smoke-test a bundle. Raises BundleError or RankerError."""
     t0 = time.perf_counter()
@@ -129,12 +140,7 @@ def prepare_model(bundle_dir: Path, *, warm_sizes: tuple[int, ...] = ()) -> Load
     from recpipe.domain.features import CandidateSet, RequestContext, UserView
 
     items = bundle.items
-    depth = min(POPULAR_DEPTH, len(items))
-    popular = []
-    for d in range(N_DAYPARTS):
-        col = items.daypart_popularity[:, d]
-        top = np.argpartition(-col, depth - 1)[:depth] if depth < len(items) else np.arange(len(items))
-        popular.append(top[np.argsort(-col[top], kind="stable")].astype(np.int32))
+    popular = popular_by_daypart(items)
     smoke_items = popular[0][:8]
     n = len(smoke_items)
     cands = CandidateSet(

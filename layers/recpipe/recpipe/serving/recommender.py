@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from recpipe.domain.candidates import user_view
-from recpipe.domain.features import FEATURE_NAMES, RequestContext
-from recpipe.domain.items import daypart
+from recpipe.domain.features import FEATURE_NAMES, CandidateSet, RequestContext, UserView
+from recpipe.domain.items import ItemTable, daypart
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import ContentIndex, SessionEntry
 from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility, policy_of
@@ -114,6 +114,43 @@ def blocked_items(
     if exclude_seen:
         blocked |= seen_items(user, session)
     return blocked
+
+
+def request_context(req: RecommendationRequest, now: float) -> RequestContext:
+    """The ranking context of a request (UTC time of day, as training's examples use)."""
+    return RequestContext(now=now, device=req.context.device)
+
+
+def request_candidates(
+    retriever: CandidateRetriever,
+    items: ItemTable,
+    *,
+    popular: npt.NDArray[np.int32],
+    req: RecommendationRequest,
+    user: UserFeatures | None,
+    session: Sequence[SessionEntry],
+    cf: Sequence[tuple[str, float]],
+    trending: Sequence[tuple[str, float]],
+    content: Sequence[tuple[str, float]],
+    blocked: set[str],
+    now: float,
+) -> tuple[CandidateSet, UserView, set[str]]:
+    """The candidate pool and the user view of one request: what the online path ranks, and
+    what training's example builder (recpipe.training.examples) calls for its examples."""
+    eligibility = Eligibility.build(
+        items, blocked, req.filters.include_categories, req.filters.exclude_categories
+    )
+    cands = retriever.retrieve(
+        CandidateInputs(cf=cf, session=session, trending=trending, content=content, popular=popular),
+        eligibility,
+    )
+    cart_ids = set(req.context.cart) | (user.cart if user is not None else set())
+    cart_ids |= {e.item_id for e in session if e.type == "add_to_cart"}
+    # The same view training builds (recpipe.domain.candidates.user_view); the cart also holds
+    # what the request and the live session know the stored features do not yet.
+    view = user_view(user, session, items, now)
+    view.cart = items.indices(sorted(cart_ids))
+    return cands, view, cart_ids
 
 
 class Recommender:
@@ -249,9 +286,9 @@ class Recommender:
         items = model.bundle.items
         user = reads.user
         session = reads.session or []
-        ctx = RequestContext(
-            now=now, device=req.context.device, utc_offset_minutes=req.context.utc_offset_minutes
-        )
+        # One time-of-day convention, shared with training: UTC (the event log has no offsets,
+        # so a ranker can only learn UTC hours; the request's utc_offset_minutes is not used).
+        ctx = request_context(req, now)
         part = daypart(int(ctx.local_hour))
         retriever = self._retriever(model)
         anchors = retriever.session_anchors(session)
@@ -264,25 +301,19 @@ class Recommender:
             content, content_from_context = self._content_candidates(
                 req=req, model=model, reads=reads, session_anchors=anchors, t0=t0, blocked=blocked
             )
-        eligibility = Eligibility.build(
-            items, blocked, req.filters.include_categories, req.filters.exclude_categories
+        cands, view, cart_ids = request_candidates(
+            retriever,
+            items,
+            popular=model.popular[part],
+            req=req,
+            user=user,
+            session=session,
+            cf=reads.candidates or [],
+            trending=reads.trending or [],
+            content=content,
+            blocked=blocked,
+            now=now,
         )
-        cands = retriever.retrieve(
-            CandidateInputs(
-                cf=reads.candidates or [],
-                session=session,
-                trending=reads.trending or [],
-                content=content,
-                popular=model.popular[part],
-            ),
-            eligibility,
-        )
-        cart_ids = set(req.context.cart) | (user.cart if user is not None else set())
-        cart_ids |= {e.item_id for e in session if e.type == "add_to_cart"}
-        # The same view training replays (recpipe.training.history.user_view); the cart also
-        # holds what the request and the live session know the stored features do not yet.
-        view = user_view(user, session, items, now)
-        view.cart = items.indices(sorted(cart_ids))
         t1 = time.perf_counter()
         timings["candidates"] = (t1 - t) * 1000.0
         x = model.assembler.assemble(cands, view, ctx)

@@ -166,7 +166,11 @@ def top_n(
 def neighbours(
     embeddings: npt.NDArray[np.float32], k: int
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]:
-    """Top-k cosine neighbours of every item from L2-normalised embeddings (-1 padded)."""
+    """Top-k cosine neighbours of every item from L2-normalised embeddings (-1 padded).
+
+    Scoring and selection run in implicit's C++ top-k, a block of items at a time."""
+    from implicit.cpu.topk import topk
+
     n = embeddings.shape[0]
     batch = _rows_per_block(n)
     k = max(0, min(k, n - 1))
@@ -174,20 +178,135 @@ def neighbours(
     sim = np.zeros((n, k), np.float16)
     if k == 0:
         return idx, sim
-    alive = np.abs(embeddings).sum(axis=1) > 0
+    emb = np.ascontiguousarray(embeddings, np.float32)
+    alive = np.abs(emb).sum(axis=1) > 0
+    dead = np.flatnonzero(~alive).astype(np.int32)
     for lo in range(0, n, batch):
-        s = embeddings[lo : lo + batch] @ embeddings.T
-        rows = np.arange(s.shape[0])
-        s[rows, lo + rows] = -np.inf  # never your own neighbour
-        s[:, ~alive] = -np.inf
+        hi = min(lo + batch, n)
+        # k + 1, then drop the item itself (or the last one when it is not among them)
+        best, best_s = topk(emb, emb[lo:hi], k + 1, filter_items=dead if len(dead) else None, num_threads=0)
+        best = np.asarray(best, np.int64)
+        best_s = np.asarray(best_s, np.float32)
+        own = best == np.arange(lo, hi)[:, None]
+        own[~own.any(axis=1), -1] = True
+        best = best[~own].reshape(hi - lo, k).astype(np.int32)
+        best_s = best_s[~own].reshape(hi - lo, k)
+        bad = ~np.isfinite(best_s) | (best_s <= 0) | (best < 0) | ~alive[lo:hi, None]
+        best[bad] = -1
+        best_s[bad] = 0.0
+        idx[lo:hi] = best
+        sim[lo:hi] = best_s.astype(np.float16)
+    return idx, sim
+
+
+@dataclass(slots=True)
+class ItemLinearModel:
+    """EASE (Steck 2019) over a bounded head of the catalogue: the `head` most-interacted items.
+
+    Item-to-item weights are a dense [len(head), len(head)] float32 matrix, so memory is bounded
+    by the head size (5,000 items: 100 MB), never by the catalogue (100,000 items would be
+    40 GB). Scores for items outside the head are zero (the ALS list fills those lists).
+    """
+
+    head: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float32]
+    #: binary users x items matrix the model was fitted on (its non-zeros are "consumed")
+    user_items: sp.csr_matrix
+    n_items: int
+
+    def scores(self, users: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        """Dense [len(users), n_items] scores (zero outside the head)."""
+        xq = self.user_items[users][:, self.head]
+        out = np.zeros((len(users), self.n_items), np.float32)
+        out[:, self.head] = np.asarray(xq @ self.weights, np.float32)
+        return out
+
+
+def fit_item_linear(
+    log: InteractionLog, n_users: int, n_items: int, *, head: int, regularization: float
+) -> ItemLinearModel:
+    """Closed-form EASE on the binary matrix restricted to the `head` most popular items.
+
+    With fewer users than head items the item-space inverse is replaced by the exact Woodbury
+    identity in user space (a users x users solve)."""
+    user_items = confidence_matrix(log, n_users, n_items)
+    user_items.data[:] = 1.0
+    counts = np.diff(user_items.tocsc().indptr)
+    alive = np.flatnonzero(counts > 0)
+    order = alive[np.argsort(-counts[alive], kind="stable")]
+    keep = np.sort(order[:head]).astype(np.int32)
+    x = user_items[:, keep].astype(np.float64)
+    lam = float(regularization)
+    active = np.flatnonzero(np.diff(x.indptr) > 0)
+    if len(keep) == 0:
+        w = np.zeros((0, 0), np.float32)
+    elif len(active) < len(keep):
+        xa = x[active]
+        gram_u = (xa @ xa.T).toarray()
+        gram_u[np.diag_indices_from(gram_u)] += lam
+        kinv_x = np.linalg.solve(gram_u, xa.toarray())  # [users, head]
+        # P = (I - X^T K^-1 X) / lambda;  B = I - P / diag(P)
+        p = -(xa.T @ kinv_x) / lam
+        p[np.diag_indices_from(p)] += 1.0 / lam
+        del kinv_x
+        w = (-p / np.diag(p)).astype(np.float32)
+        np.fill_diagonal(w, 0.0)
+    else:
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices_from(gram)] += lam
+        p = np.linalg.inv(gram)
+        del gram
+        w = (-p / np.diag(p)).astype(np.float32)
+        np.fill_diagonal(w, 0.0)
+    return ItemLinearModel(head=keep, weights=w, user_items=user_items.tocsr(), n_items=n_items)
+
+
+def fused_top_n(
+    linear: ItemLinearModel | None, model: CFModel, users: npt.NDArray[np.int32], n: int
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The published CF list: items by the item-linear (EASE) score, then the ALS list's items
+    the linear model does not reach (users whose history lies outside the head), -1 padded.
+
+    Scores: the linear score for the first part; below it, ALS items get the last linear score
+    times a decaying factor, so the list's score order is its rank order; then divided by the
+    user's best score."""
+    als_i, als_s = top_n(model, users, n)
+    if linear is None or not len(users):
+        return als_i, _relative(als_s)
+    n = min(n, model.item_factors.shape[0])
+    out_i = np.full((len(users), n), -1, np.int32)
+    out_s = np.zeros((len(users), n), np.float32)
+    batch = _rows_per_block(linear.n_items)
+    for lo in range(0, len(users), batch):
+        block = users[lo : lo + batch]
+        s = linear.scores(block)
+        seen = linear.user_items[block]
+        r, c = seen.nonzero()
+        s[r, c] = -np.inf
+        k = min(n, s.shape[1])
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         ps = np.take_along_axis(s, part, axis=1)
         order = np.argsort(-ps, axis=1, kind="stable")
-        best = np.take_along_axis(part, order, axis=1).astype(np.int32)
+        best = np.take_along_axis(part, order, axis=1)
         best_s = np.take_along_axis(ps, order, axis=1)
-        bad = ~np.isfinite(best_s) | (best_s <= 0) | ~alive[lo : lo + batch, None]
-        best[bad] = -1
-        best_s[bad] = 0.0
-        idx[lo : lo + batch] = best
-        sim[lo : lo + batch] = best_s.astype(np.float16)
-    return idx, sim
+        for row in range(len(block)):
+            ok = np.isfinite(best_s[row]) & (best_s[row] > 0)
+            items_l = best[row][ok]
+            scores_l = best_s[row][ok]
+            m = len(items_l)
+            out_i[lo + row, :m] = items_l
+            out_s[lo + row, :m] = scores_l
+            if m < n:
+                a = als_i[lo + row]
+                extra = a[(a >= 0) & ~np.isin(a, items_l)][: n - m]
+                floor = float(scores_l[-1]) if m else 1.0
+                out_i[lo + row, m : m + len(extra)] = extra
+                out_s[lo + row, m : m + len(extra)] = floor * 0.5 / (1.0 + np.arange(len(extra)))
+    return out_i, _relative(out_s)
+
+
+def _relative(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Each user's scores divided by the user's best (published lists hold scores in (0, 1],
+    which keep their precision in the cache's 5-decimal encoding)."""
+    top = scores.max(axis=1, keepdims=True) if scores.size else np.zeros((len(scores), 1), np.float32)
+    return np.where(top > 0, scores / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)

@@ -19,13 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from recpipe.bundle import Neighbours
-from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy, gather_candidates, user_view
+from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy
 from recpipe.domain.catalogue import InteractionLog
-from recpipe.domain.features import (
-    CandidateSet,
-    FeatureAssembler,
-    RequestContext,
-)
+from recpipe.domain.features import CandidateSet
 from recpipe.domain.items import ItemTable
 from recpipe.domain.user import UserFeatures, apply_event
 from recpipe.ports import SessionEntry
@@ -138,17 +134,21 @@ def replay(
     state: ReplayState | None = None,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    max_candidates: int = 500,
 ) -> tuple[Examples, ReplayState]:
     """Fold `rows` of `log` (time-sorted row numbers) in order; at rows where `sample` is set,
     build the candidate set *before* the event and label the item the user chose next.
 
     Examples whose chosen item is not among the candidates are counted but not used: the ranker
-    can only reorder what candidate generation offers.
+    can only reorder what candidate generation offers. The pool and the feature rows come from
+    `training.examples.ExampleBuilder`, i.e. the online path's own functions (`max_candidates`
+    is the serving pool size).
     """
+    from recpipe.training.examples import ExampleBuilder
+
     rng = np.random.default_rng(seed)
     st = state or ReplayState()
-    assembler = FeatureAssembler(items)
-    popular = np.argsort(-items.popularity, kind="stable")[: policy.popular].astype(np.int32)
+    builder = ExampleBuilder(items, neighbours, policy, max_candidates)
     xs: list[npt.NDArray[np.float32]] = []
     ys: list[npt.NDArray[np.float32]] = []
     gs: list[npt.NDArray[np.int32]] = []
@@ -163,24 +163,14 @@ def replay(
             considered += 1
             now = event.ts
             session = st.session_at(u, now)
-            view = user_view(feats, session, items, now)
             cf = cf_of(u)
             trend = trending.top(now, policy.trending)
-            cands = gather_candidates(
-                policy,
-                items,
-                neighbours,
-                cf=cf,
-                session=view.session,
-                trending=trend,
-                popular=popular,
-                exclude=seen,
+            cands, x, blocked = builder.build(
+                user=feats, session=session, cf=cf, trending=trend, now=now, device=event.device
             )
             hit = np.flatnonzero(cands.items == item)
             if len(hit):
                 covered += 1
-                ctx = RequestContext(now=now, device=event.device)
-                x = assembler.assemble(cands, view, ctx)
                 if on_snapshot is not None:
                     on_snapshot(
                         Snapshot(
@@ -192,7 +182,7 @@ def replay(
                             event.device,
                             cf,
                             trend,
-                            frozenset(seen),
+                            frozenset(int(i) for i in items.indices(sorted(blocked)).tolist()),
                             items,
                             neighbours,
                             policy,

@@ -19,11 +19,14 @@ import numpy as np
 import numpy.typing as npt
 
 from recpipe.bundle import Neighbours
+from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy, gather_candidates
 from recpipe.domain.features import FeatureAssembler, RequestContext, UserView
 from recpipe.domain.items import ItemTable
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
-from recpipe.training.history import SESSION_LIMIT, CandidatePolicy, gather_candidates
 from recpipe.training.ranker import tflite_scores
+
+#: Metrics key of the per-user nDCG@k list (what the gate's standard errors come from).
+PER_USER = "per_user_ndcg"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +152,15 @@ def score(
     k = holdout.k
     hr = ndcg = recall = 0.0
     n = size = 0
+    per_user: list[float] = []
     for i, u in enumerate(holdout.users):
         rel = relevant_of(u, since)
         if not rel:
             continue
         n += 1
         hr += hit_rate_at_k(list(rankings[i]), rel, k)
-        ndcg += ndcg_at_k(list(rankings[i]), rel, k)
+        per_user.append(ndcg_at_k(list(rankings[i]), rel, k))
+        ndcg += per_user[-1]
         if candidates is not None:
             recall += len(rel & candidates[i]) / len(rel)
             size += len(candidates[i])
@@ -165,6 +170,9 @@ def score(
         "eval_users": n,
         f"hit_rate@{k}": round(hr / n, 5),
         f"ndcg@{k}": round(ndcg / n, 5),
+        f"ndcg@{k}_se": round(float(np.std(per_user, ddof=1) / np.sqrt(n)), 5) if n > 1 else None,
+        # in holdout user order (users with something relevant): paired comparisons in the gate
+        PER_USER: [round(v, 5) for v in per_user],
     }
     if candidates is not None:
         out["candidate_recall"] = round(recall / n, 5)

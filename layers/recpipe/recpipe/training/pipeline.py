@@ -28,8 +28,19 @@ from recpipe.bundle import CANDIDATES_NPZ, Neighbours, write_bundle
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
 from recpipe.domain.items import ItemTable
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.redis_keys import SCORE_DECIMALS
 from recpipe.training.candidates import CandidateLists
-from recpipe.training.cf import CFModel, fit_als, fit_bpr, neighbours, row_weights, top_n
+from recpipe.training.cf import (
+    CFModel,
+    ItemLinearModel,
+    fit_als,
+    fit_bpr,
+    fit_item_linear,
+    fused_top_n,
+    neighbours,
+    row_weights,
+)
+from recpipe.training.examples import ExampleLists, carve_out_lists, carve_out_mask
 from recpipe.training.history import (
     CandidatePolicy,
     Examples,
@@ -38,11 +49,14 @@ from recpipe.training.history import (
     TrendingWindow,
     replay,
 )
-from recpipe.training.holdout import Holdout, holdout_user, rank, score
+from recpipe.training.holdout import PER_USER, Holdout, holdout_user, rank, score
 from recpipe.training.item_table import build_item_table, item_universe
-from recpipe.training.ranker import RankerParams, export_tflite, train_ranker
+from recpipe.training.ranker import RankerParams, export_tflite, train_list_ranker
 
 CANDIDATES_FILE = "candidates.npz"
+#: Carve-out lists are requests of a returning user: a day after the last kept event, so the
+#: session has expired and the list is about long-term taste (next-event lists have the session).
+RETURN_AFTER_S = 86400.0
 REPORT_FILE = "train_report.json"
 
 
@@ -58,6 +72,10 @@ class TrainParams:
     bpr_iterations: int = 100
     bpr_learning_rate: float = 0.01
     bpr_regularization: float = 0.01
+    #: item-linear (EASE) candidate model over the `linear_head` most-interacted items
+    #: (0 = ALS alone); its lists lead, ALS fills users it does not reach
+    linear_head: int = 5000
+    linear_regularization: float = 200.0
     #: candidates published per user
     top_n: int = 200
     neighbours: int = 50
@@ -66,9 +84,17 @@ class TrainParams:
     holdout_start: float = 0.9
     #: positive events sampled from the ranker window, and negatives kept per positive
     max_examples: int = 6000
-    negatives: int = 30
+    negatives: int = 200
     #: replay only this many users' histories (None = all); big logs subsample here
     max_replay_users: int | None = None
+    #: carve-out lists (long-term taste): users sampled, share of their items held out, and
+    #: rows per carve-out list: the CF head, and random others from the rest of the pool
+    carve_out_users: int = 2000
+    carve_out_ratio: float = 0.25
+    #: independent carve-outs (each one CF refit), each over up to `carve_out_users` users
+    carve_out_folds: int = 3
+    carve_out_head: int = 100
+    carve_out_others: int = 50
     max_eval_users: int = 2000
     eval_k: int = 10
     policy: CandidatePolicy = field(default_factory=CandidatePolicy)
@@ -85,6 +111,10 @@ class TrainParams:
             neighbours=10,
             max_examples=300,
             negatives=10,
+            linear_head=500,
+            carve_out_users=100,
+            carve_out_head=30,
+            carve_out_others=10,
             ranker=RankerParams(hidden=(16, 8), epochs=2, batch_size=256),
         )
 
@@ -162,6 +192,7 @@ class _Phase:
     model: CFModel
     items: ItemTable
     neighbours: Neighbours
+    linear: ItemLinearModel | None = None
 
 
 def _fit_phase(
@@ -199,18 +230,28 @@ def _fit_phase(
         raise ValueError(f"unknown cf_method {params.cf_method!r} (als or bpr)")
     table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
     idx, sim = neighbours(table.embeddings, params.neighbours)
-    return _Phase(model, table, Neighbours(indices=idx, scores=sim))
+    linear = None
+    if params.linear_head > 0:
+        linear = fit_item_linear(
+            window,
+            n_users,
+            len(item_ids),
+            head=params.linear_head,
+            regularization=params.linear_regularization,
+        )
+    return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear)
 
 
 def _cf_lookup(phase: _Phase, users: npt.NDArray[np.int32], n: int) -> dict[int, list[tuple[str, float]]]:
     if not len(users):
         return {}
-    best, scores = top_n(phase.model, users, n)
+    best, scores = fused_top_n(phase.linear, phase.model, users, n)
     ids = phase.items.item_ids
     out: dict[int, list[tuple[str, float]]] = {}
     for row, u in enumerate(users.tolist()):
+        # as the candidate cache stores them (what serving reads back)
         out[u] = [
-            (ids[i], float(s))
+            (ids[i], round(float(s), SCORE_DECIMALS))
             for i, s in zip(best[row].tolist(), scores[row].tolist(), strict=True)
             if i >= 0
         ]
@@ -232,7 +273,7 @@ def train_bundle(
     if len(log) == 0:
         raise ValueError("cannot train on an empty interaction log")
     out_dir = Path(out_dir)
-    st = _Stages(progress, total=7)
+    st = _Stages(progress, total=8)
     rng = np.random.default_rng(p.seed)
 
     with st.stage("prepare"):
@@ -252,6 +293,15 @@ def train_bundle(
             replay_users = np.sort(rng.choice(replay_users, p.max_replay_users, replace=False))
         in_replay = np.zeros(n_users, bool)
         in_replay[replay_users] = True
+        # The holdout's users (active after T2, known before it) are replayed too, so the gate
+        # sees what the stores hold for each of them: up to max_eval_users (>= 500), all when fewer.
+        holdout_users = np.unique(log.users[~before_t2])
+        known_before = np.zeros(n_users, bool)
+        known_before[log.users[before_t2]] = True
+        holdout_users = holdout_users[known_before[holdout_users]]
+        if len(holdout_users) > p.max_eval_users:
+            holdout_users = np.sort(rng.choice(holdout_users, p.max_eval_users, replace=False))
+        in_replay[holdout_users] = True
 
     with st.stage("cf_ranker_window"):
         phase1 = _fit_phase(log.take(before_t1), n_users, item_ids, items, p, end_ts=t1)
@@ -286,15 +336,29 @@ def train_bundle(
         if bar is not None:
             bar.close()
 
+    with st.stage("carve_out"):
+        lists = _next_event_lists(examples)
+        carve_metrics = {"carve_out_positives": 0.0, "carve_out_covered": 0.0}
+        for fold in range(p.carve_out_folds):
+            carved, fold_metrics = _carve_out(log, before_t2, item_ids, items, item_cats, p, rng, fold)
+            lists.extend(carved)
+            for name, value in fold_metrics.items():
+                carve_metrics[name] += value
+
     with st.stage("train_ranker"):
-        model, ranker_metrics = train_ranker(examples.x, examples.y, p.ranker)
-        probe = examples.x[: min(len(examples.x), 512)]
+        model, ranker_metrics = train_list_ranker(lists.x, lists.y, p.ranker, kinds=lists.kind)
+        probe = np.concatenate(lists.x)[:512]
         blob = export_tflite(model, probe)
 
     metrics: dict[str, Any] = {
         "ranker_examples": len(examples.x),
         "ranker_positives": int(examples.covered),
         "ranker_candidate_recall": round(examples.covered / max(examples.considered, 1), 4),
+        "ranker_lists_next_event": lists.count("next_event"),
+        "ranker_lists_carve_out": lists.count("carve_out"),
+        "carve_out_candidate_recall": round(
+            carve_metrics["carve_out_covered"] / max(carve_metrics["carve_out_positives"], 1.0), 4
+        ),
         **{k: round(v, 5) for k, v in ranker_metrics.items()},
     }
     with st.stage("evaluate"):
@@ -304,7 +368,7 @@ def train_bundle(
     with st.stage("cf_full"):
         final = _fit_phase(log, n_users, item_ids, items, p, end_ts=end_ts)
         active = np.flatnonzero(np.diff(final.model.user_items.indptr) > 0).astype(np.int32)
-        best, scores = top_n(final.model, active, p.top_n)
+        best, scores = fused_top_n(final.linear, final.model, active, p.top_n)
         candidates = CandidateLists([log.user_vocab[u] for u in active.tolist()], best, scores, item_ids)
 
     with st.stage("write_bundle"):
@@ -342,6 +406,87 @@ def train_bundle(
     return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages, holdout)
 
 
+def _next_event_lists(examples: Examples) -> ExampleLists:
+    """The replay's examples as lists (one chosen item and its sampled negatives each)."""
+    out = ExampleLists()
+    if not len(examples.group):
+        return out
+    cuts = np.flatnonzero(np.diff(examples.group)) + 1
+    for xs, ys in zip(np.split(examples.x, cuts), np.split(examples.y, cuts), strict=True):
+        out.add(xs, ys, "next_event")
+    return out
+
+
+def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
+    log: InteractionLog,
+    within: npt.NDArray[np.bool_],
+    item_ids: list[str],
+    catalogue: Sequence[ItemMeta],
+    item_cats: list[list[str]],
+    p: TrainParams,
+    rng: np.random.Generator,
+    fold: int = 0,
+) -> tuple[ExampleLists, dict[str, float]]:
+    """Long-term-taste lists: hold out part of sampled users' items (rows in `within`), refit
+    CF on the rest, and label the pool of a request a day after each user's last kept event
+    (a returning user without a live session)."""
+    from recpipe.training.examples import ExampleBuilder
+
+    if p.carve_out_users <= 0 or not within.any():
+        return ExampleLists(), {"carve_out_positives": 0.0, "carve_out_covered": 0.0}
+    n_users = len(log.user_vocab)
+    rows = np.flatnonzero(within)
+    per_user = np.bincount(log.users[rows], minlength=n_users)
+    eligible = np.flatnonzero(per_user >= 2)
+    users = eligible
+    if len(users) > p.carve_out_users:
+        users = np.sort(rng.choice(users, p.carve_out_users, replace=False))
+    held = carve_out_mask(log.take(rows), users.astype(np.int64), p.carve_out_ratio, p.seed + 1 + 100 * fold)
+    held_full = np.zeros(len(log), np.bool_)
+    held_full[rows[held]] = True
+    kept = within & ~held_full
+    kept_log = log.take(np.flatnonzero(kept))
+    end = float(kept_log.ts[-1]) if len(kept_log) else 0.0
+    phase = _fit_phase(kept_log, n_users, item_ids, catalogue, p, end_ts=end)
+    cf = _cf_lookup(phase, users.astype(np.int32), p.policy.cf)
+    trending = TrendingWindow(kept_log.ts, kept_log.items, row_weights(kept_log), item_ids)
+    chosen = np.zeros(n_users, np.bool_)
+    chosen[users] = True
+    fold_rows = np.flatnonzero(kept & chosen[log.users])
+    _, state = replay(
+        log,
+        fold_rows,
+        np.zeros(len(fold_rows), np.bool_),
+        items=phase.items,
+        neighbours=phase.neighbours,
+        categories_of=item_cats.__getitem__,
+        cf_of=lambda _u: [],
+        trending=trending,
+        policy=p.policy,
+        negatives=0,
+        seed=p.seed,
+    )
+    last = np.zeros(n_users)
+    np.maximum.at(last, log.users[fold_rows], log.ts[fold_rows])
+
+    def state_of(u: int) -> tuple[Any, list[Any], float]:
+        now = float(last[u]) + RETURN_AFTER_S
+        return state.features.get(u), state.session_at(u, now), now
+
+    return carve_out_lists(
+        log,
+        held_full,
+        users.astype(np.int64),
+        builder=ExampleBuilder(phase.items, phase.neighbours, p.policy),
+        state_of=state_of,
+        cf_of=lambda u: cf.get(u, []),
+        trending_at=lambda now: trending.top(now, p.policy.trending),
+        head=p.carve_out_head,
+        others=p.carve_out_others,
+        seed=p.seed + 2 + 100 * fold,
+    )
+
+
 def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     log: InteractionLog,
     t2: float,
@@ -368,6 +513,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         return {"eval_users": 0}, None
     if len(users) > p.max_eval_users:
         users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
+    cf_per_user: list[float] = []
     phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
     cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k))
     popular = np.argsort(-phase2.items.popularity, kind="stable")[: p.policy.popular].astype(np.int32)
@@ -402,15 +548,25 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         pop = [i for i in pop_list if phase2.items.index[i] not in seen][:k]
         cf_hr += hit_rate_at_k(cf_list, rel, k)
         cf_ndcg += ndcg_at_k(cf_list, rel, k)
+        cf_per_user.append(ndcg_at_k(cf_list, rel, k))
         pop_ndcg += ndcg_at_k(pop, rel, k)
     rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, blob)
     ranked = score(holdout, rankings, candidate_sets)
     holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
     n = float(len(users))
+    # the ranked lists against the candidates' own CF order, user by user (the gate's margin)
+    diff = np.asarray(ranked[PER_USER], np.float64) - np.asarray(cf_per_user, np.float64)
     return {
         "eval_users": int(n),
         f"hit_rate@{k}": ranked[f"hit_rate@{k}"],
         f"ndcg@{k}": ranked[f"ndcg@{k}"],
+        f"ndcg@{k}_se": ranked[f"ndcg@{k}_se"],
+        f"ranked_minus_cf_ndcg@{k}": round(float(diff.mean()), 5),
+        f"ranked_minus_cf_ndcg@{k}_se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 5)
+        if len(diff) > 1
+        else None,
+        PER_USER: ranked[PER_USER],
+        f"cf_{PER_USER}": [round(v, 5) for v in cf_per_user],
         f"cf_hit_rate@{k}": round(cf_hr / n, 5),
         f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
         f"popular_ndcg@{k}": round(pop_ndcg / n, 5),

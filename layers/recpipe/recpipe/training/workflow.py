@@ -307,6 +307,7 @@ def evaluate(
         margin=gate_margin,
         basis=basis,
         basis_note=note,
+        candidates_metrics=report["metrics"],
     )
     n_users = int(report.get("users_with_candidates", 0))
     shards = [

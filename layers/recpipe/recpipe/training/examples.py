@@ -1,0 +1,191 @@
+"""Training's example builder: one request's candidate pool and feature rows, built by the
+online path's own functions.
+
+`ExampleBuilder.build` makes the request the Recommender would make for a user at a moment
+(no filters, no exclusions, the request's device) and calls what `Recommender._ranked` calls:
+`blocked_items` (the seen-set the stores remember), `request_candidates` (the serving
+`CandidateRetriever` with the bundle's policy and the serving pool size, topped up with popular
+items of the UTC daypart), `request_context` and `FeatureAssembler.assemble`. The parity test
+(tests/integration/training/test_training_serving_parity.py) compares its output with what the
+real Recommender computes from the real stores.
+
+Two kinds of examples are built with it (see docs/training.md):
+
+- next-event lists (`history.replay`): at a replayed event, the pool before the event, labelled
+  with the item the user chose;
+- carve-out lists (`carve_out_lists`): part of each sampled user's items is held out, CF is
+  refitted without them, and the pool of a request a day after the user's last kept event (a
+  returning user: the session has expired) is labelled with the held-out items: long-term taste.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from recpipe.bundle import Neighbours
+from recpipe.domain.candidates import CandidatePolicy
+from recpipe.domain.catalogue import InteractionLog
+from recpipe.domain.features import CandidateSet, FeatureAssembler
+from recpipe.domain.items import ItemTable, daypart
+from recpipe.domain.user import UserFeatures
+from recpipe.ports import SessionEntry
+from recpipe.serving.candidates import CandidateRetriever
+from recpipe.serving.model_provider import popular_by_daypart
+from recpipe.serving.recommender import blocked_items, request_candidates, request_context
+from recpipe.serving.request import RecommendationRequest, RequestContextIn
+
+#: The Recommender's default pool size (Recommender(max_candidates=...)).
+SERVING_POOL = 500
+
+
+@dataclass(slots=True)
+class ExampleBuilder:
+    items: ItemTable
+    neighbours: Neighbours
+    policy: CandidatePolicy
+    max_candidates: int = SERVING_POOL
+    retriever: CandidateRetriever = field(init=False)
+    assembler: FeatureAssembler = field(init=False)
+    popular: list[npt.NDArray[np.int32]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.retriever = CandidateRetriever(
+            self.items, self.neighbours.indices, self.max_candidates, self.policy
+        )
+        self.assembler = FeatureAssembler(self.items)
+        self.popular = popular_by_daypart(self.items)
+
+    def build(
+        self,
+        *,
+        user: UserFeatures | None,
+        session: Sequence[SessionEntry],
+        cf: Sequence[tuple[str, float]],
+        trending: Sequence[tuple[str, float]],
+        now: float,
+        device: str | None = None,
+    ) -> tuple[CandidateSet, npt.NDArray[np.float32], set[str]]:
+        """(candidates, feature rows, blocked item ids) of a plain request at `now`."""
+        req = RecommendationRequest.model_construct(
+            user_id="example", context=RequestContextIn.model_construct(device=device)
+        )
+        blocked = blocked_items(req, user, session)
+        ctx = request_context(req, now)
+        cands, view, _ = request_candidates(
+            self.retriever,
+            self.items,
+            popular=self.popular[daypart(int(ctx.local_hour))],
+            req=req,
+            user=user,
+            session=session,
+            cf=cf,
+            trending=trending,
+            content=[],
+            blocked=blocked,
+            now=now,
+        )
+        return cands, self.assembler.assemble(cands, view, ctx), blocked
+
+
+@dataclass(slots=True)
+class ExampleLists:
+    """Ranker training lists: feature rows and labels per list, and what kind each list is."""
+
+    x: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    y: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    kind: list[str] = field(default_factory=list)
+
+    def add(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], kind: str) -> None:
+        self.x.append(x)
+        self.y.append(y)
+        self.kind.append(kind)
+
+    def extend(self, other: ExampleLists) -> None:
+        self.x.extend(other.x)
+        self.y.extend(other.y)
+        self.kind.extend(other.kind)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k in self.kind if k == kind)
+
+
+def head_list(cands: CandidateSet, head: int, others: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """Rows kept for a carve-out list: the CF head (CF rank < `head`), where the order of a
+    returning user's list is decided, and `others` random rows from the rest of the pool (so
+    the ranker also learns where session, trending and popular items stand against it)."""
+    in_head = (cands.cf_rank >= 0) & (cands.cf_rank < head)
+    rest = np.flatnonzero(~in_head)
+    if len(rest) > others:
+        rest = rng.choice(rest, others, replace=False)
+    return np.concatenate([np.flatnonzero(in_head), np.sort(rest)]).astype(np.int64)
+
+
+def carve_out_mask(
+    log: InteractionLog, users: npt.NDArray[np.int64], ratio: float, seed: int
+) -> npt.NDArray[np.bool_]:
+    """Rows held out: for each of `users`, about `ratio` of their distinct items (all rows of
+    those items), never all of them."""
+    rng = np.random.default_rng(seed)
+    n_items = max(len(log.item_vocab), 1)
+    chosen = np.zeros(len(log.user_vocab), np.bool_)
+    chosen[users] = True
+    rows = np.flatnonzero(chosen[log.users])
+    cell = log.users[rows].astype(np.int64) * n_items + log.items[rows]
+    uniq, inv = np.unique(cell, return_inverse=True)
+    held_cell = rng.random(len(uniq)) < ratio
+    # keep at least one item per user: the first cell of each user is never held out
+    owner = uniq // n_items
+    first = np.r_[True, owner[1:] != owner[:-1]]
+    held_cell &= ~first
+    held = np.zeros(len(log), np.bool_)
+    held[rows[held_cell[inv]]] = True
+    return held
+
+
+def carve_out_lists(
+    log: InteractionLog,
+    held: npt.NDArray[np.bool_],
+    users: npt.NDArray[np.int64],
+    *,
+    builder: ExampleBuilder,
+    state_of: Callable[[int], tuple[UserFeatures | None, list[SessionEntry], float]],
+    cf_of: Callable[[int], Sequence[tuple[str, float]]],
+    trending_at: Callable[[float], list[tuple[str, float]]],
+    head: int,
+    others: int,
+    seed: int,
+) -> tuple[ExampleLists, dict[str, float]]:
+    """One list per user: the pool of a request right after the user's last kept event,
+    labelled with the user's held-out items. `state_of(u)` gives the stores' view then
+    (features, session, now)."""
+    rng = np.random.default_rng(seed)
+    out = ExampleLists()
+    held_items: dict[int, set[int]] = {}
+    for r in np.flatnonzero(held).tolist():
+        held_items.setdefault(int(log.users[r]), set()).add(int(log.items[r]))
+    ids = log.item_vocab
+    index = builder.items.index
+    considered = covered = 0
+    for u in users.tolist():
+        targets = {index[ids[i]] for i in held_items.get(u, ()) if ids[i] in index}
+        if not targets:
+            continue
+        features, session, now = state_of(u)
+        cands, x, _ = builder.build(
+            user=features, session=session, cf=cf_of(u), trending=trending_at(now), now=now
+        )
+        y = np.isin(cands.items, list(targets)).astype(np.float32)
+        considered += len(targets)
+        covered += int(y.sum())
+        keep = head_list(cands, head, others, rng)
+        if not y[keep].any():
+            continue
+        out.add(x[keep], y[keep], "carve_out")
+    return out, {"carve_out_positives": float(considered), "carve_out_covered": float(covered)}
