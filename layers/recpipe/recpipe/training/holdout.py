@@ -19,10 +19,13 @@ import numpy as np
 import numpy.typing as npt
 
 from recpipe.bundle import Neighbours
-from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy, gather_candidates
+from recpipe.domain.candidates import SESSION_LIMIT, CandidatePolicy
 from recpipe.domain.features import FeatureAssembler, RequestContext, UserView
-from recpipe.domain.items import ItemTable
+from recpipe.domain.items import ItemTable, daypart
+from recpipe.ports import SessionEntry
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
+from recpipe.serving.candidates import CandidateInputs, CandidateRetriever, Eligibility
+from recpipe.serving.model_provider import popular_by_daypart
 from recpipe.training.ranker import tflite_scores
 
 #: Metrics key of the per-user nDCG@k list (what the gate's standard errors come from).
@@ -110,25 +113,28 @@ def relevant_of(user: HoldoutUser, since: float | None = None) -> set[str]:
 def rank(
     holdout: Holdout, items: ItemTable, neighbours: Neighbours, ranker_tflite: bytes
 ) -> tuple[list[list[str]], list[set[str]]]:
-    """Per user: the model's top-k item ids, and its candidate set (ids)."""
+    """Per user: the model's top-k item ids, and its candidate set (ids).
+
+    The pool is the online path's: the serving retriever with the holdout's policy, the serving
+    pool size, topped up with the popular items of T2's (UTC) daypart."""
+    from recpipe.training.examples import SERVING_POOL
+
     k = holdout.k
     assembler = FeatureAssembler(items)
-    popular = np.argsort(-items.popularity, kind="stable")[: holdout.policy.popular].astype(np.int32)
+    retriever = CandidateRetriever(items, neighbours.indices, SERVING_POOL, holdout.policy)
+    ctx = RequestContext(now=holdout.t2)
+    popular = popular_by_daypart(items)[daypart(int(ctx.local_hour))]
     blocks: list[npt.NDArray[np.float32]] = []
     cand_items: list[npt.NDArray[np.int32]] = []
     for u in holdout.users:
         view = view_of(u, items)
-        cands = gather_candidates(
-            holdout.policy,
-            items,
-            neighbours,
-            cf=u.cf,
-            session=view.session,
-            trending=holdout.trending,
-            popular=popular,
-            exclude={int(i) for i in items.indices(u.seen).tolist()},
+        # the holdout keeps session item ids only; serving reads the same ids from Redis
+        session = [SessionEntry(i, "view", holdout.t2) for i in u.session[:SESSION_LIMIT]]
+        cands = retriever.retrieve(
+            CandidateInputs(cf=u.cf, session=session, trending=holdout.trending, content=[], popular=popular),
+            Eligibility.build(items, u.seen),
         )
-        blocks.append(assembler.assemble(cands, view, RequestContext(now=holdout.t2)))
+        blocks.append(assembler.assemble(cands, view, ctx))
         cand_items.append(cands.items)
     scores = tflite_scores(ranker_tflite, np.concatenate(blocks)) if blocks else np.zeros(0, np.float32)
     rankings: list[list[str]] = []

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from recpipe.bundle import CANDIDATES_NPZ, Neighbours, write_bundle
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
+from recpipe.domain.features import FEATURE_NAMES
 from recpipe.domain.items import ItemTable
 from recpipe.ranking_metrics import hit_rate_at_k, ndcg_at_k
 from recpipe.redis_keys import SCORE_DECIMALS
@@ -355,6 +356,7 @@ def train_bundle(
         "ranker_positives": int(examples.covered),
         "ranker_candidate_recall": round(examples.covered / max(examples.considered, 1), 4),
         "ranker_lists_next_event": lists.count("next_event"),
+        "ranker_lists_new_visitor": lists.count("new_visitor"),
         "ranker_lists_carve_out": lists.count("carve_out"),
         "carve_out_candidate_recall": round(
             carve_metrics["carve_out_covered"] / max(carve_metrics["carve_out_positives"], 1.0), 4
@@ -407,13 +409,17 @@ def train_bundle(
 
 
 def _next_event_lists(examples: Examples) -> ExampleLists:
-    """The replay's examples as lists (one chosen item and its sampled negatives each)."""
+    """The replay's examples as lists (one chosen item and its sampled negatives each).
+
+    A list without any CF row is a visitor's (no CF history yet): its own kind, so the epoch
+    choice protects the visitors' lists apart from the returning users' ones."""
     out = ExampleLists()
     if not len(examples.group):
         return out
+    src_cf = FEATURE_NAMES.index("src_cf")
     cuts = np.flatnonzero(np.diff(examples.group)) + 1
     for xs, ys in zip(np.split(examples.x, cuts), np.split(examples.y, cuts), strict=True):
-        out.add(xs, ys, "next_event")
+        out.add(xs, ys, "next_event" if bool((xs[:, src_cf] > 0).any()) else "new_visitor")
     return out
 
 

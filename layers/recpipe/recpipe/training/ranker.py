@@ -23,6 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: Starting weight of the CF prior (relative CF score in [0, 1]): a 1.0 vs 0.9 score gap is
 #: a logit gap of 0.3 before any training.
 PRIOR_INIT = 3.0
+#: Starting weight of the session prior (cosine similarity to the closest live-session item):
+#: an untrained model puts what the visitor is looking at now above what is merely popular, so
+#: a visitor without CF history sees the session's influence from the first model on.
+SESSION_PRIOR_INIT = 3.0
 #: Largest |Keras - TFLite| score difference accepted at export.
 EXPORT_TOLERANCE = 1e-4
 
@@ -109,13 +113,14 @@ def train_list_ranker(
 ) -> tuple[Any, dict[str, float]]:
     """Listwise training: softmax cross-entropy over each list (labels normalised to sum to 1).
 
-    The score is the CF prior (a learned weight on the relative CF score, started at
-    PRIOR_INIT so an untrained model orders the pool like the CF list) plus an MLP over the
-    standardised feature row: the MLP learns corrections to the CF order. A share
+    The score is two priors, a learned weight on the relative CF score (started at PRIOR_INIT)
+    and one on the similarity to the live session (started at SESSION_PRIOR_INIT), plus an MLP
+    over the standardised feature row. An untrained model therefore orders a returning user's
+    pool like the CF list and a visitor's pool by the session; the MLP learns corrections. A share
     (`params.validation`) of the lists is held out; after each epoch the lists' nDCG@10 is
     measured there, per kind of list (`kinds`, e.g. next-event and carve-out: each situation
     counts equally), and the best epoch's weights are kept among the epochs that order no kind
-    of list worse than the CF prior alone (epoch 0) by more than two standard errors, so
+    of list worse than the priors alone (epoch 0) by more than two standard errors, so
     training never ships a model that orders held-out lists of either situation worse than
     its own start.
     The exported model is the scorer with a sigmoid (order-preserving, scores in (0, 1))."""
@@ -144,17 +149,22 @@ def train_list_ranker(
     norm.adapt(np.concatenate([xs[i] for i in keep]))
     mlp = [keras.layers.Dense(w, activation="relu") for w in params.hidden]
     mlp.append(keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros"))
-    cf_col = FEATURE_NAMES.index("cf_score")
+    prior_cols = [FEATURE_NAMES.index("cf_score"), FEATURE_NAMES.index("session_max_sim")]
     prior = keras.layers.Dense(
-        1, use_bias=False, kernel_initializer=keras.initializers.Constant(PRIOR_INIT), name="cf_prior"
+        1,
+        use_bias=False,
+        kernel_initializer=keras.initializers.Constant(
+            np.asarray([[PRIOR_INIT], [SESSION_PRIOR_INIT]], np.float32)
+        ),
+        name="priors",
     )
 
     def logits(t: Any) -> Any:
         h = norm(t)
         for layer in mlp:
             h = layer(h)
-        cf = keras.layers.Lambda(lambda v: v[..., cf_col : cf_col + 1])(t)
-        return keras.layers.Add()([h, prior(cf)])
+        raw = keras.layers.Lambda(lambda v: keras.ops.stack([v[..., c] for c in prior_cols], axis=-1))(t)
+        return keras.layers.Add()([h, prior(raw)])
 
     rows_in = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
     scorer = keras.Model(rows_in, keras.layers.Activation("sigmoid", name="score")(logits(rows_in)))
@@ -192,7 +202,7 @@ def train_list_ranker(
     prior_lists = val_lists()
 
     def protects() -> bool:
-        """No kind of list is worse than under the CF prior by more than 2 standard errors."""
+        """No kind of list is worse than under the priors alone by more than 2 standard errors."""
         for g, now in val_lists().items():
             diff = now - prior_lists[g]
             se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
@@ -219,8 +229,8 @@ def train_list_ranker(
         loss = float(hist.history["loss"][-1])
         score, per = val_ndcg()
         if verbose:
-            print(f"epoch {epoch}: loss {loss:.4f} validation ndcg@10 {per} (cf prior {per_start})")
-        # an epoch that orders one kind of list worse than the CF prior does is never kept
+            print(f"epoch {epoch}: loss {loss:.4f} validation ndcg@10 {per} (priors {per_start})")
+        # an epoch that orders one kind of list worse than the priors alone do is never kept
         if (score > best and protects()) or not val.any():
             best, best_epoch, best_weights, best_per = score, epoch, list_model.get_weights(), per
     list_model.set_weights(best_weights)
@@ -228,9 +238,9 @@ def train_list_ranker(
         "train_loss": loss,
         "train_lists": float(fit.sum()),
         "validation_lists": float(val.sum()),
-        "validation_ndcg@10_cf_prior": round(start, 5),
+        "validation_ndcg@10_prior": round(start, 5),
         "validation_ndcg@10": round(best, 5),
-        **{f"validation_ndcg@10_{g}_cf_prior": round(v, 5) for g, v in per_start.items()},
+        **{f"validation_ndcg@10_{g}_prior": round(v, 5) for g, v in per_start.items()},
         **{f"validation_ndcg@10_{g}": round(v, 5) for g, v in best_per.items()},
         "best_epoch": float(best_epoch),
     }
