@@ -36,3 +36,29 @@ def test_the_model_takes_the_feature_vector_and_returns_one_score_per_row(
     assert list(inp["shape_signature"]) == [-1, N_FEATURES]
     assert inp["dtype"] == np.float32 and out["dtype"] == np.float32
     assert list(out["shape_signature"]) == [-1, 1]
+
+
+def test_a_feature_constant_in_training_cannot_swing_a_serving_score() -> None:
+    """src_content is 0 in every training row (training pools have no content candidates); a
+    serving row with it set must score like the same row without it, not saturate."""
+    from recpipe.domain.features import FEATURE_NAMES, N_FEATURES
+    from recpipe.training.ranker import train_list_ranker
+
+    rng = np.random.default_rng(1)
+    col = FEATURE_NAMES.index("src_content")
+    xs, ys = [], []
+    for _ in range(400):
+        x = rng.random((20, N_FEATURES), dtype=np.float32)
+        x[:, col] = 0.0
+        y = np.zeros(20, np.float32)
+        # labels the priors cannot explain, so training moves the MLP off its zero start
+        y[int(np.argmax(x[:, FEATURE_NAMES.index("item_popularity")]))] = 1.0
+        xs.append(x)
+        ys.append(y)
+    model, metrics = train_list_ranker(xs, ys, RankerParams(hidden=(16, 8), epochs=3))
+    assert metrics["best_epoch"] > 0
+    probe = rng.random((50, N_FEATURES), dtype=np.float32)
+    probe[:, col] = 0.0
+    flagged = probe.copy()
+    flagged[:, col] = 1.0
+    np.testing.assert_allclose(keras_scores(model, flagged), keras_scores(model, probe), atol=1e-4)

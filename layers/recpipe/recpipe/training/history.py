@@ -32,6 +32,7 @@ from recpipe.redis_keys import (
     TRENDING_HALF_LIFE_BUCKETS,
     trending_bucket_of,
 )
+from recpipe.training.examples import ExampleBuilder
 
 
 class TrendingWindow:
@@ -142,13 +143,49 @@ def replay(
     Examples whose chosen item is not among the candidates are counted but not used: the ranker
     can only reorder what candidate generation offers. The pool and the feature rows come from
     `training.examples.ExampleBuilder`, i.e. the online path's own functions (`max_candidates`
-    is the serving pool size).
+    is the serving pool size). BLAS runs on one thread here: the per-example products are
+    small, and threads fighting over two cores made them several times slower.
     """
-    from recpipe.training.examples import ExampleBuilder
 
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        return _replay(
+            log,
+            rows,
+            sample,
+            ExampleBuilder(items, neighbours, policy, max_candidates),
+            categories_of=categories_of,
+            cf_of=cf_of,
+            trending=trending,
+            policy=policy,
+            negatives=negatives,
+            seed=seed,
+            state=state,
+            on_snapshot=on_snapshot,
+            progress=progress,
+        )
+
+
+def _replay(
+    log: InteractionLog,
+    rows: npt.NDArray[np.int64],
+    sample: npt.NDArray[np.bool_],
+    builder: ExampleBuilder,
+    *,
+    categories_of: Callable[[int], list[str]],
+    cf_of: Callable[[int], Sequence[tuple[str, float]]],
+    trending: TrendingWindow,
+    policy: CandidatePolicy,
+    negatives: int,
+    seed: int,
+    state: ReplayState | None,
+    on_snapshot: Callable[[Snapshot], None] | None,
+    progress: Callable[[int], None] | None,
+) -> tuple[Examples, ReplayState]:
     rng = np.random.default_rng(seed)
     st = state or ReplayState()
-    builder = ExampleBuilder(items, neighbours, policy, max_candidates)
+    items, neighbours = builder.items, builder.neighbours
     xs: list[npt.NDArray[np.float32]] = []
     ys: list[npt.NDArray[np.float32]] = []
     gs: list[npt.NDArray[np.int32]] = []

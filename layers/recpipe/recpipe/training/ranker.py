@@ -89,6 +89,24 @@ def train_ranker(
     return model, metrics
 
 
+#: Below this variance a feature counts as constant in the training rows.
+CONSTANT_VARIANCE = 1e-8
+
+
+def feature_scaling(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Mean and variance of each feature column for the ranker's standardisation.
+
+    A column that never varies in training (e.g. `src_content`: training's pools have no
+    content-index candidates) gets an enormous variance, so it standardises to ~0 and the
+    model ignores it. With its true variance (0) a serving value of 1 would become 1/epsilon =
+    1e7 after standardisation and saturate every score of that row: the model cannot have
+    learned anything about a feature it never saw move."""
+    mean = x.mean(axis=0).astype(np.float32)
+    variance = x.var(axis=0).astype(np.float32)
+    variance[variance < CONSTANT_VARIANCE] = 1e12
+    return mean, variance
+
+
 def _list_ndcg(
     scores: npt.NDArray[np.float32], y: npt.NDArray[np.float32], mask: npt.NDArray[np.float32], k: int
 ) -> npt.NDArray[np.float64]:
@@ -145,8 +163,8 @@ def train_list_ranker(
         mask[row, :n] = 1.0
     val = rng.random(len(keep)) < params.validation if len(keep) >= 10 else np.zeros(len(keep), bool)
     fit = ~val
-    norm = keras.layers.Normalization(axis=-1)
-    norm.adapt(np.concatenate([xs[i] for i in keep]))
+    mean, variance = feature_scaling(np.concatenate([xs[i] for i in keep]))
+    norm = keras.layers.Normalization(axis=-1, mean=mean, variance=variance)
     mlp = [keras.layers.Dense(w, activation="relu") for w in params.hidden]
     mlp.append(keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros"))
     prior_cols = [FEATURE_NAMES.index("cf_score"), FEATURE_NAMES.index("session_max_sim")]
