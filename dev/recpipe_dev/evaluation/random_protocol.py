@@ -220,6 +220,12 @@ def _product_rows(
         "(the session of the last training ratings is live)",
         "post_filtered_requests": product.post_filtered,
         "seconds": round(time.perf_counter() - t0, 2),
+        # the bundle's own training figures (validation nDCG per kind of list, best epoch, ...)
+        "training_metrics": {
+            name: value
+            for name, value in product.trained.metrics.items()
+            if isinstance(value, (int, float, str))
+        },
     }
     progress(
         f"project: cf ndcg@{k}={report['methods']['project_cf'][f'ndcg@{k}']:.4f} "

@@ -55,10 +55,41 @@ def test_a_feature_constant_in_training_cannot_swing_a_serving_score() -> None:
         y[int(np.argmax(x[:, FEATURE_NAMES.index("item_popularity")]))] = 1.0
         xs.append(x)
         ys.append(y)
-    model, metrics = train_list_ranker(xs, ys, RankerParams(hidden=(16, 8), epochs=3))
+    model, metrics = train_list_ranker(xs, ys, RankerParams(hidden=(16, 8), epochs=3, learning_rate=1e-2))
     assert metrics["best_epoch"] > 0
     probe = rng.random((50, N_FEATURES), dtype=np.float32)
     probe[:, col] = 0.0
     flagged = probe.copy()
     flagged[:, col] = 1.0
     np.testing.assert_allclose(keras_scores(model, flagged), keras_scores(model, probe), atol=1e-4)
+
+
+def test_without_a_live_session_the_ranker_keeps_the_cf_order() -> None:
+    """A returning user's request (a CF list, no session: the similarity columns are 0) is
+    ordered by the CF score whatever the learned corrections; with a session they apply."""
+    from recpipe.domain.features import FEATURE_NAMES, N_FEATURES
+    from recpipe.training.ranker import train_list_ranker
+
+    rng = np.random.default_rng(2)
+    pop = FEATURE_NAMES.index("item_popularity")
+    cf = FEATURE_NAMES.index("cf_score")
+    xs, ys = [], []
+    for _ in range(400):
+        x = rng.random((20, N_FEATURES), dtype=np.float32)
+        x[:, FEATURE_NAMES.index("pool_has_cf")] = 1.0
+        y = np.zeros(20, np.float32)
+        y[int(np.argmax(x[:, pop]))] = 1.0  # what the corrections can learn: popularity
+        xs.append(x)
+        ys.append(y)
+    model, metrics = train_list_ranker(xs, ys, RankerParams(hidden=(16, 8), epochs=3, learning_rate=1e-2))
+    assert metrics["best_epoch"] > 0
+    probe = rng.random((200, N_FEATURES), dtype=np.float32)
+    probe[:, FEATURE_NAMES.index("pool_has_cf")] = 1.0  # a user the last retrain knew
+    with_session = keras_scores(model, probe)
+    probe[:, FEATURE_NAMES.index("session_max_sim")] = 0.0
+    probe[:, FEATURE_NAMES.index("session_mean_sim")] = 0.0
+    without = keras_scores(model, probe)
+    # no session: the order is the CF score's, exactly
+    np.testing.assert_array_equal(np.argsort(without, kind="stable"), np.argsort(probe[:, cf], kind="stable"))
+    # with one: the learned corrections (popularity) reorder the list
+    assert not np.array_equal(np.argsort(with_session), np.argsort(probe[:, cf]))

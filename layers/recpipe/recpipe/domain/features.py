@@ -46,6 +46,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "device_mobile",
     "device_other",
     "user_activity",
+    # request-level: the pool holds CF candidates (a user the last retrain knew)
+    "pool_has_cf",
 )
 N_FEATURES = len(FEATURE_NAMES)
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -267,4 +269,5 @@ class FeatureAssembler:
         else:
             x[:, col["device_other"]] = 1.0
         x[:, col["user_activity"]] = math.log1p(user.total_events) / 10.0
+        x[:, col["pool_has_cf"]] = float(is_cf.any())
         return x

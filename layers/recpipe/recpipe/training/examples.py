@@ -98,16 +98,22 @@ class ExampleLists:
     x: list[npt.NDArray[np.float32]] = field(default_factory=list)
     y: list[npt.NDArray[np.float32]] = field(default_factory=list)
     kind: list[str] = field(default_factory=list)
+    #: held out for the ranker's validation (whole pools, as serving ranks them)
+    held_out: list[bool] = field(default_factory=list)
 
-    def add(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], kind: str) -> None:
+    def add(
+        self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], kind: str, *, held_out: bool = False
+    ) -> None:
         self.x.append(x)
         self.y.append(y)
         self.kind.append(kind)
+        self.held_out.append(held_out)
 
     def extend(self, other: ExampleLists) -> None:
         self.x.extend(other.x)
         self.y.extend(other.y)
         self.kind.extend(other.kind)
+        self.held_out.extend(other.held_out)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -161,6 +167,7 @@ def carve_out_lists(
     head: int,
     others: int,
     seed: int,
+    held_out: float = 0.0,
 ) -> tuple[ExampleLists, dict[str, float]]:
     """One list per user: the pool of a request right after the user's last kept event,
     labelled with the user's held-out items. `state_of(u)` gives the stores' view then
@@ -179,6 +186,7 @@ def carve_out_lists(
             head=head,
             others=others,
             seed=seed,
+            held_out=held_out,
         )
 
 
@@ -194,6 +202,7 @@ def _carve_out_lists(
     head: int,
     others: int,
     seed: int,
+    held_out: float,
 ) -> tuple[ExampleLists, dict[str, float]]:
     rng = np.random.default_rng(seed)
     out = ExampleLists()
@@ -214,8 +223,10 @@ def _carve_out_lists(
         y = np.isin(cands.items, list(targets)).astype(np.float32)
         considered += len(targets)
         covered += int(y.sum())
-        keep = head_list(cands, head, others, rng)
+        # a held-out list keeps the whole pool: validation ranks what serving ranks
+        whole = held_out > 0 and bool(rng.random() < held_out)
+        keep = np.arange(len(y)) if whole else head_list(cands, head, others, rng)
         if not y[keep].any():
             continue
-        out.add(x[keep], y[keep], "carve_out")
+        out.add(x[keep], y[keep], "carve_out", held_out=whole)
     return out, {"carve_out_positives": float(considered), "carve_out_covered": float(covered)}

@@ -94,6 +94,8 @@ class Examples:
     x: npt.NDArray[np.float32]
     y: npt.NDArray[np.float32]
     group: npt.NDArray[np.int32]
+    #: per group: held out for validation (the whole pool, not a negative sample)
+    held_out: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, np.bool_))
     #: positives considered / positives found among the candidates (candidate recall)
     considered: int = 0
     covered: int = 0
@@ -136,6 +138,7 @@ def replay(
     on_snapshot: Callable[[Snapshot], None] | None = None,
     progress: Callable[[int], None] | None = None,
     max_candidates: int = 500,
+    held_out: float = 0.0,
 ) -> tuple[Examples, ReplayState]:
     """Fold `rows` of `log` (time-sorted row numbers) in order; at rows where `sample` is set,
     build the candidate set *before* the event and label the item the user chose next.
@@ -143,7 +146,9 @@ def replay(
     Examples whose chosen item is not among the candidates are counted but not used: the ranker
     can only reorder what candidate generation offers. The pool and the feature rows come from
     `training.examples.ExampleBuilder`, i.e. the online path's own functions (`max_candidates`
-    is the serving pool size). BLAS runs on one thread here: the per-example products are
+    is the serving pool size). A share `held_out` of the examples keeps the whole pool instead
+    of `negatives` sampled rows: the ranker's validation lists, ranked as serving ranks them.
+    BLAS runs on one thread here: the per-example products are
     small, and threads fighting over two cores made them several times slower.
     """
 
@@ -164,6 +169,7 @@ def replay(
             state=state,
             on_snapshot=on_snapshot,
             progress=progress,
+            held_out=held_out,
         )
 
 
@@ -182,6 +188,7 @@ def _replay(
     state: ReplayState | None,
     on_snapshot: Callable[[Snapshot], None] | None,
     progress: Callable[[int], None] | None,
+    held_out: float,
 ) -> tuple[Examples, ReplayState]:
     rng = np.random.default_rng(seed)
     st = state or ReplayState()
@@ -189,6 +196,7 @@ def _replay(
     xs: list[npt.NDArray[np.float32]] = []
     ys: list[npt.NDArray[np.float32]] = []
     gs: list[npt.NDArray[np.int32]] = []
+    vs: list[bool] = []
     considered = covered = 0
     for k, r in enumerate(rows.tolist()):
         u = int(log.users[r])
@@ -228,7 +236,9 @@ def _replay(
                         )
                     )
                 others = np.flatnonzero(cands.items != item)
-                if len(others) > negatives:
+                whole = held_out > 0 and bool(rng.random() < held_out)
+                vs.append(whole)
+                if len(others) > negatives and not whole:
                     others = rng.choice(others, negatives, replace=False)
                 take = np.concatenate([hit[:1], others])
                 xs.append(x[take])
@@ -248,6 +258,7 @@ def _replay(
         x=np.concatenate(xs) if xs else np.zeros((0, N_FEATURES), np.float32),
         y=np.concatenate(ys) if ys else np.zeros(0, np.float32),
         group=np.concatenate(gs) if gs else np.zeros(0, np.int32),
+        held_out=np.asarray(vs, np.bool_),
         considered=considered,
         covered=covered,
     )

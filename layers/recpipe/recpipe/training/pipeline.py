@@ -92,8 +92,11 @@ class TrainParams:
     #: rows per carve-out list: the CF head, and random others from the rest of the pool
     carve_out_users: int = 2000
     carve_out_ratio: float = 0.25
-    #: independent carve-outs (each one CF refit), each over up to `carve_out_users` users
-    carve_out_folds: int = 3
+    #: independent carve-outs (each one CF refit), each over up to `carve_out_users` users.
+    #: 0 by default: the ranker's corrections apply only with a live session, so lists without
+    #: one (what carve-outs label) are ordered by CF alone and these lists would only train the
+    #: priors' scale (measured in docs/training.md); kept as an option for other data
+    carve_out_folds: int = 0
     carve_out_head: int = 100
     carve_out_others: int = 50
     max_eval_users: int = 2000
@@ -338,6 +341,7 @@ def train_bundle(
             seed=p.seed,
             on_snapshot=on_snapshot,
             progress=None if bar is None else (lambda k: bar.update(k - bar.n)),
+            held_out=p.ranker.validation,
         )
         if bar is not None:
             bar.close()
@@ -352,7 +356,9 @@ def train_bundle(
                 carve_metrics[name] += value
 
     with st.stage("train_ranker"):
-        model, ranker_metrics = train_list_ranker(lists.x, lists.y, p.ranker, kinds=lists.kind)
+        model, ranker_metrics = train_list_ranker(
+            lists.x, lists.y, p.ranker, kinds=lists.kind, holdout=lists.held_out
+        )
         probe = np.concatenate(lists.x)[:512]
         blob = export_tflite(model, probe)
 
@@ -423,8 +429,11 @@ def _next_event_lists(examples: Examples) -> ExampleLists:
         return out
     src_cf = FEATURE_NAMES.index("src_cf")
     cuts = np.flatnonzero(np.diff(examples.group)) + 1
-    for xs, ys in zip(np.split(examples.x, cuts), np.split(examples.y, cuts), strict=True):
-        out.add(xs, ys, "next_event" if bool((xs[:, src_cf] > 0).any()) else "new_visitor")
+    held = examples.held_out if len(examples.held_out) else np.zeros(len(cuts) + 1, np.bool_)
+    lists = zip(np.split(examples.x, cuts), np.split(examples.y, cuts), held.tolist(), strict=True)
+    for xs, ys, whole in lists:
+        kind = "next_event" if bool((xs[:, src_cf] > 0).any()) else "new_visitor"
+        out.add(xs, ys, kind, held_out=whole)
     return out
 
 
@@ -495,6 +504,7 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
         head=p.carve_out_head,
         others=p.carve_out_others,
         seed=p.seed + 2 + 100 * fold,
+        held_out=p.ranker.validation,
     )
 
 

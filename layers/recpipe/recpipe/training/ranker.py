@@ -107,6 +107,28 @@ def feature_scaling(x: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32]
     return mean, variance
 
 
+def _padded(
+    xs: list[npt.NDArray[np.float32]],
+    ys: list[npt.NDArray[np.float32]],
+    which: list[int],
+    width: int,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Lists `which` as [lists, width, features] rows, labels (summing to 1) and a row mask."""
+    x = np.zeros((len(which), width, N_FEATURES), np.float32)
+    y = np.zeros((len(which), width), np.float32)
+    mask = np.zeros((len(which), width), np.float32)
+    for row, i in enumerate(which):
+        n = len(ys[i])
+        # rows in random order: ties (e.g. every non-CF row under the prior) must not sort a
+        # list's positive first just because the example builder put it there
+        perm = rng.permutation(n)
+        x[row, :n] = xs[i][perm]
+        y[row, :n] = ys[i][perm] / float(ys[i].sum())
+        mask[row, :n] = 1.0
+    return x, y, mask
+
+
 def _list_ndcg(
     scores: npt.NDArray[np.float32], y: npt.NDArray[np.float32], mask: npt.NDArray[np.float32], k: int
 ) -> npt.NDArray[np.float64]:
@@ -127,16 +149,19 @@ def train_list_ranker(
     params: RankerParams,
     *,
     kinds: list[str] | None = None,
+    holdout: list[bool] | None = None,
     verbose: int = 0,
 ) -> tuple[Any, dict[str, float]]:
     """Listwise training: softmax cross-entropy over each list (labels normalised to sum to 1).
 
     The score is two priors, a learned weight on the relative CF score (started at PRIOR_INIT)
     and one on the similarity to the live session (started at SESSION_PRIOR_INIT), plus an MLP
-    over the standardised feature row. An untrained model therefore orders a returning user's
-    pool like the CF list and a visitor's pool by the session; the MLP learns corrections. A share
-    (`params.validation`) of the lists is held out; after each epoch the lists' nDCG@10 is
-    measured there, per kind of list (`kinds`, e.g. next-event and carve-out: each situation
+    over the standardised feature row that applies when the request has a live session or no
+    CF list. A returning user's pool without a session is therefore ordered like the CF list;
+    every other request by the priors plus the learned corrections. A share
+    of the lists is held out (`holdout` flags them; else `params.validation` at random; the
+    pipeline holds out whole pools, as serving ranks them); after each epoch their nDCG@10 is
+    measured, per kind of list (`kinds`, e.g. next-event and carve-out: each situation
     counts equally), and the best epoch's weights are kept among the epochs that order no kind
     of list worse than the priors alone (epoch 0) by more than two standard errors, so
     training never ships a model that orders held-out lists of either situation worse than
@@ -148,21 +173,21 @@ def train_list_ranker(
     if not keep:
         raise ValueError("no ranker training lists with a positive")
     keras.utils.set_random_seed(params.seed)
-    width = max(len(ys[i]) for i in keep)
-    x = np.zeros((len(keep), width, N_FEATURES), np.float32)
-    y = np.zeros((len(keep), width), np.float32)
-    mask = np.zeros((len(keep), width), np.float32)
     rng = np.random.default_rng(params.seed)
-    for row, i in enumerate(keep):
-        n = len(ys[i])
-        # rows in random order: ties (e.g. every non-CF row under the prior) must not sort a
-        # list's positive first just because the example builder put it there
-        perm = rng.permutation(n)
-        x[row, :n] = xs[i][perm]
-        y[row, :n] = ys[i][perm] / float(ys[i].sum())
-        mask[row, :n] = 1.0
-    val = rng.random(len(keep)) < params.validation if len(keep) >= 10 else np.zeros(len(keep), bool)
+    if holdout is not None:
+        val = np.asarray([bool(holdout[i]) for i in keep])
+    elif len(keep) >= 10:
+        val = rng.random(len(keep)) < params.validation
+    else:
+        val = np.zeros(len(keep), bool)
+    if val.all():
+        val[:] = False
     fit = ~val
+    fit_lists = [keep[j] for j in np.flatnonzero(fit).tolist()]
+    val_lists_idx = [keep[j] for j in np.flatnonzero(val).tolist()]
+    width = max(len(ys[i]) for i in fit_lists)
+    x, y, mask = _padded(xs, ys, fit_lists, width, rng)
+    xv, yv, mv = _padded(xs, ys, val_lists_idx, max((len(ys[i]) for i in val_lists_idx), default=1), rng)
     mean, variance = feature_scaling(np.concatenate([xs[i] for i in keep]))
     norm = keras.layers.Normalization(axis=-1, mean=mean, variance=variance)
     mlp = [keras.layers.Dense(w, activation="relu") for w in params.hidden]
@@ -177,10 +202,27 @@ def train_list_ranker(
         name="priors",
     )
 
+    session_cols = [FEATURE_NAMES.index("session_max_sim"), FEATURE_NAMES.index("session_mean_sim")]
+
+    pool_cf_col = FEATURE_NAMES.index("pool_has_cf")
+
+    def corrected(v: Any) -> Any:
+        # 1 when the request has a live session (its similarity columns are computed) or no CF
+        # list (a visitor: nothing long-term to keep), else 0 (a returning user without session)
+        mag = keras.ops.abs(v[..., session_cols[0]]) + keras.ops.abs(v[..., session_cols[1]])
+        live = keras.ops.cast(keras.ops.greater(mag, 0.0), "float32")
+        no_cf = keras.ops.cast(keras.ops.less(v[..., pool_cf_col], 0.5), "float32")
+        return keras.ops.expand_dims(keras.ops.maximum(live, no_cf), -1)
+
     def logits(t: Any) -> Any:
         h = norm(t)
         for layer in mlp:
             h = layer(h)
+        # The learned corrections apply with a live session or without a CF list: for a
+        # returning user without a session the CF order stands. Measured on the random protocol, corrections learned from
+        # carve-out lists ordered returning users' lists worse than their CF order on test
+        # (docs/training.md), so the model does not make that trade.
+        h = keras.layers.Multiply()([h, keras.layers.Lambda(corrected)(t)])
         raw = keras.layers.Lambda(lambda v: keras.ops.stack([v[..., c] for c in prior_cols], axis=-1))(t)
         return keras.layers.Add()([h, prior(raw)])
 
@@ -196,21 +238,21 @@ def train_list_ranker(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
     )
 
-    kind = np.asarray([(kinds or [])[i] if kinds else "all" for i in keep])
-    groups = sorted(set(kind[val].tolist()))
+    kind_fit = np.asarray([kinds[i] if kinds else "all" for i in fit_lists])
+    kind_val = np.asarray([kinds[i] if kinds else "all" for i in val_lists_idx])
+    groups = sorted(set(kind_val.tolist()))
     # each kind of list carries the same total weight, whatever how many lists it has
-    names, counts = np.unique(kind[fit], return_counts=True)
-    share = {str(n): float(fit.sum()) / (len(names) * float(c)) for n, c in zip(names, counts, strict=True)}
-    weight = np.asarray([share.get(str(g), 1.0) for g in kind], np.float32)
+    names, counts = np.unique(kind_fit, return_counts=True)
+    share = {str(n): len(fit_lists) / (len(names) * float(c)) for n, c in zip(names, counts, strict=True)}
+    weight = np.asarray([share.get(str(g), 1.0) for g in kind_fit], np.float32)
 
     def val_lists() -> dict[str, npt.NDArray[np.float64]]:
         if not val.any():
             return {}
-        s = np.asarray(list_model.predict([x[val], mask[val]], verbose=0, batch_size=256), np.float32)
-        return {
-            g: _list_ndcg(s[kind[val] == g], y[val][kind[val] == g], mask[val][kind[val] == g], 10)
-            for g in groups
-        }
+        # held-out lists may be whole pools (wider than the training lists): scored row by row
+        flat = np.asarray(scorer.predict(xv.reshape(-1, N_FEATURES), verbose=0, batch_size=8192), np.float32)
+        s = flat.reshape(xv.shape[0], xv.shape[1])
+        return {g: _list_ndcg(s[kind_val == g], yv[kind_val == g], mv[kind_val == g], 10) for g in groups}
 
     def val_ndcg() -> tuple[float, dict[str, float]]:
         lists = val_lists()
@@ -236,9 +278,9 @@ def train_list_ranker(
     loss = 0.0
     for epoch in range(1, params.epochs + 1):
         hist = list_model.fit(
-            [x[fit], mask[fit]],
-            y[fit],
-            sample_weight=weight[fit],
+            [x, mask],
+            y,
+            sample_weight=weight,
             epochs=1,
             batch_size=params.list_batch,
             shuffle=True,
@@ -254,7 +296,7 @@ def train_list_ranker(
     list_model.set_weights(best_weights)
     return scorer, {
         "train_loss": loss,
-        "train_lists": float(fit.sum()),
+        "train_lists": float(len(fit_lists)),
         "validation_lists": float(val.sum()),
         "validation_ndcg@10_prior": round(start, 5),
         "validation_ndcg@10": round(best, 5),
