@@ -74,3 +74,27 @@ def test_neighbours_are_same_taste_items_and_never_the_item_itself() -> None:
         assert i not in row.tolist()
         assert {log.item_vocab[j][0] for j in row.tolist()} == {item[0]}
         assert list(sim[i]) == sorted(sim[i], reverse=True)
+
+
+def test_linear_neighbours_come_from_the_item_linear_weights_and_keep_the_fallback_outside_the_head() -> None:
+    from recpipe.training.cf import fit_item_linear, linear_neighbours
+
+    log = _two_taste_log()
+    n_users, n_items = len(log.user_vocab), len(log.item_vocab)
+    linear = fit_item_linear(log, n_users, n_items, head=10, regularization=10.0)
+    fallback = neighbours(_fit(log).normalised_items, 5)
+    idx, _ = linear_neighbours(linear, fallback)
+    head = set(linear.head.tolist())
+    for i, item in enumerate(log.item_vocab):
+        row = idx[i][idx[i] >= 0]
+        assert i not in row.tolist()
+        if i in head:
+            pos = {int(h): k for k, h in enumerate(linear.head.tolist())}
+            w = linear.weights[pos[i]]
+            # the strongest positive weights of the item's row lead, in order (ties: any of them)
+            top = np.sort(w[w > 0])[::-1][:5]
+            got = np.asarray([w[pos[j]] for j in row[: len(top)].tolist()])
+            np.testing.assert_allclose(got, top, rtol=1e-5)
+            assert {log.item_vocab[j][0] for j in row.tolist()} == {item[0]}
+        else:
+            np.testing.assert_array_equal(idx[i], fallback[0][i])

@@ -199,6 +199,41 @@ def neighbours(
     return idx, sim
 
 
+def linear_neighbours(
+    linear: ItemLinearModel, fallback: tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]:
+    """Neighbour lists from the item-linear weights: for an item of the head, the items its
+    presence in a history raises most (its row of B, positive weights only), then the
+    `fallback` (cosine) neighbours it does not already hold; items outside the head keep the
+    fallback. The weights are what predicts a user's next items from their history, so they
+    make better "because you viewed" candidates than embedding similarity alone."""
+    idx, sim = fallback
+    k = idx.shape[1]
+    head = linear.head
+    if k == 0 or len(head) < 2:
+        return idx, sim
+    idx, sim = idx.copy(), sim.copy()
+    w = linear.weights
+    take = min(k, len(head) - 1)
+    part = np.argpartition(-w, take - 1, axis=1)[:, :take]
+    ps = np.take_along_axis(w, part, axis=1)
+    order = np.argsort(-ps, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    best_w = np.take_along_axis(ps, order, axis=1)
+    scale = float(w.max()) if w.size and float(w.max()) > 0 else 1.0
+    for row, item in enumerate(head.tolist()):
+        ok = best_w[row] > 0
+        mine = head[best[row][ok]]
+        rest = idx[item][(idx[item] >= 0) & ~np.isin(idx[item], mine)]
+        merged = np.concatenate([mine, rest])[:k]
+        idx[item] = -1
+        idx[item, : len(merged)] = merged
+        scores = np.concatenate([best_w[row][ok] / scale, np.zeros(len(rest), np.float32)])[:k]
+        sim[item] = 0
+        sim[item, : len(merged)] = scores.astype(np.float16)
+    return idx, sim
+
+
 @dataclass(slots=True)
 class ItemLinearModel:
     """EASE (Steck 2019) over a bounded head of the catalogue: the `head` most-interacted items.

@@ -38,6 +38,7 @@ from recpipe.training.cf import (
     fit_bpr,
     fit_item_linear,
     fused_top_n,
+    linear_neighbours,
     neighbours,
     row_weights,
 )
@@ -77,6 +78,8 @@ class TrainParams:
     #: (0 = ALS alone); its lists lead, ALS fills users it does not reach
     linear_head: int = 5000
     linear_regularization: float = 200.0
+    #: session neighbours of head items from the item-linear weights (else embedding cosine)
+    linear_neighbours: bool = True
     #: candidates published per user
     top_n: int = 200
     neighbours: int = 50
@@ -248,6 +251,8 @@ def _fit_phase(
             head=params.linear_head,
             regularization=params.linear_regularization,
         )
+        if with_neighbours and params.linear_neighbours:
+            idx, sim = linear_neighbours(linear, (idx, sim))
     return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear)
 
 
