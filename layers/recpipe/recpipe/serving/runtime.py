@@ -33,7 +33,13 @@ from recpipe.serving.model_provider import (
     ModelProvider,
     StoreBundleSource,
 )
-from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
+from recpipe.serving.reads import (
+    Bulkhead,
+    CircuitBreakers,
+    DeadlineRunner,
+    RequestReader,
+    TrendingCache,
+)
 from recpipe.serving.recommender import RecommendationResult, Recommender
 
 logger = logging.getLogger(__name__)
@@ -44,6 +50,12 @@ READ_WORKERS = 16
 #: Calls in flight per dependency before new requests skip it (a hung dependency cannot
 #: exhaust the pool).
 BULKHEAD_LIMIT = 3
+#: Failed or late calls in a row before a read is skipped, and for how long before it is
+#: probed again (in the background). Three in a row is rare while healthy (the steady
+#: phase's misses are isolated) and costs a failing dependency three deadlines, not one
+#: per request; 0.5 s keeps recovery well inside the 2 s goal.
+BREAKER_THRESHOLD = 3
+BREAKER_OPEN_S = 0.5
 #: Threads started at init: the four reads and the content index of one request.
 WARM_THREADS = 5
 #: The user id /health reads (no user has it: the probe returns nothing).
@@ -91,7 +103,8 @@ class OnlinePath:
         /health is unauthenticated: it says *which* dependency is not answering (ok, empty,
         timeout, unavailable), never the error text (endpoints, hosts, bucket keys), which goes
         to the log instead. Any dependency not ok, or no model, makes the status degraded."""
-        results, failures = self.recommender.runner.gather(dict(self.probes), runner_timeout_s)
+        # Unguarded: /health must reach a dependency whose reads are skipped to say it is back.
+        results, failures = self.recommender.runner.gather(dict(self.probes), runner_timeout_s, guarded=False)
         model = self.models.model
         deps = {name: "ok" for name in results}
         deps.update({name: health_word(reason) for name, reason in failures.items()})
@@ -222,6 +235,18 @@ def attach_restorer(
     return restorer
 
 
+def read_runner() -> DeadlineRunner:
+    """The pool, bulkheads and circuit breakers the per-request reads run on."""
+    executor = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="recpipe-read")
+    runner = DeadlineRunner(
+        executor, Bulkhead(BULKHEAD_LIMIT), CircuitBreakers(BREAKER_THRESHOLD, BREAKER_OPEN_S)
+    )
+    # Start the read threads now (init is not billed against a request's deadline).
+    for f in [executor.submit(time.sleep, 0.002) for _ in range(WARM_THREADS)]:
+        f.result()
+    return runner
+
+
 def build_online_path(
     settings: RecommendSettings,
     *,
@@ -234,11 +259,7 @@ def build_online_path(
 ) -> OnlinePath:
     t0 = time.perf_counter()
     deps = dependencies if dependencies is not None else aws_dependencies(settings)
-    executor = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="recpipe-read")
-    runner = DeadlineRunner(executor, Bulkhead(BULKHEAD_LIMIT))
-    # Start the read threads now (init is not billed against a request's deadline).
-    for f in [executor.submit(time.sleep, 0.002) for _ in range(WARM_THREADS)]:
-        f.result()
+    runner = read_runner()
     timeout_s = settings.read_timeout_ms / 1000.0
     models = ModelProvider(
         source if source is not None else bundle_source(settings),
