@@ -10,6 +10,7 @@ so the next one would open another (TCP, TLS, AUTH) against the struggling depen
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -139,7 +140,9 @@ class DeadlineRunner:
                 if breakers is not None:
                     breakers.record(name, ok)
 
-        return self.executor.submit(call)
+        # The caller's context travels with the call (recpipe.ports.SERVED_VERSION: the version
+        # this request is served with, which versioned reads follow).
+        return self.executor.submit(contextvars.copy_context().run, call)
 
     def gather(
         self, calls: dict[str, Callable[[], Any]], timeout_s: float, *, guarded: bool = True
