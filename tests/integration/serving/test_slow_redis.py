@@ -4,7 +4,6 @@ new connection per call (each call abandoned mid-reply drops its connection)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -19,29 +18,16 @@ from recpipe_dev.bench.resilience import LatencyProxy
 DEADLINE_MS = 15
 
 
-class CountingProxy(LatencyProxy):
-    """The bench's latency proxy, counting the connections clients open through it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.accepted = 0
-        super().__init__(target_port)
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, delayed: bool) -> None:
-        if not delayed:  # one client->server pipe per accepted connection
-            self.accepted += 1
-        super()._pipe(src, dst, delayed)
-
-
 @pytest.fixture()
-def proxy(redis_url: str) -> Iterator[CountingProxy]:
+def proxy(redis_url: str) -> Iterator[LatencyProxy]:
     port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
-    p = CountingProxy(int(port))
+    p = LatencyProxy(int(port))  # counts the connections opened through it
     yield p
     p.close()
 
 
 def test_slow_redis_costs_neither_the_deadline_per_request_nor_a_connection_per_call(
-    proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch
+    proxy: LatencyProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{proxy.port}/0")
     monkeypatch.setenv("READ_TIMEOUT_MS", str(DEADLINE_MS))
