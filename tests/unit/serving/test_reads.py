@@ -234,3 +234,25 @@ def test_health_probes_bypass_the_breakers() -> None:
     )
     assert runner.gather({"candidate_cache": lambda: 1}, 0.05, guarded=False) == ({"candidate_cache": 1}, {})
     pool.shutdown(wait=True)
+
+
+def test_a_probe_may_take_longer_than_a_read_as_it_reconnects_first() -> None:
+    pool = ThreadPoolExecutor(max_workers=2)
+    clock = [0.0]
+    runner = DeadlineRunner(
+        pool, Bulkhead(2), CircuitBreakers(threshold=1, open_s=0.5, clock=lambda: clock[0])
+    )
+
+    def broken() -> None:
+        raise DependencyError("redis: connection reset")
+
+    def reconnecting() -> str:
+        time.sleep(0.03)  # a new connection's handshake: 1.5 deadlines
+        return "ok"
+
+    runner.gather({"session": broken}, 0.02)
+    clock[0] = 0.6
+    assert runner.gather({"session": reconnecting}, 0.02)[1]["session"] == "circuit open, probing"
+    time.sleep(0.1)
+    assert runner.gather({"session": lambda: "ok"}, 0.02) == ({"session": "ok"}, {}), "closed"
+    pool.shutdown(wait=True)

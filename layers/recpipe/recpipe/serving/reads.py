@@ -69,11 +69,19 @@ class Bulkhead:
             self._inflight[name] = self._inflight.get(name, 1) - 1
 
 
+#: A probe usually opens a new connection (TCP, TLS, AUTH) before its command: judged against
+#: this many read deadlines, so one slow handshake does not keep a recovered dependency skipped
+#: for another interval. A dependency still slower than that fails the probe (its client's
+#: socket timeouts end the call first).
+PROBE_DEADLINE_FACTOR = 3.0
+
+
 class CircuitBreakers:
     """One breaker per call name: after `threshold` failed or late calls in a row the call is
     skipped (answered degraded at once) for `open_s`. Then the next request's call runs as a
     probe in the background, which that request does not wait for: one call per `open_s` tests
-    the dependency, off the request path, and an answer within the deadline closes the breaker.
+    the dependency, off the request path, and an answer within PROBE_DEADLINE_FACTOR deadlines
+    closes the breaker.
     """
 
     def __init__(
@@ -161,10 +169,13 @@ class DeadlineRunner:
             if admit == "skip":
                 failures[name] = "circuit open after repeated timeouts or errors"
                 continue
-            fut = self.submit(name, fn, timeout_s if breakers is not None else None)
+            deadline = None if breakers is None else timeout_s
+            if admit == "probe":
+                deadline = timeout_s * PROBE_DEADLINE_FACTOR
+            fut = self.submit(name, fn, deadline)
             if fut is None:
-                if admit == "probe":  # no slot for the probe: the next request tries again
-                    breakers.record(name, False)  # type: ignore[union-attr]
+                if admit == "probe" and breakers is not None:  # no slot: the next request tries
+                    breakers.record(name, False)
                 failures[name] = "too many calls in flight"
             elif admit == "probe":
                 failures[name] = "circuit open, probing"
