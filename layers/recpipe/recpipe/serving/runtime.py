@@ -50,12 +50,17 @@ READ_WORKERS = 16
 #: Calls in flight per dependency before new requests skip it (a hung dependency cannot
 #: exhaust the pool).
 BULKHEAD_LIMIT = 3
+#: Socket timeouts of the online path's clients are at least this (see aws_dependencies).
+SOCKET_TIMEOUT_FLOOR_S = 0.05
 #: Failed or late calls in a row before a read is skipped, and for how long before it is
 #: probed again (in the background). Three in a row is rare while healthy (the steady
 #: phase's misses are isolated) and costs a failing dependency three deadlines, not one
-#: per request; 0.5 s keeps recovery well inside the 2 s goal.
+#: per request. The probe reconnects, and a new connection's handshake can itself miss the
+#: socket timeout (then the next probe is an interval later): with 0.5 s the bench's
+#: slow_redis phase recovered in 1.0-1.3 s, so 0.25 s (4 probes/s per read per instance,
+#: against one connection per read per request without the breakers).
 BREAKER_THRESHOLD = 3
-BREAKER_OPEN_S = 0.5
+BREAKER_OPEN_S = 0.25
 #: Threads started at init: the four reads and the content index of one request.
 WARM_THREADS = 5
 #: The user id /health reads (no user has it: the probe returns nothing).
@@ -191,15 +196,20 @@ def aws_dependencies(settings: RecommendSettings) -> Dependencies:
 
     timeout_s = settings.read_timeout_ms / 1000.0
     layout = KeyLayout(settings.env_name)
-    client = redis_client(settings, timeout_s=timeout_s)
+    # Socket timeouts longer than the read deadline, for Redis as for DynamoDB: the deadline
+    # bounds the request (DeadlineRunner), while a socket timeout drops the connection and the
+    # next call must open one, whose handshake (TCP, TLS, AUTH, HELLO: several round trips, each
+    # under the socket timeout) could itself not finish within one deadline on a busy CPU: a
+    # Redis breaker's probes then kept failing after Redis was back (docs/serving.md).
+    socket_timeout_s = max(timeout_s, SOCKET_TIMEOUT_FLOOR_S)
+    client = redis_client(settings, timeout_s=socket_timeout_s)
     # One SDK attempt: the request has no time for retries, the read degrades instead. The socket
-    # read timeout is longer than the read deadline on purpose: a socket timeout drops the
-    # connection and the next call must open one (a TLS handshake in AWS). Tried equal to the
+    # read timeout is longer than the read deadline on purpose (above). Tried equal to the
     # deadline (so a late answer is not parsed during assembly): no clear gain measured, and
     # more reconnects (docs/serving.md).
     # No client-side parameter validation: the adapter builds every request itself, and it
     # costs CPU on the request path.
-    ddb = aws_client("dynamodb", settings, read_timeout_s=max(timeout_s, 0.05), attempts=1, validate=False)
+    ddb = aws_client("dynamodb", settings, read_timeout_s=socket_timeout_s, attempts=1, validate=False)
     candidates = RedisCandidateCache(client, layout)
     # Eventually consistent reads: half the cost, and the session carries the fresh signal.
     users = DynamoDBUserFeatureStore(ddb, settings.user_features_table, consistent_read=False)
