@@ -46,6 +46,17 @@ def _aws_test_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setenv(name, value)
 
 
+@pytest.fixture(autouse=True)
+def _served_version() -> Iterator[None]:
+    """Each test starts outside any request (recpipe.ports.SERVED_VERSION is per context, and a
+    test's requests would otherwise leave theirs to the next test in the same thread)."""
+    from recpipe.ports import SERVED_VERSION
+
+    token = SERVED_VERSION.set(None)
+    yield
+    SERVED_VERSION.reset(token)
+
+
 def load_event(name: str) -> dict[str, Any]:
     """A sample payload from events/ (the same files `sam local invoke -e` uses)."""
     return json.loads((EVENTS_DIR / name).read_text())

@@ -15,6 +15,7 @@ from recpipe.handler_kit.api import api_resolver
 from recpipe.handler_kit.identity import jwt_subject
 from recpipe.handler_kit.observability import API_GATEWAY, Observability
 from recpipe.serving.http import model_event_recorder, record_result
+from recpipe.serving.impressions import flush_on_shutdown
 from recpipe.serving.request import RecommendationRequest, parse_body, parse_query
 from recpipe.serving.runtime import build_online_path
 
@@ -23,6 +24,9 @@ settings = load_settings(RecommendSettings)
 obs = Observability()
 app = api_resolver(settings, obs.logger, obs.metrics)
 online = build_online_path(settings, on_model_event=model_event_recorder(obs.metrics, obs.logger))
+if online.impressions is not None:
+    # Impressions still buffered when Lambda shuts the container down are written on SIGTERM.
+    flush_on_shutdown(online.impressions)
 
 
 @app.get("/recommendations")

@@ -159,6 +159,16 @@ def test_the_layer_is_built_from_the_recpipe_package_for_python311(resources: di
     assert (ROOT / "layers/recpipe/requirements.txt").is_file()
 
 
+def test_the_scoring_lambda_gets_sigterm_at_shutdown(resources: dict[str, Any]) -> None:
+    """Lambda sends SIGTERM to the runtime only when an external extension is registered: the
+    scoring function carries the no-op one, so buffered impressions are flushed (#17)."""
+    assert props(resources, "RecommendFunction")["Layers"] == [{"Ref": "ShutdownExtensionLayer"}]
+    layer = resources["ShutdownExtensionLayer"]["Properties"]
+    extension = ROOT / layer["ContentUri"] / "extensions" / "recpipe-shutdown"
+    assert extension.is_file() and extension.stat().st_mode & 0o111, "must be executable"
+    assert "Metadata" not in resources["ShutdownExtensionLayer"], "zipped as is (extensions/ at the root)"
+
+
 def _alarms(resources: dict[str, Any]) -> list[dict[str, Any]]:
     return [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
 

@@ -26,8 +26,9 @@ recommendation requests only: the moto server is both DynamoDB and Kinesis, so p
 also stall the event posts and mix two faults.
 Per phase: requests, 5xx, p50/p95/p99 ms, degraded_share, cf_share (answers carrying CF
 candidates), recovery_s (fault end -> first of 5 consecutive answers that are not degraded and
-carry CF candidates again, as long as the steady phase had them), and the workers' CPU ms per
-request (the product's own cost).
+carry CF candidates again, as long as the steady phase had them), p50/p99 of the requests sent while
+the fault lasted (fault_p50_ms, fault_p99_ms), the workers' CPU ms per request (the
+product's own cost) and the connections the workers opened to Redis (through the proxy).
 
 Stream (`--stream-events`, 0 = skip): users with a few events each plus heavy users with more
 than 300, and poison records mixed in, on one shard; the real FeatureUpdater (transact mode)
@@ -108,6 +109,8 @@ class LatencyProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.delay_s = 0.0
+        #: Connections clients opened through the proxy (a timed-out Redis call drops its own).
+        self.accepted = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self._stop = threading.Event()
@@ -119,6 +122,7 @@ class LatencyProxy:
                 client, _ = self._sock.accept()
             except OSError:
                 return
+            self.accepted += 1
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
             except OSError:
@@ -185,6 +189,7 @@ class Phase:
     fault_start: float = 0.0
     fault_end: float = 0.0
     cpu_s: float = 0.0
+    redis_connections: int = 0
 
 
 def _get(url: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
@@ -272,12 +277,19 @@ def summarise(phase: Phase, cf_expected: bool) -> dict[str, Any]:
                     max(0.0, after[after.index(s) - RECOVERED_AFTER + 1].sent - phase.fault_end), 2
                 )
                 break
+    # The fault window alone: the phase's figures mix it with the healthy lead-in and recovery.
+    in_fault = [s.ms for s in phase.samples if phase.fault_start <= s.sent < phase.fault_end]
     return {
         "requests": n,
         "5xx": sum(s.status >= 500 for s in phase.samples),
         "p50_ms": pct(ms, 50),
         "p95_ms": pct(ms, 95),
         "p99_ms": pct(ms, 99),
+        "fault_requests": len(in_fault),
+        "fault_p50_ms": pct(in_fault, 50),
+        "fault_p99_ms": pct(in_fault, 99),
+        # Over the p99 goal (budget + 5 ms): how many, not just the second worst of ~150.
+        "fault_over_goal": sum(ms > REQUEST_BUDGET_MS + 5 for ms in in_fault),
         "degraded_share": round(sum(s.degraded for s in phase.samples) / max(1, n), 3),
         # Of the recommendation answers.
         "cf_share": round(
@@ -285,6 +297,7 @@ def summarise(phase: Phase, cf_expected: bool) -> dict[str, Any]:
         ),
         "recovery_s": recovery if phase.fault_end else 0.0,
         "cpu_ms_per_request": round(phase.cpu_s * 1000 / max(1, n), 2),
+        "redis_connections": phase.redis_connections,
         "degraded_by": dict(Counter(d for s in phase.samples for d in s.degraded_names).most_common()),
     }
 
@@ -630,6 +643,7 @@ def run(args: argparse.Namespace) -> int:
         for name in phases:
             phase = Phase(name)
             cpu0 = sum(_cpu_s(p) for p in ctx["pids"])
+            accepted0 = ctx["proxy"].accepted
             fault = None
             if name != "steady":
 
@@ -648,6 +662,7 @@ def run(args: argparse.Namespace) -> int:
             if fault is not None:
                 fault.join()
             phase.cpu_s = sum(_cpu_s(p) for p in ctx["pids"]) - cpu0
+            phase.redis_connections = ctx["proxy"].accepted - accepted0
             summary = summarise(phase, cf_expected)
             if name == "steady":
                 cf_expected = summary["cf_share"] > 0.5
@@ -671,10 +686,14 @@ def print_table(report: dict[str, Any]) -> None:
         "p50_ms",
         "p95_ms",
         "p99_ms",
+        "fault_p50_ms",
+        "fault_p99_ms",
+        "fault_over_goal",
         "degraded_share",
         "cf_share",
         "recovery_s",
         "cpu_ms_per_request",
+        "redis_connections",
     )
     print("\n" + " | ".join(["phase", *cols]))
     print(" | ".join(["---"] * (len(cols) + 1)))

@@ -112,7 +112,7 @@ class RecommendSettings(ApiSettings, RedisSettings, ModelSettings, ContentSettin
     impression_stream_name: str | None = Field(None, alias="IMPRESSION_STREAM_NAME", min_length=1)
     impression_bucket: str | None = Field(None, alias="IMPRESSION_ARCHIVE_BUCKET", min_length=1)
     #: Seconds between the background thread's writes (also: at most this much is lost when a
-    #: container is shut down with impressions still buffered).
+    #: container ends without the SIGTERM that flushes the buffer, docs/experiments.md).
     impression_flush_s: float = Field(5.0, alias="IMPRESSION_FLUSH_S", gt=0, le=300)
 
 

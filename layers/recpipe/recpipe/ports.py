@@ -4,12 +4,21 @@ them (recpipe.adapters); in-memory fakes implement them for unit tests (recpipe_
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from recpipe.domain.events import Event
 from recpipe.domain.user import UserFeatures
+
+#: The published version (bundle version) the current request is served with, set when the
+#: request's model is selected (recpipe.serving.model_provider.ModelProvider.select) and carried
+#: into the read threads (recpipe.serving.reads.DeadlineRunner). Versioned artefacts read per
+#: request (the content index) follow it instead of their own pointer, so one request never
+#: pairs one version's model with another version's data, whatever order a rollback switches
+#: the pointers in. None: no model (read the artefact's own pointer).
+SERVED_VERSION: ContextVar[str | None] = ContextVar("recpipe_served_version", default=None)
 
 
 class DependencyError(Exception):

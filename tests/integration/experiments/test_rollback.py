@@ -1,6 +1,6 @@
 """Rollback: model, candidate lists and content index back to the previous (or named) version,
 with requests running all the while; no request ever pairs one version's bundle with another
-version's lists."""
+version's lists or content index."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from recpipe.adapters.content_index import InProcessContentIndexWriter
+from recpipe.adapters.content_index import InProcessContentIndex, InProcessContentIndexWriter
 from recpipe.adapters.redis_candidates import RedisCandidateCache
 from recpipe.adapters.s3_models import DirectoryModelStore
 from recpipe.bundle import load_bundle
@@ -29,6 +29,8 @@ from recpipe_dev.testing.settings import function_env
 from recpipe_dev.testing.trained import trained_bundle
 
 USERS = [f"ru{n}" for n in range(30)]
+#: Users without lists: their answers come from the content index (cold start).
+NEW_USERS = [f"new{n}" for n in range(30)]
 ENV = "rb"
 
 
@@ -93,9 +95,11 @@ def test_rollback_under_concurrent_requests_never_mixes_two_versions(
         function_env(ENV_NAME=ENV, MAX_CANDIDATES="100", READ_TIMEOUT_MS="500", REQUEST_BUDGET_MS="2000", MODEL_REFRESH_S="0"),
     )  # fmt: skip
     reader_cache = RedisCandidateCache(redis.Redis.from_url(redis_url), KeyLayout(ENV))
+    # Re-reads its pointer on every search (refresh_s=0), loading in the background like serving.
+    content = InProcessContentIndex(published.content.root, refresh_s=0, background=True)
     online = build_online_path(
         settings,
-        dependencies=Dependencies(candidates=reader_cache),
+        dependencies=Dependencies(candidates=reader_cache, content=content),
         source=LocalBundleSource(published.models.root),
         background_refresh=False,  # every request re-reads the pointer: the widest window for a mix
     )
@@ -103,6 +107,7 @@ def test_rollback_under_concurrent_requests_never_mixes_two_versions(
         {"name": "ab", "salt": "s", "variants": [{"name": "a", "bundle": "v2", "weight": 1}]}
     ))  # fmt: skip
     seen: list[tuple[str | None, set[str]]] = []
+    seen_content: list[tuple[str | None, set[str]]] = []
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -110,18 +115,28 @@ def test_rollback_under_concurrent_requests_never_mixes_two_versions(
         n = 0
         while not stop.is_set():
             try:
-                user = USERS[(worker * 7 + n) % len(USERS)]
+                cold = n % 2 == 1
+                user = (NEW_USERS if cold else USERS)[(worker * 7 + n) % len(USERS)]
                 r = online.recommender.recommend(parse_body(json.dumps({"user_id": user, "k": 100})))
-                seen.append((r.model_version, {i["item_id"] for i in r.items if "cf" in i["sources"]}))
+                if cold:
+                    items = {i["item_id"] for i in r.items if "content" in i["sources"]}
+                    seen_content.append((r.model_version, items))
+                else:
+                    seen.append((r.model_version, {i["item_id"] for i in r.items if "cf" in i["sources"]}))
             except BaseException as exc:
                 errors.append(exc)
             n += 1
+
+    def slow_switches(line: str) -> None:
+        # Widen the moments between the switches (candidates, content, then model pointer):
+        # a request that reads any artefact by its own pointer is then caught mixing versions.
+        time.sleep(0.3)
 
     threads = [threading.Thread(target=ask, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
     time.sleep(1.0)
-    result = rollback(published.models, published.cache, published.content)
+    result = rollback(published.models, published.cache, published.content, log=slow_switches)
     time.sleep(1.0)
     stop.set()
     for t in threads:
@@ -140,6 +155,16 @@ def test_rollback_under_concurrent_requests_never_mixes_two_versions(
         if not cf <= published.items[str(v)]
     ]
     assert not mixed, mixed[:5]
+    # The same for the content index: cold-start answers come from the served version's index.
+    with_content = [(v, c) for v, c in seen_content if c]
+    assert len(with_content) > len(seen_content) * 0.9, "content candidates reached the answers"
+    assert {v for v, _ in with_content} == {"v1", "v2"}
+    mixed_content = [
+        (v, sorted(c - published.items[str(v)])[:3])
+        for v, c in with_content
+        if not c <= published.items[str(v)]
+    ]
+    assert not mixed_content, mixed_content[:5]
     assert published.cache.current_version() == "v1" and published.content.current_version() == "v1"
     assert published.models.current_experiment() is None
 

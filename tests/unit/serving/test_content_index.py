@@ -16,7 +16,7 @@ from recpipe.adapters.content_index import (
     OpenSearchContentIndexWriter,
     search_body,
 )
-from recpipe.ports import ContentDoc, DependencyError, RetryableError
+from recpipe.ports import SERVED_VERSION, ContentDoc, DependencyError, RetryableError
 
 #: Popularity as the retrain workflow indexes it: the item table's [0, 1] log-scaled value.
 DOCS = [
@@ -119,6 +119,36 @@ def test_background_reload_keeps_searches_on_the_current_version(
     assert ids(reader.search(text=None, categories=[], k=1)) == ["m5"]
 
 
+def test_a_request_searches_the_index_of_the_version_it_is_served_with(tmp_path: Path) -> None:
+    """A rollback switches the pointer a moment before the model: requests still served by the
+    other bundle keep its index, a version not in memory yet degrades (never another version's
+    answer), and a bundle without an index of its own reads the pointer's."""
+    writer = InProcessContentIndexWriter(tmp_path)
+    writer.publish("v1", DOCS[:2])
+    writer.publish("v2", DOCS)
+    clock = [0.0]
+    reader = InProcessContentIndex(tmp_path, refresh_s=1, background=True, clock=lambda: clock[0])
+    assert reader.version == "v2"
+    SERVED_VERSION.set("v2")
+    assert ids(reader.search(text=None, categories=[], k=1)) == ["m5"]
+    SERVED_VERSION.set("v1")  # served by v1's bundle: v1 is loaded off the request path
+    with pytest.raises(RetryableError, match="v1 is being loaded"):
+        reader.search(text=None, categories=[], k=1)
+    reader.wait_for_refresh(5)
+    assert ids(reader.search(text=None, categories=[], k=5)) == ["m2", "m1"]
+    writer.switch("v1")  # the rollback's content step, before the model pointer moves
+    clock[0] = 5.0
+    reader.search(text=None, categories=[], k=1)
+    reader.wait_for_refresh(5)
+    assert reader.version == "v1"
+    SERVED_VERSION.set("v2")  # a request still served by v2's bundle keeps v2's index
+    assert ids(reader.search(text=None, categories=[], k=1)) == ["m5"]
+    SERVED_VERSION.set("hand-made")  # no index of its own: the pointer's
+    assert ids(reader.search(text=None, categories=[], k=5)) == ["m2", "m1"]
+    SERVED_VERSION.set(None)
+    assert ids(reader.search(text=None, categories=[], k=5)) == ["m2", "m1"]
+
+
 def test_invalid_versions_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="invalid content index version"):
         InProcessContentIndexWriter(tmp_path).publish("../escape", DOCS)
@@ -207,6 +237,31 @@ def test_search_request_and_response() -> None:
             }
         },
     }
+
+
+def test_search_goes_to_the_served_versions_index_and_falls_back_to_the_alias() -> None:
+    from opensearchpy.exceptions import NotFoundError
+
+    c = client(
+        [
+            SEARCH_RESPONSE,
+            NotFoundError(404, "index_not_found_exception", {}),
+            SEARCH_RESPONSE,
+            SEARCH_RESPONSE,
+        ]
+    )
+    index = OpenSearchContentIndex(c, "recpipe-content")
+    SERVED_VERSION.set("V7")
+    assert index.search(text=None, categories=[], k=2) == [("m5", 7.9), ("m1", 5.2)]
+    SERVED_VERSION.set("hand-made")  # published without an index of its own
+    assert index.search(text=None, categories=[], k=2) == [("m5", 7.9), ("m1", 5.2)]
+    index.search(text=None, categories=[], k=2)  # remembered: no second 404
+    assert [url for _, url, _, _ in c.transport.requests] == [
+        "/recpipe-content-v7/_search",
+        "/recpipe-content-hand-made/_search",
+        "/recpipe-content/_search",
+        "/recpipe-content/_search",
+    ]
 
 
 def test_search_without_query_is_match_all_by_popularity() -> None:

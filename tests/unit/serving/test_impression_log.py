@@ -3,9 +3,14 @@ losses counted (never a blocked request, never a silent drop)."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from recpipe.serving.impressions import ImpressionLog
@@ -82,3 +87,51 @@ def test_records_the_writer_refuses_are_counted_as_failed() -> None:
         record(log, n)
     assert log.flush() == 0
     assert log.stats()["failed"] == 3 and "ServiceUnavailable" in str(log.last_error)
+
+
+# A process with impressions buffered (the periodic flush is minutes away) that is sent SIGTERM,
+# as Lambda does at shutdown: argv = output file, seconds the writer takes.
+_CHILD = """
+import json, sys, time
+from recpipe.serving.impressions import ImpressionLog, flush_on_shutdown
+
+class FileWriter:
+    def write(self, records):
+        time.sleep(float(sys.argv[2]))
+        with open(sys.argv[1], "a") as f:
+            f.writelines(json.dumps(r) + "\\n" for r in records)
+        return []
+
+log = ImpressionLog(FileWriter(), flush_interval_s=300)
+log.record(recommendation_id="r1", user_id="u1", model_version="v1", experiment=None,
+           variant=None, items=[{"item_id": "a", "sources": ["cf"]}])
+flush_on_shutdown(log, timeout_s=0.25)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _sigterm_child(tmp_path: Path, write_s: float) -> tuple[int, float, Path]:
+    out = tmp_path / "impressions.jsonl"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(out), str(write_s)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    t0 = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    code = child.wait(10)
+    return code, time.monotonic() - t0, out
+
+
+def test_sigterm_writes_the_buffered_impressions_then_ends_the_process(tmp_path: Path) -> None:
+    code, _, out = _sigterm_child(tmp_path, 0.0)
+    assert code == -signal.SIGTERM, "the process still ends the way SIGTERM ends it"
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["recommendation_id"] for r in written] == ["r1"]
+
+
+def test_the_shutdown_flush_is_bounded_in_time(tmp_path: Path) -> None:
+    code, elapsed, out = _sigterm_child(tmp_path, 5.0)  # an archive that hangs
+    assert code == -signal.SIGTERM
+    assert elapsed < 2.0, "ends within the bound (Lambda's SIGKILL comes ~300 ms after SIGTERM)"
+    assert not out.exists()

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import DependencyError, SessionEntry
-from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
+from recpipe.serving.reads import Bulkhead, CircuitBreakers, DeadlineRunner, RequestReader, TrendingCache
 from recpipe_dev.testing.fakes_candidates import InMemoryCandidateCache
 from recpipe_dev.testing.fakes_stream import (
     InMemorySessionStore,
@@ -156,3 +156,103 @@ def test_no_budget_left_means_no_call(runner: DeadlineRunner) -> None:
     called = []
     results, failures = runner.gather({"content_index": lambda: called.append(1)}, -0.004)
     assert results == {} and failures == {"content_index": "request budget exhausted"} and not called
+
+
+def test_a_failing_read_is_skipped_after_a_few_misses_and_probed_off_the_request_path() -> None:
+    """Once a dependency has missed the deadline a few times in a row, requests stop waiting
+    for it (and stop opening connections to it); one background probe per interval checks
+    whether it is back, and the first answer within the deadline closes the breaker."""
+    pool = ThreadPoolExecutor(max_workers=8)
+    clock = [0.0]
+    breakers = CircuitBreakers(threshold=3, open_s=0.5, clock=lambda: clock[0])
+    runner = DeadlineRunner(pool, Bulkhead(8), breakers)
+    slow = threading.Event()  # set: the dependency answers at once
+    calls: list[float] = []
+
+    def read() -> str:
+        calls.append(clock[0])
+        if not slow.is_set():
+            time.sleep(0.05)
+        return "ok"
+
+    for _ in range(3):
+        _, failures = runner.gather({"session": read}, 0.01)
+        assert failures["session"].startswith("timed out")
+    time.sleep(0.15)  # the late calls end and are recorded as misses
+    assert len(calls) == 3
+    t0 = time.perf_counter()
+    for _ in range(20):
+        _, failures = runner.gather({"session": read}, 0.01)
+        assert failures["session"].startswith("circuit open")
+    assert time.perf_counter() - t0 < 0.05, "skipped reads do not wait out the deadline"
+    assert len(calls) == 3, "no call reaches the failing dependency while the breaker is open"
+
+    clock[0] = 0.6  # the interval is over: the next request starts a probe, without waiting
+    slow.set()
+    t0 = time.perf_counter()
+    _, failures = runner.gather({"session": read}, 0.01)
+    assert failures["session"] == "circuit open, probing"
+    assert time.perf_counter() - t0 < 0.01
+    time.sleep(0.05)
+    assert len(calls) == 4
+    results, failures = runner.gather({"session": read}, 0.01)
+    assert results == {"session": "ok"} and failures == {}, "the probe's answer closed the breaker"
+    pool.shutdown(wait=True)
+
+
+def test_a_failed_probe_keeps_the_breaker_open_for_another_interval() -> None:
+    pool = ThreadPoolExecutor(max_workers=4)
+    clock = [0.0]
+    runner = DeadlineRunner(
+        pool, Bulkhead(4), CircuitBreakers(threshold=1, open_s=0.5, clock=lambda: clock[0])
+    )
+
+    def broken() -> None:
+        raise DependencyError("redis: connection refused")
+
+    runner.gather({"trending": broken}, 0.05)
+    clock[0] = 0.6
+    assert runner.gather({"trending": broken}, 0.05)[1]["trending"] == "circuit open, probing"
+    time.sleep(0.02)
+    clock[0] = 0.7
+    assert runner.gather({"trending": broken}, 0.05)[1]["trending"].startswith("circuit open after")
+    clock[0] = 1.2
+    assert runner.gather({"trending": broken}, 0.05)[1]["trending"] == "circuit open, probing"
+    pool.shutdown(wait=True)
+
+
+def test_health_probes_bypass_the_breakers() -> None:
+    pool = ThreadPoolExecutor(max_workers=2)
+    runner = DeadlineRunner(pool, Bulkhead(2), CircuitBreakers(threshold=1, open_s=60.0))
+
+    def broken() -> None:
+        raise DependencyError("down")
+
+    runner.gather({"candidate_cache": broken}, 0.05)
+    assert runner.gather({"candidate_cache": lambda: 1}, 0.05)[1]["candidate_cache"].startswith(
+        "circuit open"
+    )
+    assert runner.gather({"candidate_cache": lambda: 1}, 0.05, guarded=False) == ({"candidate_cache": 1}, {})
+    pool.shutdown(wait=True)
+
+
+def test_a_probe_may_take_longer_than_a_read_as_it_reconnects_first() -> None:
+    pool = ThreadPoolExecutor(max_workers=2)
+    clock = [0.0]
+    runner = DeadlineRunner(
+        pool, Bulkhead(2), CircuitBreakers(threshold=1, open_s=0.5, clock=lambda: clock[0])
+    )
+
+    def broken() -> None:
+        raise DependencyError("redis: connection reset")
+
+    def reconnecting() -> str:
+        time.sleep(0.03)  # a new connection's handshake: 1.5 deadlines
+        return "ok"
+
+    runner.gather({"session": broken}, 0.02)
+    clock[0] = 0.6
+    assert runner.gather({"session": reconnecting}, 0.02)[1]["session"] == "circuit open, probing"
+    time.sleep(0.1)
+    assert runner.gather({"session": lambda: "ok"}, 0.02) == ({"session": "ok"}, {}), "closed"
+    pool.shutdown(wait=True)

@@ -10,6 +10,12 @@ writes a complete new version and then switches the alias, so readers never see 
   plus a `<root>/CURRENT` pointer file replaced atomically, so the retrain process publishes and
   the serving process picks the new version up on its next pointer check.
 
+Serving searches the version its request is served with (recpipe.ports.SERVED_VERSION, the
+bundle version), not whatever the alias or pointer names at that moment: a rollback or promote
+switches the content index a moment before the model pointer, and a request must not pair the
+old model with the new index. The alias/pointer is followed only when there is no model, or
+the version has no index of its own (a bundle published without one).
+
 Search semantics are the same in both: when categories are given only items having one of them
 match (a filter); text matches and the number of matching categories add to the score (text
 never removes results); log1p(popularity) is added to every score.
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recpipe.ports import ContentDoc, DependencyError, RetryableError
+from recpipe.ports import SERVED_VERSION, ContentDoc, DependencyError, RetryableError
 
 POINTER = "CURRENT"
 DOCS = "docs.jsonl"
@@ -40,6 +46,9 @@ TITLE_WEIGHT = 2.0
 CATEGORY_WEIGHT = 1.0
 VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _TOKEN = re.compile(r"[a-z0-9]+")
+#: Versions the in-process index holds besides the pointer's: the one a rollback or promote
+#: moves away from, still named by requests served with its bundle until the model switches.
+MAX_OTHER_VERSIONS = 1
 
 INDEX_MAPPINGS: dict[str, Any] = {
     "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 1}},
@@ -155,6 +164,10 @@ class InProcessContentIndex:
         self._next_check = 0.0
         self._lock = threading.Lock()
         self._loader: threading.Thread | None = None
+        #: Versions other than the pointer's, loaded for requests served with their bundle.
+        self._others: dict[str, _Postings] = {}
+        #: Versions whose documents could not be read (not retried on every request).
+        self._unreadable: set[str] = set()
         self._refresh(wait=True)  # build the index at init (cold start), not inside a request
 
     @property
@@ -184,11 +197,58 @@ class InProcessContentIndex:
             return
         if not version or (self._index is not None and self._index.version == version):
             return
+        postings = self._others.get(version)
+        if postings is None:
+            try:
+                postings = _Postings(version, read_docs(root / version / DOCS))
+            except (OSError, ValueError, KeyError, TypeError):
+                return  # keep the version we have; the writer validated what it published
+        previous = self._index
+        self._others.pop(version, None)
+        self._index = postings
+        if previous is not None and previous.version != "inline":
+            self._keep(previous)  # requests still served by the previous bundle name it
+
+    def _keep(self, postings: _Postings) -> None:
+        others = dict(self._others)  # replaced whole: searches read it without the lock
+        others.pop(postings.version, None)
+        others[postings.version] = postings
+        while len(others) > MAX_OTHER_VERSIONS:
+            others.pop(next(iter(others)))
+        self._others = others
+
+    def _load_version(self, root: Path, version: str) -> None:
         try:
-            docs = read_docs(root / version / DOCS)
+            self._keep(_Postings(version, read_docs(root / version / DOCS)))
         except (OSError, ValueError, KeyError, TypeError):
-            return  # keep the version we have; the writer validated what it published
-        self._index = _Postings(version, docs)
+            self._unreadable.add(version)
+
+    def _index_for(self, version: str | None) -> _Postings | None:
+        """The index of `version` (the request's), loading it off the request path if needed."""
+        current, root = self._index, self.root
+        if version is None or root is None or (current is not None and current.version == version):
+            return current
+        other = self._others.get(version)
+        if other is not None:
+            return other
+        if (
+            version in self._unreadable
+            or not VERSION_RE.match(version)
+            or not (root / version / DOCS).is_file()
+        ):
+            return current  # no index of its own (a bundle published without one): the pointer's
+        with self._lock:
+            if self._loader is None or not self._loader.is_alive():
+                if not self.background:
+                    self._load_version(root, version)
+                    return self._others.get(version, current)
+                self._loader = threading.Thread(
+                    target=self._load_version, args=(root, version), name="recpipe-content-index", daemon=True
+                )
+                self._loader.start()
+        # Building takes about a second per 100k documents: the read degrades meanwhile rather
+        # than answer from another version's index.
+        raise RetryableError(f"content index: version {version} is being loaded")
 
     def wait_for_refresh(self, timeout_s: float | None = None) -> None:
         """Block until a background load (if any) has finished (tests, shutdown)."""
@@ -200,7 +260,7 @@ class InProcessContentIndex:
         self, *, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str] = ()
     ) -> list[tuple[str, float]]:
         self._refresh()
-        index = self._index
+        index = self._index_for(SERVED_VERSION.get())
         if index is None:
             raise DependencyError("content index: no version has been published")
         return index.search(text, categories, k, exclude)
@@ -322,13 +382,34 @@ class OpenSearchContentIndex:
         self.client = client
         self.alias = alias
         self.timeout_s = timeout_s
+        #: Versions without an index of their own (searched through the alias instead).
+        self._missing: set[str] = set()
+
+    def index_for(self, version: str | None) -> str:
+        """The request's version's index (`<alias>-<version>`), or the alias without one."""
+        if version is None or not VERSION_RE.match(version) or version.lower() in self._missing:
+            return self.alias
+        return f"{self.alias}-{version.lower()}"
 
     def search(
         self, *, text: str | None, categories: Sequence[str], k: int, exclude: Sequence[str] = ()
     ) -> list[tuple[str, float]]:
+        from opensearchpy.exceptions import NotFoundError
+
         body = search_body(text, categories, k, exclude)
+        version = SERVED_VERSION.get()
+        index = self.index_for(version)
         try:
-            resp = self.client.search(index=self.alias, body=body, request_timeout=self.timeout_s)
+            try:
+                resp = self.client.search(index=index, body=body, request_timeout=self.timeout_s)
+            except NotFoundError:
+                if index == self.alias or version is None:
+                    raise
+                # A bundle published without its own index: remembered, the alias from now on.
+                if len(self._missing) > 64:
+                    self._missing.clear()
+                self._missing.add(version.lower())
+                resp = self.client.search(index=self.alias, body=body, request_timeout=self.timeout_s)
         except Exception as exc:
             raise _opensearch_error(exc, "search") from exc
         try:

@@ -8,17 +8,24 @@ request); records the writer could not deliver are counted too. Both counts are 
 `stats()` and logged by the handler's metrics.
 
 In Lambda the thread runs while the container is thawed, i.e. during invocations: impressions
-buffered when traffic stops are written at the next invocation, and at most `flush_interval_s`
-of them are lost if the container is shut down first (docs/experiments.md).
+buffered when traffic stops are written at the next invocation. When the container is shut
+down, `flush_on_shutdown` writes what is still buffered on SIGTERM (or at interpreter exit),
+within a bounded time: Lambda sends SIGTERM to the runtime only when an external extension is
+registered (template.yaml attaches a no-op one, layers/shutdown-extension/), and allows the
+runtime about 300 ms before SIGKILL. What the limits leave open is in docs/experiments.md.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from recpipe.domain.impressions import impression_of
@@ -31,6 +38,9 @@ BATCH_SIZE = 500
 #: overlaps well under 1 % of requests, so it stays out of the p99.
 FLUSH_INTERVAL_S = 5.0
 MAX_BUFFER = 50_000
+#: How long a shutdown waits for the last flush: inside the ~300 ms Lambda leaves the runtime
+#: between SIGTERM and SIGKILL when external extensions are registered.
+SHUTDOWN_FLUSH_S = 0.25
 
 
 class ImpressionLog:
@@ -136,9 +146,97 @@ class ImpressionLog:
         self.flush_cpu_s += time.thread_time() - cpu0
         return delivered
 
+    def stop_periodic(self) -> None:
+        """The background thread stops after its current write (a final flush follows)."""
+        self._stop.set()
+
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self.flush()
+
+
+class ShutdownFlush:
+    """Flushes an ImpressionLog once at shutdown, waiting at most `timeout_s` for it.
+
+    The flush runs in its own thread so a slow archive cannot hold the process past its
+    deadline (whatever is not written by then is lost, and the counts say how much)."""
+
+    def __init__(self, log: ImpressionLog, timeout_s: float = SHUTDOWN_FLUSH_S) -> None:
+        self.log = log
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._deadline = 0.0
+
+    def run(self) -> bool:
+        """Start the flush (first call only) and wait for it until the deadline. True if done."""
+        with self._lock:
+            if self._thread is None:
+                self._deadline = time.monotonic() + self.timeout_s
+                self.log.stop_periodic()
+                self._thread = threading.Thread(
+                    target=self.log.flush, name="impression-shutdown", daemon=True
+                )
+                self._thread.start()
+            thread, deadline = self._thread, self._deadline
+        thread.join(max(0.0, deadline - time.monotonic()))
+        return not thread.is_alive()
+
+
+def flush_on_shutdown(log: ImpressionLog, timeout_s: float = SHUTDOWN_FLUSH_S) -> ShutdownFlush:
+    """Write the buffered impressions when the process is told to stop (SIGTERM) or exits.
+
+    Two paths to the same once-only flush: a Python SIGTERM handler (runs in the main thread,
+    then passes the signal on to the previous handler, so the process still ends as it would
+    have), and a watcher thread woken through `signal.set_wakeup_fd`, which the interpreter
+    writes to as the signal arrives: the flush starts even while the main thread sits in the
+    runtime's native wait for the next invocation, where a Python handler may only run late.
+    Signal handlers can only be installed from the main thread; elsewhere only atexit is used.
+    """
+    shutdown = ShutdownFlush(log, timeout_s)
+    atexit.register(shutdown.run)
+    if threading.current_thread() is not threading.main_thread():
+        return shutdown
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        shutdown.run()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # default action: end the process, as without us
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    _watch_wakeup_fd(shutdown)
+    return shutdown
+
+
+def _watch_wakeup_fd(shutdown: ShutdownFlush) -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        old = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except ValueError:
+        old = -1
+    if old != -1:  # someone else (an event loop) owns the wakeup fd: leave it to them
+        signal.set_wakeup_fd(old)
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            if signal.SIGTERM in data:
+                shutdown.run()
+
+    threading.Thread(target=watch, name="impression-sigterm", daemon=True).start()

@@ -29,7 +29,7 @@ from recpipe.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from recpipe.domain.experiments import Assigner, Experiment, ExperimentError, VariantRules, parse_experiment
 from recpipe.domain.features import FeatureAssembler
 from recpipe.domain.items import N_DAYPARTS, ItemTable
-from recpipe.ports import ModelStore
+from recpipe.ports import SERVED_VERSION, ModelStore
 from recpipe.serving.ranker import Ranker, RankerError
 
 #: File naming the current version in a local directory of versions (the local stack's pointer).
@@ -230,19 +230,25 @@ class ModelProvider:
         return sorted(versions)
 
     def select(self, user_id: str) -> Selection:
-        """The model (and variant) for this user; the same pointer check as `current`."""
+        """The model (and variant) for this user; the same pointer check as `current`.
+
+        Also sets `recpipe.ports.SERVED_VERSION` to the selected bundle's version, for the
+        reads of this request that follow it (the content index)."""
         model = self.current()
         split = self._split
         if split is None:
-            return Selection(model, candidate_version=model.version if model is not None else None)
-        variant = split.assigner.assign(user_id)
-        return Selection(
-            split.models[variant.bundle],
-            variant=variant.name,
-            experiment=split.assigner.experiment.name,
-            rules=variant.rules,
-            candidate_version=variant.candidate_version,
-        )
+            selection = Selection(model, candidate_version=model.version if model is not None else None)
+        else:
+            variant = split.assigner.assign(user_id)
+            selection = Selection(
+                split.models[variant.bundle],
+                variant=variant.name,
+                experiment=split.assigner.experiment.name,
+                rules=variant.rules,
+                candidate_version=variant.candidate_version,
+            )
+        SERVED_VERSION.set(selection.model.version if selection.model is not None else None)
+        return selection
 
     def current(self) -> LoadedModel | None:
         """The model to serve now; triggers a pointer re-check when one is due."""

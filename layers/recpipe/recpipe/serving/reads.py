@@ -2,11 +2,15 @@
 
 A read that raises, times out or whose dependency already has too many calls in flight is
 reported as degraded and the request goes on without it: a slow dependency costs at most the
-read timeout, never the request.
+read timeout, never the request. After a few failed or late calls in a row a read is skipped
+outright for a short while (CircuitBreakers): waiting out the deadline on every request would
+cost each of them the whole timeout, and every call abandoned mid-reply drops its connection,
+so the next one would open another (TCP, TLS, AUTH) against the struggling dependency.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -65,37 +69,116 @@ class Bulkhead:
             self._inflight[name] = self._inflight.get(name, 1) - 1
 
 
+#: A probe usually opens a new connection (TCP, TLS, AUTH) before its command: judged against
+#: this many read deadlines, so one slow handshake does not keep a recovered dependency skipped
+#: for another interval. A dependency still slower than that fails the probe (its client's
+#: socket timeouts end the call first).
+PROBE_DEADLINE_FACTOR = 3.0
+
+
+class CircuitBreakers:
+    """One breaker per call name: after `threshold` failed or late calls in a row the call is
+    skipped (answered degraded at once) for `open_s`. Then the next request's call runs as a
+    probe in the background, which that request does not wait for: one call per `open_s` tests
+    the dependency, off the request path, and an answer within PROBE_DEADLINE_FACTOR deadlines
+    closes the breaker.
+    """
+
+    def __init__(
+        self, threshold: int = 3, open_s: float = 0.5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.open_s = open_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+        self._probing: set[str] = set()
+
+    def admit(self, name: str) -> str:
+        """'call' (closed), 'probe' (run it, but do not wait for it) or 'skip' (open)."""
+        with self._lock:
+            until = self._open_until.get(name)
+            if until is None:
+                return "call"
+            if name in self._probing or self.clock() < until:
+                return "skip"
+            self._probing.add(name)
+            return "probe"
+
+    def record(self, name: str, ok: bool) -> None:
+        with self._lock:
+            self._probing.discard(name)
+            if ok:
+                self._failures.pop(name, None)
+                self._open_until.pop(name, None)
+                return
+            n = self._failures.get(name, 0) + 1
+            self._failures[name] = n
+            if n >= self.threshold:
+                self._open_until[name] = self.clock() + self.open_s
+
+
 class DeadlineRunner:
     """Runs named calls on a shared pool and collects those finished by a deadline."""
 
-    def __init__(self, executor: ThreadPoolExecutor, bulkhead: Bulkhead) -> None:
+    def __init__(
+        self, executor: ThreadPoolExecutor, bulkhead: Bulkhead, breakers: CircuitBreakers | None = None
+    ) -> None:
         self.executor = executor
         self.bulkhead = bulkhead
+        self.breakers = breakers
 
-    def submit(self, name: str, fn: Callable[[], Any]) -> Future[Any] | None:
+    def submit(self, name: str, fn: Callable[[], Any], deadline_s: float | None = None) -> Future[Any] | None:
+        """Start `fn` unless `name` has too many calls in flight. With a deadline and breakers,
+        the call's outcome (an answer within the deadline, or not) is recorded when it ends."""
         if not self.bulkhead.acquire(name):
             return None
+        breakers = self.breakers if deadline_s is not None else None
 
         def call() -> Any:
+            t0 = time.monotonic()
+            ok = False
             try:
-                return fn()
+                value = fn()
+                ok = deadline_s is None or time.monotonic() - t0 <= deadline_s
+                return value
             finally:
                 self.bulkhead.release(name)
+                if breakers is not None:
+                    breakers.record(name, ok)
 
-        return self.executor.submit(call)
+        # The caller's context travels with the call (recpipe.ports.SERVED_VERSION: the version
+        # this request is served with, which versioned reads follow).
+        return self.executor.submit(contextvars.copy_context().run, call)
 
     def gather(
-        self, calls: dict[str, Callable[[], Any]], timeout_s: float
+        self, calls: dict[str, Callable[[], Any]], timeout_s: float, *, guarded: bool = True
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Results by name, and the reason for every call that did not produce one in time."""
+        """Results by name, and the reason for every call that did not produce one in time.
+
+        `guarded=False` bypasses the circuit breakers (the /health probes must reach the
+        dependency to tell whether it is back)."""
         futures: dict[str, Future[Any]] = {}
         failures: dict[str, str] = {}
         if timeout_s <= 0:  # the request's budget is spent: do not even start the calls
             return {}, dict.fromkeys(calls, "request budget exhausted")
+        breakers = self.breakers if guarded else None
         for name, fn in calls.items():
-            fut = self.submit(name, fn)
+            admit = "call" if breakers is None else breakers.admit(name)
+            if admit == "skip":
+                failures[name] = "circuit open after repeated timeouts or errors"
+                continue
+            deadline = None if breakers is None else timeout_s
+            if admit == "probe":
+                deadline = timeout_s * PROBE_DEADLINE_FACTOR
+            fut = self.submit(name, fn, deadline)
             if fut is None:
+                if admit == "probe" and breakers is not None:  # no slot: the next request tries
+                    breakers.record(name, False)
                 failures[name] = "too many calls in flight"
+            elif admit == "probe":
+                failures[name] = "circuit open, probing"
             else:
                 futures[name] = fut
         if futures:

@@ -33,7 +33,13 @@ from recpipe.serving.model_provider import (
     ModelProvider,
     StoreBundleSource,
 )
-from recpipe.serving.reads import Bulkhead, DeadlineRunner, RequestReader, TrendingCache
+from recpipe.serving.reads import (
+    Bulkhead,
+    CircuitBreakers,
+    DeadlineRunner,
+    RequestReader,
+    TrendingCache,
+)
 from recpipe.serving.recommender import RecommendationResult, Recommender
 
 logger = logging.getLogger(__name__)
@@ -44,6 +50,17 @@ READ_WORKERS = 16
 #: Calls in flight per dependency before new requests skip it (a hung dependency cannot
 #: exhaust the pool).
 BULKHEAD_LIMIT = 3
+#: Socket timeouts of the online path's clients are at least this (see aws_dependencies).
+SOCKET_TIMEOUT_FLOOR_S = 0.05
+#: Failed or late calls in a row before a read is skipped, and for how long before it is
+#: probed again (in the background). Three in a row is rare while healthy (the steady
+#: phase's misses are isolated) and costs a failing dependency three deadlines, not one
+#: per request. The probe reconnects, and a new connection's handshake can itself miss the
+#: socket timeout (then the next probe is an interval later): with 0.5 s the bench's
+#: slow_redis phase recovered in 1.0-1.3 s, so 0.25 s (4 probes/s per read per instance,
+#: against one connection per read per request without the breakers).
+BREAKER_THRESHOLD = 3
+BREAKER_OPEN_S = 0.25
 #: Threads started at init: the four reads and the content index of one request.
 WARM_THREADS = 5
 #: The user id /health reads (no user has it: the probe returns nothing).
@@ -91,7 +108,8 @@ class OnlinePath:
         /health is unauthenticated: it says *which* dependency is not answering (ok, empty,
         timeout, unavailable), never the error text (endpoints, hosts, bucket keys), which goes
         to the log instead. Any dependency not ok, or no model, makes the status degraded."""
-        results, failures = self.recommender.runner.gather(dict(self.probes), runner_timeout_s)
+        # Unguarded: /health must reach a dependency whose reads are skipped to say it is back.
+        results, failures = self.recommender.runner.gather(dict(self.probes), runner_timeout_s, guarded=False)
         model = self.models.model
         deps = {name: "ok" for name in results}
         deps.update({name: health_word(reason) for name, reason in failures.items()})
@@ -178,15 +196,20 @@ def aws_dependencies(settings: RecommendSettings) -> Dependencies:
 
     timeout_s = settings.read_timeout_ms / 1000.0
     layout = KeyLayout(settings.env_name)
-    client = redis_client(settings, timeout_s=timeout_s)
+    # Socket timeouts longer than the read deadline, for Redis as for DynamoDB: the deadline
+    # bounds the request (DeadlineRunner), while a socket timeout drops the connection and the
+    # next call must open one, whose handshake (TCP, TLS, AUTH, HELLO: several round trips, each
+    # under the socket timeout) could itself not finish within one deadline on a busy CPU: a
+    # Redis breaker's probes then kept failing after Redis was back (docs/serving.md).
+    socket_timeout_s = max(timeout_s, SOCKET_TIMEOUT_FLOOR_S)
+    client = redis_client(settings, timeout_s=socket_timeout_s)
     # One SDK attempt: the request has no time for retries, the read degrades instead. The socket
-    # read timeout is longer than the read deadline on purpose: a socket timeout drops the
-    # connection and the next call must open one (a TLS handshake in AWS). Tried equal to the
+    # read timeout is longer than the read deadline on purpose (above). Tried equal to the
     # deadline (so a late answer is not parsed during assembly): no clear gain measured, and
     # more reconnects (docs/serving.md).
     # No client-side parameter validation: the adapter builds every request itself, and it
     # costs CPU on the request path.
-    ddb = aws_client("dynamodb", settings, read_timeout_s=max(timeout_s, 0.05), attempts=1, validate=False)
+    ddb = aws_client("dynamodb", settings, read_timeout_s=socket_timeout_s, attempts=1, validate=False)
     candidates = RedisCandidateCache(client, layout)
     # Eventually consistent reads: half the cost, and the session carries the fresh signal.
     users = DynamoDBUserFeatureStore(ddb, settings.user_features_table, consistent_read=False)
@@ -222,6 +245,18 @@ def attach_restorer(
     return restorer
 
 
+def read_runner() -> DeadlineRunner:
+    """The pool, bulkheads and circuit breakers the per-request reads run on."""
+    executor = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="recpipe-read")
+    runner = DeadlineRunner(
+        executor, Bulkhead(BULKHEAD_LIMIT), CircuitBreakers(BREAKER_THRESHOLD, BREAKER_OPEN_S)
+    )
+    # Start the read threads now (init is not billed against a request's deadline).
+    for f in [executor.submit(time.sleep, 0.002) for _ in range(WARM_THREADS)]:
+        f.result()
+    return runner
+
+
 def build_online_path(
     settings: RecommendSettings,
     *,
@@ -234,11 +269,7 @@ def build_online_path(
 ) -> OnlinePath:
     t0 = time.perf_counter()
     deps = dependencies if dependencies is not None else aws_dependencies(settings)
-    executor = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="recpipe-read")
-    runner = DeadlineRunner(executor, Bulkhead(BULKHEAD_LIMIT))
-    # Start the read threads now (init is not billed against a request's deadline).
-    for f in [executor.submit(time.sleep, 0.002) for _ in range(WARM_THREADS)]:
-        f.result()
+    runner = read_runner()
     timeout_s = settings.read_timeout_ms / 1000.0
     models = ModelProvider(
         source if source is not None else bundle_source(settings),

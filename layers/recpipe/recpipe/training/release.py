@@ -7,10 +7,12 @@ for the retention (PUBLISHED_RETENTION_DAYS, default 7): bundles and content-ind
 kept by the store, candidate lists are given the retention as TTL when superseded.
 
 Rollback switches back in the same order as a promote: candidate pointer, content index, then
-the model pointer. Serving reads the candidate lists of the version its bundle names
-(recpipe.serving.model_provider.Selection.candidate_version), so a request sees either the old
-bundle with the old lists or the new bundle with the new lists: the model pointer is the one
-switch that moves both. A live experiment is ended (a rollback means "everyone gets this").
+the model pointer. Serving reads the candidate lists and searches the content index of the
+version its bundle names (recpipe.serving.model_provider.Selection.candidate_version, and
+recpipe.ports.SERVED_VERSION for the content index), so a request sees either the old bundle
+with the old lists and index or the new bundle with the new ones: the model pointer is the one
+switch that moves all three. The earlier switches only prepare (and serve requests that have
+no model). A live experiment is ended (a rollback means "everyone gets this").
 """
 
 from __future__ import annotations
