@@ -29,7 +29,7 @@ import numpy.typing as npt
 from recpipe.bundle import Neighbours
 from recpipe.domain.candidates import CandidatePolicy
 from recpipe.domain.catalogue import InteractionLog
-from recpipe.domain.features import CandidateSet, FeatureAssembler
+from recpipe.domain.features import CandidateSet, FeatureAssembler, RequestContext, UserView
 from recpipe.domain.items import ItemTable, daypart
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import SessionEntry
@@ -59,7 +59,7 @@ class ExampleBuilder:
         self.assembler = FeatureAssembler(self.items)
         self.popular = popular_by_daypart(self.items)
 
-    def build(
+    def pool(
         self,
         *,
         user: UserFeatures | None,
@@ -68,8 +68,10 @@ class ExampleBuilder:
         trending: Sequence[tuple[str, float]],
         now: float,
         device: str | None = None,
-    ) -> tuple[CandidateSet, npt.NDArray[np.float32], set[str]]:
-        """(candidates, feature rows, blocked item ids) of a plain request at `now`."""
+    ) -> tuple[CandidateSet, UserView, RequestContext, set[str]]:
+        """(candidates, user view, context, blocked item ids) of a plain request at `now`:
+        everything but the feature rows (the replay assembles those only for examples whose
+        chosen item was retrieved: the others are never used)."""
         req = RecommendationRequest.model_construct(
             user_id="example", context=RequestContextIn.model_construct(device=device)
         )
@@ -87,6 +89,22 @@ class ExampleBuilder:
             content=[],
             blocked=blocked,
             now=now,
+        )
+        return cands, view, ctx, blocked
+
+    def build(
+        self,
+        *,
+        user: UserFeatures | None,
+        session: Sequence[SessionEntry],
+        cf: Sequence[tuple[str, float]],
+        trending: Sequence[tuple[str, float]],
+        now: float,
+        device: str | None = None,
+    ) -> tuple[CandidateSet, npt.NDArray[np.float32], set[str]]:
+        """(candidates, feature rows, blocked item ids) of a plain request at `now`."""
+        cands, view, ctx, blocked = self.pool(
+            user=user, session=session, cf=cf, trending=trending, now=now, device=device
         )
         return cands, self.assembler.assemble(cands, view, ctx), blocked
 

@@ -210,11 +210,12 @@ def _replay(
             session = st.session_at(u, now)
             cf = cf_of(u)
             trend = trending.top(now, policy.trending)
-            cands, x, blocked = builder.build(
+            cands, view, ctx, blocked = builder.pool(
                 user=feats, session=session, cf=cf, trending=trend, now=now, device=event.device
             )
             hit = np.flatnonzero(cands.items == item)
             if len(hit):
+                x = builder.assembler.assemble(cands, view, ctx)
                 covered += 1
                 if on_snapshot is not None:
                     on_snapshot(
