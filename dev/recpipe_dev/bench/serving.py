@@ -115,7 +115,11 @@ def summary(samples: Sequence[float], wall_s: float | None = None) -> dict[str, 
 
 # ---- setup: trained bundle (cached) ----------------------------------------------------------------
 def shop_key(args: argparse.Namespace, n_items: int) -> str:
-    return f"shop-{n_items}i-{args.users}u-{args.interactions}x-s{args.seed}"
+    """Cache key of a trained shop: its parameters and the feature spec (a bundle trained by an
+    older spec is refused by the loader, so it must not be reused)."""
+    from recpipe.domain.features import feature_spec_hash
+
+    return f"shop-{n_items}i-{args.users}u-{args.interactions}x-s{args.seed}-f{feature_spec_hash()[:8]}"
 
 
 def trained_shop(args: argparse.Namespace, n_items: int) -> Path:
