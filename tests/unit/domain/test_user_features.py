@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -191,3 +192,9 @@ def test_any_order_and_any_redelivery_give_the_same_affinity(
     for cat, value in a.affinity_at(now).items():
         assert b.affinity_at(now)[cat] == pytest.approx(value, rel=1e-9)
     assert a.counts == b.counts
+
+
+def test_at_version_changes_only_the_version() -> None:
+    state = apply_events(None, [ev(1, "i1"), ev(2, "i2", EventType.PURCHASE)], CATS)
+    assert state is not None
+    assert state.at_version(7) == replace(state, version=7)

@@ -33,7 +33,6 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -200,7 +199,7 @@ class DynamoDBUserFeatureStore:
         return out
 
     def put(self, features: UserFeatures, expected_version: int) -> UserFeatures:
-        stored = replace(features, version=expected_version + 1)
+        stored = features.at_version(expected_version + 1)
         try:
             self._ddb.put_item(**self._put_action(stored, expected_version))
         except (ClientError, BotoCoreError) as exc:
@@ -220,8 +219,7 @@ class DynamoDBUserFeatureStore:
             chunk = writes[start : start + TRANSACT_MAX_ITEMS]
             # Encoded once: re-submissions after a cancellation reuse the request items.
             pending = [
-                (new, self._put_action(new, v))
-                for new, v in ((replace(f, version=v + 1), v) for f, v in chunk)
+                (new, self._put_action(new, v)) for new, v in ((f.at_version(v + 1), v) for f, v in chunk)
             ]
             for attempt in range(TRANSACT_RETRIES + 1):
                 retry, backoff = self._transact(pending, out)

@@ -193,6 +193,24 @@ class UserFeatures:
         """Category affinity decayed to `now` (never grown for a `now` before the reference)."""
         return {c: decay(v, max(0.0, now - ref), half_life) for c, (v, ref) in self.affinity.items()}
 
+    def at_version(self, version: int) -> UserFeatures:
+        """This state at another `version` (what a store returns after a write): one
+        constructor call, where dataclasses.replace inspects every field first."""
+        return UserFeatures(
+            self.user_id,
+            self.recent,
+            self.affinity,
+            self.counts,
+            self.cart_ops,
+            self.purchased,
+            self.first_seen,
+            self.last_seen,
+            self.applied,
+            self.applied_runs,
+            self.marks,
+            version,
+        )
+
     # ---- serialisation (plain JSON types; the DynamoDB adapter maps floats to Decimal) -----
     def document(self) -> dict[str, Any]:
         """The state without user_id, version and applied, as JSON-ready values (pairs as
