@@ -149,3 +149,15 @@ def test_redis_holds_every_retained_candidate_version_and_the_live_state() -> No
     flood = size(Load(**{**load.__dict__, "events_per_s": 1e7}))["redis"]
     full_session = SESSION_KEY_BYTES.value + SESSION_MAX_ITEMS * SESSION_ENTRY_BYTES.value
     assert flood["sessions_gib"] <= load.users * full_session / 2**30 + 0.01
+
+
+def test_the_command_takes_the_retention_and_retrain_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    from recpipe_dev.cli import main
+
+    base = ["sizing", "--users", "200000", "--items", "20000", "--events-per-s", "500", "--candidates", "200"]
+    assert main([*base, "--retention-days", "1"]) == 0
+    assert "x 3 versions: publishing, current, 1 kept 1 days" in capsys.readouterr().out
+    assert main([*base, "--retrains-per-day", "2"]) == 0
+    assert "x 16 versions" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*base, "--retention-days", "0"])
