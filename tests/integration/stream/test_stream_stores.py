@@ -152,7 +152,7 @@ def test_both_layouts_are_readable_and_keep_floats_exact(aws: None) -> None:
     assert doc.get("u1") == replace(state, version=1)  # native item read by the document store
     stored = doc.put(doc.get("u1") or state, expected_version=1)
     item = ddb.get_item(TableName="users", Key={"user_id": {"S": "u1"}})["Item"]
-    assert item["features_format"]["S"] == "json+zlib/3" and item["total_events"]["N"] == "3"
+    assert item["features_format"]["S"] == "json+deflate/3" and item["total_events"]["N"] == "3"
     # The applied events' fingerprints sit beside the document, 8 bytes each, oldest first.
     assert item["applied"]["B"] == b"".join(event_fingerprint(f"e{i}") for i in range(3))
     assert int(item["expires_at"]["N"]) == int(NOW) + 180 * 24 * 3600
@@ -192,7 +192,7 @@ def test_items_of_the_previous_document_format_are_read_and_written_back_in_the_
     aws: None,
 ) -> None:
     """json+zlib/2 (nested pairs, what deployments wrote before columns) stays readable; a write
-    turns the item into json+zlib/3 with the same state, fingerprints and marks."""
+    turns the item into json+deflate/3 with the same state, fingerprints and marks."""
     ddb = boto3.client("dynamodb")
     ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, "users"))
     store = DynamoDBUserFeatureStore(ddb, "users", clock=lambda: NOW)
@@ -228,7 +228,7 @@ def test_items_of_the_previous_document_format_are_read_and_written_back_in_the_
     )
     written = store.put(read, expected_version=3)
     item = ddb.get_item(TableName="users", Key={"user_id": {"S": "u1"}})["Item"]
-    assert item["features_format"]["S"] == "json+zlib/3"
+    assert item["features_format"]["S"] == "json+deflate/3"
     assert store.get("u1") == written == replace(state, version=4)
 
 
