@@ -13,6 +13,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from recpipe.adapters.redis_session import TRENDING_MARKER_TTL_S
+from recpipe.redis_keys import (
+    PUBLISHED_RETENTION_S,
+    SESSION_MAX_ITEMS,
+    SESSION_TTL_S,
+    TRENDING_BUCKET_S,
+    TRENDING_TTL_S,
+)
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -29,6 +38,35 @@ CANDIDATE_ENTRY_BYTES = Figure(
     "bytes of Redis per candidate in a user's list",
     "recpipe bench retrain --sizes 10M: publish.redis_used_memory_mib 902.0 for 180,703 lists of "
     "top_n 200 (bench/results/retrain.json)",
+)
+#: A live session (sorted set `sess:<user>`, TTL SESSION_TTL_S): a fixed part per user key plus
+#: one entry per event in it (RedisSessionStore.append_many, as the updater and ingest write).
+SESSION_KEY_BYTES = Figure(
+    152.2,
+    "bytes of Redis per live session key (key, sorted set, expiry)",
+    "recpipe bench live-memory: session_key_bytes (bench/results/live-memory.json; used_memory "
+    "after 20,000 one-entry sessions)",
+)
+SESSION_ENTRY_BYTES = Figure(
+    56.9,
+    "bytes of Redis per session entry",
+    "recpipe bench live-memory: session_entry_bytes (bench/results/live-memory.json; used_memory "
+    "of 20,000 sessions of 50 entries less one-entry sessions)",
+)
+#: One item in one trending bucket (sorted set `trend:<bucket>`, skiplist encoding past 128).
+TRENDING_ENTRY_BYTES = Figure(
+    105.0,
+    "bytes of Redis per item per trending bucket",
+    "recpipe bench live-memory: trending_entry_bytes (bench/results/live-memory.json; MEMORY "
+    "USAGE of a 20,000-item bucket)",
+)
+#: The exactly-once marker RedisTrendingStore.add_once sets per event id (SET NX EX
+#: TRENDING_MARKER_TTL_S): one key per event for the whole trending window.
+TRENDING_MARKER_BYTES = Figure(
+    104.0,
+    "bytes of Redis per trending event marker (key, value, expiry)",
+    "recpipe bench live-memory: trending_marker_bytes (bench/results/live-memory.json; MEMORY "
+    "USAGE of sample markers, above used_memory's 88.9 B per add_once hit)",
 )
 #: A returning user's stored state (DynamoDB item) at its steady-state size.
 USER_STATE_BYTES = Figure(
@@ -124,8 +162,15 @@ RECOMMEND_MIN_MB = 1024
 DYNAMODB_TABLE_MAX_WCU = 40_000
 #: Highest ParallelizationFactor Lambda allows per shard.
 MAX_PARALLELIZATION = 10
-#: Publishing writes the new candidate version before the pointer moves: two versions coexist.
-CANDIDATE_VERSIONS_HELD = 2
+
+
+#: Candidate versions in Redis at the peak of a publish: the one being written, the current one
+#: and every superseded one still within its retention. A publish gives the version it replaces
+#: the retention (PUBLISHED_RETENTION_DAYS) as TTL and drops it from the version registry, so
+#: nothing but that TTL bounds how many are kept (recpipe.adapters.redis_candidates._switch): at
+#: one retrain a day (template RetrainSchedule) and 7 days, 7 superseded versions.
+def candidate_versions_held(retention_days: float, retrains_per_day: float) -> int:
+    return 2 + math.ceil(retention_days * retrains_per_day)
 
 
 @dataclass(frozen=True)
@@ -142,6 +187,10 @@ class Load:
     #: The scoring Lambda answers within this (template RequestBudgetMs), so it bounds a
     #: request's duration.
     request_budget_ms: float = 35.0
+    #: PUBLISHED_RETENTION_DAYS: superseded candidate versions stay in Redis this long.
+    retention_days: float = PUBLISHED_RETENTION_S / 86400
+    #: Retrains (candidate publishes) per day: the template's RetrainSchedule runs daily.
+    retrains_per_day: float = 1.0
 
     @property
     def rps(self) -> float:
@@ -178,9 +227,24 @@ def size(load: Load) -> dict[str, Any]:
     rcu = updater_reads * rcu_per_read + serving_reads
     storage_gib = load.users * USER_STATE_BYTES.value / 2**30
 
-    # Redis: every user's list, two versions while publishing.
+    # Redis: every user's list in each version held, plus the live state. Sessions: one entry
+    # per event of the last SESSION_TTL_S, at most SESSION_MAX_ITEMS per user, at worst each
+    # event another user's. Trending: the bucket being written plus those within their TTL
+    # (refreshed by every hit, so it runs from a bucket's end) and the combined top list, each
+    # up to every item; plus one marker per event of the marker TTL.
+    versions = candidate_versions_held(load.retention_days, load.retrains_per_day)
     version_bytes = load.users * load.candidates * CANDIDATE_ENTRY_BYTES.value
-    redis_need_gib = version_bytes * CANDIDATE_VERSIONS_HELD / 2**30
+    session_events = e * SESSION_TTL_S
+    session_keys = min(load.users, session_events)
+    session_entries = min(load.users * SESSION_MAX_ITEMS, session_events)
+    session_bytes = session_keys * SESSION_KEY_BYTES.value + session_entries * SESSION_ENTRY_BYTES.value
+    bucket_items = min(load.items, e * TRENDING_BUCKET_S)
+    live_buckets = TRENDING_TTL_S // TRENDING_BUCKET_S + 1 + 1
+    markers = e * TRENDING_MARKER_TTL_S
+    trending_bytes = (
+        live_buckets * bucket_items * TRENDING_ENTRY_BYTES.value + markers * TRENDING_MARKER_BYTES.value
+    )
+    redis_need_gib = (version_bytes * versions + session_bytes + trending_bytes) / 2**30
     node = next(
         (n for n, gib in CACHE_NODE_GIB.items() if gib * (1 - ELASTICACHE_RESERVED_SHARE) >= redis_need_gib),
         None,
@@ -222,9 +286,18 @@ def size(load: Load) -> dict[str, Any]:
         "redis": {
             "memory_gib": round(redis_need_gib, 2),
             "CacheNodeType": node,
-            "why": f"{load.users:,} lists x {load.candidates} candidates x "
-            f"{CANDIDATE_ENTRY_BYTES.value} B x {CANDIDATE_VERSIONS_HELD} versions, within "
-            f"{1 - ELASTICACHE_RESERVED_SHARE:.0%} of node memory (sessions and trending expire; not counted)",
+            "candidate_versions": versions,
+            "candidates_gib": round(version_bytes * versions / 2**30, 2),
+            "sessions_gib": round(session_bytes / 2**30, 2),
+            "trending_gib": round(trending_bytes / 2**30, 2),
+            "why": f"candidates {version_bytes * versions / 2**30:.2f} GiB ({load.users:,} lists x "
+            f"{load.candidates} x {CANDIDATE_ENTRY_BYTES.value} B x {versions} versions: publishing, "
+            f"current, {versions - 2} kept {load.retention_days:g} days at {load.retrains_per_day:g} "
+            f"retrains/day) + sessions {session_bytes / 2**30:.2f} GiB ({session_keys:,.0f} keys, "
+            f"{session_entries:,.0f} entries of the last {SESSION_TTL_S // 60} min) + trending "
+            f"{trending_bytes / 2**30:.2f} GiB ({live_buckets} sorted sets x {bucket_items:,.0f} items, "
+            f"{markers:,.0f} event markers of {TRENDING_MARKER_TTL_S} s), within "
+            f"{1 - ELASTICACHE_RESERVED_SHARE:.0%} of node memory",
         },
         "recommend_lambda": {
             "RecommendMemorySize": recommend_mb,
@@ -245,6 +318,10 @@ FIGURES: dict[str, Figure] = {
     "events_per_user_write": EVENTS_PER_USER_WRITE,
     "state_cache_hit_rate": STATE_CACHE_HIT_RATE,
     "event_record_bytes": EVENT_RECORD_BYTES,
+    "session_key_bytes": SESSION_KEY_BYTES,
+    "session_entry_bytes": SESSION_ENTRY_BYTES,
+    "trending_entry_bytes": TRENDING_ENTRY_BYTES,
+    "trending_marker_bytes": TRENDING_MARKER_BYTES,
     "serving_base_rss_mb": SERVING_BASE_RSS_MB,
     "serving_bytes_per_item": SERVING_BYTES_PER_ITEM,
     "kinesis_records_per_shard": KINESIS_RECORDS_PER_SHARD,

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from recpipe_dev.sizing import DYNAMODB_TABLE_MAX_WCU, Load, node_usable_gib, size
+from recpipe.redis_keys import SESSION_MAX_ITEMS
+from recpipe_dev.sizing import (
+    DYNAMODB_TABLE_MAX_WCU,
+    SESSION_ENTRY_BYTES,
+    SESSION_KEY_BYTES,
+    Load,
+    node_usable_gib,
+    size,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMCONFIG = ROOT / "samconfig.toml"
@@ -123,3 +131,33 @@ def test_the_command_prints_the_table_and_names_its_figures(capsys: pytest.Captu
     assert code == 0
     assert re.search(r"EventStreamShards\s+7\b", out)
     assert "recpipe bench retrain --sizes 10M" in out and "recpipe bench stream" in out
+
+
+def test_redis_holds_every_retained_candidate_version_and_the_live_state() -> None:
+    """A publish gives the version it replaces PUBLISHED_RETENTION_DAYS as TTL: at the daily
+    retrain that is 7 superseded versions beside the current one and the one being published.
+    Sessions and trending (with one exactly-once marker per event) come on top."""
+    load = stated_loads()["prod"]
+    redis_need = size(load)["redis"]
+    assert redis_need["candidate_versions"] == 9
+    assert redis_need["sessions_gib"] > 0 and redis_need["trending_gib"] > 0
+    parts = redis_need["candidates_gib"] + redis_need["sessions_gib"] + redis_need["trending_gib"]
+    assert abs(redis_need["memory_gib"] - parts) < 0.02
+    shorter = size(Load(**{**load.__dict__, "retention_days": 1.0}))["redis"]
+    assert shorter["candidate_versions"] == 3 and shorter["memory_gib"] < redis_need["memory_gib"]
+    # No more sessions than users, nor trending items than the catalogue, however high the rate.
+    flood = size(Load(**{**load.__dict__, "events_per_s": 1e7}))["redis"]
+    full_session = SESSION_KEY_BYTES.value + SESSION_MAX_ITEMS * SESSION_ENTRY_BYTES.value
+    assert flood["sessions_gib"] <= load.users * full_session / 2**30 + 0.01
+
+
+def test_the_command_takes_the_retention_and_retrain_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    from recpipe_dev.cli import main
+
+    base = ["sizing", "--users", "200000", "--items", "20000", "--events-per-s", "500", "--candidates", "200"]
+    assert main([*base, "--retention-days", "1"]) == 0
+    assert "x 3 versions: publishing, current, 1 kept 1 days" in capsys.readouterr().out
+    assert main([*base, "--retrains-per-day", "2"]) == 0
+    assert "x 16 versions" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*base, "--retention-days", "0"])

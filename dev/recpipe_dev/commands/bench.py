@@ -1,4 +1,4 @@
-"""`recpipe bench serving|stream|retrain|resilience`: the benchmarks in bench/ (not timed tests)."""
+"""`recpipe bench serving|stream|retrain|resilience|live-memory`: the benchmarks in bench/ (not timed tests)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ BENCHMARKS = {
     "resilience": (
         "recpipe_dev.bench.resilience",
         "online path under faults: 5xx, p99, degraded share, recovery",
+    ),
+    "live-memory": (
+        "recpipe_dev.bench.live_memory",
+        "Redis bytes per session entry, trending item and trending marker (for recpipe sizing)",
     ),
 }
 

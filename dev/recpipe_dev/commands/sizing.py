@@ -29,17 +29,36 @@ def register(sub: Any) -> None:
         default=None,
         help="peak recommendation requests per second (default: one per event)",
     )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=None,
+        help="PUBLISHED_RETENTION_DAYS: superseded candidate versions kept in Redis (default 7)",
+    )
+    parser.add_argument(
+        "--retrains-per-day",
+        type=float,
+        default=1.0,
+        help="candidate publishes per day (the template's RetrainSchedule: daily)",
+    )
     parser.add_argument("--json", dest="json_out", help="also write the report to this file")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from recpipe_dev.sizing import Load, format_table, size
 
     for name in ("users", "items", "events_per_s", "candidates"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive")
-    report = size(Load(args.users, args.items, args.events_per_s, args.candidates, args.requests_per_s))
+    load = Load(args.users, args.items, args.events_per_s, args.candidates, args.requests_per_s)
+    if args.retention_days is not None:
+        load = replace(load, retention_days=args.retention_days)
+    if (args.retention_days is not None and args.retention_days <= 0) or args.retrains_per_day <= 0:
+        raise SystemExit("--retention-days and --retrains-per-day must be positive")
+    report = size(replace(load, retrains_per_day=args.retrains_per_day))
     print(format_table(report))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import redis
 from recpipe.adapters.dynamodb_users import DynamoDBUserFeatureStore
 from recpipe.adapters.redis_session import RedisSessionStore, RedisTrendingStore
 from recpipe.domain.events import parse_event
-from recpipe.domain.user import apply_event, event_fingerprint
+from recpipe.domain.user import StreamPosition, apply_event, behind_mark, event_fingerprint
 from recpipe.ports import ConflictError, DependencyError, SessionEntry, TrendingHit
 from recpipe.redis_keys import SESSION_MAX_ITEMS, TRENDING_BUCKET_S, TRENDING_BUCKETS, KeyLayout
 from recpipe_dev.local.resources import USER_FEATURES_TABLE, dynamodb_create_args, load_template
@@ -152,7 +152,7 @@ def test_both_layouts_are_readable_and_keep_floats_exact(aws: None) -> None:
     assert doc.get("u1") == replace(state, version=1)  # native item read by the document store
     stored = doc.put(doc.get("u1") or state, expected_version=1)
     item = ddb.get_item(TableName="users", Key={"user_id": {"S": "u1"}})["Item"]
-    assert item["features_format"]["S"] == "json+zlib/2" and item["total_events"]["N"] == "3"
+    assert item["features_format"]["S"] == "json+deflate/3" and item["total_events"]["N"] == "3"
     # The applied events' fingerprints sit beside the document, 8 bytes each, oldest first.
     assert item["applied"]["B"] == b"".join(event_fingerprint(f"e{i}") for i in range(3))
     assert int(item["expires_at"]["N"]) == int(NOW) + 180 * 24 * 3600
@@ -186,6 +186,50 @@ def test_items_written_before_fingerprints_are_read_and_bad_fingerprints_refused
     ddb.put_item(TableName="users", Item=item)
     with pytest.raises(DependencyError, match="unreadable feature item.*not a whole number of fingerprints"):
         store.get("u1")
+
+
+def test_items_of_the_previous_document_format_are_read_and_written_back_in_the_current_one(
+    aws: None,
+) -> None:
+    """json+zlib/2 (nested pairs, what deployments wrote before columns) stays readable; a write
+    turns the item into json+deflate/3 with the same state, fingerprints and marks."""
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(**dynamodb_create_args(load_template(), USER_FEATURES_TABLE, "users"))
+    store = DynamoDBUserFeatureStore(ddb, "users", clock=lambda: NOW)
+    state = None
+    for i, (typ, ts) in enumerate(
+        (("add_to_cart", NOW - 60), ("purchase", NOW - 30), ("view", NOW - 1e-3 / 3))
+    ):
+        raw = {"event_id": f"e{i}", "user_id": "u1", "item_id": f"i{i}", "type": typ, "ts": ts}
+        state = apply_event(
+            state,
+            parse_event(raw, now=NOW),
+            ["Drama"],
+            position=StreamPosition("shard-0", f"{10 + i}"),
+            now=NOW,
+        )
+    assert state is not None and state.marks and state.cart_ops and state.purchased
+    v2 = {
+        "user_id": {"S": "u1"},
+        "version": {"N": "3"},
+        "total_events": {"N": "3"},
+        "features_format": {"S": "json+zlib/2"},
+        # As the previous encoder wrote it: zlib(JSON of document()), fingerprints beside it.
+        "features": {"B": zlib.compress(json.dumps(state.document()).encode(), 1)},
+        "applied": {"B": state.applied},
+    }
+    ddb.put_item(TableName="users", Item=v2)
+    read = store.get("u1")
+    assert read == replace(state, version=3)
+    assert (
+        read is not None
+        and read.has_applied("e2")
+        and behind_mark(read.marks, StreamPosition("shard-0", "12"))
+    )
+    written = store.put(read, expected_version=3)
+    item = ddb.get_item(TableName="users", Key={"user_id": {"S": "u1"}})["Item"]
+    assert item["features_format"]["S"] == "json+deflate/3"
+    assert store.get("u1") == written == replace(state, version=4)
 
 
 def test_put_many_transaction_against_moto_reports_the_conflicting_user(

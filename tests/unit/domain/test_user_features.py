@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -95,6 +96,34 @@ def test_item_round_trip_preserves_everything() -> None:
     assert UserFeatures.from_item(state.to_item()) == state
 
 
+def test_columns_round_trip_preserves_everything_and_check_their_values() -> None:
+    events = [ev(1, "i1"), ev(2, "i2", EventType.ADD_TO_CART), ev(3, "i3", EventType.PURCHASE, ts=T0 + 0.1)]
+    state = apply_events(None, events, CATS)
+    assert state is not None and state.cart_ops and state.purchased and state.applied_runs
+    body = state.columns()
+    read = UserFeatures.from_columns(body, "u", state.version, state.applied)
+    assert read == state
+    assert UserFeatures.from_columns(UserFeatures(user_id="v").columns(), "v", 0, b"") == UserFeatures(
+        user_id="v"
+    )
+    for name, column, bad in (
+        ("recent", 0, 7),  # an item id that is not a string
+        ("recent", 1, "soon"),  # a time that is not a number
+        ("counts", 1, 1.5),  # a count that is not an integer
+        ("cart_ops", 2, "yes"),  # in-cart that is not a boolean
+    ):
+        broken = {k: [list(c) for c in v] if isinstance(v, list) else v for k, v in body.items()}
+        broken[name][column][0] = bad
+        with pytest.raises(ValueError, match=name):
+            UserFeatures.from_columns(broken, "u", 0, state.applied)
+    with pytest.raises(ValueError, match="applied_runs"):
+        UserFeatures.from_columns(body, "u", 0, state.applied[:-8])
+    short = dict(body, recent=[list(c) for c in body["recent"]])
+    short["recent"][1].pop()
+    with pytest.raises(ValueError):
+        UserFeatures.from_columns(short, "u", 0, state.applied)
+
+
 def test_event_fingerprints_are_stable_across_releases() -> None:
     # Stored states hold these numbers: changing the function would let every event still
     # within Kinesis retention be applied a second time after a deploy.
@@ -163,3 +192,9 @@ def test_any_order_and_any_redelivery_give_the_same_affinity(
     for cat, value in a.affinity_at(now).items():
         assert b.affinity_at(now)[cat] == pytest.approx(value, rel=1e-9)
     assert a.counts == b.counts
+
+
+def test_at_version_changes_only_the_version() -> None:
+    state = apply_events(None, [ev(1, "i1"), ev(2, "i2", EventType.PURCHASE)], CATS)
+    assert state is not None
+    assert state.at_version(7) == replace(state, version=7)

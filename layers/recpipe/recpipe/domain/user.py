@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
@@ -192,6 +193,24 @@ class UserFeatures:
         """Category affinity decayed to `now` (never grown for a `now` before the reference)."""
         return {c: decay(v, max(0.0, now - ref), half_life) for c, (v, ref) in self.affinity.items()}
 
+    def at_version(self, version: int) -> UserFeatures:
+        """This state at another `version` (what a store returns after a write): one
+        constructor call, where dataclasses.replace inspects every field first."""
+        return UserFeatures(
+            self.user_id,
+            self.recent,
+            self.affinity,
+            self.counts,
+            self.cart_ops,
+            self.purchased,
+            self.first_seen,
+            self.last_seen,
+            self.applied,
+            self.applied_runs,
+            self.marks,
+            version,
+        )
+
     # ---- serialisation (plain JSON types; the DynamoDB adapter maps floats to Decimal) -----
     def document(self) -> dict[str, Any]:
         """The state without user_id, version and applied, as JSON-ready values (pairs as
@@ -218,6 +237,59 @@ class UserFeatures:
             "version": self.version,
         }
 
+    def columns(self) -> dict[str, Any]:
+        """`document()`'s content with every collection as parallel columns of scalars
+        (recent: [item ids, times, types]; a mapping: [keys, values...]), JSON-ready.
+        `from_columns` rebuilds a state from it with C-level map/zip calls, where the nested
+        pairs of `document()` take a Python step per element: decoding is what the updater
+        spends most on for a user it has not cached (docs/stream.md, Storage layouts)."""
+        return {
+            "recent": list(zip(*self.recent, strict=True)) or [(), (), ()],
+            "affinity": [list(self.affinity), *(list(zip(*self.affinity.values(), strict=True)) or [(), ()])],
+            "counts": [list(self.counts), list(self.counts.values())],
+            "cart_ops": [list(self.cart_ops), *(list(zip(*self.cart_ops.values(), strict=True)) or [(), ()])],
+            "purchased": [list(self.purchased), list(self.purchased.values())],
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "applied_runs": list(zip(*self.applied_runs, strict=True)) or [(), ()],
+            "marks": [list(self.marks), list(self.marks.values())],
+        }
+
+    @classmethod
+    def from_columns(
+        cls, body: Mapping[str, Any], user_id: str, version: int, applied: bytes
+    ) -> UserFeatures:
+        """From `columns()`'s form plus what is stored beside it. Columns are checked in C
+        (strings by joining them, integers by packing them, numbers by float()): a value of
+        the wrong type, columns of unequal length, a wrong number of columns or fingerprint
+        runs that do not add up raise ValueError."""
+        if not isinstance(applied, bytes) or len(applied) % FINGERPRINT_BYTES:
+            raise ValueError("applied: not a whole number of fingerprints")
+        n_applied = len(applied) // FINGERPRINT_BYTES
+        items, times, types = _cols(body, "recent", 3, "s", "f", "s")
+        cats, values, refs = _cols(body, "affinity", 3, "s", "f", "f")
+        cart_items, cart_times, in_cart = _cols(body, "cart_ops", 3, "s", "f", "b")
+        run_ends, run_counts = _cols(body, "applied_runs", 2, "i", "i")
+        if sum(run_counts) != n_applied or (run_counts and min(run_counts) <= 0):
+            raise ValueError(f"applied_runs: counts do not add up to the {n_applied} fingerprints")
+        count_keys, count_values = _cols(body, "counts", 2, "s", "i")
+        purchased_items, purchased_times = _cols(body, "purchased", 2, "s", "f")
+        shards, sequence_numbers = _cols(body, "marks", 2, "s", "s")
+        return cls(
+            user_id=user_id,
+            recent=tuple([_tuple_new(Interaction, r) for r in zip(items, times, types, strict=True)]),
+            affinity=dict(zip(cats, zip(values, refs, strict=True), strict=True)),
+            counts=dict(zip(count_keys, count_values, strict=True)),
+            cart_ops=dict(zip(cart_items, zip(cart_times, in_cart, strict=True), strict=True)),
+            purchased=dict(zip(purchased_items, purchased_times, strict=True)),
+            first_seen=_opt_float(body.get("first_seen")),
+            last_seen=_opt_float(body.get("last_seen")),
+            applied=applied,
+            applied_runs=tuple(zip(run_ends, run_counts, strict=True)),
+            marks=dict(zip(shards, sequence_numbers, strict=True)),
+            version=version,
+        )
+
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> UserFeatures:
         """From `to_item()`'s form, or `document()`'s plus user_id, version and applied as the
@@ -236,6 +308,40 @@ class UserFeatures:
             marks={str(k): str(v) for k, v in item.get("marks", {}).items()},
             version=int(item.get("version", 0)),
         )
+
+
+#: Builds an Interaction from an (item_id, ts, type) tuple in one C call (calling the class runs
+#: the NamedTuple's Python __new__).
+_tuple_new = tuple.__new__
+
+
+def _cols(body: Mapping[str, Any], name: str, n: int, *kinds: str) -> list[Any]:
+    """`body[name]`: n columns, each checked (and numbers made floats) by its kind: "s" strings,
+    "f" numbers, "i" integers, "b" booleans."""
+    cols = body[name]
+    # Lists as JSON gives them, or columns() as it is.
+    if (
+        not isinstance(cols, list | tuple)
+        or len(cols) != n
+        or not all(isinstance(c, list | tuple) for c in cols)
+    ):
+        raise ValueError(f"{name}: expected {n} columns")
+    out = []
+    for col, kind in zip(cols, kinds, strict=True):
+        try:
+            if kind == "s":
+                "".join(col)  # TypeError unless every value is a str
+            elif kind == "f":
+                out.append(list(map(float, col)))
+                continue
+            elif kind == "i":
+                array("q", col)  # TypeError unless every value is an integer
+            elif not all(type(v) is bool for v in col):
+                raise TypeError("not a boolean")
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        out.append(col)
+    return out
 
 
 def _opt_float(v: Any) -> float | None:
