@@ -20,8 +20,10 @@ Two kinds of examples are built with it (see docs/training.md):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +42,23 @@ from recpipe.serving.request import RecommendationRequest, RequestContextIn
 
 #: The Recommender's default pool size (Recommender(max_candidates=...)).
 SERVING_POOL = 500
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def one_blas_thread(fn: _F) -> _F:
+    """Run `fn` with BLAS on one thread: the per-example products of the example builders are
+    small, and two OpenBLAS threads fighting over two busy cores made them ~6x slower.
+    (threadpoolctl is imported on call: the Evaluate Lambda imports this module without it.)"""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):
+            return fn(*args, **kwargs)
+
+    return cast(_F, run)
 
 
 @dataclass(slots=True)
@@ -173,6 +192,7 @@ def carve_out_mask(
     return held
 
 
+@one_blas_thread
 def carve_out_lists(
     log: InteractionLog,
     held: npt.NDArray[np.bool_],
@@ -190,38 +210,6 @@ def carve_out_lists(
     """One list per user: the pool of a request right after the user's last kept event,
     labelled with the user's held-out items. `state_of(u)` gives the stores' view then
     (features, session, now)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # small products: one BLAS thread is faster (see replay)
-        return _carve_out_lists(
-            log,
-            held,
-            users,
-            builder=builder,
-            state_of=state_of,
-            cf_of=cf_of,
-            trending_at=trending_at,
-            head=head,
-            others=others,
-            seed=seed,
-            held_out=held_out,
-        )
-
-
-def _carve_out_lists(
-    log: InteractionLog,
-    held: npt.NDArray[np.bool_],
-    users: npt.NDArray[np.int64],
-    *,
-    builder: ExampleBuilder,
-    state_of: Callable[[int], tuple[UserFeatures | None, list[SessionEntry], float]],
-    cf_of: Callable[[int], Sequence[tuple[str, float]]],
-    trending_at: Callable[[float], list[tuple[str, float]]],
-    head: int,
-    others: int,
-    seed: int,
-    held_out: float,
-) -> tuple[ExampleLists, dict[str, float]]:
     rng = np.random.default_rng(seed)
     out = ExampleLists()
     held_items: dict[int, set[int]] = {}

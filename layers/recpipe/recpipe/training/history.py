@@ -32,7 +32,7 @@ from recpipe.redis_keys import (
     TRENDING_HALF_LIFE_BUCKETS,
     trending_bucket_of,
 )
-from recpipe.training.examples import ExampleBuilder
+from recpipe.training.examples import ExampleBuilder, one_blas_thread
 
 
 class TrendingWindow:
@@ -121,6 +121,7 @@ class Snapshot:
     x: npt.NDArray[np.float32]
 
 
+@one_blas_thread
 def replay(
     log: InteractionLog,
     rows: npt.NDArray[np.int64],
@@ -148,51 +149,11 @@ def replay(
     `training.examples.ExampleBuilder`, i.e. the online path's own functions (`max_candidates`
     is the serving pool size). A share `held_out` of the examples keeps the whole pool instead
     of `negatives` sampled rows: the ranker's validation lists, ranked as serving ranks them.
-    BLAS runs on one thread here: the per-example products are
-    small, and threads fighting over two cores made them several times slower.
+    BLAS runs on one thread here (`one_blas_thread`).
     """
-
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):
-        return _replay(
-            log,
-            rows,
-            sample,
-            ExampleBuilder(items, neighbours, policy, max_candidates),
-            categories_of=categories_of,
-            cf_of=cf_of,
-            trending=trending,
-            policy=policy,
-            negatives=negatives,
-            seed=seed,
-            state=state,
-            on_snapshot=on_snapshot,
-            progress=progress,
-            held_out=held_out,
-        )
-
-
-def _replay(
-    log: InteractionLog,
-    rows: npt.NDArray[np.int64],
-    sample: npt.NDArray[np.bool_],
-    builder: ExampleBuilder,
-    *,
-    categories_of: Callable[[int], list[str]],
-    cf_of: Callable[[int], Sequence[tuple[str, float]]],
-    trending: TrendingWindow,
-    policy: CandidatePolicy,
-    negatives: int,
-    seed: int,
-    state: ReplayState | None,
-    on_snapshot: Callable[[Snapshot], None] | None,
-    progress: Callable[[int], None] | None,
-    held_out: float,
-) -> tuple[Examples, ReplayState]:
+    builder = ExampleBuilder(items, neighbours, policy, max_candidates)
     rng = np.random.default_rng(seed)
     st = state or ReplayState()
-    items, neighbours = builder.items, builder.neighbours
     xs: list[npt.NDArray[np.float32]] = []
     ys: list[npt.NDArray[np.float32]] = []
     gs: list[npt.NDArray[np.int32]] = []
