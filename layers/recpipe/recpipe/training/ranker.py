@@ -203,7 +203,6 @@ def train_list_ranker(
     )
 
     session_cols = [FEATURE_NAMES.index("session_max_sim"), FEATURE_NAMES.index("session_mean_sim")]
-
     pool_cf_col = FEATURE_NAMES.index("pool_has_cf")
 
     def corrected(v: Any) -> Any:
@@ -219,9 +218,9 @@ def train_list_ranker(
         for layer in mlp:
             h = layer(h)
         # The learned corrections apply with a live session or without a CF list: for a
-        # returning user without a session the CF order stands. Measured on the random protocol, corrections learned from
-        # carve-out lists ordered returning users' lists worse than their CF order on test
-        # (docs/training.md), so the model does not make that trade.
+        # returning user without a session the CF order stands. Measured on the random
+        # protocol, corrections for returning users ordered their lists worse than the CF
+        # order on test (docs/training.md), so the model does not make that trade.
         h = keras.layers.Multiply()([h, keras.layers.Lambda(corrected)(t)])
         raw = keras.layers.Lambda(lambda v: keras.ops.stack([v[..., c] for c in prior_cols], axis=-1))(t)
         return keras.layers.Add()([h, prior(raw)])
