@@ -11,6 +11,7 @@ from typing import Any
 import aws_xray_sdk.core  # noqa: F401 - its recorder opens a UDP socket at import: before sockets are off
 import pytest
 from recpipe.config import RecommendSettings, load_settings
+from recpipe.domain.features import N_FEATURES
 from recpipe.ports import SessionEntry
 from recpipe.serving.model_provider import LocalBundleSource
 from recpipe.serving.runtime import Dependencies, build_online_path
@@ -92,7 +93,7 @@ def test_post_sample_with_explain_and_exclusions(api: Api) -> None:
     check_schema(body)
     shown = [i["item_id"] for i in body["items"]]
     assert len(shown) == 5 and not {"i30", "i31"} & set(shown)
-    assert all(len(i["features"]) == 25 for i in body["items"])
+    assert all(len(i["features"]) == N_FEATURES for i in body["items"])
 
 
 def test_session_written_a_moment_ago_shapes_the_next_answer(api: Api) -> None:

@@ -38,7 +38,7 @@ def test_buckets_are_powers_of_two() -> None:
 
 
 def test_wrong_feature_width_is_refused(tiny_ranker: bytes) -> None:
-    with pytest.raises(RankerError, match="expected \\[n, 25\\]"):
+    with pytest.raises(RankerError, match=f"expected \\[n, {N_FEATURES}\\]"):
         Ranker(tiny_ranker).score(np.zeros((3, N_FEATURES + 1), np.float32))
 
 
