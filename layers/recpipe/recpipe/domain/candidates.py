@@ -1,8 +1,8 @@
 """What the online path and training's replay share: the user's view and the candidate policy.
 
-Serving reads the policy from the bundle manifest; training's replay builds its examples with the
-same `gather_candidates` and `user_view`, so a ranker is trained on the candidate sets and user
-views it is later served.
+Serving reads the policy from the bundle manifest; training builds its examples with the serving
+`CandidateRetriever` under the same policy and the same `user_view` (training.examples), so a
+ranker is trained on the candidate sets and user views it is later served.
 """
 
 from __future__ import annotations
@@ -10,11 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
-from recpipe.bundle import Neighbours
-from recpipe.domain.features import CandidateBuilder, CandidateSet, Source, UserView
+from recpipe.domain.features import UserView
 from recpipe.domain.items import ItemTable
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import SessionEntry
@@ -48,36 +44,3 @@ def user_view(
         cart=items.indices(sorted(features.cart)),
         total_events=features.total_events,
     )
-
-
-def gather_candidates(
-    policy: CandidatePolicy,
-    items: ItemTable,
-    neighbours: Neighbours,
-    *,
-    cf: Sequence[tuple[str, float]],
-    session: npt.NDArray[np.int32],
-    trending: Sequence[tuple[str, float]],
-    popular: npt.NDArray[np.int32],
-    exclude: set[int] | frozenset[int] = frozenset(),
-) -> CandidateSet:
-    """CF list + neighbours of the newest session items + trending + popular, minus `exclude`."""
-    b = CandidateBuilder()
-    index = items.index
-    for rank, (item_id, score) in enumerate(cf[: policy.cf]):
-        i = index.get(item_id)
-        if i is not None and i not in exclude:
-            b.add(i, Source.CF, cf_score=score, cf_rank=rank)
-    for anchor in session[: policy.session_items].tolist():
-        near, _ = neighbours.of(anchor)
-        for i in near[: policy.neighbours_per_item].tolist():
-            if i not in exclude:
-                b.add(i, Source.SESSION, anchor=anchor)
-    for item_id, score in trending[: policy.trending]:
-        i = index.get(item_id)
-        if i is not None and i not in exclude:
-            b.add(i, Source.TRENDING, trending=score)
-    for i in popular[: policy.popular].tolist():
-        if i not in exclude:
-            b.add(i, Source.POPULAR)
-    return b.build()

@@ -96,8 +96,9 @@ def policy_of(manifest: Mapping[str, Any]) -> CandidatePolicy:
 
 
 class CandidateRetriever:
-    """Sources as in training (recpipe.training.history.gather_candidates, same per-source
-    quotas from the bundle's manifest, the same source flags), then topped up or capped to
+    """Sources with the per-source quotas of the bundle's manifest and their source flags (the
+    merge rules of `CandidateBuilder`; training builds its pools with this class too), then
+    topped up or capped to
     `max_candidates`. The pool is filled freshest signal first so a small pool keeps the
     session's neighbours."""
 

@@ -2,8 +2,8 @@
 
 Events are folded with the same `domain.user.apply_event` the stream updater runs; the session
 is what the Redis session list would hold (interactions since the last 30-minute gap, newest
-first); trending is the same 5-minute-bucket hour window the TrendingStore keeps; candidates are
-merged with `CandidateBuilder` and features come from `FeatureAssembler.assemble`. A ranker
+first); trending is the same 5-minute-bucket hour window the TrendingStore keeps; candidates and
+features come from the online path's own functions (`training.examples.ExampleBuilder`). A ranker
 trained on these vectors is trained on exactly what it is later served.
 
 The user view and the candidate policy it shares with the online path live in

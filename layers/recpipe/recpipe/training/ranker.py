@@ -39,54 +39,13 @@ class RankerExportError(Exception):
 class RankerParams:
     hidden: tuple[int, ...] = (64, 32)
     epochs: int = 6
+    #: unused since the listwise ranker (`list_batch`); kept so older runs' params still load
     batch_size: int = 512
     learning_rate: float = 2e-3
     seed: int = 7
     #: lists per gradient step, and the share of lists held out to pick the epoch (listwise)
     list_batch: int = 32
     validation: float = 0.2
-
-
-def build_model(params: RankerParams) -> Any:
-    import keras
-
-    inputs = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
-    h = inputs
-    for width in params.hidden:
-        h = keras.layers.Dense(width, activation="relu")(h)
-    out = keras.layers.Dense(1, activation="sigmoid", name="score")(h)
-    model = keras.Model(inputs, out)
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
-    return model
-
-
-def train_ranker(
-    x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], params: RankerParams, *, verbose: int = 0
-) -> tuple[Any, dict[str, float]]:
-    import keras
-
-    keras.utils.set_random_seed(params.seed)
-    model = build_model(params)
-    if len(x) == 0:
-        raise ValueError("no ranker training examples (is the ranker window empty?)")
-    # Positives are rare; weight them so each list contributes as much signal as its negatives.
-    pos = float(y.sum())
-    weight = np.where(y > 0, (len(y) - pos) / max(pos, 1.0), 1.0).astype(np.float32)
-    hist = model.fit(
-        x,
-        y,
-        sample_weight=weight,
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        shuffle=True,
-        verbose=verbose,
-    )
-    metrics = {f"train_{k}": float(v[-1]) for k, v in hist.history.items()}
-    return model, metrics
 
 
 #: Below this variance a feature counts as constant in the training rows.
