@@ -77,13 +77,13 @@ def test_neighbours_are_same_taste_items_and_never_the_item_itself() -> None:
 
 
 def test_linear_neighbours_come_from_the_item_linear_weights_and_keep_the_fallback_outside_the_head() -> None:
-    from recpipe.training.cf import fit_item_linear, linear_neighbours
+    from recpipe.training.cf import fit_item_linear, head_neighbours
 
     log = _two_taste_log()
     n_users, n_items = len(log.user_vocab), len(log.item_vocab)
     linear = fit_item_linear(log, n_users, n_items, head=10, regularization=10.0)
     fallback = neighbours(_fit(log).normalised_items, 5)
-    idx, _ = linear_neighbours(linear, fallback)
+    idx, _ = head_neighbours(linear.head, linear.weights, fallback)
     head = set(linear.head.tolist())
     for i, item in enumerate(log.item_vocab):
         row = idx[i][idx[i] >= 0]
@@ -98,3 +98,65 @@ def test_linear_neighbours_come_from_the_item_linear_weights_and_keep_the_fallba
             assert {log.item_vocab[j][0] for j in row.tolist()} == {item[0]}
         else:
             np.testing.assert_array_equal(idx[i], fallback[0][i])
+
+
+def test_sequential_counts_pairs_within_the_window_with_decay_and_damping() -> None:
+    from recpipe.training.cf import fit_sequential
+
+    # one user: a b c at t=1,2,3; another: a c at t=1,2 (c is one position from a there)
+    log = InteractionLog.from_rows(
+        [
+            ("u1", "a", 1.0, EventType.VIEW, None),
+            ("u1", "b", 2.0, EventType.VIEW, None),
+            ("u1", "c", 3.0, EventType.VIEW, None),
+            ("u2", "a", 1.0, EventType.VIEW, None),
+            ("u2", "c", 2.0, EventType.VIEW, None),
+            ("u2", "x", 3.0, EventType.REMOVE_FROM_CART, None),  # not interest: never counted
+        ]
+    )
+    n_items = len(log.item_vocab)
+    head = np.arange(n_items, dtype=np.int32)
+    ix = {item: k for k, item in enumerate(log.item_vocab)}
+    seq = fit_sequential(log, head, n_items, window=2, decay=0.5, damping=0.0)
+    w = seq.weights
+    a, b, c, x = ix["a"], ix["b"], ix["c"], ix["x"]
+    assert w[a, b] == w[b, a] == 1.0
+    assert w[b, c] == 1.0
+    assert w[a, c] == w[c, a] == 0.5 + 1.0  # distance 2 for u1 (decayed), 1 for u2
+    assert w[x].sum() == 0.0 and np.all(np.diag(w) == 0.0)
+    # a window of 1 never pairs a and c in u1's sequence
+    assert fit_sequential(log, head, n_items, window=1, decay=0.5, damping=0.0).weights[a, c] == 1.0
+    # damping divides by (n_a n_c) ** damping: a and c have 2 users each
+    damped = fit_sequential(log, head, n_items, window=2, decay=0.5, damping=1.0).weights
+    assert damped[a, c] == np.float32(1.5 / 4.0)
+    # a user's score sums the rows of their items
+    scores = seq.scores(confidence_matrix(log, 2, n_items), np.asarray([1], np.int32))
+    np.testing.assert_allclose(scores[0], w[a] + w[c])
+
+
+def test_fused_lists_blend_the_sequential_score_relative_to_each_users_best() -> None:
+    from recpipe.training.cf import fit_item_linear, fit_sequential, fused_top_n
+
+    log = _two_taste_log()
+    n_users, n_items = len(log.user_vocab), len(log.item_vocab)
+    linear = fit_item_linear(log, n_users, n_items, head=20, regularization=10.0)
+    seq = fit_sequential(log, linear.head, n_items, window=3, decay=0.85, damping=0.3)
+    users = np.arange(n_users, dtype=np.int32)
+    model = _fit(log)
+    plain_i, _ = fused_top_n(linear, model, users, 5)
+    blend_i, blend_s = fused_top_n(linear, model, users, 5, sequential=seq, sequential_weight=1.0)
+    consumed = linear.user_items.toarray() > 0
+    s_lin = linear.scores(users)
+    s_seq = seq.scores(linear.user_items, users)
+    for u in users.tolist():
+        row = blend_i[u][blend_i[u] >= 0]
+        assert not consumed[u, row].any()
+        unseen = ~consumed[u]
+        expect = s_lin[u] / s_lin[u][unseen].max() + s_seq[u] / s_seq[u][unseen].max()
+        expect[~unseen] = -np.inf
+        assert row[0] == int(np.argmax(expect))
+        assert blend_s[u][0] == 1.0
+    # weight 0 is the item-linear list
+    np.testing.assert_array_equal(
+        fused_top_n(linear, model, users, 5, sequential=seq, sequential_weight=0.0)[0], plain_i
+    )

@@ -199,28 +199,29 @@ def neighbours(
     return idx, sim
 
 
-def linear_neighbours(
-    linear: ItemLinearModel, fallback: tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]
+def head_neighbours(
+    head: npt.NDArray[np.int32],
+    weights: npt.NDArray[np.float32],
+    fallback: tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]],
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float16]]:
-    """Neighbour lists from the item-linear weights: for an item of the head, the items its
-    presence in a history raises most (its row of B, positive weights only), then the
-    `fallback` (cosine) neighbours it does not already hold; items outside the head keep the
-    fallback. The weights are what predicts a user's next items from their history, so they
-    make better "because you viewed" candidates than embedding similarity alone."""
+    """Neighbour lists from item-to-item weights over a head of the catalogue: for an item of the
+    head, the items its presence in a history raises most (its row of `weights`, positive weights
+    only), then the `fallback` (cosine) neighbours it does not already hold; items outside the
+    head keep the fallback. Such weights (item-linear or time-local co-occurrence) predict a
+    user's next items from their history, so they make better "because you viewed" candidates
+    than embedding similarity alone."""
     idx, sim = fallback
     k = idx.shape[1]
-    head = linear.head
     if k == 0 or len(head) < 2:
         return idx, sim
     idx, sim = idx.copy(), sim.copy()
-    w = linear.weights
+    w = weights
     take = min(k, len(head) - 1)
     part = np.argpartition(-w, take - 1, axis=1)[:, :take]
     ps = np.take_along_axis(w, part, axis=1)
     order = np.argsort(-ps, axis=1, kind="stable")
     best = np.take_along_axis(part, order, axis=1)
     best_w = np.take_along_axis(ps, order, axis=1)
-    scale = float(w.max()) if w.size and float(w.max()) > 0 else 1.0
     for row, item in enumerate(head.tolist()):
         ok = best_w[row] > 0
         mine = head[best[row][ok]]
@@ -228,7 +229,10 @@ def linear_neighbours(
         merged = np.concatenate([mine, rest])[:k]
         idx[item] = -1
         idx[item, : len(merged)] = merged
-        scores = np.concatenate([best_w[row][ok] / scale, np.zeros(len(rest), np.float32)])[:k]
+        # relative to the row's best weight: in (0, 1], which float16 keeps well whatever the
+        # weights' scale (damped co-occurrence counts span orders of magnitude)
+        top = float(best_w[row][0]) if ok.any() else 1.0
+        scores = np.concatenate([best_w[row][ok] / top, np.zeros(len(rest), np.float32)])[:k]
         sim[item] = 0
         sim[item, : len(merged)] = scores.astype(np.float16)
     return idx, sim
@@ -298,11 +302,96 @@ def fit_item_linear(
     return ItemLinearModel(head=keep, weights=w, user_items=user_items.tocsr(), n_items=n_items)
 
 
+@dataclass(slots=True)
+class SequentialModel:
+    """Time-local co-occurrence over the item-linear model's head: items a user interacted with
+    at most `window` positions apart in their own time-ordered history, weighted by
+    decay ** (distance - 1), summed over users (both directions), and damped by popularity:
+    S_ij = C_ij / (n_i n_j) ** damping, n = the item's number of users.
+
+    Users of shops and of MovieLens act in bursts, so items close together in one user's
+    sequence are related in a way whole-profile models (EASE) do not see: they weigh every pair
+    of a long profile alike. Dense [len(head), len(head)] float32, like the item-linear weights:
+    bounded by the head, never by the catalogue. A user's score is the sum of the rows of the
+    items in their history."""
+
+    head: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float32]
+    n_items: int
+
+    def scores(self, user_items: sp.csr_matrix, users: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        """Dense [len(users), n_items] scores (zero outside the head) from binary `user_items`."""
+        xq = user_items[users][:, self.head]
+        out = np.zeros((len(users), self.n_items), np.float32)
+        out[:, self.head] = np.asarray(xq @ self.weights, np.float32)
+        return out
+
+
+def fit_sequential(
+    log: InteractionLog,
+    head: npt.NDArray[np.int32],
+    n_items: int,
+    *,
+    window: int,
+    decay: float,
+    damping: float,
+) -> SequentialModel:
+    """SequentialModel over `head` from `log` (rows with a positive weight; each (user, item)
+    at its latest time, equal times ordered by item so the result is deterministic)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    h = len(head)
+    keep = np.flatnonzero(row_weights(log) > 0)
+    users = log.users[keep].astype(np.int64)
+    items = log.items[keep].astype(np.int64)
+    order = np.lexsort((items, log.ts[keep], users))
+    users, items = users[order], items[order]
+    # one row per (user, item): its last occurrence in time order
+    cell = users * n_items + items
+    _, last = np.unique(cell[::-1], return_index=True)
+    rows = np.sort(len(cell) - 1 - last)
+    del keep, order, cell, last
+    users, items = users[rows].astype(np.int32), items[rows]
+    pos = np.full(n_items, -1, np.int64)
+    pos[head] = np.arange(h)
+    hp = pos[items]
+    del items, rows
+    # float32 accumulator: the head x head matrix is 100 MB at 5,000 items (each distance's
+    # bincount is a float64 temporary of twice that, freed before the next)
+    counts = np.zeros(h * h, np.float32)
+    for d in range(1, min(window, max(len(hp) - 1, 0)) + 1):
+        a, b = hp[:-d], hp[d:]
+        ok = (users[d:] == users[:-d]) & (a >= 0) & (b >= 0) & (a != b)
+        counts += (np.bincount(a[ok] * h + b[ok], minlength=h * h) * decay ** (d - 1)).astype(np.float32)
+    c = counts.reshape(h, h)
+    c += c.T.copy()
+    n_users = np.bincount(hp[hp >= 0], minlength=h).astype(np.float64)
+    damp = np.where(n_users > 0, 1.0 / np.maximum(n_users, 1.0) ** damping, 0.0).astype(np.float32)
+    c *= damp[:, None]
+    c *= damp[None, :]
+    return SequentialModel(head=head, weights=c, n_items=n_items)
+
+
+def _relative_rows(s: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Rows divided by their best finite positive score (rows without one unchanged)."""
+    finite = np.where(np.isfinite(s), s, 0.0)
+    top = finite.max(axis=1, keepdims=True)
+    return np.where(top > 0, s / np.where(top > 0, top, 1.0), s).astype(np.float32)
+
+
 def fused_top_n(
-    linear: ItemLinearModel | None, model: CFModel, users: npt.NDArray[np.int32], n: int
+    linear: ItemLinearModel | None,
+    model: CFModel,
+    users: npt.NDArray[np.int32],
+    n: int,
+    *,
+    sequential: SequentialModel | None = None,
+    sequential_weight: float = 0.0,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """The published CF list: items by the item-linear (EASE) score, then the ALS list's items
-    the linear model does not reach (users whose history lies outside the head), -1 padded.
+    """The published CF list: items by the item-linear (EASE) score (blended, when `sequential`
+    is given, with its time-local score: each relative to the user's best unseen item, the
+    sequential one times `sequential_weight`), then the ALS list's items the linear model does
+    not reach (users whose history lies outside the head), -1 padded.
 
     Scores: the linear score for the first part; below it, ALS items get the last linear score
     times a decaying factor, so the list's score order is its rank order; then divided by the
@@ -320,6 +409,10 @@ def fused_top_n(
         seen = linear.user_items[block]
         r, c = seen.nonzero()
         s[r, c] = -np.inf
+        if sequential is not None and sequential_weight > 0:
+            q = sequential.scores(linear.user_items, block)
+            q[r, c] = -np.inf
+            s = _relative_rows(s) + np.float32(sequential_weight) * _relative_rows(q)
         k = min(n, s.shape[1])
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         ps = np.take_along_axis(s, part, axis=1)

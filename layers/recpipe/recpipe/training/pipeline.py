@@ -34,11 +34,13 @@ from recpipe.training.candidates import CandidateLists
 from recpipe.training.cf import (
     CFModel,
     ItemLinearModel,
+    SequentialModel,
     fit_als,
     fit_bpr,
     fit_item_linear,
+    fit_sequential,
     fused_top_n,
-    linear_neighbours,
+    head_neighbours,
     neighbours,
     row_weights,
 )
@@ -78,8 +80,17 @@ class TrainParams:
     #: (0 = ALS alone); its lists lead, ALS fills users it does not reach
     linear_head: int = 5000
     linear_regularization: float = 200.0
-    #: session neighbours of head items from the item-linear weights (else embedding cosine)
-    linear_neighbours: bool = True
+    #: time-local co-occurrence (cf.SequentialModel over the same head) blended into the CF
+    #: lists with this weight (0 = item-linear alone); window, decay and damping as in its docs.
+    #: Chosen on validation splits of the random protocol (docs/training.md)
+    sequential_weight: float = 1.0
+    sequential_window: int = 20
+    sequential_decay: float = 0.85
+    sequential_damping: float = 0.3
+    #: session neighbours of head items: "sequential" (time-local co-occurrence), "linear"
+    #: (item-linear weights) or "cosine" (embeddings only); chosen on the replay's held-out
+    #: next-event lists (docs/training.md)
+    neighbour_source: str = "sequential"
     #: candidates published per user
     top_n: int = 200
     neighbours: int = 50
@@ -131,6 +142,8 @@ class TrainParams:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainParams:
         d = dict(d)
+        if "linear_neighbours" in d:  # before neighbour_source
+            d.setdefault("neighbour_source", "linear" if d.pop("linear_neighbours") else "cosine")
         policy = CandidatePolicy(**d.pop("policy", {}))
         rk = d.pop("ranker", {})
         if "hidden" in rk:
@@ -200,6 +213,7 @@ class _Phase:
     items: ItemTable
     neighbours: Neighbours
     linear: ItemLinearModel | None = None
+    sequential: SequentialModel | None = None
 
 
 def _fit_phase(
@@ -242,7 +256,9 @@ def _fit_phase(
         raise ValueError(f"unknown cf_method {params.cf_method!r} (als or bpr)")
     table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
     idx, sim = neighbours(table.embeddings, params.neighbours if with_neighbours else 0)
-    linear = None
+    if params.neighbour_source not in ("linear", "sequential", "cosine"):
+        raise ValueError(f"unknown neighbour_source {params.neighbour_source!r}")
+    linear = sequential = None
     if params.linear_head > 0:
         linear = fit_item_linear(
             window,
@@ -251,15 +267,45 @@ def _fit_phase(
             head=params.linear_head,
             regularization=params.linear_regularization,
         )
-        if with_neighbours and params.linear_neighbours:
-            idx, sim = linear_neighbours(linear, (idx, sim))
-    return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear)
+        wants_sequential = params.sequential_weight > 0 or (
+            with_neighbours and params.neighbour_source == "sequential"
+        )
+        if wants_sequential:
+            sequential = fit_sequential(
+                window,
+                linear.head,
+                len(item_ids),
+                window=params.sequential_window,
+                decay=params.sequential_decay,
+                damping=params.sequential_damping,
+            )
+        if with_neighbours and params.neighbour_source == "linear":
+            idx, sim = head_neighbours(linear.head, linear.weights, (idx, sim))
+        elif with_neighbours and sequential is not None and params.neighbour_source == "sequential":
+            idx, sim = head_neighbours(sequential.head, sequential.weights, (idx, sim))
+    return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear, sequential)
 
 
-def _cf_lookup(phase: _Phase, users: npt.NDArray[np.int32], n: int) -> dict[int, list[tuple[str, float]]]:
+def _fused(
+    phase: _Phase, users: npt.NDArray[np.int32], n: int, params: TrainParams
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The phase's published CF lists (fused_top_n with the phase's models)."""
+    return fused_top_n(
+        phase.linear,
+        phase.model,
+        users,
+        n,
+        sequential=phase.sequential,
+        sequential_weight=params.sequential_weight,
+    )
+
+
+def _cf_lookup(
+    phase: _Phase, users: npt.NDArray[np.int32], n: int, params: TrainParams
+) -> dict[int, list[tuple[str, float]]]:
     if not len(users):
         return {}
-    best, scores = fused_top_n(phase.linear, phase.model, users, n)
+    best, scores = _fused(phase, users, n, params)
     ids = phase.items.item_ids
     out: dict[int, list[tuple[str, float]]] = {}
     for row, u in enumerate(users.tolist()):
@@ -326,7 +372,7 @@ def train_bundle(
         sample = np.zeros(len(rows), bool)
         if len(window):
             sample[rng.choice(window, min(p.max_examples, len(window)), replace=False)] = True
-        cf1 = _cf_lookup(phase1, np.unique(log.users[rows[sample]]).astype(np.int32), p.policy.cf)
+        cf1 = _cf_lookup(phase1, np.unique(log.users[rows[sample]]).astype(np.int32), p.policy.cf, p)
         bar: Any = None
         if progress:
             from tqdm import tqdm
@@ -386,7 +432,7 @@ def train_bundle(
     with st.stage("cf_full"):
         final = _fit_phase(log, n_users, item_ids, items, p, end_ts=end_ts)
         active = np.flatnonzero(np.diff(final.model.user_items.indptr) > 0).astype(np.int32)
-        best, scores = fused_top_n(final.linear, final.model, active, p.top_n)
+        best, scores = _fused(final, active, p.top_n, p)
         candidates = CandidateLists([log.user_vocab[u] for u in active.tolist()], best, scores, item_ids)
 
     with st.stage("write_bundle"):
@@ -473,7 +519,7 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
     kept_log = log.take(np.flatnonzero(kept))
     end = float(kept_log.ts[-1]) if len(kept_log) else 0.0
     phase = _fit_phase(kept_log, n_users, item_ids, catalogue, p, end_ts=end, with_neighbours=False)
-    cf = _cf_lookup(phase, users.astype(np.int32), p.policy.cf)
+    cf = _cf_lookup(phase, users.astype(np.int32), p.policy.cf, p)
     trending = TrendingWindow(kept_log.ts, kept_log.items, row_weights(kept_log), item_ids)
     chosen = np.zeros(n_users, np.bool_)
     chosen[users] = True
@@ -541,7 +587,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
     cf_per_user: list[float] = []
     phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
-    cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k))
+    cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k), p)
     popular = np.argsort(-phase2.items.popularity, kind="stable")[: p.policy.popular].astype(np.int32)
     relevant: dict[int, dict[str, float]] = {}  # user -> item -> first time after T2
     tail = ~before
