@@ -67,6 +67,28 @@ def test_session_neighbours_carry_their_anchor() -> None:
     assert all(v[2] == 3 for v in session_items.values())
 
 
+def test_session_neighbours_carry_their_weight_relative_to_the_anchors_best_and_its_recency() -> None:
+    now = 1_700_000_000.0
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, 60, POLICY, neighbour_scores=NEIGHBOURS.scores)
+    session = [SessionEntry("i3", "view", now), SessionEntry("i7", "view", now - 5)]
+    cands = retriever.retrieve(inputs(session=session), Eligibility.build(ITEMS, []))
+    pos = {int(i): k for k, i in enumerate(cands.items.tolist())}
+    w3 = NEIGHBOURS.scores[3].astype(np.float32)
+    w7 = NEIGHBOURS.scores[7].astype(np.float32)
+    for j, item in enumerate(NEIGHBOURS.indices[3].tolist()):
+        if item == 7:
+            continue  # a session item itself may be another's neighbour
+        k = pos[item]
+        expect = w3[j] / w3[0]
+        if item in NEIGHBOURS.indices[7].tolist():  # the best weight over both anchors
+            expect = max(expect, w7[NEIGHBOURS.indices[7].tolist().index(item)] / w7[0])
+        assert cands.neighbour_score[k] == np.float32(expect)
+        assert cands.anchor_rank[k] == 0.0, "the newest session item proposed it first"
+    only7 = [i for i in NEIGHBOURS.indices[7].tolist() if i not in NEIGHBOURS.indices[3].tolist() and i != 3]
+    assert only7 and all(cands.anchor_rank[pos[i]] == 1.0 for i in only7)
+    assert cands.neighbour_score[cands.anchor < 0].sum() == 0.0
+
+
 def test_blocked_items_never_enter_the_pool() -> None:
     pool = retrieve(cf=[("i1", 0.9), ("i2", 0.8)], trending=[("i3", 1.0)], blocked=("i1", "i3", "i0"))
     assert not {"i0", "i1", "i3"} & set(pool)
@@ -162,7 +184,14 @@ def reference_retrieve(
     if len(anchors):
         rows = retriever.neighbours[anchors, : policy.neighbours_per_item]
         flat, anchor_of = rows.reshape(-1), np.repeat(anchors, rows.shape[1])
-        add_all(flat[flat >= 0], Source.SESSION, anchor=anchor_of[flat >= 0])
+        rank_of = np.repeat(np.arange(len(anchors)), rows.shape[1])
+        assert retriever.neighbour_scores is not None
+        w = retriever.neighbour_scores[anchors, : rows.shape[1]].astype(np.float32)
+        rel = (w / w[:, :1]).reshape(-1).astype(np.float32)  # the test neighbours' best is > 0
+        ok = flat >= 0
+        add_all(
+            flat[ok], Source.SESSION, anchor=anchor_of[ok], anchor_rank=rank_of[ok], neighbour_score=rel[ok]
+        )
     t_idx, t_scores, _ = retriever._known(inputs.trending[: policy.trending])
     add_all(t_idx, Source.TRENDING, trending=t_scores)
     c_idx, _, _ = retriever._known(inputs.content)
@@ -198,7 +227,13 @@ def test_vectorised_pool_equals_candidate_builder(  # noqa: PLR0917 - hypothesis
     session: list[tuple[str, str]], blocked: list[str], include: list[str], exclude: list[str], limit: int,
     popular_n: int,
 ) -> None:  # fmt: skip
-    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, limit, CandidatePolicy(popular=popular_n))
+    retriever = CandidateRetriever(
+        ITEMS,
+        NEIGHBOURS.indices,
+        limit,
+        CandidatePolicy(popular=popular_n),
+        neighbour_scores=NEIGHBOURS.scores,
+    )
     elig = Eligibility.build(ITEMS, blocked, include, exclude)
     ins = inputs(
         cf=cf, trending=trending, content=content,
@@ -206,7 +241,17 @@ def test_vectorised_pool_equals_candidate_builder(  # noqa: PLR0917 - hypothesis
     )  # fmt: skip
     got = retriever.retrieve(ins, elig)
     want = reference_retrieve(retriever, ins, elig)
-    for name in ("items", "sources", "cf_score", "cf_rank", "trending", "anchor"):
+    fields = (
+        "items",
+        "sources",
+        "cf_score",
+        "cf_rank",
+        "trending",
+        "anchor",
+        "neighbour_score",
+        "anchor_rank",
+    )
+    for name in fields:
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     assert (retriever._positions == -1).all(), "the scratch is reset"
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from recpipe.domain.items import ItemTable, daypart
 
-FEATURE_SPEC_VERSION = "v2"
+FEATURE_SPEC_VERSION = "v3"
 FEATURE_NAMES: tuple[str, ...] = (
     "cf_score",
     "cf_rank",
@@ -35,6 +35,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "user_category_affinity",
     "session_max_sim",
     "session_mean_sim",
+    # session candidates: the strongest neighbour weight (relative to the anchor's best
+    # neighbour) among the session items that proposed it, and how recent that item is
+    "session_neighbour_score",
+    "session_anchor_recency",
     "history_sim",
     "cart_max_sim",
     "in_cart_category",
@@ -86,6 +90,11 @@ class CandidateSet:
     trending: npt.NDArray[np.float32]
     #: For session candidates, the session item (dense index) they neighbour; -1 otherwise.
     anchor: npt.NDArray[np.int32]
+    #: For session candidates, the best neighbour weight relative to its anchor's first
+    #: neighbour, over the anchors that proposed it; 0 otherwise.
+    neighbour_score: npt.NDArray[np.float32]
+    #: For session candidates, the recency rank (0 = newest) of the first anchor; -1 otherwise.
+    anchor_rank: npt.NDArray[np.float32]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -99,6 +108,8 @@ class CandidateSet:
             cf_rank=np.zeros(0, np.float32),
             trending=np.zeros(0, np.float32),
             anchor=np.zeros(0, np.int32),
+            neighbour_score=np.zeros(0, np.float32),
+            anchor_rank=np.zeros(0, np.float32),
         )
 
 
@@ -113,6 +124,8 @@ class CandidateBuilder:
         self._cf_rank: list[float] = []
         self._trending: list[float] = []
         self._anchor: list[int] = []
+        self._neighbour_score: list[float] = []
+        self._anchor_rank: list[float] = []
 
     def add(
         self,
@@ -123,6 +136,8 @@ class CandidateBuilder:
         cf_rank: int | None = None,
         trending: float | None = None,
         anchor: int | None = None,
+        neighbour_score: float | None = None,
+        anchor_rank: int | None = None,
     ) -> None:
         p = self._pos.get(item)
         if p is None:
@@ -133,6 +148,8 @@ class CandidateBuilder:
             self._cf_rank.append(-1.0)
             self._trending.append(0.0)
             self._anchor.append(-1)
+            self._neighbour_score.append(0.0)
+            self._anchor_rank.append(-1.0)
         self._sources[p] |= int(source)
         if cf_score is not None:
             self._cf_score[p] = cf_score
@@ -142,6 +159,10 @@ class CandidateBuilder:
             self._trending[p] = max(self._trending[p], trending)
         if anchor is not None and self._anchor[p] < 0:
             self._anchor[p] = anchor
+            if anchor_rank is not None:
+                self._anchor_rank[p] = float(anchor_rank)
+        if neighbour_score is not None:
+            self._neighbour_score[p] = max(self._neighbour_score[p], neighbour_score)
 
     def __contains__(self, item: int) -> bool:
         return item in self._pos
@@ -157,6 +178,8 @@ class CandidateBuilder:
             cf_rank=np.asarray(self._cf_rank, np.float32),
             trending=np.asarray(self._trending, np.float32),
             anchor=np.asarray(self._anchor, np.int32),
+            neighbour_score=np.asarray(self._neighbour_score, np.float32),
+            anchor_rank=np.asarray(self._anchor_rank, np.float32),
         )
 
 
@@ -244,6 +267,10 @@ class FeatureAssembler:
             sims = emb @ items.embeddings[user.session].T
             x[:, col["session_max_sim"]] = sims.max(axis=1)
             x[:, col["session_mean_sim"]] = sims.mean(axis=1)
+        x[:, col["session_neighbour_score"]] = cands.neighbour_score
+        x[:, col["session_anchor_recency"]] = np.where(
+            cands.anchor_rank >= 0, 1.0 / (1.0 + np.maximum(cands.anchor_rank, 0)), 0.0
+        )
         if len(user.history):
             centre = items.embeddings[user.history].mean(axis=0)
             norm = float(np.linalg.norm(centre))

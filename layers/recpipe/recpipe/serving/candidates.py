@@ -108,9 +108,12 @@ class CandidateRetriever:
         neighbours_indices: npt.NDArray[np.int32],
         max_candidates: int,
         policy: CandidatePolicy | None = None,
+        neighbour_scores: npt.NDArray[np.float16] | None = None,
     ) -> None:
         self.items = items
         self.neighbours = neighbours_indices
+        #: The neighbours' weights (best first per item); None = session candidates score 0.
+        self.neighbour_scores = neighbour_scores
         self.max_candidates = max_candidates
         self.policy = policy or CandidatePolicy()
         # Item -> pool position and item -> blocked scratch, reset after each request (one
@@ -159,9 +162,22 @@ class CandidateRetriever:
             if len(anchors):
                 rows = self.neighbours[anchors, : policy.neighbours_per_item]
                 flat = rows.reshape(-1)
-                anchor_of = np.repeat(anchors, rows.shape[1]).astype(np.int32)
+                width = rows.shape[1]
+                anchor_of = np.repeat(anchors, width).astype(np.int32)
+                rank_of = np.repeat(np.arange(len(anchors), dtype=np.float32), width)
+                weight = np.zeros(rows.shape, np.float32)
+                if self.neighbour_scores is not None:
+                    w = self.neighbour_scores[anchors, :width].astype(np.float32)
+                    best = w[:, :1]
+                    weight = np.where(best > 0, w / np.where(best > 0, best, 1.0), 0.0)
                 keep = flat >= 0
-                pool.add(flat[keep], Source.SESSION, anchor=anchor_of[keep])
+                pool.add(
+                    flat[keep],
+                    Source.SESSION,
+                    anchor=anchor_of[keep],
+                    anchor_rank=rank_of[keep],
+                    neighbour_score=weight.reshape(-1)[keep].astype(np.float32),
+                )
             t_idx, t_scores, _ = self._known(inputs.trending[: policy.trending])
             pool.add(t_idx, Source.TRENDING, trending=t_scores)
             c_idx, _, _ = self._known(inputs.content)
@@ -207,6 +223,8 @@ class _Pool:
         self.cf_rank = np.full(limit, -1.0, np.float32)
         self.trending = np.zeros(limit, np.float32)
         self.anchor = np.full(limit, -1, np.int32)
+        self.neighbour_score = np.zeros(limit, np.float32)
+        self.anchor_rank = np.full(limit, -1.0, np.float32)
         blocked_mask[eligibility.blocked] = True  # cleared by release()
 
     def add(
@@ -259,12 +277,13 @@ class _Pool:
         at = pos[take]
         self.sources[at] |= np.uint8(source)
         # Value rules of CandidateBuilder.add: CF score and rank from the last proposal, the
-        # highest trending score, the first anchor (the most recent session item).
+        # highest trending and neighbour score, the first anchor (the most recent session item)
+        # with its rank.
         for name, values in attrs.items():
             column = getattr(self, name)
-            if name == "trending":
+            if name in ("trending", "neighbour_score"):
                 np.maximum.at(column, at, values[take])
-            elif name == "anchor":
+            elif name in ("anchor", "anchor_rank"):
                 _, first = np.unique(at, return_index=True)
                 unset = column[at[first]] < 0
                 column[at[first][unset]] = values[take[first][unset]]
@@ -282,6 +301,8 @@ class _Pool:
             cf_rank=self.cf_rank[:n].copy(),
             trending=self.trending[:n].copy(),
             anchor=self.anchor[:n].copy(),
+            neighbour_score=self.neighbour_score[:n].copy(),
+            anchor_rank=self.anchor_rank[:n].copy(),
         )
 
     def release(self) -> None:

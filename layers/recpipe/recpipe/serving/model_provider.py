@@ -150,6 +150,8 @@ def prepare_model(bundle_dir: Path, *, warm_sizes: tuple[int, ...] = ()) -> Load
         cf_rank=np.full(n, -1.0, np.float32),
         trending=np.zeros(n, np.float32),
         anchor=np.full(n, -1, np.int32),
+        neighbour_score=np.zeros(n, np.float32),
+        anchor_rank=np.full(n, -1.0, np.float32),
     )
     x = assembler.assemble(cands, UserView(), RequestContext(now=time.time()))
     ranker.smoke_test(x if n else None)

@@ -188,6 +188,7 @@ class Recommender:
                     model.bundle.neighbours.indices,
                     self.max_candidates,
                     policy_of(model.bundle.manifest),
+                    neighbour_scores=model.bundle.neighbours.scores,
                 )
             }
             r = self._retrievers[model.version]

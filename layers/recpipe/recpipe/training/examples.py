@@ -73,7 +73,11 @@ class ExampleBuilder:
 
     def __post_init__(self) -> None:
         self.retriever = CandidateRetriever(
-            self.items, self.neighbours.indices, self.max_candidates, self.policy
+            self.items,
+            self.neighbours.indices,
+            self.max_candidates,
+            self.policy,
+            neighbour_scores=self.neighbours.scores,
         )
         self.assembler = FeatureAssembler(self.items)
         self.popular = popular_by_daypart(self.items)
