@@ -8,7 +8,6 @@ import zlib
 from typing import Any
 
 import orjson
-
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from recpipe.adapters.dynamodb_users import (

@@ -36,7 +36,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
@@ -57,6 +57,8 @@ DEFLATE_WBITS = 13
 #: ISA-L's level 1 (of 0-3): on a steady-state document, smaller output than zlib's level 1 in
 #: about half its CPU (docs/stream.md, Feature updater CPU).
 DEFLATE_LEVEL = 1
+#: What isal_zlib raises for a stream it cannot inflate (its stub types it as an instance).
+_ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 #: The format before fingerprints: `applied_event_ids` (strings) inside the document.
 DOCUMENT_FORMAT_V1 = "json+zlib/1"
 #: BatchGetItem takes at most 100 keys per call.
@@ -315,7 +317,8 @@ class DynamoDBUserFeatureStore:
     def _decode(item: Mapping[str, Any]) -> UserFeatures:
         try:
             return decode_item(item)
-        except (ValueError, KeyError, TypeError, zlib.error, isal_zlib.error) as exc:  # JSONDecodeError is a ValueError
+        # orjson.JSONDecodeError is a ValueError
+        except (ValueError, KeyError, TypeError, zlib.error, _ISAL_ERROR) as exc:
             user = item.get("user_id", {}).get("S", "?")
             raise DependencyError(f"user {user}: unreadable feature item ({exc})") from None
 
