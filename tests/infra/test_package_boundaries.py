@@ -78,6 +78,7 @@ SERVING_PACKAGES = (
     "aws_lambda_powertools",
     "pydantic",
     "orjson",
+    "isal",
 )
 
 #: Training-only packages (the SageMaker image has them): never in the layer, but

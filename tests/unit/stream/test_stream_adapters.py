@@ -4,8 +4,10 @@ SQS batch failures, DynamoDB error mapping."""
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
+import orjson
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from recpipe.adapters.dynamodb_users import (
@@ -17,7 +19,7 @@ from recpipe.adapters.dynamodb_users import (
 from recpipe.adapters.kinesis import PUT_RECORDS_MAX, KinesisEventPublisher
 from recpipe.adapters.sqs import SqsFailureSink
 from recpipe.domain.events import Event, parse_event
-from recpipe.domain.user import apply_event
+from recpipe.domain.user import UserFeatures, apply_event
 from recpipe.ports import ConflictError, DependencyError, RetryableError
 
 NOW = 1_764_010_000.0
@@ -186,6 +188,33 @@ def test_a_corrupt_feature_document_is_a_dependency_error_not_a_crash() -> None:
 
     with pytest.raises(DependencyError, match="unreadable feature item"):
         DynamoDBUserFeatureStore(OneItem(), "t").get("u1")
+
+
+def heavy_user(n: int = 600) -> UserFeatures:
+    """A user whose document is well past the 8 KB deflate window: full recent, cart, purchases."""
+    kinds = ("view", "add_to_cart", "purchase", "remove_from_cart")
+    state = None
+    for i in range(n):
+        body = {"event_id": f"h{i}", "user_id": "heavy", "item_id": f"sku-{i * 7919 % 5000}"}
+        body |= {"type": kinds[i % 4], "ts": NOW - (n - i) * 37.0}
+        state = apply_event(state, parse_event(body, now=NOW), (f"c{i % 40}", f"c{i % 13}"), now=NOW)
+    assert state is not None
+    return state
+
+
+def test_items_are_read_by_the_json_deflate_3_reader_of_earlier_releases() -> None:
+    """What the release that introduced json+deflate/3 did to read an item: stdlib zlib with an
+    8 KB window. Items written now must stay readable by it (a rollback stays safe)."""
+    for state in (apply_event(None, event(1)), heavy_user()):
+        item = encode_item(state)
+        assert item["features_format"] == {"S": "json+deflate/3"}
+        document = zlib.decompress(item["features"]["B"], -13)
+        assert document == orjson.dumps(state.columns())
+        old = UserFeatures.from_columns(
+            orjson.loads(document), item["user_id"]["S"], int(item["version"]["N"]), item["applied"]["B"]
+        )
+        assert old == state == decode_item(item)
+    assert len(zlib.decompress(encode_item(heavy_user())["features"]["B"], -13)) > 8192
 
 
 class TransactionalDynamoDB:

@@ -4,9 +4,10 @@ Item layout (format `json+deflate/3`, the default):
     user_id (S), version (N), first_seen (N), last_seen (N), total_events (N),
     expires_at (N, the table's TTL attribute: users who stop coming age out),
     features_format (S) = "json+deflate/3",
-    features (B) = raw deflate (level 1, 8 KB window, memLevel 5) of the JSON of
-    `UserFeatures.columns()`: each collection as parallel columns, which decode with C-level
-    calls instead of a Python step per element,
+    features (B) = raw deflate (8 KB window) of the JSON of `UserFeatures.columns()`: each
+    collection as parallel columns, which decode with C-level calls instead of a Python step
+    per element. Written and read with ISA-L (`isal`, level 1): the same deflate streams as
+    zlib's (any inflater with an 8 KB window reads them), in about half zlib's CPU,
     applied (B) = `UserFeatures.applied`: the applied events' 8-byte fingerprints, oldest first
     (kept out of the zlib document: random bytes do not compress, they only cost CPU).
 The scalar attributes are there for operators and queries; the state itself is one compressed
@@ -35,10 +36,11 @@ import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
+from isal import isal_zlib
 
 from recpipe.domain.user import UserFeatures
 from recpipe.ports import ConflictError, DependencyError, RetryableError
@@ -48,10 +50,15 @@ USER_TTL_S = 180 * 24 * 3600
 DOCUMENT_FORMAT = "json+deflate/3"
 #: `UserFeatures.document()`'s nested pairs, fingerprints beside the document.
 DOCUMENT_FORMAT_V2 = "json+zlib/2"
-#: json+deflate/3's window (2**13 = 8 KB: a typical document is 4 KB, a heavy user's ~10 KB) and
-#: hash table size (2**(5 + 7) entries).
+#: json+deflate/3's window (2**13 = 8 KB: a typical document is 4 KB, a heavy user's ~10 KB).
+#: Streams never refer further back than this, so an inflater with an 8 KB window (the readers
+#: of every release since /3) reads them.
 DEFLATE_WBITS = 13
-DEFLATE_MEMLEVEL = 5
+#: ISA-L's level 1 (of 0-3): on a steady-state document, smaller output than zlib's level 1 in
+#: about half its CPU (docs/stream.md, Feature updater CPU).
+DEFLATE_LEVEL = 1
+#: What isal_zlib raises for a stream it cannot inflate (its stub types it as an instance).
+_ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 #: The format before fingerprints: `applied_event_ids` (strings) inside the document.
 DOCUMENT_FORMAT_V1 = "json+zlib/1"
 #: BatchGetItem takes at most 100 keys per call.
@@ -310,20 +317,17 @@ class DynamoDBUserFeatureStore:
     def _decode(item: Mapping[str, Any]) -> UserFeatures:
         try:
             return decode_item(item)
-        except (ValueError, KeyError, TypeError, zlib.error) as exc:  # orjson.JSONDecodeError is a ValueError
+        # orjson.JSONDecodeError is a ValueError
+        except (ValueError, KeyError, TypeError, zlib.error, _ISAL_ERROR) as exc:
             user = item.get("user_id", {}).get("S", "?")
             raise DependencyError(f"user {user}: unreadable feature item ({exc})") from None
 
 
 def encode_item(features: UserFeatures) -> dict[str, Any]:
-    body = features.columns()
     # orjson: encodes in native code, unlike json's Python fallbacks for these nested lists, and
-    # floats still round-trip exactly (shortest repr).
-    # A 4 KB document costs zlib more to set up than to compress at the defaults (64 KB of hash
-    # table zeroed per call): a window and table sized for documents of a few KB take ~20 %
-    # fewer instructions (callgrind) for the same bytes out, and raw deflate drops adler32.
-    packer = zlib.compressobj(1, zlib.DEFLATED, -DEFLATE_WBITS, DEFLATE_MEMLEVEL)
-    doc = packer.compress(orjson.dumps(body)) + packer.flush()
+    # floats still round-trip exactly (shortest repr). Raw deflate: no adler32. One call (one
+    # GIL release, which the updater's chunk threads would otherwise hand to each other).
+    doc = isal_zlib.compress(orjson.dumps(features.columns()), DEFLATE_LEVEL, -DEFLATE_WBITS)
     item: dict[str, Any] = {
         "user_id": {"S": features.user_id},
         "version": {"N": str(features.version)},
@@ -350,7 +354,7 @@ def decode_item(item: Mapping[str, Any]) -> UserFeatures:
     if fmt not in (DOCUMENT_FORMAT, DOCUMENT_FORMAT_V2, DOCUMENT_FORMAT_V1):
         raise ValueError(f"unsupported features_format {fmt!r}")
     if fmt == DOCUMENT_FORMAT:
-        body = orjson.loads(zlib.decompress(item["features"]["B"], -DEFLATE_WBITS))
+        body = orjson.loads(isal_zlib.decompress(item["features"]["B"], -DEFLATE_WBITS))
         return UserFeatures.from_columns(
             body, str(item["user_id"]["S"]), int(item["version"]["N"]), item["applied"]["B"]
         )

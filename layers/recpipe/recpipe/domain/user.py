@@ -16,6 +16,7 @@ import struct
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -48,6 +49,10 @@ FINGERPRINT_BYTES = 8
 
 _LN2 = math.log(2.0)
 _TS = itemgetter(1)  # Interaction.ts
+#: EventType -> its plain string (what states store): `member.value` is a Python-level
+#: descriptor call, a dict lookup is not.
+_TYPE_NAME: dict[EventType, str] = {t: t.value for t in EventType}
+_CART_TYPES = frozenset({EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.PURCHASE})
 
 
 def event_fingerprint(event_id: str) -> bytes:
@@ -277,7 +282,7 @@ class UserFeatures:
         shards, sequence_numbers = _cols(body, "marks", 2, "s", "s")
         return cls(
             user_id=user_id,
-            recent=tuple([_tuple_new(Interaction, r) for r in zip(items, times, types, strict=True)]),
+            recent=tuple(map(_tuple_new, repeat(Interaction), zip(items, times, types, strict=True))),
             affinity=dict(zip(cats, zip(values, refs, strict=True), strict=True)),
             counts=dict(zip(count_keys, count_values, strict=True)),
             cart_ops=dict(zip(cart_items, zip(cart_times, in_cart, strict=True), strict=True)),
@@ -315,16 +320,20 @@ class UserFeatures:
 _tuple_new = tuple.__new__
 
 
+def _is_sequence(c: object) -> bool:
+    return isinstance(c, list | tuple)
+
+
+#: The identities of True and False: every bool is one of the two objects.
+_BOOLS = frozenset({id(True), id(False)})
+
+
 def _cols(body: Mapping[str, Any], name: str, n: int, *kinds: str) -> list[Any]:
     """`body[name]`: n columns, each checked (and numbers made floats) by its kind: "s" strings,
     "f" numbers, "i" integers, "b" booleans."""
     cols = body[name]
     # Lists as JSON gives them, or columns() as it is.
-    if (
-        not isinstance(cols, list | tuple)
-        or len(cols) != n
-        or not all(isinstance(c, list | tuple) for c in cols)
-    ):
+    if not isinstance(cols, list | tuple) or len(cols) != n or not all(map(_is_sequence, cols)):
         raise ValueError(f"{name}: expected {n} columns")
     out = []
     for col, kind in zip(cols, kinds, strict=True):
@@ -336,7 +345,7 @@ def _cols(body: Mapping[str, Any], name: str, n: int, *kinds: str) -> list[Any]:
                 continue
             elif kind == "i":
                 array("q", col)  # TypeError unless every value is an integer
-            elif not all(type(v) is bool for v in col):
+            elif not _BOOLS.issuperset(map(id, col)):
                 raise TypeError("not a boolean")
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{name}: {exc}") from None
@@ -408,7 +417,9 @@ def apply_event(
 
     ts, item = event.ts, event.item_id
 
-    new, recent = Interaction(item, ts, event.type.value), state.recent
+    kind = event.type
+    type_name = _TYPE_NAME[kind]
+    new, recent = _tuple_new(Interaction, (item, ts, type_name)), state.recent
     # Newest first. The usual event is newer than all (or older than all): no sort needed.
     if not recent or ts > recent[0].ts:
         recent = (new, *recent)
@@ -418,7 +429,7 @@ def apply_event(
         # reverse=True keeps the order of equal times as key=-ts did (sort is stable).
         recent = tuple(sorted((*recent, new), key=_TS, reverse=True))
     counts = dict(state.counts)
-    counts[event.type.value] = counts.get(event.type.value, 0) + 1
+    counts[type_name] = counts.get(type_name, 0) + 1
 
     affinity = state.affinity
     if categories:
@@ -437,14 +448,14 @@ def apply_event(
 
     # States are immutable: a mapping this event leaves alone is shared, not copied.
     cart_ops, purchased = state.cart_ops, state.purchased
-    if event.type in (EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.PURCHASE):
+    if kind in _CART_TYPES:
         # Last writer by event time wins, so a late add_to_cart cannot resurrect a removed item.
         cart_ops = dict(cart_ops)
         last = cart_ops.get(item)
         if last is None or ts >= last[0]:
-            cart_ops[item] = (ts, event.type is EventType.ADD_TO_CART)
+            cart_ops[item] = (ts, kind is EventType.ADD_TO_CART)
         cart_ops = _bounded_latest(cart_ops, MAX_CART, key=lambda v: v[0])
-    if event.type is EventType.PURCHASE:
+    if kind is EventType.PURCHASE:
         purchased = dict(purchased)
         purchased[item] = max(ts, purchased.get(item, ts))
         purchased = _bounded_latest(purchased, MAX_PURCHASED, key=lambda v: v)

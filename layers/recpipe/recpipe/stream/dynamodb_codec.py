@@ -15,7 +15,7 @@ The endpoint ruleset's ResourceArnList of a transaction is memoised (`_ContextPa
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -33,10 +33,15 @@ class _NotFast(Exception):
 
 
 def _b64(value: Any) -> str:
-    # botocore's Serializer._get_base64
+    # botocore's Serializer._get_base64 (base64.b64encode is this call behind a Python wrapper)
     if isinstance(value, str):
         value = value.encode("utf-8")
-    return base64.b64encode(value).strip().decode("utf-8")
+    return binascii.b2a_base64(value, newline=False).decode("ascii")
+
+
+#: base64.b64decode without its Python wrapper: the same non-strict decoding of str or bytes,
+#: the same errors (binascii.Error, ValueError for a non-ASCII str).
+_unb64 = binascii.a2b_base64
 
 
 def attribute_to_wire(value: Any) -> dict[str, Any]:
@@ -66,7 +71,7 @@ def attribute_from_wire(value: Any) -> dict[str, Any]:
     if kind in _SCALARS:
         return {kind: inner}
     if kind == "B":
-        return {kind: base64.b64decode(inner)}
+        return {kind: _unb64(inner)}
     if kind in ("SS", "NS"):
         if any(v is None for v in inner):
             raise _NotFast
@@ -77,7 +82,7 @@ def attribute_from_wire(value: Any) -> dict[str, Any]:
         return {kind: [attribute_from_wire(v) for v in inner]}
     if any(v is None for v in inner):  # BS
         raise _NotFast
-    return {kind: [base64.b64decode(v) for v in inner]}
+    return {kind: [_unb64(v) for v in inner]}
 
 
 #: A transaction Put's string members (the rest: Item, ExpressionAttributeValues/Names maps).
