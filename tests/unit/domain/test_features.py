@@ -106,3 +106,20 @@ def test_the_spec_hash_changes_when_the_feature_list_changes() -> None:
     spec = feature_spec()
     assert spec["names"] == list(FEATURE_NAMES)
     assert len(str(spec["sha256"])) == 64
+
+
+def test_session_candidates_carry_their_strongest_neighbour_weight_and_the_newest_anchors_recency() -> None:
+    b = CandidateBuilder()
+    b.add(2, Source.SESSION, anchor=0, anchor_rank=0, neighbour_score=0.4)
+    b.add(2, Source.SESSION, anchor=1, anchor_rank=1, neighbour_score=0.9)  # another anchor's
+    b.add(3, Source.SESSION, anchor=1, anchor_rank=1, neighbour_score=0.2)
+    b.add(1, Source.CF, cf_score=1.0, cf_rank=0)
+    cands = b.build()
+    assert cands.anchor.tolist() == [0, 1, -1], "the first (newest) anchor stays"
+    assert cands.anchor_rank.tolist() == [0.0, 1.0, -1.0]
+    assert cands.neighbour_score.tolist() == pytest.approx([0.9, 0.2, 0.0]), "the best weight"
+    x = FeatureAssembler(items()).assemble(
+        cands, UserView(session=np.array([0, 1], np.int32)), RequestContext(NOW)
+    )
+    assert x[:, COL["session_neighbour_score"]].tolist() == pytest.approx([0.9, 0.2, 0.0])
+    assert x[:, COL["session_anchor_recency"]].tolist() == pytest.approx([1.0, 0.5, 0.0])
