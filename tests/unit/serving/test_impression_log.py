@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,16 @@ ITEMS = [{"item_id": "a", "sources": ["cf"]}, {"item_id": "b", "sources": ["sess
 
 class Writer:
     def __init__(self, *, fail: bool = False, block: threading.Event | None = None) -> None:
-        self.batches: list[list[Mapping[str, Any]]] = []
+        self.batches: list[list[dict[str, Any]]] = []
         self.fail = fail
         self.block = block
 
-    def write(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str]]:
+    def write(self, lines: Sequence[bytes]) -> list[tuple[bytes, str]]:
         if self.block is not None:
             self.block.wait(5)
-        self.batches.append(list(records))
-        return [(r, "firehose: ServiceUnavailableException") for r in records] if self.fail else []
+        assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+        self.batches.append([json.loads(line) for line in lines])
+        return [(line, "firehose: ServiceUnavailableException") for line in lines] if self.fail else []
 
 
 def record(log: ImpressionLog, n: int) -> None:
@@ -55,6 +56,7 @@ def test_served_lists_reach_the_writer_in_batches_from_the_background_thread() -
     assert {k: stats[k] for k in ("recorded", "written", "failed", "dropped", "buffered")} == {
         "recorded": 250, "written": 250, "failed": 0, "dropped": 0, "buffered": 0,
     }  # fmt: skip
+    assert log.caught_up() and 1 <= stats["flushes"] <= len(writer.batches)
     assert stats["flush_cpu_ms"] > 0
     assert max(len(b) for b in writer.batches) <= 100
     first = writer.batches[0][0]
@@ -98,8 +100,8 @@ from recpipe.serving.impressions import ImpressionLog, flush_on_shutdown
 class FileWriter:
     def write(self, records):
         time.sleep(float(sys.argv[2]))
-        with open(sys.argv[1], "a") as f:
-            f.writelines(json.dumps(r) + "\\n" for r in records)
+        with open(sys.argv[1], "ab") as f:
+            f.writelines(records)
         return []
 
 log = ImpressionLog(FileWriter(), flush_interval_s=300)

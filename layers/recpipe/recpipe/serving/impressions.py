@@ -1,18 +1,24 @@
 """ImpressionLog: every served list logged without touching the request's latency.
 
-`record` runs on the request path: it builds a small dict and appends it to a deque (no I/O,
-no JSON). A background thread wakes every `flush_interval_s` (or as soon as `batch_size`
-records wait), encodes and hands batches to an ImpressionWriter (Firehose in AWS, the archive
-bucket locally). A full buffer drops the oldest records and counts them (never blocks a
-request); records the writer could not deliver are counted too. Both counts are reported by
-`stats()` and logged by the handler's metrics.
+`record` runs on the request path: it encodes the served list as its archive line (one small
+dict through the C JSON encoder, ~10 us; recpipe.domain.impressions.impression_line) and appends
+the bytes to a deque (no I/O). A background thread wakes every `flush_interval_s` (or as soon as
+`batch_size` lines wait) and hands the lines to an ImpressionWriter, which only packs and sends
+them (Firehose in AWS: ~1,000 impressions per Firehose record, one PutRecordBatch per 500
+lines; the archive bucket locally). Encoding on the request path and packing keep a flush to a
+few ms of CPU: that work shares the interpreter's lock with the requests, and a flush is the
+only moment impressions can slow one. A full buffer drops the oldest lines and counts them
+(never blocks a request); lines the writer could not deliver are counted too. Both counts are
+reported by `stats()` and logged by the handler's metrics.
 
-In Lambda the thread runs while the container is thawed, i.e. during invocations: impressions
-buffered when traffic stops are written at the next invocation. When the container is shut
-down, `flush_on_shutdown` writes what is still buffered on SIGTERM (or at interpreter exit),
-within a bounded time: Lambda sends SIGTERM to the runtime only when an external extension is
-registered (template.yaml attaches a no-op one, layers/shutdown-extension/), and allows the
-runtime about 300 ms before SIGKILL. What the limits leave open is in docs/experiments.md.
+In Lambda the thread runs while the container is thawed, i.e. during invocations: a flush whose
+timer expired while the container was frozen starts as the next invocation arrives, and
+impressions buffered when traffic stops are written at the next invocation. When the container
+is shut down, `flush_on_shutdown` writes what is still buffered on SIGTERM (or at interpreter
+exit), within a bounded time: Lambda sends SIGTERM to the runtime only when an external
+extension is registered (template.yaml attaches a no-op one, layers/shutdown-extension/), and
+allows the runtime about 300 ms before SIGKILL. What the limits leave open is in
+docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -28,14 +34,17 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from recpipe.domain.impressions import impression_of
+from recpipe.domain.impressions import impression_line
 from recpipe.ports import ImpressionWriter
 
 logger = logging.getLogger(__name__)
 
+#: Lines per writer call (Firehose: ~0.4 MB, one packed record, one PutRecordBatch). Larger
+#: calls would save little CPU (the per-call cost is ~0.5 ms) and hold the interpreter's lock
+#: longer in one piece (the SDK encodes the whole body in one C call).
 BATCH_SIZE = 500
-#: Seldom enough that a flush (encoding + one PutRecordBatch, a few ms of CPU holding the GIL)
-#: overlaps well under 1 % of requests, so it stays out of the p99.
+#: Seldom enough that a flush (one PutRecordBatch, ~1-3 ms of CPU) overlaps well under 1 % of
+#: requests, so it stays out of the p99.
 FLUSH_INTERVAL_S = 5.0
 MAX_BUFFER = 50_000
 #: How long a shutdown waits for the last flush: inside the ~300 ms Lambda leaves the runtime
@@ -58,7 +67,7 @@ class ImpressionLog:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.clock = clock
-        self._buffer: deque[dict[str, Any]] = deque(maxlen=max_buffer)
+        self._buffer: deque[bytes] = deque(maxlen=max_buffer)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -68,6 +77,8 @@ class ImpressionLog:
         self.written = 0
         self.failed = 0
         self.dropped = 0
+        #: Flushes that wrote at least one line.
+        self.flushes = 0
         #: CPU the writes cost (encoding, the writer's requests): the product's own cost.
         self.flush_cpu_s = 0.0
         self.last_error: str | None = None
@@ -87,7 +98,7 @@ class ImpressionLog:
         variant: str | None,
         items: list[dict[str, Any]],
     ) -> None:
-        impression = impression_of(
+        line = impression_line(
             recommendation_id=recommendation_id,
             user_id=user_id,
             ts=self.clock(),
@@ -96,11 +107,10 @@ class ImpressionLog:
             variant=variant,
             items=items,
         )
-        body = impression.to_record()
         with self._buffer_lock:
             if len(self._buffer) == self._buffer.maxlen:
-                self.dropped += 1  # the writer is behind or failing: the oldest record goes
-            self._buffer.append(body)
+                self.dropped += 1  # the writer is behind or failing: the oldest line goes
+            self._buffer.append(line)
             self.recorded += 1
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
@@ -112,8 +122,15 @@ class ImpressionLog:
             "failed": self.failed,
             "dropped": self.dropped,
             "buffered": len(self._buffer),
+            "flushes": self.flushes,
             "flush_cpu_ms": round(self.flush_cpu_s * 1000.0, 1),
         }
+
+    def caught_up(self) -> bool:
+        """Every line recorded so far is written, failed or dropped, and no write is running."""
+        with self._buffer_lock:
+            settled = self.recorded == self.written + self.failed + self.dropped
+        return settled and not self._write_lock.locked()
 
     # ---- background ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -128,20 +145,23 @@ class ImpressionLog:
         delivered = 0
         cpu0 = time.thread_time()
         with self._write_lock:
+            if self._buffer:
+                self.flushes += 1
             while self._buffer:
-                batch: list[dict[str, Any]] = []
                 with self._buffer_lock:
-                    while self._buffer and len(batch) < self.batch_size:
-                        batch.append(self._buffer.popleft())
+                    n = min(len(self._buffer), self.batch_size)
+                    batch = [self._buffer.popleft() for _ in range(n)]
                 try:
                     failures = self.writer.write(batch)
                 except Exception as exc:  # an adapter bug must not kill the thread
-                    failures = [(r, f"{type(exc).__name__}: {exc}") for r in batch]
+                    failures = [(line, f"{type(exc).__name__}: {exc}") for line in batch]
+                with self._buffer_lock:
+                    if failures:
+                        self.failed += len(failures)
+                        self.last_error = failures[0][1]
+                    self.written += len(batch) - len(failures)
                 if failures:
-                    self.failed += len(failures)
-                    self.last_error = failures[0][1]
                     logger.warning("impressions not delivered: %d (%s)", len(failures), self.last_error)
-                self.written += len(batch) - len(failures)
                 delivered += len(batch) - len(failures)
         self.flush_cpu_s += time.thread_time() - cpu0
         return delivered
