@@ -327,15 +327,18 @@ def worker(config_path: str, out_path: str) -> int:
         return r
 
     app.online.recommender.recommend = observed
-    # The impression's cost on the request path: the buffer append the handler makes per request.
+    # The impression's cost on the request path: the append the handler makes per request
+    # (wall and thread CPU; the wrapper's own two clock reads are charged to it).
     record_ms: list[float] = []
+    record_cpu_ms: list[float] = []
     log = app.online.impressions
     if log is not None:
         real_record = log.record
 
         def timed_record(**fields: Any) -> None:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             real_record(**fields)
+            record_cpu_ms.append((time.thread_time() - c) * 1000.0)
             record_ms.append((time.perf_counter() - t) * 1000.0)
 
         log.record = timed_record
@@ -353,27 +356,45 @@ def worker(config_path: str, out_path: str) -> int:
     ctx = Context()
     devices = ("web", "mobile", "tablet")
 
+    def send(i: int, user: str, tag: str) -> float:
+        """One GET /recommendations through handler(); its wall time in ms."""
+        event = dict(template)
+        q = {"user_id": user, "k": str(cfg["k"]), "device": devices[i % 3]}
+        event["queryStringParameters"] = q
+        event["multiValueQueryStringParameters"] = {key: [v] for key, v in q.items()}
+        event["requestContext"] = {**template["requestContext"], "requestId": f"{tag}-{i}"}
+        t = time.perf_counter()
+        resp = app.handler(event, ctx)
+        ms = (time.perf_counter() - t) * 1000.0
+        if resp["statusCode"] != 200:
+            raise RuntimeError(f"request {i} answered {resp['statusCode']}: {resp['body'][:300]}")
+        return ms
+
     def drive(users: Sequence[str], n: int, tag: str) -> tuple[list[float], list[dict[str, float]], float]:
-        latencies: list[float] = []
         timings.clear()
         paths.clear()
         t_all = time.perf_counter()
-        for i in range(n):
-            event = dict(template)
-            q = {"user_id": users[i % len(users)], "k": str(cfg["k"]), "device": devices[i % 3]}
-            event["queryStringParameters"] = q
-            event["multiValueQueryStringParameters"] = {key: [v] for key, v in q.items()}
-            event["requestContext"] = {**template["requestContext"], "requestId": f"{tag}-{i}"}
-            t = time.perf_counter()
-            resp = app.handler(event, ctx)
-            latencies.append((time.perf_counter() - t) * 1000.0)
-            if resp["statusCode"] != 200:
-                raise RuntimeError(f"request {i} answered {resp['statusCode']}: {resp['body'][:300]}")
+        latencies = [send(i, users[i % len(users)], tag) for i in range(n)]
         return latencies, list(timings), time.perf_counter() - t_all
 
     users = cfg["users"]
     drive(users, cfg["warmup"], "warm")
     degraded.clear()
+    if cfg.get("impression_arms"):
+        assert log is not None, "impression arms need the impression log configured"
+        record_ms.clear()
+        record_cpu_ms.clear()
+        result["impression_arms"] = impression_arms(
+            app.online, log, send, users, per_arm=cfg["requests"], block=cfg["impression_arms"]["block"]
+        )
+        result["impression_arms"]["record_call"] = {
+            "wall_ms": summary(record_ms),
+            "cpu_ms": summary(record_cpu_ms),
+            "cpu_ms_total": round(sum(record_cpu_ms), 3),
+        }
+        result["degraded"] = dict(degraded)
+        Path(out_path).write_text(json.dumps(result))
+        return 0
     lat, stages, wall = drive(users, cfg["requests"], "req")
     result["known"] = {"latencies": lat, "stages": stages, "wall_s": wall, "degraded": dict(degraded)}
     if cfg.get("cold_requests"):
@@ -397,6 +418,87 @@ def worker(config_path: str, out_path: str) -> int:
         result["impression_record_ms"] = summary(record_ms)
     Path(out_path).write_text(json.dumps(result))
     return 0
+
+
+def impression_arms(
+    online: Any,
+    log: Any,
+    send: Callable[[int, str, str], float],
+    users: Sequence[str],
+    *,
+    per_arm: int,
+    block: int,
+) -> dict[str, Any]:
+    """Requests with impressions on and off, in alternating blocks of one process and stack.
+
+    A repetition is an "on" block and an "off" block next to each other in time (on first in even
+    repetitions, off first in odd ones, so a drift in machine load cancels). An on block is
+    `block` requests that log their impressions, then a tail of requests that do not, until the
+    log's background thread has written every one of them (its own timer, as deployed): every
+    flush, and the GIL it holds, falls inside on blocks. An off block is the same number of
+    requests with nothing logged and nothing left to write. Warm-up impressions are written
+    before the first block (that first flush also opens the writer's connection)."""
+    cpu0 = time.thread_time()
+    warm = log.flush()
+    warm_flush = {"lines": warm, "cpu_ms": round((time.thread_time() - cpu0) * 1000.0, 3)}
+    stats0 = dict(log.stats())
+    writer = log.writer
+    calls0 = getattr(writer, "calls", None)
+    records0 = getattr(writer, "records_sent", None)
+    reps: list[dict[str, Any]] = []
+    i = 0
+    on_total = 0
+    last_size = block
+
+    def run(n: int, tag: str) -> list[float]:
+        nonlocal i
+        out = []
+        for _ in range(n):
+            out.append(send(i, users[i % len(users)], tag))
+            i += 1
+        return out
+
+    def on_block() -> tuple[list[float], int]:
+        nonlocal i
+        online.impressions = log
+        lat = run(block, "on")
+        online.impressions = None
+        tail = 0
+        deadline = time.monotonic() + 3 * log.flush_interval_s + 10.0
+        while not log.caught_up():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the impression log did not catch up: {log.stats()}")
+            lat.append(send(i, users[i % len(users)], "on-tail"))
+            i += 1
+            tail += 1
+        return lat, tail
+
+    try:
+        while on_total < per_arm:
+            online.impressions = None
+            if len(reps) % 2 == 0:
+                on, tail = on_block()
+                off = run(len(on), "off")
+            else:
+                off = run(last_size, "off")
+                on, tail = on_block()
+            on_total += len(on)
+            last_size = len(on)
+            reps.append({"first": "on" if len(reps) % 2 == 0 else "off", "on": on, "off": off, "tail": tail})
+    finally:
+        online.impressions = log
+    stats1 = log.stats()
+    out: dict[str, Any] = {
+        "repetitions": reps,
+        "warm_up_flush": warm_flush,
+        "log": {
+            k: stats1[k] - stats0.get(k, 0) for k in ("recorded", "written", "failed", "dropped", "flushes")
+        },
+        "flush_cpu_ms": round(stats1["flush_cpu_ms"] - stats0["flush_cpu_ms"], 3),
+    }
+    if calls0 is not None:
+        out["writer"] = {"calls": writer.calls - calls0, "records_sent": writer.records_sent - records0}
+    return out
 
 
 def two_bundle_dir(shop: Path, workdir: Path) -> Path:
@@ -431,6 +533,78 @@ def two_bundle_dir(shop: Path, workdir: Path) -> Path:
     return root
 
 
+def impression_report(res: dict[str, Any], block: int) -> dict[str, Any]:
+    """Per-arm percentiles, the on-off differences per repetition and their spread, and the
+    product's CPU per impression, from one impression_arms worker."""
+    import numpy as np
+
+    arms = res["impression_arms"]
+    reps = arms["repetitions"]
+    pooled = {arm: [x for r in reps for x in r[arm]] for arm in ("on", "off")}
+    per_arm = {arm: summary(lat) for arm, lat in pooled.items()}
+    diffs: dict[str, list[float]] = {"p50": [], "p95": [], "p99": []}
+    for r in reps:
+        on, off = summary(r["on"]), summary(r["off"])
+        for q, values in diffs.items():
+            values.append(round(on[f"{q}_ms"] - off[f"{q}_ms"], 3))
+    # The pooled difference's uncertainty: repetitions resampled with replacement (each keeps its
+    # on and off block together), 2,000 times.
+    rng = np.random.default_rng(0)
+    boot: dict[str, list[float]] = {"p50": [], "p95": [], "p99": []}
+    for _ in range(2000):
+        pick = rng.integers(0, len(reps), len(reps))
+        on = np.concatenate([reps[j]["on"] for j in pick])
+        off = np.concatenate([reps[j]["off"] for j in pick])
+        for q, pct in (("p50", 50), ("p95", 95), ("p99", 99)):
+            boot[q].append(float(np.percentile(on, pct) - np.percentile(off, pct)))
+    change: dict[str, Any] = {}
+    for q in ("p50", "p95", "p99"):
+        per_rep = diffs[q]
+        change[f"{q}_change_ms"] = round(per_arm["on"][f"{q}_ms"] - per_arm["off"][f"{q}_ms"], 3)
+        change[f"{q}_change_ms_bootstrap_95ci"] = [
+            round(float(np.percentile(boot[q], p)), 3) for p in (2.5, 97.5)
+        ]
+        change[f"{q}_change_ms_per_repetition"] = per_rep
+        change[f"{q}_change_ms_per_repetition_median_min_max"] = [
+            round(float(np.median(per_rep)), 3), min(per_rep), max(per_rep),
+        ]  # fmt: skip
+    log = arms["log"]
+    written = max(1, log["written"])
+    record_cpu = arms["record_call"]["cpu_ms_total"]
+    flush_cpu = arms["flush_cpu_ms"]
+    return {
+        "design": "one worker process and stack; alternating blocks of requests with impressions on and "
+        f"off: an on block is {block} requests that log their impression plus a tail of requests that "
+        "do not, until the log's background thread has written all of them (every flush falls in on "
+        "blocks); the adjacent off block has as many requests and nothing to log or write; on first "
+        "in even repetitions, off first in odd ones",
+        "writer": "FirehoseImpressionWriter (PutRecordBatch, lines packed into records) to moto's Firehose, "
+        "which writes to the archive bucket in the same moto server that answers the DynamoDB reads",
+        "repetitions": len(reps),
+        "on_tail_requests_per_repetition": [r["tail"] for r in reps],
+        "per_arm": {"impressions_on": per_arm["on"], "impressions_off": per_arm["off"]},
+        **change,
+        "record_call_on_request_path": {
+            "what": "ImpressionLog.record in the handler (encode the line, append it), per logged request",
+            **arms["record_call"],
+        },
+        "cpu_per_impression_ms": {
+            "what": "the product's own CPU: record (request path) + the background flushes (packing, "
+            "PutRecordBatch through boto3: serialisation, signing, HTTP, response), per impression written",
+            "record": round(record_cpu / max(1, log["recorded"]), 4),
+            "flush": round(flush_cpu / written, 4),
+            "total": round((record_cpu + flush_cpu) / written, 4),
+        },
+        "flushes": log["flushes"],
+        "impressions_per_flush": round(log["written"] / max(1, log["flushes"]), 1),
+        "flush_cpu_ms_per_flush": round(flush_cpu / max(1, log["flushes"]), 3),
+        "log": log,
+        "writer_calls": arms.get("writer"),
+        "warm_up_flush": arms["warm_up_flush"],
+        "degraded_requests": res.get("degraded", {}),
+    }
+
+
 def run_experiments(
     args: argparse.Namespace,
     *,
@@ -440,44 +614,38 @@ def run_experiments(
     moto_url: str,
     workdir: Path,
 ) -> dict[str, Any]:
-    """Impressions off/on interleaved (twice each, same worker settings) and two bundles' RSS."""
+    """Impressions on/off in alternating blocks of one worker (impression_arms) and two bundles' RSS."""
     from recpipe_dev.local.stack import aws_session
 
     count = max(int(c) for c in args.candidates.split(",") if c)
-    bucket = "recpipe-bench-archive"
-    aws_session(moto_url).client("s3").create_bucket(Bucket=bucket)
+    bucket, stream = "recpipe-bench-archive", "recpipe-bench-impressions"
+    session = aws_session(moto_url)
+    session.client("s3").create_bucket(Bucket=bucket)
+    # The writer deployed in AWS (FirehoseImpressionWriter, PutRecordBatch) against moto's
+    # Firehose, which writes each batch to the archive bucket as it arrives.
+    session.client("firehose").create_delivery_stream(
+        DeliveryStreamName=stream,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "RoleARN": "arn:aws:iam::123456789012:role/recpipe-bench-firehose",
+            "Prefix": "impressions/",
+        },
+    )
     cfg = {"users": users, "k": args.k, "warmup": args.warmup, "requests": args.requests, "cold_requests": 0}
     env = {**base_env, "MAX_CANDIDATES": str(count)}
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
-    for round_ in range(2):
-        for mode in ("off", "on") if round_ == 0 else ("on", "off"):
-            extra = {"IMPRESSION_ARCHIVE_BUCKET": bucket} if mode == "on" else {}
-            print(f"impressions {mode} (round {round_ + 1}): {args.requests} requests ...", flush=True)
-            runs[mode].append(run_worker({**cfg, "env": {**env, **extra}}, workdir, f"imp-{mode}-{round_}"))
-    out: dict[str, Any] = {"candidates": count, "impressions": {}}
-    for mode, results in runs.items():
-        lat = [x for r in results for x in r["known"]["latencies"]]
-        wall = sum(r["known"]["wall_s"] for r in results)
-        out["impressions"][mode] = {
-            **summary(lat, wall),
-            "per_run_p99_ms": [summary(r["known"]["latencies"])["p99_ms"] for r in results],
-            "written": sum(r.get("impressions", {}).get("written", 0) for r in results),
-            "failed": sum(r.get("impressions", {}).get("failed", 0) for r in results),
-            "dropped": sum(r.get("impressions", {}).get("dropped", 0) for r in results),
-            "flush_cpu_ms": sum(r.get("impressions", {}).get("flush_cpu_ms", 0) for r in results),
-        }
-        if mode == "on":
-            calls = [r["impression_record_ms"] for r in results]
-            out["impressions"]["record_call_ms"] = {
-                "what": "wall time of ImpressionLog.record (the buffer append the handler makes), per request",
-                "p50_ms": max(c["p50_ms"] for c in calls),
-                "p99_ms": max(c["p99_ms"] for c in calls),
-                "max_ms": max(c["max_ms"] for c in calls),
-            }
-    on, off = out["impressions"]["on"], out["impressions"]["off"]
-    out["impressions"]["p99_change_ms"] = round(on["p99_ms"] - off["p99_ms"], 3)
-    out["impressions"]["p50_change_ms"] = round(on["p50_ms"] - off["p50_ms"], 3)
-    out["impressions"]["writer"] = "S3ImpressionWriter to the moto server (AWS: Firehose PutRecordBatch)"
+    block = max(50, args.requests // 20)
+    print(
+        f"impressions on/off in alternating blocks ({block} logged requests + the flush's tail per on block), "
+        f"{args.requests} requests per arm ...",
+        flush=True,
+    )
+    res = run_worker(
+        {**cfg, "impression_arms": {"block": block}, "env": {**env, "IMPRESSION_STREAM_NAME": stream}},
+        workdir,
+        "imp-arms",
+    )
+    out: dict[str, Any] = {"candidates": count, "impressions": impression_report(res, block)}
     print("two bundles live (50/50) ...", flush=True)
     two = run_worker(
         {

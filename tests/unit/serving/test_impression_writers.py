@@ -28,7 +28,9 @@ class Firehose:
         assert DeliveryStreamName == "impressions"
         self.calls.append([r["Data"] for r in Records])
         refused, self.refuse = self.refuse, set()
-        results = [{"ErrorCode": "ServiceUnavailableException"} if i in refused else {} for i in range(len(Records))]
+        results = [
+            {"ErrorCode": "ServiceUnavailableException"} if i in refused else {} for i in range(len(Records))
+        ]
         return {"FailedPutCount": len(refused), "RequestResponses": results}
 
 
@@ -57,7 +59,9 @@ def test_a_refused_record_is_retried_and_only_its_lines_come_back_if_it_keeps_fa
     assert [len(c) for c in retried.calls] == [3, 1], "the second call re-sends the refused record only"
 
     class Down(Firehose):
-        def put_record_batch(self, DeliveryStreamName: str, Records: list[dict[str, bytes]]) -> dict[str, Any]:
+        def put_record_batch(
+            self, DeliveryStreamName: str, Records: list[dict[str, bytes]]
+        ) -> dict[str, Any]:
             self.refuse = {0} if len(Records) == 1 else {1}
             return super().put_record_batch(DeliveryStreamName, Records)
 

@@ -56,7 +56,9 @@ def pack(lines: Sequence[bytes], max_bytes: int = FIREHOSE_MAX_RECORD_BYTES) -> 
 
 
 class FirehoseImpressionWriter:
-    def __init__(self, firehose: Any, stream_name: str, max_record_bytes: int = FIREHOSE_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self, firehose: Any, stream_name: str, max_record_bytes: int = FIREHOSE_MAX_RECORD_BYTES
+    ) -> None:
         self._firehose = firehose
         self.stream_name = stream_name
         self.max_record_bytes = max_record_bytes

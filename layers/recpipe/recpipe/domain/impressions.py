@@ -53,7 +53,6 @@ class Impression:
             ],
         }
 
-
     def to_line(self) -> bytes:
         return encode_line(self.to_record())
 
