@@ -449,6 +449,7 @@ def impression_arms(
     stats0 = dict(log.stats())
     writer = log.writer
     calls0, records0 = getattr(writer, "calls", None), getattr(writer, "records_sent", None)
+    retries0 = getattr(writer, "retries", 0)
     # Each background write: when it ran (perf_counter, as the requests) and its thread CPU.
     flushes: list[tuple[float, float, float, int]] = []
     real_flush = log.flush
@@ -536,7 +537,12 @@ def impression_arms(
         "flush_cpu_ms": round(stats1["flush_cpu_ms"] - stats0["flush_cpu_ms"], 3),
     }
     if calls0 is not None:
-        out["writer"] = {"calls": writer.calls - calls0, "records_sent": writer.records_sent - records0}
+        out["writer"] = {
+            "calls": writer.calls - calls0,
+            "records_sent": writer.records_sent - records0,
+            "retries": writer.retries - retries0,
+            "last_retry_reason": writer.last_retry_reason,
+        }
     return out
 
 

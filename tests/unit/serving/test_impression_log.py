@@ -152,3 +152,20 @@ def test_the_shutdown_flush_is_bounded_in_time(tmp_path: Path) -> None:
     assert code == -signal.SIGTERM
     assert elapsed < 2.0, "ends within the bound (Lambda's SIGKILL comes ~300 ms after SIGTERM)"
     assert not out.exists()
+
+
+def test_a_flush_writes_what_was_buffered_when_it_started_not_what_arrives_during_it() -> None:
+    class Slow(Writer):
+        def write(self, lines: Sequence[bytes]) -> list[tuple[bytes, str]]:
+            for n in range(3):  # requests served while the write is in flight
+                record(log, 100 + len(self.batches) * 10 + n)
+            return super().write(lines)
+
+    writer = Slow()
+    log = ImpressionLog(writer, start=False, batch_size=100)
+    for n in range(5):
+        record(log, n)
+    assert log.flush() == 5
+    assert [len(b) for b in writer.batches] == [5], "one call, not one more per handful that arrived"
+    assert log.stats()["buffered"] == 3
+    assert log.flush() == 3 and log.stats()["buffered"] == 3

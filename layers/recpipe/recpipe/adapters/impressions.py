@@ -62,9 +62,12 @@ class FirehoseImpressionWriter:
         self._firehose = firehose
         self.stream_name = stream_name
         self.max_record_bytes = max_record_bytes
-        #: PutRecordBatch calls made and Firehose records sent (for the benchmark's report).
+        #: PutRecordBatch calls made, Firehose records sent, calls that were retries and why the
+        #: last one was needed (for the benchmark's report and the log).
         self.calls = 0
         self.records_sent = 0
+        self.retries = 0
+        self.last_retry_reason = ""
 
     def write(self, lines: Sequence[bytes]) -> Failed:
         failed: Failed = []
@@ -85,6 +88,9 @@ class FirehoseImpressionWriter:
         pending = groups
         reason = ""
         for attempt in range(RETRIES + 1):
+            if attempt:
+                self.retries += 1
+                self.last_retry_reason = reason
             self.calls += 1
             self.records_sent += len(pending)
             try:
