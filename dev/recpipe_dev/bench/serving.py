@@ -316,9 +316,13 @@ def worker(config_path: str, out_path: str) -> int:
     paths: list[tuple[bool, bool]] = []
     real = app.online.recommender.recommend
 
+    #: Per request: whether any dependency was degraded (skipped or late).
+    degraded_flags: list[bool] = []
+
     def observed(request: Any) -> Any:
         r = real(request)
         timings.append(r.timings)
+        degraded_flags.append(bool(r.degraded))
         paths.append((bool(r.cold_start), r.source_counts.get("content", 0) > 0))
         for d in r.degraded:
             # "name: reason" with numbers stripped, so equal causes count together.
@@ -388,7 +392,9 @@ def worker(config_path: str, out_path: str) -> int:
 
         def send_staged(i: int, user: str, tag: str) -> tuple[float, dict[str, float]]:
             ms = send(i, user, tag)
-            return ms, dict(timings[-1]) if timings else {}
+            stages = dict(timings[-1]) if timings else {}
+            stages["degraded"] = float(degraded_flags[-1]) if degraded_flags else 0.0
+            return ms, stages
 
         result["impression_arms"] = impression_arms(
             app.online,
@@ -536,6 +542,7 @@ def impression_arms(
         compute = [sum(st.get(k, 0.0) for k in STAGES[1:]) for _, _, st in requests]
         return {
             "n": len(requests),
+            "degraded_requests": int(sum(st.get("degraded", 0.0) for _, _, st in requests)),
             "wall_ms_p50": round(float(np.median([ms for _, ms, _ in requests])), 3),
             "reads_ms_p50": round(float(np.median(reads)), 3),
             "compute_ms_p50": round(float(np.median(compute)), 3),
