@@ -46,9 +46,13 @@ logger = logging.getLogger(__name__)
 #: little CPU (a call's fixed cost is ~1 ms) and hold the interpreter's lock longer in one piece
 #: (the SDK encodes the whole body in one C call).
 BATCH_SIZE = 500
-#: Seldom enough that a flush (one PutRecordBatch, ~1-3 ms of CPU) overlaps well under 1 % of
-#: requests, so it stays out of the p99.
-FLUSH_INTERVAL_S = 5.0
+#: When fewer than BATCH_SIZE lines wait. In Lambda a flush that fell due while the container
+#: was frozen runs during the next invocation and slows it by up to the flush's CPU (~1 ms for
+#: a few lines): one flush per minute is one request in 60 x (requests/s of the container), under
+#: 1 % from 2 requests/s; with 5 s it was one in five at 1 request/s. Also the most an
+#: ungraceful container end can lose (with at most BATCH_SIZE lines). RecommendSettings
+#: (IMPRESSION_FLUSH_S) sets the deployed value.
+FLUSH_INTERVAL_S = 60.0
 MAX_BUFFER = 50_000
 #: How long a shutdown waits for the last flush: inside the ~300 ms Lambda leaves the runtime
 #: between SIGTERM and SIGKILL when external extensions are registered.
