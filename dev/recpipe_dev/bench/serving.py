@@ -552,6 +552,24 @@ def impression_arms(
     overlapping = [
         q for q in on_all if any(f0 < q[0] + q[1] / 1000.0 and q[0] < f1 for f0, f1, _, _ in flushes)
     ]
+    # Do flushes make dependencies degrade (a read late or skipped)? Degraded on-arm requests
+    # that started within 0.5 s after a writer call started, against the rest of the on arm.
+    starts = sorted(f0 for f0, _, _, _ in flushes)
+    near = [q for q in on_all if any(f0 <= q[0] + q[1] / 1000.0 and q[0] <= f0 + 0.5 for f0 in starts)]
+    near_ids = {id(q) for q in near}
+    rest = [q for q in on_all if id(q) not in near_ids]
+
+    def degraded_share(requests: Sequence[Request]) -> dict[str, float]:
+        n = sum(1 for _, _, st in requests if st.get("degraded"))
+        return {"requests": len(requests), "degraded": n, "share": round(n / max(1, len(requests)), 5)}
+
+    degraded_near_flushes = {
+        "what": "degraded on-arm requests (a dependency late or skipped) within 0.5 s after a writer call "
+        "started, against the other on-arm requests and the off arm",
+        "within_0_5_s_after_a_flush": degraded_share(near),
+        "other_on_arm": degraded_share(rest),
+        "off_arm": degraded_share([q for r in reps for q in r["off"]]),
+    }
     out: dict[str, Any] = {
         "repetitions": [
             {"first": r["first"], "on": [q[1] for q in r["on"]], "off": [q[1] for q in r["off"]]}
@@ -569,6 +587,7 @@ def impression_arms(
         "stages_overlapping_a_flush": stage_medians(overlapping),
         "stages_on_arm": stage_medians(on_all),
         "stages_off_arm": stage_medians([q for r in reps for q in r["off"]]),
+        "degraded_near_flushes": degraded_near_flushes,
         "flush_cpu_ms": round(stats1["flush_cpu_ms"] - stats0["flush_cpu_ms"], 3),
     }
     if calls0 is not None:
@@ -724,6 +743,7 @@ def impression_report(res: dict[str, Any], block: int) -> dict[str, Any]:
                 "off_arm": arms["stages_off_arm"],
             },
         },
+        "degraded_near_flushes": arms["degraded_near_flushes"],
         "log": log,
         "left_buffered_at_end": arms["left_buffered_at_end"],
         "final_flush_requests": arms["final_flush_requests"],
