@@ -448,16 +448,18 @@ def impression_arms(
 ) -> dict[str, Any]:
     """Requests with impressions on and off, in alternating blocks of one process and stack.
 
-    A repetition is an "on" block and an "off" block of `block` requests each, next to each
-    other in time (on first in even repetitions, off first in odd ones, so a drift in machine
-    load cancels). On: the handler logs every served list and the log's thread writes on its own
+    A repetition is three blocks of `block` requests next to each other in time: "on", "off" and
+    "control", a second off block (an A/A comparison: what the same design reports between two
+    identical arms, i.e. the machine's noise). Off is always in the middle; on comes first in
+    even repetitions and last in odd ones (control the other way), so a drift in machine load
+    cancels. On: the handler logs every served list and the log's thread writes on its own
     timer, as deployed; a block whose last request ends while a write runs is extended (requests
     still logging) until that write ends. Off: nothing is logged and writes are held
     (ImpressionLog.writes_held): a flush that falls due then starts with the next on block, as
     one that falls due while Lambda has the container frozen starts with the next invocation.
     So every write, and the interpreter lock it holds, falls inside on blocks; flushes come when
-    500 lines wait or IMPRESSION_FLUSH_S of the whole run's time has passed (at most twice the
-    deployed rate per logged request: the off blocks' time counts). Warm-up impressions are written
+    500 lines wait or IMPRESSION_FLUSH_S of the whole run's time has passed (at most three times
+    the deployed rate per logged request: the other blocks' time counts). Warm-up impressions are written
     before the first block (that first flush also opens the writer's connection)."""
     cpu0 = time.thread_time()
     warm = log.flush()
@@ -512,10 +514,13 @@ def impression_arms(
             if len(reps) % 2 == 0:
                 on = on_block()
                 off = off_block(len(on))
+                control = off_block(len(on))
             else:
+                control = off_block(block)
                 off = off_block(block)
                 on = on_block()
-            reps.append({"first": "on" if len(reps) % 2 == 0 else "off", "on": on, "off": off})
+            first = "on" if len(reps) % 2 == 0 else "control"
+            reps.append({"first": first, "on": on, "off": off, "control": control})
         # What the last on blocks left buffered is written now, from another thread, while the
         # last on block goes on (without logging) until that write ends.
         final = threading.Thread(target=log.flush, name="bench-final-flush")
@@ -572,7 +577,7 @@ def impression_arms(
     }
     out: dict[str, Any] = {
         "repetitions": [
-            {"first": r["first"], "on": [q[1] for q in r["on"]], "off": [q[1] for q in r["off"]]}
+            {"first": r["first"], **{arm: [q[1] for q in r[arm]] for arm in ("on", "off", "control")}}
             for r in reps
         ],
         "warm_up_flush": warm_flush,
@@ -632,6 +637,35 @@ def two_bundle_dir(shop: Path, workdir: Path) -> Path:
     return root
 
 
+def arm_differences(
+    reps: Sequence[dict[str, Any]], arm: str, base: str, per_arm: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """p50/p95/p99 of `arm` minus those of `base`: pooled, per repetition (median, min, max) and a
+    95 % interval from the repetitions resampled with replacement (each keeps its blocks
+    together), 2,000 times."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    picks = [rng.integers(0, len(reps), len(reps)) for _ in range(2000)]
+    for q, pct in (("p50", 50), ("p95", 95), ("p99", 99)):
+        per_rep = [round(float(np.percentile(r[arm], pct) - np.percentile(r[base], pct)), 3) for r in reps]
+        boot = [
+            float(
+                np.percentile(np.concatenate([reps[j][arm] for j in pick]), pct)
+                - np.percentile(np.concatenate([reps[j][base] for j in pick]), pct)
+            )
+            for pick in picks
+        ]
+        out[f"{q}_change_ms"] = round(per_arm[arm][f"{q}_ms"] - per_arm[base][f"{q}_ms"], 3)
+        out[f"{q}_change_ms_bootstrap_95ci"] = [round(float(np.percentile(boot, p)), 3) for p in (2.5, 97.5)]
+        out[f"{q}_change_ms_per_repetition"] = per_rep
+        out[f"{q}_change_ms_per_repetition_median_min_max"] = [
+            round(float(np.median(per_rep)), 3), min(per_rep), max(per_rep),
+        ]  # fmt: skip
+    return out
+
+
 def impression_report(res: dict[str, Any], block: int) -> dict[str, Any]:
     """Per-arm percentiles, the on-off differences per repetition and their spread, and the
     product's CPU per impression, from one impression_arms worker."""
@@ -639,34 +673,10 @@ def impression_report(res: dict[str, Any], block: int) -> dict[str, Any]:
 
     arms = res["impression_arms"]
     reps = arms["repetitions"]
-    pooled = {arm: [x for r in reps for x in r[arm]] for arm in ("on", "off")}
+    pooled = {arm: [x for r in reps for x in r[arm]] for arm in ("on", "off", "control")}
     per_arm = {arm: summary(lat) for arm, lat in pooled.items()}
-    diffs: dict[str, list[float]] = {"p50": [], "p95": [], "p99": []}
-    for r in reps:
-        on, off = summary(r["on"]), summary(r["off"])
-        for q, values in diffs.items():
-            values.append(round(on[f"{q}_ms"] - off[f"{q}_ms"], 3))
-    # The pooled difference's uncertainty: repetitions resampled with replacement (each keeps its
-    # on and off block together), 2,000 times.
-    rng = np.random.default_rng(0)
-    boot: dict[str, list[float]] = {"p50": [], "p95": [], "p99": []}
-    for _ in range(2000):
-        pick = rng.integers(0, len(reps), len(reps))
-        on = np.concatenate([reps[j]["on"] for j in pick])
-        off = np.concatenate([reps[j]["off"] for j in pick])
-        for q, pct in (("p50", 50), ("p95", 95), ("p99", 99)):
-            boot[q].append(float(np.percentile(on, pct) - np.percentile(off, pct)))
-    change: dict[str, Any] = {}
-    for q in ("p50", "p95", "p99"):
-        per_rep = diffs[q]
-        change[f"{q}_change_ms"] = round(per_arm["on"][f"{q}_ms"] - per_arm["off"][f"{q}_ms"], 3)
-        change[f"{q}_change_ms_bootstrap_95ci"] = [
-            round(float(np.percentile(boot[q], p)), 3) for p in (2.5, 97.5)
-        ]
-        change[f"{q}_change_ms_per_repetition"] = per_rep
-        change[f"{q}_change_ms_per_repetition_median_min_max"] = [
-            round(float(np.median(per_rep)), 3), min(per_rep), max(per_rep),
-        ]  # fmt: skip
+    change = arm_differences(reps, "on", "off", per_arm)
+    control = arm_differences(reps, "control", "off", per_arm)
     log = arms["log"]
     written = max(1, log["written"])
     record_cpu = arms["record_call"]["cpu_ms_total"]
@@ -678,24 +688,35 @@ def impression_report(res: dict[str, Any], block: int) -> dict[str, Any]:
     # s of the on arm); even if each of those moved above the 99th percentile, the on arm's p99
     # would be the off arm's (99 / (1 - s))th percentile, plus the append every request pays.
     share = len(overlapping) / max(1, per_arm["on"]["n"])
-    off_all = np.asarray(pooled["off"])
+    off_all = np.asarray(pooled["off"])  # the tail of the requests a flush did not touch
     bound = (
         float(np.percentile(off_all, min(100.0, 99.0 / (1.0 - share))) - np.percentile(off_all, 99.0))
         + arms["record_call"]["wall_ms"]["mean_ms"]
     )
     return {
-        "design": "one worker process and stack; alternating blocks of requests with impressions on and "
-        f"off, {block} requests each (an on block runs on while a write it started is running), on "
-        "first in even repetitions, off first in odd ones; during off blocks nothing is logged and the "
-        "log's writes are held, so every flush runs inside on blocks (a flush due during an off block "
-        "starts with the next on block, as after a Lambda freeze); flushes come when 500 lines wait or "
-        "IMPRESSION_FLUSH_S of the whole run's time has passed, i.e. at most twice the deployed rate per "
-        "logged request",
+        "design": "one worker process and stack; repetitions of three adjacent blocks of "
+        f"{block} requests: on (impressions logged; the block runs on while a write it started is "
+        "running), off, and control (off again: an A/A check); off in the middle, on first in even "
+        "repetitions and last in odd ones; during off and control blocks nothing is logged and the log's "
+        "writes are held, so every flush runs inside on blocks (a flush due meanwhile starts with the "
+        "next on block, as after a Lambda freeze); flushes come when 500 lines wait or "
+        "IMPRESSION_FLUSH_S of the whole run's time has passed (at most three times the deployed rate "
+        "per logged request)",
         "writer": "FirehoseImpressionWriter (PutRecordBatch, lines packed into records) to moto's Firehose, "
         "which writes to the archive bucket in the same moto server that answers the DynamoDB reads",
         "repetitions": len(reps),
-        "per_arm": {"impressions_on": per_arm["on"], "impressions_off": per_arm["off"]},
+        "per_arm": {
+            "impressions_on": per_arm["on"],
+            "impressions_off": per_arm["off"],
+            "control_impressions_off_again": per_arm["control"],
+        },
         **change,
+        "a_a_control": {
+            "what": "the same differences between the control arm and the off arm (both without impressions, "
+            "interleaved the same way): what this design reports when there is no difference, i.e. the "
+            "machine's noise at this load",
+            **control,
+        },
         "p99_change_target_ms": 0.5,
         "p99_change_within_target": change["p99_change_ms"] <= 0.5,
         "p99_change_bootstrap_upper_within_target": hi <= 0.5,
