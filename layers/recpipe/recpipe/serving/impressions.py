@@ -1,7 +1,7 @@
 """ImpressionLog: every served list logged without touching the request's latency.
 
 `record` runs on the request path: it encodes the served list as its archive line (one small
-dict through the C JSON encoder, 0.01-0.03 ms; recpipe.domain.impressions.impression_line) and
+dict through the C JSON encoder, 0.01-0.04 ms; recpipe.domain.impressions.impression_line) and
 appends the bytes to a deque (no I/O). A background thread wakes every `flush_interval_s` (or as
 soon as `batch_size` lines wait) and hands the lines to an ImpressionWriter, which only packs and
 sends them (Firehose in AWS: up to ~1,000 impressions per Firehose record and per
@@ -86,7 +86,7 @@ class ImpressionLog:
         self.dropped = 0
         #: Flushes that wrote at least one line.
         self.flushes = 0
-        #: CPU the writes cost (encoding, the writer's requests): the product's own cost.
+        #: CPU the writes cost (packing, the writer's requests): the product's own cost.
         self.flush_cpu_s = 0.0
         self.last_error: str | None = None
         self._thread: threading.Thread | None = None
