@@ -30,6 +30,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -315,9 +316,13 @@ def worker(config_path: str, out_path: str) -> int:
     paths: list[tuple[bool, bool]] = []
     real = app.online.recommender.recommend
 
+    #: Per request: whether any dependency was degraded (skipped or late).
+    degraded_flags: list[bool] = []
+
     def observed(request: Any) -> Any:
         r = real(request)
         timings.append(r.timings)
+        degraded_flags.append(bool(r.degraded))
         paths.append((bool(r.cold_start), r.source_counts.get("content", 0) > 0))
         for d in r.degraded:
             # "name: reason" with numbers stripped, so equal causes count together.
@@ -327,15 +332,18 @@ def worker(config_path: str, out_path: str) -> int:
         return r
 
     app.online.recommender.recommend = observed
-    # The impression's cost on the request path: the buffer append the handler makes per request.
+    # The impression's cost on the request path: the append the handler makes per request
+    # (wall and thread CPU; the wrapper's own two clock reads are charged to it).
     record_ms: list[float] = []
+    record_cpu_ms: list[float] = []
     log = app.online.impressions
     if log is not None:
         real_record = log.record
 
         def timed_record(**fields: Any) -> None:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             real_record(**fields)
+            record_cpu_ms.append((time.thread_time() - c) * 1000.0)
             record_ms.append((time.perf_counter() - t) * 1000.0)
 
         log.record = timed_record
@@ -353,27 +361,57 @@ def worker(config_path: str, out_path: str) -> int:
     ctx = Context()
     devices = ("web", "mobile", "tablet")
 
+    def send(i: int, user: str, tag: str) -> float:
+        """One GET /recommendations through handler(); its wall time in ms."""
+        event = dict(template)
+        q = {"user_id": user, "k": str(cfg["k"]), "device": devices[i % 3]}
+        event["queryStringParameters"] = q
+        event["multiValueQueryStringParameters"] = {key: [v] for key, v in q.items()}
+        event["requestContext"] = {**template["requestContext"], "requestId": f"{tag}-{i}"}
+        t = time.perf_counter()
+        resp = app.handler(event, ctx)
+        ms = (time.perf_counter() - t) * 1000.0
+        if resp["statusCode"] != 200:
+            raise RuntimeError(f"request {i} answered {resp['statusCode']}: {resp['body'][:300]}")
+        return ms
+
     def drive(users: Sequence[str], n: int, tag: str) -> tuple[list[float], list[dict[str, float]], float]:
-        latencies: list[float] = []
         timings.clear()
         paths.clear()
         t_all = time.perf_counter()
-        for i in range(n):
-            event = dict(template)
-            q = {"user_id": users[i % len(users)], "k": str(cfg["k"]), "device": devices[i % 3]}
-            event["queryStringParameters"] = q
-            event["multiValueQueryStringParameters"] = {key: [v] for key, v in q.items()}
-            event["requestContext"] = {**template["requestContext"], "requestId": f"{tag}-{i}"}
-            t = time.perf_counter()
-            resp = app.handler(event, ctx)
-            latencies.append((time.perf_counter() - t) * 1000.0)
-            if resp["statusCode"] != 200:
-                raise RuntimeError(f"request {i} answered {resp['statusCode']}: {resp['body'][:300]}")
+        latencies = [send(i, users[i % len(users)], tag) for i in range(n)]
         return latencies, list(timings), time.perf_counter() - t_all
 
     users = cfg["users"]
     drive(users, cfg["warmup"], "warm")
     degraded.clear()
+    if cfg.get("impression_arms"):
+        assert log is not None, "impression arms need the impression log configured"
+        record_ms.clear()
+        record_cpu_ms.clear()
+
+        def send_staged(i: int, user: str, tag: str) -> tuple[float, dict[str, float]]:
+            ms = send(i, user, tag)
+            stages = dict(timings[-1]) if timings else {}
+            stages["degraded"] = float(degraded_flags[-1]) if degraded_flags else 0.0
+            return ms, stages
+
+        result["impression_arms"] = impression_arms(
+            app.online,
+            log,
+            send_staged,
+            users,
+            per_arm=cfg["requests"],
+            block=cfg["impression_arms"]["block"],
+        )
+        result["impression_arms"]["record_call"] = {
+            "wall_ms": summary(record_ms),
+            "cpu_ms": summary(record_cpu_ms),
+            "cpu_ms_total": round(sum(record_cpu_ms), 3),
+        }
+        result["degraded"] = dict(degraded)
+        Path(out_path).write_text(json.dumps(result))
+        return 0
     lat, stages, wall = drive(users, cfg["requests"], "req")
     result["known"] = {"latencies": lat, "stages": stages, "wall_s": wall, "degraded": dict(degraded)}
     if cfg.get("cold_requests"):
@@ -397,6 +435,174 @@ def worker(config_path: str, out_path: str) -> int:
         result["impression_record_ms"] = summary(record_ms)
     Path(out_path).write_text(json.dumps(result))
     return 0
+
+
+def impression_arms(
+    online: Any,
+    log: Any,
+    send: Callable[[int, str, str], tuple[float, dict[str, float]]],
+    users: Sequence[str],
+    *,
+    per_arm: int,
+    block: int,
+) -> dict[str, Any]:
+    """Requests with impressions on and off, in alternating blocks of one process and stack.
+
+    A repetition is three blocks of `block` requests next to each other in time: "on", "off" and
+    "control", a second off block (an A/A comparison: what the same design reports between two
+    identical arms, i.e. the machine's noise). Off is always in the middle; on comes first in
+    even repetitions and last in odd ones (control the other way), so a drift in machine load
+    cancels. On: the handler logs every served list and the log's thread writes on its own
+    timer, as deployed; a block whose last request ends while a write runs is extended (requests
+    still logging) until that write ends. Off: nothing is logged and writes are held
+    (ImpressionLog.writes_held): a flush that falls due then starts with the next on block, as
+    one that falls due while Lambda has the container frozen starts with the next invocation.
+    So every write, and the interpreter lock it holds, falls inside on blocks; flushes come when
+    500 lines wait or IMPRESSION_FLUSH_S of the whole run's time has passed (at most three times
+    the deployed rate per logged request: the other blocks' time counts). Warm-up impressions are written
+    before the first block (that first flush also opens the writer's connection)."""
+    cpu0 = time.thread_time()
+    warm = log.flush()
+    warm_flush = {"lines": warm, "cpu_ms": round((time.thread_time() - cpu0) * 1000.0, 3)}
+    stats0 = dict(log.stats())
+    writer = log.writer
+    calls0, records0 = getattr(writer, "calls", None), getattr(writer, "records_sent", None)
+    retries0 = getattr(writer, "retries", 0)
+    # Each writer call (inside the log's write lock, so never while writes are held): when it
+    # ran (perf_counter, as the requests), its thread CPU and its lines.
+    flushes: list[tuple[float, float, float, int]] = []
+    real_write = writer.write
+
+    def timed_write(lines: Sequence[bytes]) -> list[tuple[bytes, str]]:
+        t, c = time.perf_counter(), time.thread_time()
+        failed: list[tuple[bytes, str]] = real_write(lines)
+        flushes.append((t, time.perf_counter(), (time.thread_time() - c) * 1000.0, len(lines)))
+        return failed
+
+    writer.write = timed_write
+    reps: list[dict[str, Any]] = []
+    i = 0
+
+    Request = tuple[float, float, dict[str, float]]
+
+    def run(n: int, tag: str) -> list[Request]:
+        """n requests: (start, wall ms, stage ms) each."""
+        nonlocal i
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            out.append((t, *send(i, users[i % len(users)], tag)))
+            i += 1
+        return out
+
+    def on_block() -> list[Request]:
+        online.impressions = log
+        lat = run(block, "on")
+        while log.writing():
+            lat += run(1, "on")
+        online.impressions = None
+        return lat
+
+    def off_block(n: int) -> list[Request]:
+        with log.writes_held():
+            return run(n, "off")
+
+    online.impressions = None
+    tail = 0
+    try:
+        while sum(len(r["on"]) for r in reps) < per_arm:
+            if len(reps) % 2 == 0:
+                on = on_block()
+                off = off_block(len(on))
+                control = off_block(len(on))
+            else:
+                control = off_block(block)
+                off = off_block(block)
+                on = on_block()
+            first = "on" if len(reps) % 2 == 0 else "control"
+            reps.append({"first": first, "on": on, "off": off, "control": control})
+        # What the last on blocks left buffered is written now, from another thread, while the
+        # last on block goes on (without logging) until that write ends.
+        final = threading.Thread(target=log.flush, name="bench-final-flush")
+        final.start()
+        while final.is_alive():
+            reps[-1]["on"] += run(1, "on-final")
+            tail += 1
+        final.join()
+    finally:
+        online.impressions = log
+        writer.write = real_write
+    left = log.stats()["buffered"]
+    stats1 = log.stats()
+    log_delta = {
+        k: stats1[k] - stats0.get(k, 0) for k in ("recorded", "written", "failed", "dropped", "flushes")
+    }
+
+    def stage_medians(requests: Sequence[Request]) -> dict[str, float]:
+        import numpy as np
+
+        if not requests:
+            return {}
+        reads = [st.get("reads", 0.0) for _, _, st in requests]
+        compute = [sum(st.get(k, 0.0) for k in STAGES[1:]) for _, _, st in requests]
+        return {
+            "n": len(requests),
+            "degraded_requests": int(sum(st.get("degraded", 0.0) for _, _, st in requests)),
+            "wall_ms_p50": round(float(np.median([ms for _, ms, _ in requests])), 3),
+            "reads_ms_p50": round(float(np.median(reads)), 3),
+            "compute_ms_p50": round(float(np.median(compute)), 3),
+        }
+
+    on_all = [q for r in reps for q in r["on"]]
+    overlapping = [
+        q for q in on_all if any(f0 < q[0] + q[1] / 1000.0 and q[0] < f1 for f0, f1, _, _ in flushes)
+    ]
+    # Do flushes make dependencies degrade (a read late or skipped)? Degraded on-arm requests
+    # that started within 0.5 s after a writer call started, against the rest of the on arm.
+    starts = sorted(f0 for f0, _, _, _ in flushes)
+    near = [q for q in on_all if any(f0 <= q[0] + q[1] / 1000.0 and q[0] <= f0 + 0.5 for f0 in starts)]
+    near_ids = {id(q) for q in near}
+    rest = [q for q in on_all if id(q) not in near_ids]
+
+    def degraded_share(requests: Sequence[Request]) -> dict[str, float]:
+        n = sum(1 for _, _, st in requests if st.get("degraded"))
+        return {"requests": len(requests), "degraded": n, "share": round(n / max(1, len(requests)), 5)}
+
+    degraded_near_flushes = {
+        "what": "degraded on-arm requests (a dependency late or skipped) within 0.5 s after a writer call "
+        "started, against the other on-arm requests and the off arm",
+        "within_0_5_s_after_a_flush": degraded_share(near),
+        "other_on_arm": degraded_share(rest),
+        "off_arm": degraded_share([q for r in reps for q in r["off"]]),
+    }
+    out: dict[str, Any] = {
+        "repetitions": [
+            {"first": r["first"], **{arm: [q[1] for q in r[arm]] for arm in ("on", "off", "control")}}
+            for r in reps
+        ],
+        "warm_up_flush": warm_flush,
+        "final_flush_requests": tail,
+        "log": log_delta,
+        "left_buffered_at_end": left,
+        "flushes": [
+            {"lines": n, "cpu_ms": round(c, 3), "wall_ms": round((f1 - f0) * 1000.0, 3)}
+            for f0, f1, c, n in flushes
+        ],
+        "requests_overlapping_a_flush_ms": [round(q[1], 3) for q in overlapping],
+        "stages_overlapping_a_flush": stage_medians(overlapping),
+        "stages_on_arm": stage_medians(on_all),
+        "stages_off_arm": stage_medians([q for r in reps for q in r["off"]]),
+        "degraded_near_flushes": degraded_near_flushes,
+        "flush_cpu_ms": round(stats1["flush_cpu_ms"] - stats0["flush_cpu_ms"], 3),
+    }
+    if calls0 is not None:
+        out["writer"] = {
+            "calls": writer.calls - calls0,
+            "records_sent": writer.records_sent - records0,
+            "retries": writer.retries - retries0,
+            "last_retry_reason": writer.last_retry_reason,
+        }
+    return out
 
 
 def two_bundle_dir(shop: Path, workdir: Path) -> Path:
@@ -431,6 +637,143 @@ def two_bundle_dir(shop: Path, workdir: Path) -> Path:
     return root
 
 
+def arm_differences(
+    reps: Sequence[dict[str, Any]], arm: str, base: str, per_arm: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """p50/p95/p99 of `arm` minus those of `base`: pooled, per repetition (median, min, max) and a
+    95 % interval from the repetitions resampled with replacement (each keeps its blocks
+    together), 2,000 times."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    picks = [rng.integers(0, len(reps), len(reps)) for _ in range(2000)]
+    for q, pct in (("p50", 50), ("p95", 95), ("p99", 99)):
+        per_rep = [round(float(np.percentile(r[arm], pct) - np.percentile(r[base], pct)), 3) for r in reps]
+        boot = [
+            float(
+                np.percentile(np.concatenate([reps[j][arm] for j in pick]), pct)
+                - np.percentile(np.concatenate([reps[j][base] for j in pick]), pct)
+            )
+            for pick in picks
+        ]
+        out[f"{q}_change_ms"] = round(per_arm[arm][f"{q}_ms"] - per_arm[base][f"{q}_ms"], 3)
+        out[f"{q}_change_ms_bootstrap_95ci"] = [round(float(np.percentile(boot, p)), 3) for p in (2.5, 97.5)]
+        out[f"{q}_change_ms_per_repetition"] = per_rep
+        out[f"{q}_change_ms_per_repetition_median_min_max"] = [
+            round(float(np.median(per_rep)), 3), min(per_rep), max(per_rep),
+        ]  # fmt: skip
+    return out
+
+
+def impression_report(res: dict[str, Any], block: int) -> dict[str, Any]:
+    """Per-arm percentiles, the on-off differences per repetition and their spread, and the
+    product's CPU per impression, from one impression_arms worker."""
+    import numpy as np
+
+    arms = res["impression_arms"]
+    reps = arms["repetitions"]
+    pooled = {arm: [x for r in reps for x in r[arm]] for arm in ("on", "off", "control")}
+    per_arm = {arm: summary(lat) for arm, lat in pooled.items()}
+    change = arm_differences(reps, "on", "off", per_arm)
+    control = arm_differences(reps, "control", "off", per_arm)
+    log = arms["log"]
+    written = max(1, log["written"])
+    record_cpu = arms["record_call"]["cpu_ms_total"]
+    flush_cpu = arms["flush_cpu_ms"]
+    flushes = arms["flushes"]
+    overlapping = arms["requests_overlapping_a_flush_ms"]
+    hi = change["p99_change_ms_bootstrap_95ci"][1]
+    # What flushes can do to the p99 at most: they slow only the requests they overlap (a share
+    # s of the on arm); even if each of those moved above the 99th percentile, the on arm's p99
+    # would be the off arm's (99 / (1 - s))th percentile, plus the append every request pays.
+    share = len(overlapping) / max(1, per_arm["on"]["n"])
+    off_all = np.asarray(pooled["off"])  # the tail of the requests a flush did not touch
+    bound = (
+        float(np.percentile(off_all, min(100.0, 99.0 / (1.0 - share))) - np.percentile(off_all, 99.0))
+        + arms["record_call"]["wall_ms"]["mean_ms"]
+    )
+    return {
+        "design": "one worker process and stack; repetitions of three adjacent blocks of "
+        f"{block} requests: on (impressions logged; the block runs on while a write it started is "
+        "running), off, and control (off again: an A/A check); off in the middle, on first in even "
+        "repetitions and last in odd ones; during off and control blocks nothing is logged and the log's "
+        "writes are held, so every flush runs inside on blocks (a flush due meanwhile starts with the "
+        "next on block, as after a Lambda freeze); flushes come when 500 lines wait or "
+        "IMPRESSION_FLUSH_S of the whole run's time has passed (at most three times the deployed rate "
+        "per logged request)",
+        "writer": "FirehoseImpressionWriter (PutRecordBatch, lines packed into records) to moto's Firehose, "
+        "which writes to the archive bucket in the same moto server that answers the DynamoDB reads",
+        "repetitions": len(reps),
+        "per_arm": {
+            "impressions_on": per_arm["on"],
+            "impressions_off": per_arm["off"],
+            "control_impressions_off_again": per_arm["control"],
+        },
+        **change,
+        "a_a_control": {
+            "what": "the same differences between the control arm and the off arm (both without impressions, "
+            "interleaved the same way): what this design reports when there is no difference, i.e. the "
+            "machine's noise at this load",
+            **control,
+        },
+        "p99_change_target_ms": 0.5,
+        "p99_change_within_target": change["p99_change_ms"] <= 0.5,
+        "p99_change_bootstrap_upper_within_target": hi <= 0.5,
+        "p99_change_bound_from_flush_overlap_ms": {
+            "what": "the most the flushes can move the p99 by: requests overlapping a flush are a share s of "
+            "the on arm, so at worst the on arm's p99 is the off arm's (99 / (1 - s))th percentile; plus the "
+            "mean append every logged request pays",
+            "share_overlapping": round(share, 5),
+            "bound_ms": round(bound, 3),
+        },
+        "record_call_on_request_path": {
+            "what": "ImpressionLog.record in the handler (encode the line, append it), per logged request",
+            **arms["record_call"],
+        },
+        "cpu_per_impression_ms": {
+            "what": "the product's own CPU: record (request path, the line's encoding) and the background "
+            "flushes (packing, PutRecordBatch through boto3: serialisation, signing, HTTP, response), "
+            "per impression",
+            "record": round(record_cpu / max(1, log["recorded"]), 4),
+            "flush": round(flush_cpu / written, 4),
+            "total": round(record_cpu / max(1, log["recorded"]) + flush_cpu / written, 4),
+        },
+        "flushes": {
+            "what": "the log's flushes during the blocks and each writer call they made (packing + one "
+            "PutRecordBatch): lines, thread CPU, wall time (the archive's answer included)",
+            "count": log["flushes"],
+            "cpu_ms_per_flush_mean": round(flush_cpu / max(1, log["flushes"]), 3),
+            "writer_calls": len(flushes),
+            "lines_per_call": [f["lines"] for f in flushes],
+            "cpu_ms_per_call": [f["cpu_ms"] for f in flushes],
+            "wall_ms_per_call": [f["wall_ms"] for f in flushes],
+        },
+        "requests_overlapping_a_flush": {
+            "what": "on-arm requests whose wall time overlapped a background write, and their latency",
+            "count": len(overlapping),
+            "share_of_on_arm": round(len(overlapping) / max(1, per_arm["on"]["n"]), 5),
+            "latencies_ms": overlapping,
+            "on_arm_p50_ms": per_arm["on"]["p50_ms"],
+            "stage_medians": {
+                "what": "median wall, reads (the concurrent Redis/DynamoDB reads, moto included) and compute "
+                "(candidates..rules) of the requests that overlapped a flush, of all on-arm and of all off-arm "
+                "requests: where a flush's slowdown lands",
+                "overlapping_a_flush": arms["stages_overlapping_a_flush"],
+                "on_arm": arms["stages_on_arm"],
+                "off_arm": arms["stages_off_arm"],
+            },
+        },
+        "degraded_near_flushes": arms["degraded_near_flushes"],
+        "log": log,
+        "left_buffered_at_end": arms["left_buffered_at_end"],
+        "final_flush_requests": arms["final_flush_requests"],
+        "writer_calls": arms.get("writer"),
+        "warm_up_flush": arms["warm_up_flush"],
+        "degraded_requests": res.get("degraded", {}),
+    }
+
+
 def run_experiments(
     args: argparse.Namespace,
     *,
@@ -440,44 +783,37 @@ def run_experiments(
     moto_url: str,
     workdir: Path,
 ) -> dict[str, Any]:
-    """Impressions off/on interleaved (twice each, same worker settings) and two bundles' RSS."""
+    """Impressions on/off in alternating blocks of one worker (impression_arms) and two bundles' RSS."""
     from recpipe_dev.local.stack import aws_session
 
     count = max(int(c) for c in args.candidates.split(",") if c)
-    bucket = "recpipe-bench-archive"
-    aws_session(moto_url).client("s3").create_bucket(Bucket=bucket)
+    bucket, stream = "recpipe-bench-archive", "recpipe-bench-impressions"
+    session = aws_session(moto_url)
+    session.client("s3").create_bucket(Bucket=bucket)
+    # The writer deployed in AWS (FirehoseImpressionWriter, PutRecordBatch) against moto's
+    # Firehose, which writes each batch to the archive bucket as it arrives.
+    session.client("firehose").create_delivery_stream(
+        DeliveryStreamName=stream,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "RoleARN": "arn:aws:iam::123456789012:role/recpipe-bench-firehose",
+            "Prefix": "impressions/",
+        },
+    )
     cfg = {"users": users, "k": args.k, "warmup": args.warmup, "requests": args.requests, "cold_requests": 0}
     env = {**base_env, "MAX_CANDIDATES": str(count)}
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
-    for round_ in range(2):
-        for mode in ("off", "on") if round_ == 0 else ("on", "off"):
-            extra = {"IMPRESSION_ARCHIVE_BUCKET": bucket} if mode == "on" else {}
-            print(f"impressions {mode} (round {round_ + 1}): {args.requests} requests ...", flush=True)
-            runs[mode].append(run_worker({**cfg, "env": {**env, **extra}}, workdir, f"imp-{mode}-{round_}"))
-    out: dict[str, Any] = {"candidates": count, "impressions": {}}
-    for mode, results in runs.items():
-        lat = [x for r in results for x in r["known"]["latencies"]]
-        wall = sum(r["known"]["wall_s"] for r in results)
-        out["impressions"][mode] = {
-            **summary(lat, wall),
-            "per_run_p99_ms": [summary(r["known"]["latencies"])["p99_ms"] for r in results],
-            "written": sum(r.get("impressions", {}).get("written", 0) for r in results),
-            "failed": sum(r.get("impressions", {}).get("failed", 0) for r in results),
-            "dropped": sum(r.get("impressions", {}).get("dropped", 0) for r in results),
-            "flush_cpu_ms": sum(r.get("impressions", {}).get("flush_cpu_ms", 0) for r in results),
-        }
-        if mode == "on":
-            calls = [r["impression_record_ms"] for r in results]
-            out["impressions"]["record_call_ms"] = {
-                "what": "wall time of ImpressionLog.record (the buffer append the handler makes), per request",
-                "p50_ms": max(c["p50_ms"] for c in calls),
-                "p99_ms": max(c["p99_ms"] for c in calls),
-                "max_ms": max(c["max_ms"] for c in calls),
-            }
-    on, off = out["impressions"]["on"], out["impressions"]["off"]
-    out["impressions"]["p99_change_ms"] = round(on["p99_ms"] - off["p99_ms"], 3)
-    out["impressions"]["p50_change_ms"] = round(on["p50_ms"] - off["p50_ms"], 3)
-    out["impressions"]["writer"] = "S3ImpressionWriter to the moto server (AWS: Firehose PutRecordBatch)"
+    block = max(50, args.requests // 10)
+    print(
+        f"impressions on/off in alternating blocks of {block} requests, {args.requests} requests per arm ...",
+        flush=True,
+    )
+    res = run_worker(
+        {**cfg, "impression_arms": {"block": block}, "env": {**env, "IMPRESSION_STREAM_NAME": stream}},
+        workdir,
+        "imp-arms",
+    )
+    out: dict[str, Any] = {"candidates": count, "impressions": impression_report(res, block)}
     print("two bundles live (50/50) ...", flush=True)
     two = run_worker(
         {

@@ -111,9 +111,12 @@ class RecommendSettings(ApiSettings, RedisSettings, ModelSettings, ContentSettin
     #: archive bucket directly (local stack). Neither set: impressions are not logged.
     impression_stream_name: str | None = Field(None, alias="IMPRESSION_STREAM_NAME", min_length=1)
     impression_bucket: str | None = Field(None, alias="IMPRESSION_ARCHIVE_BUCKET", min_length=1)
-    #: Seconds between the background thread's writes (also: at most this much is lost when a
-    #: container ends without the SIGTERM that flushes the buffer, docs/experiments.md).
-    impression_flush_s: float = Field(5.0, alias="IMPRESSION_FLUSH_S", gt=0, le=300)
+    #: Seconds between the background thread's writes when fewer than 500 impressions wait
+    #: (also: at most this much, or 500 impressions, is lost when a container ends without the
+    #: SIGTERM that flushes the buffer). In Lambda a write whose time came while the container
+    #: was frozen runs during the next invocation; 60 s keeps that to one request in 60 x the
+    #: container's requests per second (docs/experiments.md).
+    impression_flush_s: float = Field(60.0, alias="IMPRESSION_FLUSH_S", gt=0, le=300)
 
 
 class IngestSettings(ApiSettings, RedisSettings):

@@ -185,7 +185,8 @@ class BatchUserFeatureWriter(Protocol):
 
 # ---- feedback loop ----------------------------------------------------------------------------
 class ImpressionWriter(Protocol):
-    def write(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str]]:
-        """Deliver impression records to the archive. Returns the records that still failed,
-        with the reason (never raises for a partial failure)."""
+    def write(self, lines: Sequence[bytes]) -> list[tuple[bytes, str]]:
+        """Deliver impression records, each already one archive line (recpipe.domain.impressions
+        .impression_line), to the archive. Returns the lines that still failed, with the reason
+        (never raises for a partial failure)."""
         ...

@@ -48,7 +48,7 @@ def test_the_local_writer_puts_impressions_where_the_report_reads_them(s3: Any) 
         served(log, n)
     assert log.flush() == 7
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
-    assert len(keys) == 3 and all(k.startswith("impressions/year=") for k in keys)
+    assert len(keys) == 2 and all(k.startswith("impressions/year=") for k in keys)  # <= 2 x 3 per object
     impressions, report = read_impressions(S3Objects(s3, BUCKET), *window())
     assert sorted(i.recommendation_id for i in impressions) == [f"r{n}" for n in range(7)]
     assert report.error_count == 0
@@ -76,6 +76,28 @@ def test_the_firehose_writer_delivers_to_the_archive_prefix(s3: Any) -> None:
         if line.strip()
     ]
     assert sorted(r["recommendation_id"] for r in lines) == ["r0", "r1", "r2", "r3"]
+
+
+def test_packed_firehose_records_read_back_as_one_impression_per_line(s3: Any) -> None:
+    firehose = boto3.client("firehose")
+    firehose.create_delivery_stream(
+        DeliveryStreamName="impressions",
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "BucketARN": f"arn:aws:s3:::{BUCKET}",
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "Prefix": archive_key(NOW, "", "impressions/"),
+        },
+    )
+    writer = FirehoseImpressionWriter(firehose, "impressions", max_record_bytes=20_000)
+    log = ImpressionLog(writer, start=False)
+    for n in range(1200):
+        served(log, n)
+    assert log.flush() == 1200 and log.stats()["failed"] == 0
+    assert writer.calls == 2 and 1200 / writer.records_sent > 50, "many impressions per Firehose record"
+    impressions, report = read_impressions(S3Objects(s3, BUCKET), *window())
+    assert sorted(i.recommendation_id for i in impressions) == sorted(f"r{n}" for n in range(1200))
+    assert report.error_count == 0
 
 
 def test_an_unknown_stream_is_reported_as_failed_not_raised(s3: Any) -> None:

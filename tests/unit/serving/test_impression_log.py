@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,16 @@ ITEMS = [{"item_id": "a", "sources": ["cf"]}, {"item_id": "b", "sources": ["sess
 
 class Writer:
     def __init__(self, *, fail: bool = False, block: threading.Event | None = None) -> None:
-        self.batches: list[list[Mapping[str, Any]]] = []
+        self.batches: list[list[dict[str, Any]]] = []
         self.fail = fail
         self.block = block
 
-    def write(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str]]:
+    def write(self, lines: Sequence[bytes]) -> list[tuple[bytes, str]]:
         if self.block is not None:
             self.block.wait(5)
-        self.batches.append(list(records))
-        return [(r, "firehose: ServiceUnavailableException") for r in records] if self.fail else []
+        assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+        self.batches.append([json.loads(line) for line in lines])
+        return [(line, "firehose: ServiceUnavailableException") for line in lines] if self.fail else []
 
 
 def record(log: ImpressionLog, n: int) -> None:
@@ -55,8 +56,9 @@ def test_served_lists_reach_the_writer_in_batches_from_the_background_thread() -
     assert {k: stats[k] for k in ("recorded", "written", "failed", "dropped", "buffered")} == {
         "recorded": 250, "written": 250, "failed": 0, "dropped": 0, "buffered": 0,
     }  # fmt: skip
+    assert not log.writing() and 1 <= stats["flushes"] <= len(writer.batches)
     assert stats["flush_cpu_ms"] > 0
-    assert max(len(b) for b in writer.batches) <= 100
+    assert max(len(b) for b in writer.batches) <= 200, "a call takes at most twice the wake-up size"
     first = writer.batches[0][0]
     assert first["recommendation_id"] == "r0" and first["variant"] == "control"
     assert first["items"] == [
@@ -74,11 +76,26 @@ def test_a_stuck_writer_never_blocks_a_request_and_overflow_is_counted() -> None
         record(log, n)
     # The writer is stuck for 5 s: a request that waited on it would show here.
     assert time.perf_counter() - t0 < 1.0
-    assert log.dropped >= 1000 - 100 - 10  # buffer + the batch held by the stuck writer
+    assert log.dropped >= 1000 - 100 - 20  # buffer + the call held by the stuck writer (<= 2 x 10)
     release.set()
     log.close()
     s = log.stats()
     assert s["written"] + s["dropped"] == 1000 and s["buffered"] == 0
+
+
+def test_while_writes_are_held_a_due_flush_waits_and_runs_on_release() -> None:
+    writer = Writer()
+    log = ImpressionLog(writer, batch_size=5, flush_interval_s=0.01)
+    with log.writes_held():
+        for n in range(20):
+            record(log, n)  # wakes the thread
+        time.sleep(0.1)
+        assert writer.batches == [] and log.stats()["buffered"] == 20 and log.writing()
+    deadline = time.monotonic() + 5
+    while log.written < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log.close()
+    assert [len(b) for b in writer.batches] == [10, 10], "written on release, 2 x batch_size per call"
 
 
 def test_records_the_writer_refuses_are_counted_as_failed() -> None:
@@ -98,8 +115,8 @@ from recpipe.serving.impressions import ImpressionLog, flush_on_shutdown
 class FileWriter:
     def write(self, records):
         time.sleep(float(sys.argv[2]))
-        with open(sys.argv[1], "a") as f:
-            f.writelines(json.dumps(r) + "\\n" for r in records)
+        with open(sys.argv[1], "ab") as f:
+            f.writelines(records)
         return []
 
 log = ImpressionLog(FileWriter(), flush_interval_s=300)
@@ -135,3 +152,20 @@ def test_the_shutdown_flush_is_bounded_in_time(tmp_path: Path) -> None:
     assert code == -signal.SIGTERM
     assert elapsed < 2.0, "ends within the bound (Lambda's SIGKILL comes ~300 ms after SIGTERM)"
     assert not out.exists()
+
+
+def test_a_flush_writes_what_was_buffered_when_it_started_not_what_arrives_during_it() -> None:
+    class Slow(Writer):
+        def write(self, lines: Sequence[bytes]) -> list[tuple[bytes, str]]:
+            for n in range(3):  # requests served while the write is in flight
+                record(log, 100 + len(self.batches) * 10 + n)
+            return super().write(lines)
+
+    writer = Slow()
+    log = ImpressionLog(writer, start=False, batch_size=100)
+    for n in range(5):
+        record(log, n)
+    assert log.flush() == 5
+    assert [len(b) for b in writer.batches] == [5], "one call, not one more per handful that arrived"
+    assert log.stats()["buffered"] == 3
+    assert log.flush() == 3 and log.stats()["buffered"] == 3

@@ -5,11 +5,13 @@
 
 Positions start at 1. Events that carry `context.recommendation_id` are joined to it
 (recpipe.domain.attribution). Impressions live in the archive bucket under `impressions/`,
-beside the events, partitioned by hour like them.
+beside the events, partitioned by hour like them. On the wire and in the archive a record is
+one line of compact JSON ending in a newline (`impression_line`); objects hold many lines.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +52,17 @@ class Impression:
                 {"item_id": i.item_id, "position": i.position, "sources": list(i.sources)} for i in self.items
             ],
         }
+
+    def to_line(self) -> bytes:
+        return encode_line(self.to_record())
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_line(record: Mapping[str, Any]) -> bytes:
+    """One archive line: compact JSON and a newline."""
+    return (_encode(record) + "\n").encode()
 
 
 class ImpressionRejected(ValueError):
@@ -102,4 +115,35 @@ def impression_of(
             ShownItem(str(item["item_id"]), pos, tuple(item.get("sources", ())))
             for pos, item in enumerate(items, start=1)
         ),
+    )
+
+
+def impression_line(
+    *,
+    recommendation_id: str,
+    user_id: str,
+    ts: float,
+    model_version: str | None,
+    experiment: str | None,
+    variant: str | None,
+    items: Sequence[Mapping[str, Any]],
+) -> bytes:
+    """The archive line of a served list, built straight from the response's fields: what the
+    request path pays per impression (one small dict, one C-encoder call; no intermediate
+    objects). Equal to `impression_of(...).to_line()`."""
+    return encode_line(
+        {
+            "kind": KIND,
+            "v": VERSION,
+            "recommendation_id": recommendation_id,
+            "user_id": user_id,
+            "ts": round(ts, 3),
+            "model_version": model_version,
+            "experiment": experiment,
+            "variant": variant,
+            "items": [
+                {"item_id": str(item["item_id"]), "position": pos, "sources": list(item.get("sources", ()))}
+                for pos, item in enumerate(items, start=1)
+            ],
+        }
     )

@@ -1,18 +1,25 @@
 """ImpressionLog: every served list logged without touching the request's latency.
 
-`record` runs on the request path: it builds a small dict and appends it to a deque (no I/O,
-no JSON). A background thread wakes every `flush_interval_s` (or as soon as `batch_size`
-records wait), encodes and hands batches to an ImpressionWriter (Firehose in AWS, the archive
-bucket locally). A full buffer drops the oldest records and counts them (never blocks a
-request); records the writer could not deliver are counted too. Both counts are reported by
-`stats()` and logged by the handler's metrics.
+`record` runs on the request path: it encodes the served list as its archive line (one small
+dict through the C JSON encoder, 0.01-0.04 ms; recpipe.domain.impressions.impression_line) and
+appends the bytes to a deque (no I/O). A background thread wakes every `flush_interval_s` (or as
+soon as `batch_size` lines wait) and hands the lines to an ImpressionWriter, which only packs and
+sends them (Firehose in AWS: up to ~1,000 impressions per Firehose record and per
+PutRecordBatch; the archive bucket locally). Encoding on the request path and packing keep a
+flush of 500 impressions to a few ms of CPU (about 1 ms per call plus ~4 us per impression):
+that work shares the interpreter's lock with the requests, and a flush is the only moment
+impressions can slow one. A full buffer drops the oldest lines and counts them
+(never blocks a request); lines the writer could not deliver are counted too. Both counts are
+reported by `stats()` and logged by the handler's metrics.
 
-In Lambda the thread runs while the container is thawed, i.e. during invocations: impressions
-buffered when traffic stops are written at the next invocation. When the container is shut
-down, `flush_on_shutdown` writes what is still buffered on SIGTERM (or at interpreter exit),
-within a bounded time: Lambda sends SIGTERM to the runtime only when an external extension is
-registered (template.yaml attaches a no-op one, layers/shutdown-extension/), and allows the
-runtime about 300 ms before SIGKILL. What the limits leave open is in docs/experiments.md.
+In Lambda the thread runs while the container is thawed, i.e. during invocations: a flush whose
+timer expired while the container was frozen starts as the next invocation arrives, and
+impressions buffered when traffic stops are written at the next invocation. When the container
+is shut down, `flush_on_shutdown` writes what is still buffered on SIGTERM (or at interpreter
+exit), within a bounded time: Lambda sends SIGTERM to the runtime only when an external
+extension is registered (template.yaml attaches a no-op one, layers/shutdown-extension/), and
+allows the runtime about 300 ms before SIGKILL. What the limits leave open is in
+docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -24,19 +31,28 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from recpipe.domain.impressions import impression_of
+from recpipe.domain.impressions import impression_line
 from recpipe.ports import ImpressionWriter
 
 logger = logging.getLogger(__name__)
 
+#: Lines that wake the thread before its interval; a writer call takes up to twice as many
+#: (Firehose: ~0.4-0.9 MB in one packed record, one PutRecordBatch). Larger calls would save
+#: little CPU (a call's fixed cost is ~1 ms) and hold the interpreter's lock longer in one piece
+#: (the SDK encodes the whole body in one C call).
 BATCH_SIZE = 500
-#: Seldom enough that a flush (encoding + one PutRecordBatch, a few ms of CPU holding the GIL)
-#: overlaps well under 1 % of requests, so it stays out of the p99.
-FLUSH_INTERVAL_S = 5.0
+#: When fewer than BATCH_SIZE lines wait. In Lambda a flush that fell due while the container
+#: was frozen runs during the next invocation and slows it by up to the flush's CPU (~1 ms for
+#: a few lines): one flush per minute is one request in 60 x (requests/s of the container), under
+#: 1 % from 2 requests/s; with 5 s it was one in five at 1 request/s. Also the most an
+#: ungraceful container end can lose (with at most BATCH_SIZE lines). RecommendSettings
+#: (IMPRESSION_FLUSH_S) sets the deployed value.
+FLUSH_INTERVAL_S = 60.0
 MAX_BUFFER = 50_000
 #: How long a shutdown waits for the last flush: inside the ~300 ms Lambda leaves the runtime
 #: between SIGTERM and SIGKILL when external extensions are registered.
@@ -58,7 +74,7 @@ class ImpressionLog:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.clock = clock
-        self._buffer: deque[dict[str, Any]] = deque(maxlen=max_buffer)
+        self._buffer: deque[bytes] = deque(maxlen=max_buffer)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -68,7 +84,9 @@ class ImpressionLog:
         self.written = 0
         self.failed = 0
         self.dropped = 0
-        #: CPU the writes cost (encoding, the writer's requests): the product's own cost.
+        #: Flushes that wrote at least one line.
+        self.flushes = 0
+        #: CPU the writes cost (packing, the writer's requests): the product's own cost.
         self.flush_cpu_s = 0.0
         self.last_error: str | None = None
         self._thread: threading.Thread | None = None
@@ -87,7 +105,7 @@ class ImpressionLog:
         variant: str | None,
         items: list[dict[str, Any]],
     ) -> None:
-        impression = impression_of(
+        line = impression_line(
             recommendation_id=recommendation_id,
             user_id=user_id,
             ts=self.clock(),
@@ -96,11 +114,10 @@ class ImpressionLog:
             variant=variant,
             items=items,
         )
-        body = impression.to_record()
         with self._buffer_lock:
             if len(self._buffer) == self._buffer.maxlen:
-                self.dropped += 1  # the writer is behind or failing: the oldest record goes
-            self._buffer.append(body)
+                self.dropped += 1  # the writer is behind or failing: the oldest line goes
+            self._buffer.append(line)
             self.recorded += 1
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
@@ -112,8 +129,13 @@ class ImpressionLog:
             "failed": self.failed,
             "dropped": self.dropped,
             "buffered": len(self._buffer),
+            "flushes": self.flushes,
             "flush_cpu_ms": round(self.flush_cpu_s * 1000.0, 1),
         }
+
+    def writing(self) -> bool:
+        """A write is running (or writes are held)."""
+        return self._write_lock.locked()
 
     # ---- background ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -123,25 +145,35 @@ class ImpressionLog:
             self.flush()
 
     def flush(self) -> int:
-        """Write everything buffered now (the background thread; tests and shutdown). Returns
-        records delivered."""
+        """Write the lines buffered when it starts (the background thread; tests and shutdown).
+        Lines that arrive during the write wait for the next flush: chasing them would cost a
+        call (~1 ms of CPU) per handful. Returns lines delivered."""
         delivered = 0
         cpu0 = time.thread_time()
         with self._write_lock:
-            while self._buffer:
-                batch: list[dict[str, Any]] = []
+            left = len(self._buffer)
+            if left:
+                self.flushes += 1
+            while left > 0:
                 with self._buffer_lock:
-                    while self._buffer and len(batch) < self.batch_size:
-                        batch.append(self._buffer.popleft())
+                    # Up to twice the wake-up size: the lines that arrived while the thread
+                    # woke go in the same call.
+                    n = min(left, len(self._buffer), 2 * self.batch_size)
+                    batch = [self._buffer.popleft() for _ in range(n)]
+                if not batch:  # the oldest were dropped meanwhile (a full buffer)
+                    break
+                left -= n
                 try:
                     failures = self.writer.write(batch)
                 except Exception as exc:  # an adapter bug must not kill the thread
-                    failures = [(r, f"{type(exc).__name__}: {exc}") for r in batch]
+                    failures = [(line, f"{type(exc).__name__}: {exc}") for line in batch]
+                with self._buffer_lock:
+                    if failures:
+                        self.failed += len(failures)
+                        self.last_error = failures[0][1]
+                    self.written += len(batch) - len(failures)
                 if failures:
-                    self.failed += len(failures)
-                    self.last_error = failures[0][1]
                     logger.warning("impressions not delivered: %d (%s)", len(failures), self.last_error)
-                self.written += len(batch) - len(failures)
                 delivered += len(batch) - len(failures)
         self.flush_cpu_s += time.thread_time() - cpu0
         return delivered
@@ -149,6 +181,14 @@ class ImpressionLog:
     def stop_periodic(self) -> None:
         """The background thread stops after its current write (a final flush follows)."""
         self._stop.set()
+
+    @contextmanager
+    def writes_held(self) -> Iterator[None]:
+        """No write starts while inside (one in progress finishes first; a due flush waits and
+        starts on leaving), as Lambda's freeze holds the thread between invocations. The
+        serving benchmark holds writes during its blocks of requests without impressions."""
+        with self._write_lock:
+            yield
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
