@@ -57,7 +57,9 @@ def test_served_lists_reach_the_writer_in_batches_from_the_background_thread() -
         "recorded": 250, "written": 250, "failed": 0, "dropped": 0, "buffered": 0,
     }  # fmt: skip
     assert not log.writing() and 1 <= stats["flushes"] <= len(writer.batches)
-    assert stats["flush_cpu_ms"] > 0
+    assert log.flush_cpu_s > 0, (
+        "the flushes' CPU is counted (the rounded stat can read 0.0 on a fast machine)"
+    )
     assert max(len(b) for b in writer.batches) <= 200, "a call takes at most twice the wake-up size"
     first = writer.batches[0][0]
     assert first["recommendation_id"] == "r0" and first["variant"] == "control"
