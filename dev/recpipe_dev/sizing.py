@@ -70,7 +70,7 @@ TRENDING_MARKER_BYTES = Figure(
 )
 #: A returning user's stored state (DynamoDB item) at its steady-state size.
 USER_STATE_BYTES = Figure(
-    3210,
+    3512,
     "bytes per user state (DynamoDB item, 256 applied event ids)",
     "recpipe bench stream: config.mean_state_bytes (bench/results/stream.json)",
 )
@@ -79,8 +79,9 @@ USER_STATE_BYTES = Figure(
 UPDATER_CPU_US_PER_EVENT = Figure(
     383.4,
     "updater CPU microseconds per event",
-    "recpipe bench stream: headline.updater_cpu_us_per_event (bench/results/stream.json; 100,000 "
-    "Zipf users, measured at load average 4-7 on 2 cores; 391 at load 8-9)",
+    "recpipe bench stream: headline.updater_cpu_us_per_event (100,000 Zipf users; 383.4 on the "
+    "2026-12-04 VM at load average 4-7; 130.1 on the 2026-12-05 VM, about 3.5x faster per stage, "
+    "in bench/results/stream.json: planning keeps the slower VM's figure)",
 )
 #: Events per conditional user write at the deployed batch size (several events of one user in a
 #: batch are folded into one write).
