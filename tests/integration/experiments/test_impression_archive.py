@@ -54,7 +54,8 @@ def test_the_local_writer_puts_impressions_where_the_report_reads_them(s3: Any) 
     assert report.error_count == 0
 
 
-def test_the_firehose_writer_delivers_to_the_archive_prefix(s3: Any) -> None:
+def _delivery_stream(prefix: str) -> Any:
+    """A DirectPut delivery stream named "impressions" into the archive bucket under `prefix`."""
     firehose = boto3.client("firehose")
     firehose.create_delivery_stream(
         DeliveryStreamName="impressions",
@@ -62,9 +63,14 @@ def test_the_firehose_writer_delivers_to_the_archive_prefix(s3: Any) -> None:
         ExtendedS3DestinationConfiguration={
             "BucketARN": f"arn:aws:s3:::{BUCKET}",
             "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "Prefix": "impressions/",
+            "Prefix": prefix,
         },
     )
+    return firehose
+
+
+def test_the_firehose_writer_delivers_to_the_archive_prefix(s3: Any) -> None:
+    firehose = _delivery_stream("impressions/")
     log = ImpressionLog(FirehoseImpressionWriter(firehose, "impressions"), start=False)
     for n in range(4):
         served(log, n)
@@ -79,16 +85,7 @@ def test_the_firehose_writer_delivers_to_the_archive_prefix(s3: Any) -> None:
 
 
 def test_packed_firehose_records_read_back_as_one_impression_per_line(s3: Any) -> None:
-    firehose = boto3.client("firehose")
-    firehose.create_delivery_stream(
-        DeliveryStreamName="impressions",
-        DeliveryStreamType="DirectPut",
-        ExtendedS3DestinationConfiguration={
-            "BucketARN": f"arn:aws:s3:::{BUCKET}",
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "Prefix": archive_key(NOW, "", "impressions/"),
-        },
-    )
+    firehose = _delivery_stream(archive_key(NOW, "", "impressions/"))
     writer = FirehoseImpressionWriter(firehose, "impressions", max_record_bytes=20_000)
     log = ImpressionLog(writer, start=False)
     for n in range(1200):
