@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.domain.events import EventType
 from recpipe.training.cf import CFModel, confidence_matrix, fit_als, neighbours, top_n
@@ -160,3 +161,19 @@ def test_fused_lists_blend_the_sequential_score_relative_to_each_users_best() ->
     np.testing.assert_array_equal(
         fused_top_n(linear, model, users, 5, sequential=seq, sequential_weight=0.0)[0], plain_i
     )
+
+
+def test_train_params_refuse_an_unknown_neighbour_source_or_a_bad_sequential_setting() -> None:
+    from recpipe.training.pipeline import TrainParams
+
+    assert TrainParams().neighbour_source == "sequential"
+    with pytest.raises(ValueError, match="neighbour_source"):
+        TrainParams(neighbour_source="nearest")
+    with pytest.raises(ValueError, match="sequential_window"):
+        TrainParams(sequential_window=0)
+    with pytest.raises(ValueError, match="sequential_weight"):
+        TrainParams(sequential_weight=-1.0)
+    # a request written before neighbour_source named the old switch
+    old = {k: v for k, v in TrainParams().to_dict().items() if k != "neighbour_source"}
+    assert TrainParams.from_dict({**old, "linear_neighbours": True}).neighbour_source == "linear"
+    assert TrainParams.from_dict({**old, "linear_neighbours": False}).neighbour_source == "cosine"

@@ -61,6 +61,8 @@ CANDIDATES_FILE = "candidates.npz"
 #: Carve-out lists are requests of a returning user: a day after the last kept event, so the
 #: session has expired and the list is about long-term taste (next-event lists have the session).
 RETURN_AFTER_S = 86400.0
+#: Where session neighbours of head items come from (TrainParams.neighbour_source).
+NEIGHBOUR_SOURCES = ("sequential", "linear", "cosine")
 REPORT_FILE = "train_report.json"
 
 
@@ -118,6 +120,19 @@ class TrainParams:
     policy: CandidatePolicy = field(default_factory=CandidatePolicy)
     ranker: RankerParams = field(default_factory=RankerParams)
     seed: int = 7
+
+    def __post_init__(self) -> None:
+        # A retrain request's params come from outside (the workflow input): refuse nonsense
+        # before any fitting starts, naming the field.
+        if self.neighbour_source not in NEIGHBOUR_SOURCES:
+            raise ValueError(
+                f"neighbour_source must be one of {NEIGHBOUR_SOURCES}, got {self.neighbour_source!r}"
+            )
+        if self.sequential_weight < 0 or self.sequential_window < 1 or not 0 < self.sequential_decay <= 1:
+            raise ValueError(
+                "sequential_weight must be >= 0, sequential_window >= 1 and 0 < sequential_decay <= 1; got "
+                f"{self.sequential_weight}, {self.sequential_window}, {self.sequential_decay}"
+            )
 
     @classmethod
     def tiny(cls) -> TrainParams:
@@ -256,8 +271,6 @@ def _fit_phase(
         raise ValueError(f"unknown cf_method {params.cf_method!r} (als or bpr)")
     table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
     idx, sim = neighbours(table.embeddings, params.neighbours if with_neighbours else 0)
-    if params.neighbour_source not in ("linear", "sequential", "cosine"):
-        raise ValueError(f"unknown neighbour_source {params.neighbour_source!r}")
     linear = sequential = None
     if params.linear_head > 0:
         linear = fit_item_linear(
