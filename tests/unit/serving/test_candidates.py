@@ -31,7 +31,7 @@ POLICY = CandidatePolicy(popular=3)
 def retrieve(
     max_candidates: int = 30, blocked: tuple[str, ...] = (), policy: CandidatePolicy = POLICY, **kw: object
 ) -> dict[str, tuple[int, float, int]]:
-    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, max_candidates, policy)
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS, max_candidates, policy)
     elig = Eligibility.build(
         ITEMS,
         blocked,
@@ -69,7 +69,7 @@ def test_session_neighbours_carry_their_anchor() -> None:
 
 def test_session_neighbours_carry_their_weight_relative_to_the_anchors_best_and_its_recency() -> None:
     now = 1_700_000_000.0
-    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, 60, POLICY, neighbour_scores=NEIGHBOURS.scores)
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS, 60, POLICY)
     session = [SessionEntry("i3", "view", now), SessionEntry("i7", "view", now - 5)]
     cands = retriever.retrieve(inputs(session=session), Eligibility.build(ITEMS, []))
     pos = {int(i): k for k, i in enumerate(cands.items.tolist())}
@@ -185,7 +185,6 @@ def reference_retrieve(
         rows = retriever.neighbours[anchors, : policy.neighbours_per_item]
         flat, anchor_of = rows.reshape(-1), np.repeat(anchors, rows.shape[1])
         rank_of = np.repeat(np.arange(len(anchors)), rows.shape[1])
-        assert retriever.neighbour_scores is not None
         w = retriever.neighbour_scores[anchors, : rows.shape[1]].astype(np.float32)
         rel = (w / w[:, :1]).reshape(-1).astype(np.float32)  # the test neighbours' best is > 0
         ok = flat >= 0
@@ -227,13 +226,7 @@ def test_vectorised_pool_equals_candidate_builder(  # noqa: PLR0917 - hypothesis
     session: list[tuple[str, str]], blocked: list[str], include: list[str], exclude: list[str], limit: int,
     popular_n: int,
 ) -> None:  # fmt: skip
-    retriever = CandidateRetriever(
-        ITEMS,
-        NEIGHBOURS.indices,
-        limit,
-        CandidatePolicy(popular=popular_n),
-        neighbour_scores=NEIGHBOURS.scores,
-    )
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS, limit, CandidatePolicy(popular=popular_n))
     elig = Eligibility.build(ITEMS, blocked, include, exclude)
     ins = inputs(
         cf=cf, trending=trending, content=content,
@@ -264,7 +257,7 @@ def test_cf_list_is_cut_to_the_training_policy_quota() -> None:
 
 
 def test_a_blocked_item_is_free_again_for_the_next_request() -> None:
-    retriever = CandidateRetriever(ITEMS, NEIGHBOURS.indices, 10, POLICY)
+    retriever = CandidateRetriever(ITEMS, NEIGHBOURS, 10, POLICY)
     blocked = Eligibility.build(ITEMS, ["i0", "i1"])
     first = retriever.retrieve(inputs(), blocked)
     assert not {0, 1} & set(first.items.tolist())

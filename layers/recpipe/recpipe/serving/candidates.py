@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from recpipe.bundle import Neighbours
 from recpipe.domain.candidates import CandidatePolicy
 from recpipe.domain.features import CandidateSet, Source
 from recpipe.domain.items import ItemTable
@@ -105,15 +106,16 @@ class CandidateRetriever:
     def __init__(
         self,
         items: ItemTable,
-        neighbours_indices: npt.NDArray[np.int32],
+        neighbours: Neighbours,
         max_candidates: int,
         policy: CandidatePolicy | None = None,
-        neighbour_scores: npt.NDArray[np.float16] | None = None,
     ) -> None:
         self.items = items
-        self.neighbours = neighbours_indices
-        #: The neighbours' weights (best first per item); None = session candidates score 0.
-        self.neighbour_scores = neighbour_scores
+        # Indices and weights travel together (the bundle's Neighbours): a retriever without
+        # the weights would serve session candidates a neighbour score training never saw.
+        self.neighbours = neighbours.indices
+        #: The neighbours' weights, best first per item.
+        self.neighbour_scores = neighbours.scores
         self.max_candidates = max_candidates
         self.policy = policy or CandidatePolicy()
         # Item -> pool position and item -> blocked scratch, reset after each request (one
@@ -165,18 +167,17 @@ class CandidateRetriever:
                 width = rows.shape[1]
                 anchor_of = np.repeat(anchors, width).astype(np.int32)
                 rank_of = np.repeat(np.arange(len(anchors), dtype=np.float32), width)
-                weight = np.zeros(rows.shape, np.float32)
-                if self.neighbour_scores is not None:
-                    w = self.neighbour_scores[anchors, :width].astype(np.float32)
-                    best = w[:, :1]
-                    weight = np.where(best > 0, w / np.where(best > 0, best, 1.0), 0.0)
+                # relative to each anchor's best neighbour (cosine rows are not, head rows are)
+                w = self.neighbour_scores[anchors, :width].astype(np.float32)
+                best = w[:, :1]
+                weight = np.where(best > 0, w / np.where(best > 0, best, 1.0), np.float32(0.0))
                 keep = flat >= 0
                 pool.add(
                     flat[keep],
                     Source.SESSION,
                     anchor=anchor_of[keep],
                     anchor_rank=rank_of[keep],
-                    neighbour_score=weight.reshape(-1)[keep].astype(np.float32),
+                    neighbour_score=weight.reshape(-1)[keep],
                 )
             t_idx, t_scores, _ = self._known(inputs.trending[: policy.trending])
             pool.add(t_idx, Source.TRENDING, trending=t_scores)

@@ -185,10 +185,9 @@ class Recommender:
             self._retrievers = {
                 model.version: CandidateRetriever(
                     model.bundle.items,
-                    model.bundle.neighbours.indices,
+                    model.bundle.neighbours,
                     self.max_candidates,
                     policy_of(model.bundle.manifest),
-                    neighbour_scores=model.bundle.neighbours.scores,
                 )
             }
             r = self._retrievers[model.version]

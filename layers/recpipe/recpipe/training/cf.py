@@ -393,8 +393,8 @@ def fused_top_n(
     sequential one times `sequential_weight`), then the ALS list's items the linear model does
     not reach (users whose history lies outside the head), -1 padded.
 
-    Scores: the linear score for the first part; below it, ALS items get the last linear score
-    times a decaying factor, so the list's score order is its rank order; then divided by the
+    Scores: the (blended) linear score for the first part; below it, ALS items get its last
+    score times a decaying factor, so the list's score order is its rank order; then divided by the
     user's best score."""
     als_i, als_s = top_n(model, users, n)
     if linear is None or not len(users):

@@ -72,13 +72,7 @@ class ExampleBuilder:
     popular: list[npt.NDArray[np.int32]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.retriever = CandidateRetriever(
-            self.items,
-            self.neighbours.indices,
-            self.max_candidates,
-            self.policy,
-            neighbour_scores=self.neighbours.scores,
-        )
+        self.retriever = CandidateRetriever(self.items, self.neighbours, self.max_candidates, self.policy)
         self.assembler = FeatureAssembler(self.items)
         self.popular = popular_by_daypart(self.items)
 

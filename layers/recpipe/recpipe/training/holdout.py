@@ -121,9 +121,7 @@ def rank(
 
     k = holdout.k
     assembler = FeatureAssembler(items)
-    retriever = CandidateRetriever(
-        items, neighbours.indices, SERVING_POOL, holdout.policy, neighbour_scores=neighbours.scores
-    )
+    retriever = CandidateRetriever(items, neighbours, SERVING_POOL, holdout.policy)
     ctx = RequestContext(now=holdout.t2)
     popular = popular_by_daypart(items)[daypart(int(ctx.local_hour))]
     blocks: list[npt.NDArray[np.float32]] = []
