@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,15 @@ from recpipe.training.cf import (
     row_weights,
 )
 from recpipe.training.examples import ExampleLists, carve_out_lists, carve_out_mask
+from recpipe.training.fusion import (
+    CFModels,
+    Context,
+    FusionModel,
+    FusionParams,
+    carve_outs,
+    fused_lists,
+    train_fusion,
+)
 from recpipe.training.history import (
     CandidatePolicy,
     Examples,
@@ -118,6 +128,9 @@ class TrainParams:
     max_eval_users: int = 2000
     eval_k: int = 10
     policy: CandidatePolicy = field(default_factory=CandidatePolicy)
+    #: learned fusion of the CF models (training/fusion.py): the published lists' order when it
+    #: beats the fixed blend on its carve-outs' validation users; folds=0 turns it off
+    fusion: FusionParams = field(default_factory=FusionParams)
     ranker: RankerParams = field(default_factory=RankerParams)
     seed: int = 7
 
@@ -149,6 +162,7 @@ class TrainParams:
             carve_out_head=30,
             carve_out_others=10,
             ranker=RankerParams(hidden=(16, 8), epochs=2, batch_size=256),
+            fusion=FusionParams(folds=1, users=100, depth=30, als_depth=20, epochs=1, members=1),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +177,8 @@ class TrainParams:
         rk = d.pop("ranker", {})
         if "hidden" in rk:
             rk = {**rk, "hidden": tuple(rk["hidden"])}
-        return cls(**d, policy=policy, ranker=RankerParams(**rk))
+        fusion = FusionParams(**d.pop("fusion", {}))
+        return cls(**d, policy=policy, fusion=fusion, ranker=RankerParams(**rk))
 
 
 @dataclass(slots=True)
@@ -229,6 +244,7 @@ class _Phase:
     neighbours: Neighbours
     linear: ItemLinearModel | None = None
     sequential: SequentialModel | None = None
+    context: Context | None = None
 
 
 def _fit_phase(
@@ -296,13 +312,36 @@ def _fit_phase(
             idx, sim = head_neighbours(linear.head, linear.weights, (idx, sim))
         elif with_neighbours and sequential is not None and params.neighbour_source == "sequential":
             idx, sim = head_neighbours(sequential.head, sequential.weights, (idx, sim))
-    return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear, sequential)
+    context = None
+    if linear is not None and params.fusion.folds > 0:
+        context = Context.build(window, n_users, len(item_ids), _categories(item_ids, catalogue))
+    return _Phase(model, table, Neighbours(indices=idx, scores=sim), linear, sequential, context)
+
+
+def _categories(item_ids: list[str], catalogue: Sequence[ItemMeta]) -> list[list[str]]:
+    meta_of = {m.item_id: m.categories for m in catalogue}
+    return [list(meta_of.get(i, ())) for i in item_ids]
 
 
 def _fused(
-    phase: _Phase, users: npt.NDArray[np.int32], n: int, params: TrainParams
+    phase: _Phase,
+    users: npt.NDArray[np.int32],
+    n: int,
+    params: TrainParams,
+    fusion: FusionModel | None = None,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """The phase's published CF lists (fused_top_n with the phase's models)."""
+    """The phase's published CF lists: in the fusion's order when one was adopted, else the
+    fixed blend's (fused_top_n with the phase's models)."""
+    if fusion is not None and phase.linear is not None and phase.context is not None and len(users):
+        return fused_lists(
+            CFModels(phase.linear, phase.sequential, phase.model),
+            phase.context,
+            users,
+            n,
+            fusion=fusion,
+            params=params.fusion,
+            sequential_weight=params.sequential_weight,
+        )
     return fused_top_n(
         phase.linear,
         phase.model,
@@ -314,11 +353,15 @@ def _fused(
 
 
 def _cf_lookup(
-    phase: _Phase, users: npt.NDArray[np.int32], n: int, params: TrainParams
+    phase: _Phase,
+    users: npt.NDArray[np.int32],
+    n: int,
+    params: TrainParams,
+    fusion: FusionModel | None = None,
 ) -> dict[int, list[tuple[str, float]]]:
     if not len(users):
         return {}
-    best, scores = _fused(phase, users, n, params)
+    best, scores = _fused(phase, users, n, params, fusion)
     ids = phase.items.item_ids
     out: dict[int, list[tuple[str, float]]] = {}
     for row, u in enumerate(users.tolist()):
@@ -346,7 +389,7 @@ def train_bundle(
     if len(log) == 0:
         raise ValueError("cannot train on an empty interaction log")
     out_dir = Path(out_dir)
-    st = _Stages(progress, total=8)
+    st = _Stages(progress, total=9)
     rng = np.random.default_rng(p.seed)
 
     with st.stage("prepare"):
@@ -376,6 +419,11 @@ def train_bundle(
             holdout_users = np.sort(rng.choice(holdout_users, p.max_eval_users, replace=False))
         in_replay[holdout_users] = True
 
+    with st.stage("cf_fusion"):
+        fusion, fusion_metrics = _train_fusion(
+            log.take(before_t2), n_users, item_ids, items, p, rng, progress
+        )
+
     with st.stage("cf_ranker_window"):
         phase1 = _fit_phase(log.take(before_t1), n_users, item_ids, items, p, end_ts=t1)
 
@@ -385,7 +433,7 @@ def train_bundle(
         sample = np.zeros(len(rows), bool)
         if len(window):
             sample[rng.choice(window, min(p.max_examples, len(window)), replace=False)] = True
-        cf1 = _cf_lookup(phase1, np.unique(log.users[rows[sample]]).astype(np.int32), p.policy.cf, p)
+        cf1 = _cf_lookup(phase1, np.unique(log.users[rows[sample]]).astype(np.int32), p.policy.cf, p, fusion)
         bar: Any = None
         if progress:
             from tqdm import tqdm
@@ -414,7 +462,9 @@ def train_bundle(
         lists = _next_event_lists(examples)
         carve_metrics = {"carve_out_positives": 0.0, "carve_out_covered": 0.0}
         for fold in range(p.carve_out_folds):
-            carved, fold_metrics = _carve_out(log, before_t2, item_ids, items, item_cats, p, rng, fold)
+            carved, fold_metrics = _carve_out(
+                log, before_t2, item_ids, items, item_cats, p, rng, fold, fusion
+            )
             lists.extend(carved)
             for name, value in fold_metrics.items():
                 carve_metrics[name] += value
@@ -437,15 +487,18 @@ def train_bundle(
             carve_metrics["carve_out_covered"] / max(carve_metrics["carve_out_positives"], 1.0), 4
         ),
         **{k: round(v, 5) for k, v in ranker_metrics.items()},
+        **fusion_metrics,
     }
     with st.stage("evaluate"):
-        eval_metrics, holdout = _evaluate(log, t2, state, in_replay, item_ids, items, trending, blob, p, rng)
+        eval_metrics, holdout = _evaluate(
+            log, t2, state, in_replay, item_ids, items, trending, blob, p, rng, fusion
+        )
         metrics.update(eval_metrics)
 
     with st.stage("cf_full"):
         final = _fit_phase(log, n_users, item_ids, items, p, end_ts=end_ts)
         active = np.flatnonzero(np.diff(final.model.user_items.indptr) > 0).astype(np.int32)
-        best, scores = _fused(final, active, p.top_n, p)
+        best, scores = _fused(final, active, p.top_n, p, fusion)
         candidates = CandidateLists([log.user_vocab[u] for u in active.tolist()], best, scores, item_ids)
 
     with st.stage("write_bundle"):
@@ -483,6 +536,71 @@ def train_bundle(
     return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages, holdout)
 
 
+def _train_fusion(  # noqa: PLR0917 - one call site, all inputs of one stage
+    window: InteractionLog,
+    n_users: int,
+    item_ids: list[str],
+    catalogue: Sequence[ItemMeta],
+    p: TrainParams,
+    rng: np.random.Generator,
+    progress: bool,
+) -> tuple[FusionModel | None, dict[str, Any]]:
+    """The learned fusion from carve-outs of the window before the holdout (the gate's users'
+    later events never train it), adopted only when its validation users' lists beat the fixed
+    blend's; None (the blend's order) otherwise."""
+    fp = p.fusion
+    if fp.folds <= 0 or p.linear_head <= 0:
+        return None, {"fusion_adopted": 0}
+    n_items = len(item_ids)
+
+    def fit(w: InteractionLog) -> CFModels:
+        linear = fit_item_linear(
+            w, n_users, n_items, head=p.linear_head, regularization=p.linear_regularization
+        )
+        seq = None
+        if p.sequential_weight > 0:
+            seq = fit_sequential(
+                w,
+                linear.head,
+                n_items,
+                window=p.sequential_window,
+                decay=p.sequential_decay,
+                damping=p.sequential_damping,
+            )
+        model = fit_als(
+            w,
+            n_users,
+            n_items,
+            factors=p.factors,
+            iterations=p.iterations,
+            regularization=p.regularization,
+            alpha=p.alpha,
+            seed=p.seed,
+        )
+        return CFModels(linear, seq, model)
+
+    say = (lambda m: print(m, file=sys.stderr)) if progress else None
+    train, val, metrics = carve_outs(
+        window,
+        n_users,
+        n_items,
+        _categories(item_ids, catalogue),
+        fit,
+        params=fp,
+        sequential_weight=p.sequential_weight,
+        rng=rng,
+        progress=say,
+    )
+    if not len(val[1]) or not (train[1].sum(axis=1) > 0).any():
+        return None, {"fusion_adopted": 0, **metrics, "fusion_reason": "no carve-out lists"}
+    model, fit_metrics = train_fusion(train, val, fp, seed=p.seed, k=p.eval_k)
+    k = p.eval_k
+    gain = fit_metrics[f"fusion_validation_ndcg@{k}"] - fit_metrics[f"fusion_validation_blend_ndcg@{k}"]
+    adopted = gain > 0
+    fit_metrics.pop("fusion_validation_curves")
+    return (model if adopted else None), {"fusion_adopted": int(adopted), **metrics, **fit_metrics}
+
+
 def _next_event_lists(examples: Examples) -> ExampleLists:
     """The replay's examples as lists (one chosen item and its sampled negatives each).
 
@@ -510,6 +628,7 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
     p: TrainParams,
     rng: np.random.Generator,
     fold: int = 0,
+    fusion: FusionModel | None = None,
 ) -> tuple[ExampleLists, dict[str, float]]:
     """Long-term-taste lists: hold out part of sampled users' items (rows in `within`), refit
     CF on the rest, and label the pool of a request a day after each user's last kept event
@@ -532,7 +651,7 @@ def _carve_out(  # noqa: PLR0917 - one call site, all inputs of one stage
     kept_log = log.take(np.flatnonzero(kept))
     end = float(kept_log.ts[-1]) if len(kept_log) else 0.0
     phase = _fit_phase(kept_log, n_users, item_ids, catalogue, p, end_ts=end, with_neighbours=False)
-    cf = _cf_lookup(phase, users.astype(np.int32), p.policy.cf, p)
+    cf = _cf_lookup(phase, users.astype(np.int32), p.policy.cf, p, fusion)
     trending = TrendingWindow(kept_log.ts, kept_log.items, row_weights(kept_log), item_ids)
     chosen = np.zeros(n_users, np.bool_)
     chosen[users] = True
@@ -583,6 +702,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     blob: bytes,
     p: TrainParams,
     rng: np.random.Generator,
+    fusion: FusionModel | None = None,
 ) -> tuple[dict[str, Any], Holdout | None]:
     """HitRate/NDCG@k at T2 of the ranked pipeline (the exported TFLite model) vs CF alone.
 
@@ -600,7 +720,9 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
     cf_per_user: list[float] = []
     phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
-    cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k), p)
+    cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k), p, fusion)
+    # the fixed blend's order on the same users, for the record when the fusion is adopted
+    blend2 = _cf_lookup(phase2, users.astype(np.int32), k, p) if fusion is not None else cf2
     popular = np.argsort(-phase2.items.popularity, kind="stable")[: p.policy.popular].astype(np.int32)
     relevant: dict[int, dict[str, float]] = {}  # user -> item -> first time after T2
     tail = ~before
@@ -610,7 +732,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         relevant.setdefault(u, {}).setdefault(item_ids[i], t)
 
     holdout = Holdout(t2, k, p.policy, trending.top(t2, p.policy.trending))
-    cf_hr = cf_ndcg = pop_ndcg = 0.0
+    cf_hr = cf_ndcg = pop_ndcg = blend_ndcg = 0.0
     pop_list = [item_ids[i] for i in popular[: k * 4].tolist()]
     for u in users.tolist():
         features = state.features.get(u)
@@ -635,6 +757,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         cf_ndcg += ndcg_at_k(cf_list, rel, k)
         cf_per_user.append(ndcg_at_k(cf_list, rel, k))
         pop_ndcg += ndcg_at_k(pop, rel, k)
+        blend_ndcg += ndcg_at_k([i for i, _ in blend2.get(u, [])[:k]], rel, k)
     rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, blob)
     ranked = score(holdout, rankings, candidate_sets)
     holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
@@ -655,6 +778,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         f"cf_hit_rate@{k}": round(cf_hr / n, 5),
         f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
         f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
+        f"cf_blend_ndcg@{k}": round(blend_ndcg / n, 5),
         "candidate_recall": ranked["candidate_recall"],
         "mean_candidates": ranked["mean_candidates"],
     }, holdout

@@ -1,0 +1,572 @@
+"""Learned fusion of the CF models: the order of each user's published CF list.
+
+EASE, the time-local co-occurrence model and ALS each see a different side of a user's history
+(whole profile, order, low-rank taste); a fixed blend weighs them alike for every user. Fusion
+learns how to combine them, with item and user context, from **carve-outs**: a quarter of some
+users' items before the holdout is held out, the CF models are refitted on the rest, and a small
+listwise MLP (TensorFlow) learns to put the held-out items first in each user's candidate pool
+(the blend's top list united with ALS's). Training happens in the batch path only; the published
+list carries the fused order and a relative score, so a returning user's list is long-term taste
+as the fusion orders it, and the online ranker (TFLite) keeps its job: sessions and visitors.
+
+It is adopted only when it beats the fixed blend on the carve-outs' validation users (figures
+in the run's metrics); otherwise the blend's order is published, as before.
+
+Pools are built a block of users at a time from dense [block, n_items] score rows (the same
+blocks `cf.fused_top_n` uses), so memory is bounded by the block, never by users x items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from recpipe.domain.catalogue import InteractionLog
+from recpipe.training.cf import (
+    CFModel,
+    ItemLinearModel,
+    SequentialModel,
+    _relative,
+    _relative_rows,
+    _rows_per_block,
+    row_weights,
+)
+
+FUSION_FEATURES: tuple[str, ...] = (
+    "blend_rel",
+    "blend_rrank",
+    "ease_rel",
+    "ease_rrank",
+    "seq_rel",
+    "seq_rrank",
+    "als_rel",
+    "als_rrank",
+    "item_log_popularity",
+    "category_affinity",
+    "user_log_activity",
+    "window_popularity",
+    "first_seen_after_user",
+    "first_seen_gap",
+)
+MONTH_S = 30 * 86400.0
+YEAR_S = 365 * 86400.0
+#: Month bins of the window-popularity table (older months share the first bin).
+MAX_MONTHS = 480
+
+
+@dataclass(frozen=True, slots=True)
+class FusionParams:
+    #: carve-outs (each one refit of the CF models on the window before the holdout); 0 = off.
+    #: Folds stop early once `max_lists` user lists are collected (big shops need two)
+    folds: int = 6
+    max_lists: int = 4000
+    #: users carved out per fold (a seeded sample; all when fewer)
+    users: int = 2000
+    ratio: float = 0.25
+    #: pool: the blend's top `depth` united with ALS's top `als_depth`
+    depth: int = 150
+    als_depth: int = 150
+    hidden: int = 32
+    #: validation nDCG is flat after the first few epochs (docs/training.md)
+    epochs: int = 6
+    learning_rate: float = 0.01
+    batch_size: int = 32
+    #: models from consecutive seeds whose logits are summed (one model's validation nDCG moves
+    #: with the seed alone by about as much as a feature)
+    members: int = 3
+    #: share of carve-out users kept for validation (epoch choice and adoption)
+    validation: float = 0.2
+
+
+@dataclass(slots=True)
+class Context:
+    """Item- and user-side data of one fit window, for the context features."""
+
+    log_pop: npt.NDArray[np.float32]
+    #: [n_items, n_categories] CSR, rows sum to 1 (or 0)
+    categories: sp.csr_matrix
+    n_categories: int
+    #: [n_items, months + 1] cumulative interactions per month
+    cum_month: npt.NDArray[np.float32]
+    first_seen: npt.NDArray[np.float64]
+    t_origin: float
+    user_first: npt.NDArray[np.float64]
+    user_last: npt.NDArray[np.float64]
+    #: binary users x items of the window (the user's history)
+    user_items: sp.csr_matrix
+
+    @classmethod
+    def build(
+        cls,
+        window: InteractionLog,
+        n_users: int,
+        n_items: int,
+        item_categories: list[list[str]],
+    ) -> Context:
+        keep = row_weights(window) > 0
+        users, items, ts = window.users[keep], window.items[keep], window.ts[keep]
+        x = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+        x.sum_duplicates()
+        x.data[:] = 1.0
+        counts = np.asarray(x.sum(axis=0)).ravel()
+        log_pop = (np.log1p(counts) / np.log1p(max(float(counts.max(initial=0.0)), 1.0))).astype(np.float32)
+        vocab = sorted({c for cats in item_categories for c in cats})
+        ci = {c: k for k, c in enumerate(vocab)}
+        rows = [i for i, cats in enumerate(item_categories) for _ in cats]
+        cols = [ci[c] for cats in item_categories for c in cats]
+        cat = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)), shape=(n_items, max(len(vocab), 1))
+        )
+        sums = np.asarray(cat.sum(axis=1)).ravel()
+        cat = sp.diags(np.where(sums > 0, 1.0 / np.maximum(sums, 1.0), 0.0).astype(np.float32)) @ cat
+        t_origin = float(ts.min()) if len(ts) else 0.0
+        t_end = float(ts.max()) if len(ts) else 0.0
+        total = int((t_end - t_origin) // MONTH_S) + 3
+        n_months = min(total, MAX_MONTHS)
+        # the newest months keep their own bins; anything older shares bin 0
+        t_origin += MONTH_S * (total - n_months)
+        month = np.clip((ts - t_origin) // MONTH_S, 0, n_months - 1).astype(np.int64)
+        per = np.zeros((n_items, n_months + 1), np.float32)
+        np.add.at(per, (items, month + 1), 1.0)
+        first = np.full(n_items, np.inf)
+        np.minimum.at(first, items, ts)
+        ufirst = np.full(n_users, np.inf)
+        ulast = np.full(n_users, -np.inf)
+        np.minimum.at(ufirst, users, ts)
+        np.maximum.at(ulast, users, ts)
+        return cls(
+            log_pop=log_pop,
+            categories=cat.tocsr(),
+            n_categories=len(vocab),
+            cum_month=np.cumsum(per, axis=1),
+            first_seen=first,
+            t_origin=t_origin,
+            user_first=ufirst,
+            user_last=ulast,
+            user_items=x,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CFModels:
+    """One fit of the CF models the fusion combines."""
+
+    linear: ItemLinearModel
+    sequential: SequentialModel | None
+    als: CFModel
+
+
+@dataclass(slots=True)
+class Pools:
+    """Per-user candidate pools (-1 padded), their features and the blend's own order."""
+
+    users: npt.NDArray[np.int32]  # [users]
+    items: npt.NDArray[np.int32]  # [users, C]
+    features: npt.NDArray[np.float32]  # [users, C, F]
+    blend: npt.NDArray[np.float32]  # [users, C] blend score (-inf where padded)
+
+    @property
+    def mask(self) -> npt.NDArray[np.bool_]:
+        return self.items >= 0
+
+
+def _top(s: npt.NDArray[np.float32], d: int) -> npt.NDArray[np.int64]:
+    d = min(d, s.shape[1])
+    part = np.argpartition(-s, d - 1, axis=1)[:, :d]
+    order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _rrank(top: npt.NDArray[np.int64], ok: npt.NDArray[np.bool_], n_items: int) -> npt.NDArray[np.float32]:
+    rr = np.zeros((len(top), n_items), np.float32)
+    r, c = np.nonzero(ok)
+    rr[r, top[r, c]] = 1.0 / (1.0 + c)
+    return rr
+
+
+def pools(
+    models: CFModels,
+    ctx: Context,
+    users: npt.NDArray[np.int32],
+    params: FusionParams,
+    *,
+    sequential_weight: float,
+) -> Pools:
+    """Candidate pools and features for `users` (the blend's top united with ALS's top)."""
+    n_items = models.linear.n_items
+    width = params.depth + params.als_depth
+    out_i = np.full((len(users), width), -1, np.int32)
+    out_f = np.zeros((len(users), width, len(FUSION_FEATURES)), np.float32)
+    out_b = np.full((len(users), width), -np.inf, np.float32)
+    batch = _rows_per_block(n_items)
+    for lo in range(0, len(users), batch):
+        block = users[lo : lo + batch]
+        i, f, b = _block(models, ctx, block, params, sequential_weight)
+        out_i[lo : lo + len(block), : i.shape[1]] = i
+        out_f[lo : lo + len(block), : i.shape[1]] = f
+        out_b[lo : lo + len(block), : i.shape[1]] = b
+    return Pools(users, out_i, out_f, out_b)
+
+
+def _block(
+    models: CFModels,
+    ctx: Context,
+    block: npt.NDArray[np.int32],
+    params: FusionParams,
+    sequential_weight: float,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    linear, sequential, model = models.linear, models.sequential, models.als
+    n_items = linear.n_items
+    seen = linear.user_items[block]
+    r, c = seen.nonzero()
+    s_e = linear.scores(block)
+    s_e[r, c] = -np.inf
+    if sequential is not None:
+        s_q = sequential.scores(linear.user_items, block)
+        s_q[r, c] = -np.inf
+    else:
+        s_q = np.zeros_like(s_e)
+        s_q[r, c] = -np.inf
+    rel_e, rel_q = _relative_rows(s_e), _relative_rows(s_q)
+    blend = rel_e + np.float32(sequential_weight) * rel_q
+    uf = model.user_factors[block]
+    s_a = (uf @ model.item_factors.T).astype(np.float32)
+    seen_a = model.user_items[block]
+    ra, ca = seen_a.nonzero()
+    s_a[ra, ca] = -np.inf
+    s_a[r, c] = -np.inf
+    has_als = np.abs(uf).sum(axis=1) > 0
+    rel_a = _relative_rows(s_a)
+
+    d = params.depth
+    top_b = _top(blend, d)
+    ok_b = np.take_along_axis(blend, top_b, axis=1) > 0
+    top_a = _top(s_a, params.als_depth)
+    ok_a = np.isfinite(np.take_along_axis(s_a, top_a, axis=1)) & has_als[:, None]
+    top_e = _top(s_e, d)
+    ok_e = np.take_along_axis(s_e, top_e, axis=1) > 0
+    top_q = _top(s_q, d)
+    ok_q = np.take_along_axis(s_q, top_q, axis=1) > 0
+
+    cand = np.concatenate([np.where(ok_b, top_b, -1), np.where(ok_a, top_a, -1)], axis=1)
+    cand = np.sort(cand, axis=1)
+    dup = np.zeros(cand.shape, np.bool_)
+    dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
+    cand[dup] = -1
+    # valid candidates first (by blend score, then ALS), padding last
+    safe = np.maximum(cand, 0)
+    valid = cand >= 0
+    key_b = np.where(valid, np.take_along_axis(blend, safe, axis=1), -np.inf)
+    key_a = np.where(valid, np.take_along_axis(rel_a, safe, axis=1), -np.inf)
+    key_b = np.where(np.isfinite(key_b) & (key_b > 0), key_b, -1.0)
+    order = np.lexsort((-key_a, -key_b, ~valid), axis=1)
+    cand = np.take_along_axis(cand, order, axis=1)
+    valid = cand >= 0
+    safe = np.maximum(cand, 0)
+
+    def take(m: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        v = np.take_along_axis(m, safe, axis=1)
+        return np.where(valid & np.isfinite(v), v, 0.0).astype(np.float32)
+
+    rr_b = _rrank(top_b, ok_b, n_items)
+    rr_e = _rrank(top_e, ok_e, n_items)
+    rr_q = _rrank(top_q, ok_q, n_items)
+    rr_a = _rrank(top_a, ok_a, n_items)
+    # category affinity: the user's category profile (share of history per category) against
+    # the candidate's categories, x n_categories so 1 means "as likely as a uniform profile"
+    hist = ctx.user_items[block]
+    profile = np.asarray((hist @ ctx.categories).todense(), np.float32)
+    tot = profile.sum(axis=1, keepdims=True)
+    profile = np.where(tot > 0, profile / np.maximum(tot, 1e-9), 0.0)
+    affinity = np.asarray((ctx.categories @ profile.T).T, np.float32) * max(ctx.n_categories, 1)
+    n_hist = np.diff(hist.indptr).astype(np.float32)
+    first, last = ctx.user_first[block], ctx.user_last[block]
+    known = np.isfinite(first)
+    n_months = ctx.cum_month.shape[1] - 1
+    m_lo = np.where(known, ((np.where(known, first, 0.0) - ctx.t_origin) // MONTH_S) - 1, 0)
+    m_hi = np.where(known, ((np.where(known, last, 0.0) - ctx.t_origin) // MONTH_S) + 2, n_months)
+    m_lo = np.clip(m_lo, 0, n_months).astype(np.int64)
+    m_hi = np.clip(m_hi, 0, n_months).astype(np.int64)
+    win = np.log1p(ctx.cum_month[safe, m_hi[:, None]] - ctx.cum_month[safe, m_lo[:, None]])
+    win = np.where(valid, win, 0.0)
+    win = win / np.maximum(win.max(axis=1, keepdims=True), 1e-6)
+    fs = ctx.first_seen[safe]
+    lastc = np.where(known, last, np.inf)[:, None]
+    gap = np.where(
+        np.isfinite(fs) & np.isfinite(lastc), (fs - np.where(np.isfinite(lastc), lastc, 0.0)) / YEAR_S, 0.0
+    )
+    columns = {
+        "blend_rel": take(blend / np.maximum(blend.max(axis=1, keepdims=True), 1e-6)),
+        "blend_rrank": take(rr_b),
+        "ease_rel": take(rel_e),
+        "ease_rrank": take(rr_e),
+        "seq_rel": take(rel_q),
+        "seq_rrank": take(rr_q),
+        "als_rel": take(rel_a),
+        "als_rrank": take(rr_a),
+        "item_log_popularity": np.where(valid, ctx.log_pop[safe], 0.0),
+        "category_affinity": take(affinity),
+        "user_log_activity": np.where(valid, (np.log1p(n_hist) / 10.0)[:, None], 0.0),
+        "window_popularity": win,
+        "first_seen_after_user": np.where(valid, gap > 0, False),
+        "first_seen_gap": np.where(valid, np.clip(gap, -5.0, 5.0) / 5.0, 0.0),
+    }
+    feats = np.stack([np.asarray(columns[n], np.float32) for n in FUSION_FEATURES], axis=2)
+    bl = np.where(valid, np.take_along_axis(blend, safe, axis=1), -np.inf).astype(np.float32)
+    # ALS-only candidates sit below every blend candidate in the blend's own order
+    bl = np.where(valid & ~(bl > 0), -1.0 + take(rel_a) * 0.5, bl).astype(np.float32)
+    return cand.astype(np.int32), feats, bl
+
+
+@dataclass(slots=True)
+class FusionModel:
+    """Standardisation + an ensemble of small MLPs, evaluated in numpy (batch path only)."""
+
+    mean: npt.NDArray[np.float32]
+    scale: npt.NDArray[np.float32]
+    members: list[list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]] = field(default_factory=list)
+
+    def logits(self, feats: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        x = (feats - self.mean) / self.scale
+        total = np.zeros(feats.shape[:-1], np.float32)
+        for layers in self.members:
+            h = x
+            for k, (w, b) in enumerate(layers):
+                h = h @ w + b
+                if k < len(layers) - 1:
+                    h = np.maximum(h, 0.0)
+            total += h[..., 0]
+        return total
+
+    def order(self, p: Pools, n: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+        """Top-`n` of each pool by fused logit, scores mapped into (0, 1] (rank-preserving)."""
+        lg = np.where(p.mask, self.logits(p.features), -np.inf)
+        o = np.argsort(-lg, axis=1, kind="stable")[:, :n]
+        items = np.take_along_axis(p.items, o, axis=1)
+        s = np.take_along_axis(lg, o, axis=1)
+        ok = np.isfinite(s)
+        hi = np.where(ok, s, -np.inf).max(axis=1, keepdims=True)
+        lo = np.where(ok, s, np.inf).min(axis=1, keepdims=True)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        rel = np.where(ok, 0.01 + 0.99 * (s - lo) / span, 0.0).astype(np.float32)
+        items = np.where(ok, items, -1).astype(np.int32)
+        return items, rel
+
+
+def blend_order(p: Pools, n: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    o = np.argsort(-p.blend, axis=1, kind="stable")[:, :n]
+    items = np.take_along_axis(p.items, o, axis=1)
+    s = np.take_along_axis(p.blend, o, axis=1)
+    ok = np.isfinite(s)
+    return np.where(ok, items, -1).astype(np.int32), _relative(np.where(ok, np.maximum(s, 0.0), 0.0))
+
+
+def ndcg_lists(
+    order: npt.NDArray[np.int32], truth: list[npt.NDArray[np.int64]], k: int
+) -> npt.NDArray[np.float64]:
+    """Per-list nDCG@k of `order` (items, -1 padded) against each list's relevant items."""
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    out = np.zeros(len(truth))
+    for row, rel in enumerate(truth):
+        if not len(rel):
+            continue
+        hits = np.isin(order[row, :k], rel) & (order[row, :k] >= 0)
+        ideal = disc[: min(len(rel), k)].sum()
+        out[row] = float((hits * disc[: len(hits)]).sum() / ideal)
+    return out
+
+
+def train_fusion(
+    train: tuple[Pools, npt.NDArray[np.float32]],
+    val: tuple[Pools, list[npt.NDArray[np.int64]]],
+    params: FusionParams,
+    *,
+    seed: int,
+    k: int = 10,
+) -> tuple[FusionModel, dict[str, Any]]:
+    """Listwise MLPs on the training pools; the epoch kept is the best on validation pools."""
+    import tensorflow as tf
+
+    pools_t, labels = train
+    feats = pools_t.features[pools_t.mask]
+    mean = feats.mean(axis=0).astype(np.float32)
+    std = feats.std(axis=0)
+    # a constant column is ignored, not blown up by a tiny scale
+    scale = np.where(std > 1e-6, std, 1e6).astype(np.float32)
+    keep = labels.sum(axis=1) > 0  # a list without a positive teaches nothing listwise
+    # pools are padded to depth + als_depth; the union is usually shorter (valid slots first)
+    width = int(pools_t.mask.sum(axis=1).max(initial=1))
+    x = ((pools_t.features[keep, :width] - mean) / scale).astype(np.float32)
+    y = labels[keep, :width] / labels[keep, :width].sum(axis=1, keepdims=True)
+    m = pools_t.mask[keep, :width].astype(np.float32)
+    pv, truth = val
+    model_out = FusionModel(mean, scale)
+    curves: list[list[float]] = []
+    for member in range(params.members):
+        tf.keras.utils.set_random_seed(seed + member)
+        inputs = tf.keras.Input(shape=(None, x.shape[2]))
+        mask_in = tf.keras.Input(shape=(None,))
+        h = tf.keras.layers.Dense(params.hidden, activation="relu")(inputs)
+        h = tf.keras.layers.Dense(params.hidden, activation="relu")(h)
+        score = tf.keras.layers.Reshape((-1,))(tf.keras.layers.Dense(1)(h))
+        masked = tf.keras.layers.Lambda(lambda t: t[0] + (t[1] - 1.0) * 1e9)([score, mask_in])
+        net = tf.keras.Model([inputs, mask_in], masked)
+        net.compile(
+            optimizer=tf.keras.optimizers.Adam(params.learning_rate),
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
+        )
+        best: list[Any] = [-1.0, []]
+        curve: list[float] = []
+
+        def keep_best(
+            epoch: int, logs: Any = None, net: Any = net, best: list[Any] = best, curve: list[float] = curve
+        ) -> None:
+            layers = [
+                (np.asarray(layer.kernel, np.float32), np.asarray(layer.bias, np.float32))
+                for layer in net.layers
+                if isinstance(layer, tf.keras.layers.Dense)
+            ]
+            v = float(ndcg_lists(FusionModel(mean, scale, [layers]).order(pv, k)[0], truth, k).mean())
+            curve.append(round(v, 5))
+            if v > best[0]:
+                best[0], best[1] = v, layers
+
+        # one fit call (the inputs are converted once); the epoch kept is the best on validation
+        net.fit(
+            [x, m],
+            y,
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            verbose=0,
+            shuffle=True,
+            callbacks=[tf.keras.callbacks.LambdaCallback(on_epoch_end=keep_best)],
+        )
+        model_out.members.append(best[1])
+        curves.append(curve)
+    fused = ndcg_lists(model_out.order(pv, k)[0], truth, k)
+    blend = ndcg_lists(blend_order(pv, k)[0], truth, k)
+    diff = fused - blend
+    return model_out, {
+        "fusion_train_lists": int(keep.sum()),
+        "fusion_validation_lists": len(truth),
+        f"fusion_validation_ndcg@{k}": round(float(fused.mean()), 5),
+        f"fusion_validation_blend_ndcg@{k}": round(float(blend.mean()), 5),
+        "fusion_validation_gain_se": round(float(diff.std(ddof=1) / np.sqrt(max(len(diff), 1))), 5)
+        if len(diff) > 1
+        else 0.0,
+        "fusion_validation_curves": curves,
+    }
+
+
+FitModels = Callable[[InteractionLog], CFModels]
+
+
+def carve_outs(
+    window: InteractionLog,
+    n_users: int,
+    n_items: int,
+    item_categories: list[list[str]],
+    fit: FitModels,
+    *,
+    params: FusionParams,
+    sequential_weight: float,
+    rng: np.random.Generator,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[tuple[Pools, npt.NDArray[np.float32]], tuple[Pools, list[npt.NDArray[np.int64]]], dict[str, Any]]:
+    """Training pools + labels and validation pools + relevant items from `params.folds`
+    carve-outs of `window`: per fold, up to `params.users` users with at least 4 items lose a
+    random `ratio` of their items, the models are refitted on the rest, and each such user's
+    pool is labelled with the held-out items. Validation users are a fixed share of each fold."""
+    keep_rows = row_weights(window) > 0
+    cell = window.users.astype(np.int64) * n_items + window.items
+    cells = np.unique(cell[keep_rows])
+    cu = (cells // n_items).astype(np.int64)
+    per_user = np.bincount(cu, minlength=n_users)
+    eligible = np.flatnonzero(per_user >= 4)
+    train_p: list[Pools] = []
+    train_y: list[npt.NDArray[np.float32]] = []
+    val_p: list[Pools] = []
+    val_truth: list[npt.NDArray[np.int64]] = []
+    covered = positives = 0
+    for fold in range(params.folds):
+        chosen = eligible
+        if len(chosen) > params.users:
+            chosen = np.sort(rng.choice(chosen, params.users, replace=False))
+        sel = np.isin(cu, chosen)
+        held = np.zeros(len(cells), np.bool_)
+        held[np.flatnonzero(sel)[rng.random(int(sel.sum())) < params.ratio]] = True
+        held_cells = cells[held]
+        fit_log = window.take(np.flatnonzero(~np.isin(cell, held_cells)))
+        models = fit(fit_log)
+        ctx = Context.build(fit_log, n_users, n_items, item_categories)
+        users = chosen.astype(np.int32)
+        p = pools(models, ctx, users, params, sequential_weight=sequential_weight)
+        hu = (held_cells // n_items).astype(np.int64)
+        hi = (held_cells % n_items).astype(np.int64)
+        bounds = np.searchsorted(hu, users, side="left"), np.searchsorted(hu, users, side="right")
+        truth = [hi[a:b] for a, b in zip(*bounds, strict=True)]
+        is_val = rng.random(len(users)) < params.validation
+        labels = np.zeros(p.items.shape, np.float32)
+        for row, rel in enumerate(truth):
+            labels[row] = np.isin(p.items[row], rel) & p.mask[row]
+        covered += int(labels.sum())
+        positives += int(sum(len(t) for t in truth))
+        train_p.append(_rows(p, ~is_val))
+        train_y.append(labels[~is_val])
+        val_p.append(_rows(p, is_val))
+        val_truth.extend(t for t, v in zip(truth, is_val.tolist(), strict=True) if v)
+        if progress is not None:
+            progress(f"fusion carve-out {fold + 1}/{params.folds}: {len(users)} users")
+        if sum(len(t) for t in train_y) + len(val_truth) >= params.max_lists:
+            break
+    metrics = {
+        "fusion_folds": len(train_p),
+        "fusion_carve_out_recall": round(covered / max(positives, 1), 4),
+    }
+    return (_concat(train_p), np.concatenate(train_y)), (_concat(val_p), val_truth), metrics
+
+
+def _rows(p: Pools, rows: npt.NDArray[np.bool_]) -> Pools:
+    return Pools(p.users[rows], p.items[rows], p.features[rows], p.blend[rows])
+
+
+def _concat(ps: list[Pools]) -> Pools:
+    return Pools(
+        np.concatenate([p.users for p in ps]),
+        np.concatenate([p.items for p in ps]),
+        np.concatenate([p.features for p in ps]),
+        np.concatenate([p.blend for p in ps]),
+    )
+
+
+#: Users whose pools are held at once when publishing (pools are [users, depth + als_depth,
+#: features] float32: 4,096 users x 300 x 14 is 69 MB).
+PUBLISH_CHUNK = 4096
+
+
+def fused_lists(
+    models: CFModels,
+    ctx: Context,
+    users: npt.NDArray[np.int32],
+    n: int,
+    *,
+    fusion: FusionModel,
+    params: FusionParams,
+    sequential_weight: float,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The published CF lists in the fused order: top `n` of each user's pool, -1 padded."""
+    n_out = min(n, params.depth + params.als_depth)
+    out_i = np.full((len(users), n_out), -1, np.int32)
+    out_s = np.zeros((len(users), n_out), np.float32)
+    for lo in range(0, len(users), PUBLISH_CHUNK):
+        chunk = users[lo : lo + PUBLISH_CHUNK]
+        p = pools(models, ctx, chunk, params, sequential_weight=sequential_weight)
+        i, s = fusion.order(p, n_out)
+        out_i[lo : lo + len(chunk), : i.shape[1]] = i
+        out_s[lo : lo + len(chunk), : s.shape[1]] = s
+    return out_i, out_s

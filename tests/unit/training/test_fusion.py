@@ -1,0 +1,238 @@
+"""Learned CF fusion: context features, candidate pools, carve-out labels, the fused order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from recpipe.domain.catalogue import InteractionLog
+from recpipe.domain.events import EventType
+from recpipe.training.cf import fit_als, fit_item_linear, fit_sequential
+from recpipe.training.fusion import (
+    FUSION_FEATURES,
+    MONTH_S,
+    YEAR_S,
+    CFModels,
+    Context,
+    FusionModel,
+    FusionParams,
+    Pools,
+    blend_order,
+    carve_outs,
+    ndcg_lists,
+    pools,
+    train_fusion,
+)
+from recpipe.training.pipeline import TrainParams
+
+T0 = 1_600_000_000.0
+COL = {name: k for k, name in enumerate(FUSION_FEATURES)}
+
+
+def _taste_log(n_users: int = 40, seed: int = 0) -> tuple[InteractionLog, list[list[str]]]:
+    """Two tastes (a*, b*) of 12 items each; every user views 8 items of one taste, in time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        group = "a" if u % 2 == 0 else "b"
+        picks = rng.choice(12, 8, replace=False)
+        for n, i in enumerate(picks.tolist()):
+            rows.append((f"u{u}", f"{group}{i}", T0 + u * 1000.0 + n * 60.0, EventType.VIEW, None))
+    log = InteractionLog.from_rows(rows)
+    cats = [["A"] if i.startswith("a") else ["B"] for i in log.item_vocab]
+    return log, cats
+
+
+def _fit(log: InteractionLog) -> CFModels:
+    nu, ni = len(log.user_vocab), len(log.item_vocab)
+    linear = fit_item_linear(log, nu, ni, head=100, regularization=10.0)
+    seq = fit_sequential(log, linear.head, ni, window=5, decay=0.85, damping=0.3)
+    als = fit_als(log, nu, ni, factors=4, iterations=5, regularization=0.1, alpha=2.0, seed=1)
+    return CFModels(linear, seq, als)
+
+
+def test_context_holds_popularity_categories_and_time_per_item_and_user() -> None:
+    log = InteractionLog.from_rows(
+        [
+            ("u0", "x", T0, EventType.VIEW, None),
+            ("u0", "y", T0 + 2 * MONTH_S, EventType.VIEW, None),
+            ("u1", "x", T0 + 3 * MONTH_S, EventType.VIEW, None),
+            ("u1", "z", T0 + 3 * MONTH_S, EventType.REMOVE_FROM_CART, None),  # weight < 0: not history
+        ]
+    )
+    cats = [["c1"], ["c1", "c2"], []]  # x, y, z
+    ctx = Context.build(log, 2, 3, cats)
+    np.testing.assert_allclose(ctx.log_pop, [1.0, np.log1p(1) / np.log1p(2), 0.0], rtol=1e-6)
+    np.testing.assert_allclose(ctx.categories.toarray(), [[1.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
+    np.testing.assert_allclose(ctx.first_seen[:2], [T0, T0 + 2 * MONTH_S])
+    assert np.isinf(ctx.first_seen[2])
+    np.testing.assert_allclose(ctx.user_last, [T0 + 2 * MONTH_S, T0 + 3 * MONTH_S])
+    # x: one interaction in month 0, one in month 3 (cumulative, bin k + 1 holds month k)
+    assert ctx.cum_month[0, -1] == 2.0
+    assert ctx.cum_month[0, 1] == 1.0 and ctx.cum_month[0, 3] == 1.0 and ctx.cum_month[0, 4] == 2.0
+    assert ctx.user_items.toarray().tolist() == [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+
+
+def test_pools_unite_the_blend_and_als_tops_never_a_seen_item_with_exact_features() -> None:
+    log, cats = _taste_log()
+    models = _fit(log)
+    ctx = Context.build(log, len(log.user_vocab), len(log.item_vocab), cats)
+    users = np.arange(len(log.user_vocab), dtype=np.int32)
+    params = FusionParams(depth=6, als_depth=6)
+    p = pools(models, ctx, users, params, sequential_weight=1.0)
+    assert p.items.shape == (len(users), 12)
+    seen = models.linear.user_items
+    for row, u in enumerate(users.tolist()):
+        cand = p.items[row][p.mask[row]]
+        assert len(cand) == len(set(cand.tolist())) > 0
+        assert not set(cand.tolist()) & set(seen[u].indices.tolist())
+        # padding only after the valid slots, and padded slots carry no features
+        assert not p.mask[row][np.argmin(p.mask[row]) :].any() or p.mask[row].all()
+        assert not p.features[row][~p.mask[row]].any()
+    # the user's best unseen EASE item has relative score 1 and reciprocal rank 1
+    s = models.linear.scores(users[:1])[0]
+    s[seen[0].indices] = -np.inf
+    best = int(np.argmax(s))
+    slot = int(np.flatnonzero(p.items[0] == best)[0])
+    assert p.features[0, slot, COL["ease_rel"]] == pytest.approx(1.0)
+    assert p.features[0, slot, COL["ease_rrank"]] == pytest.approx(1.0)
+    # user 0 has seen only taste A: an A item is 2x a uniform profile, a B item 0
+    for slot in np.flatnonzero(p.mask[0]).tolist():
+        want = 2.0 if log.item_vocab[p.items[0, slot]].startswith("a") else 0.0
+        assert p.features[0, slot, COL["category_affinity"]] == pytest.approx(want)
+    assert p.features[0, 0, COL["user_log_activity"]] == pytest.approx(np.log1p(8) / 10.0)
+    # the blend's own order puts blend candidates before ALS-only ones, best first
+    order, scores = blend_order(p, 12)
+    ok = order[0] >= 0
+    assert scores[0, 0] == pytest.approx(1.0) and np.all(np.diff(scores[0][ok]) <= 0)
+
+
+def test_first_seen_gap_flags_items_that_appeared_after_the_users_last_event() -> None:
+    log, cats = _taste_log()
+    late = [(f"u{u}", "a_new", T0 + 2 * YEAR_S, EventType.VIEW, None) for u in (2, 4, 6)]
+    rows = [
+        (log.user_vocab[u], log.item_vocab[i], t, EventType.VIEW, None)
+        for u, i, t in zip(log.users.tolist(), log.items.tolist(), log.ts.tolist(), strict=True)
+    ]
+    log = InteractionLog.from_rows(rows + late)
+    cats = [["A"] if i.startswith("a") else ["B"] for i in log.item_vocab]
+    models = _fit(log)
+    ctx = Context.build(log, len(log.user_vocab), len(log.item_vocab), cats)
+    u0 = log.user_vocab.index("u38")  # the last user: every other item was seen before it ended
+    p = pools(
+        models, ctx, np.asarray([u0], np.int32), FusionParams(depth=13, als_depth=13), sequential_weight=1.0
+    )
+    new = log.item_vocab.index("a_new")
+    slot = np.flatnonzero(p.items[0] == new)
+    assert len(slot) == 1
+    gap = (T0 + 2 * YEAR_S - float(ctx.user_last[u0])) / YEAR_S
+    assert p.features[0, slot[0], COL["first_seen_after_user"]] == 1.0
+    assert p.features[0, slot[0], COL["first_seen_gap"]] == pytest.approx(min(gap, 5.0) / 5.0, rel=1e-5)
+    old = np.flatnonzero(p.mask[0] & (p.items[0] != new))
+    assert (p.features[0, old, COL["first_seen_after_user"]] == 0.0).all()
+
+
+def test_fused_order_follows_the_logits_and_keeps_scores_rank_ordered_in_0_1() -> None:
+    n_f = len(FUSION_FEATURES)
+    feats = np.zeros((2, 4, n_f), np.float32)
+    feats[:, :, COL["als_rel"]] = [[0.1, 0.9, 0.5, 0.0], [0.3, 0.2, 0.0, 0.0]]
+    items = np.asarray([[10, 11, 12, 13], [20, 21, -1, -1]], np.int32)
+    p = Pools(np.arange(2, dtype=np.int32), items, feats, np.zeros((2, 4), np.float32))
+    w1 = np.zeros((n_f, 1), np.float32)
+    w1[COL["als_rel"], 0] = 1.0
+    model = FusionModel(
+        np.zeros(n_f, np.float32), np.ones(n_f, np.float32), [[(w1, np.zeros(1, np.float32))]]
+    )
+    order, scores = model.order(p, 4)
+    assert order.tolist() == [[11, 12, 10, 13], [20, 21, -1, -1]]
+    assert scores[0, 0] == pytest.approx(1.0) and scores[0, -1] == pytest.approx(0.01)
+    assert np.all(np.diff(scores[0]) < 0) and scores[1, 2:].tolist() == [0.0, 0.0]
+
+
+def test_carve_outs_label_exactly_the_held_out_items_which_the_refit_never_saw() -> None:
+    log, cats = _taste_log(n_users=60)
+    fitted: list[CFModels] = []
+
+    def fit(w: InteractionLog) -> CFModels:
+        fitted.append(_fit(w))
+        return fitted[-1]
+
+    params = FusionParams(folds=1, users=60, depth=12, als_depth=12, validation=0.3)
+    (train, labels), (val, truth), metrics = carve_outs(
+        log,
+        len(log.user_vocab),
+        len(log.item_vocab),
+        cats,
+        fit,
+        params=params,
+        sequential_weight=1.0,
+        rng=np.random.default_rng(3),
+    )
+    assert metrics["fusion_folds"] == 1 and len(fitted) == 1
+    assert sorted(train.users.tolist() + val.users.tolist()) == list(range(60))
+    assert len(val.users) == len(truth) > 0
+    full = _fit(log).linear.user_items
+    refit = fitted[0].linear.user_items
+    n_held = 0
+    for row, u in enumerate(train.users.tolist()):
+        held = set(full[u].indices.tolist()) - set(refit[u].indices.tolist())
+        n_held += len(held)
+        cand = set(train.items[row][train.mask[row]].tolist())
+        # labelled: exactly the held-out items the pool retrieved
+        assert set(train.items[row][labels[row] > 0].tolist()) == held & cand
+        assert not cand & set(refit[u].indices.tolist())
+    for row, u in enumerate(val.users.tolist()):
+        held = set(full[u].indices.tolist()) - set(refit[u].indices.tolist())
+        assert set(truth[row].tolist()) == held
+    assert n_held > 0
+    assert 0.0 < metrics["fusion_carve_out_recall"] <= 1.0
+
+
+def test_carve_outs_stop_once_enough_lists_are_collected() -> None:
+    log, cats = _taste_log(n_users=40)
+    params = FusionParams(folds=5, users=40, max_lists=60, depth=6, als_depth=6)
+    *_, metrics = carve_outs(
+        log,
+        len(log.user_vocab),
+        len(log.item_vocab),
+        cats,
+        _fit,
+        params=params,
+        sequential_weight=1.0,
+        rng=np.random.default_rng(0),
+    )
+    assert metrics["fusion_folds"] == 2  # 40 lists per fold, 60 wanted
+
+
+def test_training_finds_a_planted_signal_the_blend_ignores() -> None:
+    rng = np.random.default_rng(0)
+    n_lists, width, n_f = 300, 20, len(FUSION_FEATURES)
+
+    def make(n: int) -> tuple[Pools, np.ndarray]:
+        feats = rng.random((n, width, n_f)).astype(np.float32)
+        labels = np.zeros((n, width), np.float32)
+        pos = rng.integers(0, width, n)
+        labels[np.arange(n), pos] = 1.0
+        feats[np.arange(n), pos, COL["window_popularity"]] += 1.0  # the signal
+        items = (
+            np.tile(np.arange(width, dtype=np.int32), (n, 1)) + 100 * np.arange(n, dtype=np.int32)[:, None]
+        )
+        blend = rng.random((n, width)).astype(np.float32)  # the blend's order knows nothing
+        return Pools(np.arange(n, dtype=np.int32), items, feats, blend), labels
+
+    train, labels = make(n_lists)
+    val, vlabels = make(100)
+    truth = [val.items[r][vlabels[r] > 0].astype(np.int64) for r in range(100)]
+    model, metrics = train_fusion(
+        (train, labels), (val, truth), FusionParams(epochs=4, members=1, hidden=8), seed=1, k=5
+    )
+    assert metrics["fusion_validation_ndcg@5"] > 0.9
+    assert metrics["fusion_validation_blend_ndcg@5"] < 0.5
+    assert ndcg_lists(model.order(val, 5)[0], truth, 5).mean() == pytest.approx(
+        metrics["fusion_validation_ndcg@5"], abs=1e-5
+    )
+
+
+def test_train_params_carry_fusion_settings_and_a_request_without_them_keeps_the_default() -> None:
+    p = TrainParams(fusion=FusionParams(folds=2, epochs=3))
+    assert TrainParams.from_dict(p.to_dict()).fusion == FusionParams(folds=2, epochs=3)
+    assert TrainParams.from_dict({"top_n": 100}).fusion == FusionParams()
