@@ -25,6 +25,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 SCORE_BLOCK = 1 << 23
 
 
+#: Co-occurrence pairs counted per bincount in fit_sequential (16 bytes each while pending).
+PAIRS_PER_FLUSH = 1 << 24
+
+
 def _rows_per_block(n_items: int) -> int:
     return max(64, min(4096, SCORE_BLOCK // max(n_items, 1)))
 
@@ -356,13 +360,34 @@ def fit_sequential(
     pos[head] = np.arange(h)
     hp = pos[items]
     del items, rows
-    # float32 accumulator: the head x head matrix is 100 MB at 5,000 items (each distance's
-    # bincount is a float64 temporary of twice that, freed before the next)
+    # float32 accumulator: the head x head matrix is 100 MB at 5,000 items. Pairs of several
+    # distances are counted in one bincount (a float64 temporary of twice that), flushed every
+    # PAIRS_PER_FLUSH pairs so a 10M-interaction log never holds all its pairs at once.
     counts = np.zeros(h * h, np.float32)
+    idx: list[npt.NDArray[np.int64]] = []
+    wts: list[npt.NDArray[np.float64]] = []
+    pending = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if pending:
+            counts[:] += np.bincount(np.concatenate(idx), np.concatenate(wts), minlength=h * h).astype(
+                np.float32
+            )
+        idx.clear()
+        wts.clear()
+        pending = 0
+
     for d in range(1, min(window, max(len(hp) - 1, 0)) + 1):
         a, b = hp[:-d], hp[d:]
         ok = (users[d:] == users[:-d]) & (a >= 0) & (b >= 0) & (a != b)
-        counts += (np.bincount(a[ok] * h + b[ok], minlength=h * h) * decay ** (d - 1)).astype(np.float32)
+        pair = a[ok] * h + b[ok]
+        idx.append(pair)
+        wts.append(np.full(len(pair), decay ** (d - 1)))
+        pending += len(pair)
+        if pending >= PAIRS_PER_FLUSH:
+            flush()
+    flush()
     c = counts.reshape(h, h)
     c += c.T.copy()
     n_users = np.bincount(hp[hp >= 0], minlength=h).astype(np.float64)
