@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 from recpipe.domain.catalogue import InteractionLog
-from recpipe.ranking_metrics import evaluate_lists
+from recpipe.ranking_metrics import evaluate_lists, ndcg_at_k
 
 from recpipe_dev.evaluation.baselines import SEARCH_SPACE, interaction_matrix, make_model, top_k
 from recpipe_dev.evaluation.data import Dataset
@@ -101,6 +101,8 @@ def run_random(
     methods: dict[str, dict[str, float]] = {}
     tuning: dict[str, Any] = {}
     best_params: dict[str, dict[str, Any]] = {}
+    #: per-user nDCG@k of each method, in `users` order (for paired differences)
+    per_user: dict[str, list[float]] = {}
     for method in config.methods:
         t0 = time.perf_counter()
         trials: list[dict[str, Any]] = []
@@ -113,9 +115,11 @@ def run_random(
         best_params[method] = dict(best["params"])
         model = make_model(method, best["params"], seed)
         model.fit(x_train)
-        methods[method] = _score_lists(
-            top_k(model.scores(users, x_train), x_train[users], k), x_test, users, k, n_items
-        )
+        tops = top_k(model.scores(users, x_train), x_train[users], k)
+        methods[method] = _score_lists(tops, x_test, users, k, n_items)
+        per_user[method] = [
+            ndcg_at_k(tops[row].tolist(), set(x_test[u].indices.tolist()), k) for row, u in enumerate(users)
+        ]
         tuning[method] = {
             "budget": len(trials),
             "best": best["params"],
@@ -154,7 +158,9 @@ def run_random(
             x_test=x_test,
             config=config,
             progress=progress,
+            per_user=per_user,
         )
+        report[f"paired_ndcg@{k}"] = _paired(per_user)
     report["methods"] = {name: {m: round(v, 6) for m, v in r.items()} for name, r in methods.items()}
     report["config"]["seconds"] = round(time.perf_counter() - t_start, 2)
     return report
@@ -171,6 +177,7 @@ def _product_rows(
     x_test: sp.csr_matrix,
     config: RandomProtocolConfig,
     progress: Progress,
+    per_user: dict[str, list[float]],
 ) -> None:
     """The project as built, on the comparable protocol: `train_bundle` on the training part,
     its ALS candidates alone, and the online path (Recommender over the replayed stores) asked
@@ -208,6 +215,12 @@ def _product_rows(
                 live_lists.append((product.ask(user_id, history, k)[0], truth))
         finally:
             product.close()
+    for name, lists in (
+        ("project_cf", cf_lists),
+        ("project_pipeline", online_lists),
+        ("project_pipeline_live_session", live_lists),
+    ):
+        per_user[name] = [ndcg_at_k(rec, rel, k) for rec, rel in lists]
     report["methods"]["project_cf"] = evaluate_lists(cf_lists, k, n_items)
     report["methods"]["project_pipeline"] = evaluate_lists(online_lists, k, n_items)
     report["methods"]["project_pipeline_live_session"] = evaluate_lists(live_lists, k, n_items)
@@ -231,3 +244,28 @@ def _product_rows(
         f"project: cf ndcg@{k}={report['methods']['project_cf'][f'ndcg@{k}']:.4f} "
         f"pipeline ndcg@{k}={report['methods']['project_pipeline'][f'ndcg@{k}']:.4f}"
     )
+
+
+#: Paired comparisons reported by the random protocol: (row, reference).
+PAIRS = (
+    ("project_pipeline", "ease"),
+    ("project_pipeline", "project_cf"),
+    ("project_cf", "ease"),
+    ("project_pipeline_live_session", "project_pipeline"),
+)
+
+
+def _paired(per_user: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Mean per-user nDCG difference with its standard error, on the same users: a tighter test
+    than comparing two means with their own standard errors (the users' spread cancels)."""
+    out: dict[str, dict[str, float]] = {}
+    for row, ref in PAIRS:
+        if row not in per_user or ref not in per_user:
+            continue
+        d = np.asarray(per_user[row], np.float64) - np.asarray(per_user[ref], np.float64)
+        out[f"{row}_minus_{ref}"] = {
+            "diff": round(float(d.mean()), 6),
+            "se": round(float(d.std(ddof=1) / np.sqrt(len(d))), 6) if len(d) > 1 else 0.0,
+            "users": len(d),
+        }
+    return out

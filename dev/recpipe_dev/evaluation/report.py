@@ -99,6 +99,10 @@ def write_markdown(report: Mapping[str, Any], path: Path) -> None:
         head.append("- candidate stage: " + ", ".join(f"{m}={v:.4f}" for m, v in extra.items()))
     for key, value in (report.get("ratios") or {}).items():
         head.append(f"- {key}: {value}")
+    for key, value in report.items():
+        if key.startswith("paired_"):  # per-user differences on the same users, +- 1 SE
+            for name, d in value.items():
+                head.append(f"- {key} {name}: {d['diff']:+.4f} ± {d['se']:.4f} ({d['users']} users)")
     body = markdown_table(report)
     for segment, methods in (report.get("by_segment") or {}).items():
         n = int(next(iter(methods.values())).get("n_evaluated", 0)) if methods else 0

@@ -50,3 +50,24 @@ def test_plots_are_png(tmp_path: Path) -> None:
     assert plot_latency({"samples_ms": {"100": [1.0, 2.0, 3.0], "500": [2.0, 4.0]}}, tmp_path / "l.png")
     assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
     assert not plot_latency({"p99_ms": 3.0}, tmp_path / "none.png")
+
+
+def test_paired_differences_are_per_user_means_with_their_standard_error(tmp_path: Path) -> None:
+    from recpipe_dev.evaluation.random_protocol import _paired
+
+    per_user = {
+        "project_pipeline": [0.5, 0.4, 0.3, 0.2],
+        "project_cf": [0.5, 0.4, 0.3, 0.2],
+        "ease": [0.4, 0.4, 0.2, 0.2],
+    }
+    paired = _paired(per_user)
+    # differences 0.1, 0, 0.1, 0: mean 0.05, sample sd 0.057735, se 0.028868
+    assert paired["project_pipeline_minus_ease"] == {"diff": 0.05, "se": 0.028868, "users": 4}
+    assert paired["project_pipeline_minus_project_cf"] == {"diff": 0.0, "se": 0.0, "users": 4}
+    assert "project_pipeline_live_session_minus_project_pipeline" not in paired
+    report = {**REPORT, "protocol": "random", "paired_ndcg@10": paired}
+    write_markdown(report, tmp_path / "r.md")
+    assert (
+        "- paired_ndcg@10 project_pipeline_minus_ease: +0.0500 ± 0.0289 (4 users)"
+        in (tmp_path / "r.md").read_text()
+    )
