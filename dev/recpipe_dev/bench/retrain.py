@@ -188,6 +188,14 @@ def child(size: str, data: str, workers: int, out_path: Path) -> None:
                 "cf_ndcg@10",
                 "hit_rate@10",
                 "cf_hit_rate@10",
+                "ranked_minus_cf_ndcg@10",
+                "ranked_minus_cf_ndcg@10_se",
+                # the fixed blend's order on the same holdout users (what fusion replaced)
+                "cf_blend_ndcg@10",
+                "fusion_adopted",
+                "fusion_folds",
+                "fusion_validation_ndcg@10",
+                "fusion_validation_blend_ndcg@10",
                 "eval_users",
                 "ranker_examples",
             )
