@@ -236,3 +236,12 @@ def test_train_params_carry_fusion_settings_and_a_request_without_them_keeps_the
     p = TrainParams(fusion=FusionParams(folds=2, epochs=3))
     assert TrainParams.from_dict(p.to_dict()).fusion == FusionParams(folds=2, epochs=3)
     assert TrainParams.from_dict({"top_n": 100}).fusion == FusionParams()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"folds": -1}, {"ratio": 1.0}, {"validation": 0.0}, {"epochs": 0}, {"members": 0}, {"depth": 0}],
+)
+def test_fusion_params_refuse_nonsense_from_a_retrain_request(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="bad fusion params"):
+        TrainParams.from_dict({"fusion": bad})

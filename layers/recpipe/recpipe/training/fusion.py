@@ -82,6 +82,27 @@ class FusionParams:
     #: share of carve-out users kept for validation (epoch choice and adoption)
     validation: float = 0.2
 
+    def __post_init__(self) -> None:
+        # a retrain request's params come from outside: refuse nonsense before any fitting
+        counts = {
+            "users": self.users,
+            "max_lists": self.max_lists,
+            "depth": self.depth,
+            "hidden": self.hidden,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "members": self.members,
+        }
+        bad = [f"{name}={value}" for name, value in counts.items() if value < 1]
+        if self.folds < 0 or self.als_depth < 0:
+            bad.append(f"folds={self.folds}, als_depth={self.als_depth} (>= 0)")
+        if not 0 < self.ratio < 1 or not 0 < self.validation < 1 or not self.learning_rate > 0:
+            bad.append(
+                f"ratio={self.ratio}, validation={self.validation} (in (0, 1)), learning_rate={self.learning_rate}"
+            )
+        if bad:
+            raise ValueError("bad fusion params: " + "; ".join(bad))
+
 
 @dataclass(slots=True)
 class Context:
@@ -244,13 +265,15 @@ def _block(
     rel_a = _relative_rows(s_a)
 
     d = params.depth
-    top_b = _top(blend, d)
+    # EASE, co-occurrence and so the blend score nothing outside the head: select there
+    head = linear.head.astype(np.int64)
+    top_b = head[_top(blend[:, head], d)] if len(head) else np.zeros((len(block), 0), np.int64)
     ok_b = np.take_along_axis(blend, top_b, axis=1) > 0
     top_a = _top(s_a, params.als_depth)
     ok_a = np.isfinite(np.take_along_axis(s_a, top_a, axis=1)) & has_als[:, None]
-    top_e = _top(s_e, d)
+    top_e = head[_top(s_e[:, head], d)] if len(head) else top_b
     ok_e = np.take_along_axis(s_e, top_e, axis=1) > 0
-    top_q = _top(s_q, d)
+    top_q = head[_top(s_q[:, head], d)] if len(head) else top_b
     ok_q = np.take_along_axis(s_q, top_q, axis=1) > 0
 
     cand = np.concatenate([np.where(ok_b, top_b, -1), np.where(ok_a, top_a, -1)], axis=1)
@@ -419,6 +442,8 @@ def train_fusion(
         net.compile(
             optimizer=tf.keras.optimizers.Adam(params.learning_rate),
             loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
+            # the steps are tiny: run 16 per graph call instead of one per Python round trip
+            steps_per_execution=16,
         )
         best: list[Any] = [-1.0, []]
         curve: list[float] = []
