@@ -177,3 +177,28 @@ def test_train_params_refuse_an_unknown_neighbour_source_or_a_bad_sequential_set
     old = {k: v for k, v in TrainParams().to_dict().items() if k != "neighbour_source"}
     assert TrainParams.from_dict({**old, "linear_neighbours": True}).neighbour_source == "linear"
     assert TrainParams.from_dict({**old, "linear_neighbours": False}).neighbour_source == "cosine"
+
+
+def test_item_linear_in_user_space_scores_as_the_item_space_closed_form() -> None:
+    from recpipe.training.cf import fit_item_linear
+
+    rng = np.random.default_rng(4)
+    rows = [
+        (f"u{u}", f"i{i}", float(u * 100 + i), EventType.VIEW, None)
+        for u in range(12)
+        for i in rng.choice(30, 8, replace=False).tolist()
+    ]
+    log = InteractionLog.from_rows(rows)
+    n_users, n_items = len(log.user_vocab), len(log.item_vocab)
+    model = fit_item_linear(log, n_users, n_items, head=n_items, regularization=5.0)
+    assert model._weights is None  # 12 users < 30 head items: kept factorised
+    x = confidence_matrix(log, n_users, n_items).toarray()[:, model.head] > 0
+    gram = x.T.astype(np.float64) @ x + 5.0 * np.eye(len(model.head))
+    p = np.linalg.inv(gram)
+    w = -p / np.diag(p)
+    np.fill_diagonal(w, 0.0)
+    users = np.arange(n_users, dtype=np.int32)
+    np.testing.assert_allclose(model.scores(users)[:, model.head], x @ w, atol=2e-4)
+    np.testing.assert_allclose(model.weights, w, atol=2e-4)
+    # once built, the dense weights score the same
+    np.testing.assert_allclose(model.scores(users)[:, model.head], x @ w, atol=2e-4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from recpipe.domain.catalogue import InteractionLog
@@ -22,7 +24,7 @@ from recpipe.training.fusion import (
     pools,
     train_fusion,
 )
-from recpipe.training.pipeline import TrainParams
+from recpipe.training.pipeline import TrainParams, train_bundle
 
 T0 = 1_600_000_000.0
 COL = {name: k for k, name in enumerate(FUSION_FEATURES)}
@@ -245,3 +247,29 @@ def test_train_params_carry_fusion_settings_and_a_request_without_them_keeps_the
 def test_fusion_params_refuse_nonsense_from_a_retrain_request(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="bad fusion params"):
         TrainParams.from_dict({"fusion": bad})
+
+
+def test_a_window_without_users_of_four_items_gives_no_lists_and_train_bundle_keeps_the_blend(
+    tmp_path: Path,
+) -> None:
+    log = InteractionLog.from_rows(
+        [
+            (f"u{u}", f"i{(u + k) % 7}", T0 + u * 10.0 + k, EventType.VIEW, None)
+            for u in range(30)
+            for k in range(3)
+        ]
+    )
+    (train, labels), (_val, truth), metrics = carve_outs(
+        log,
+        len(log.user_vocab),
+        len(log.item_vocab),
+        [[] for _ in log.item_vocab],
+        _fit,
+        params=FusionParams(),
+        sequential_weight=1.0,
+        rng=np.random.default_rng(0),
+    )
+    assert metrics == {"fusion_folds": 0} and len(train.users) == len(labels) == 0 and truth == []
+    result = train_bundle(log, [], tmp_path, version="v1", params=TrainParams.tiny())
+    assert result.metrics["fusion_adopted"] == 0
+    assert result.metrics["fusion_reason"] == "no carve-out lists"

@@ -249,19 +249,47 @@ class ItemLinearModel:
     Item-to-item weights are a dense [len(head), len(head)] float32 matrix, so memory is bounded
     by the head size (5,000 items: 100 MB), never by the catalogue (100,000 items would be
     40 GB). Scores for items outside the head are zero (the ALS list fills those lists).
+
+    With fewer users than head items the weights are kept factorised (the Woodbury form in user
+    space, `_xa`, `_kinv_x`, `_diag_p`): scoring a block of users is then a users x users
+    product instead of a head x head one, and `weights` is only built when asked for.
     """
 
     head: npt.NDArray[np.int32]
-    weights: npt.NDArray[np.float32]
     #: binary users x items matrix the model was fitted on (its non-zeros are "consumed")
     user_items: sp.csr_matrix
     n_items: int
+    _weights: npt.NDArray[np.float32] | None = None
+    _xa: sp.csr_matrix | None = None
+    _kinv_x: npt.NDArray[np.float32] | None = None
+    _diag_p: npt.NDArray[np.float32] | None = None
+    regularization: float = 0.0
+
+    @property
+    def weights(self) -> npt.NDArray[np.float32]:
+        """Dense [head, head] item-to-item weights (zero diagonal)."""
+        if self._weights is None:
+            assert self._xa is not None and self._kinv_x is not None and self._diag_p is not None
+            p = -np.asarray(self._xa.T @ self._kinv_x, np.float32) / np.float32(self.regularization)
+            p[np.diag_indices_from(p)] += np.float32(1.0 / self.regularization)
+            w = (-p / self._diag_p).astype(np.float32)
+            np.fill_diagonal(w, 0.0)
+            self._weights = w
+        return self._weights
 
     def scores(self, users: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
         """Dense [len(users), n_items] scores (zero outside the head)."""
-        xq = self.user_items[users][:, self.head]
+        xq = self.user_items[users][:, self.head].astype(np.float32)
         out = np.zeros((len(users), self.n_items), np.float32)
-        out[:, self.head] = np.asarray(xq @ self.weights, np.float32)
+        if self._weights is None and self._xa is not None:
+            assert self._kinv_x is not None and self._diag_p is not None
+            # X_u P = (X_u - (X_u X^T) K^-1 X) / lambda;  X_u W = -X_u P / diag(P) + X_u
+            # (W = -P / diag(P) with its diagonal set to zero)
+            xx = np.asarray((xq @ self._xa.T).todense(), np.float32)
+            xp = (xq.toarray() - xx @ self._kinv_x) / np.float32(self.regularization)
+            out[:, self.head] = -xp / self._diag_p + xq.toarray()
+        else:
+            out[:, self.head] = np.asarray(xq @ self.weights, np.float32)
         return out
 
 
@@ -286,16 +314,21 @@ def fit_item_linear(
     if len(keep) == 0:
         w = np.zeros((0, 0), np.float32)
     elif len(active) < len(keep):
-        xa = x[active]
+        xa = x[active].tocsr()
         gram_u = (xa @ xa.T).toarray().astype(np.float32)
         gram_u[np.diag_indices_from(gram_u)] += lam
-        kinv_x = np.linalg.solve(gram_u, xa.toarray())  # [users, head]
-        # P = (I - X^T K^-1 X) / lambda;  B = I - P / diag(P)
-        p = -(xa.T @ kinv_x) / lam
-        p[np.diag_indices_from(p)] += 1.0 / lam
-        del kinv_x
-        w = (-p / np.diag(p)).astype(np.float32)
-        np.fill_diagonal(w, 0.0)
+        kinv_x = np.linalg.solve(gram_u, xa.toarray()).astype(np.float32)  # [users, head]
+        # P = (I - X^T K^-1 X) / lambda, kept factorised; only its diagonal is needed here
+        diag_p = ((1.0 - np.asarray(xa.multiply(kinv_x).sum(axis=0)).ravel()) / lam).astype(np.float32)
+        return ItemLinearModel(
+            head=keep,
+            user_items=user_items.tocsr(),
+            n_items=n_items,
+            _xa=xa,
+            _kinv_x=kinv_x,
+            _diag_p=diag_p,
+            regularization=lam,
+        )
     else:
         gram = (x.T @ x).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += lam
@@ -303,7 +336,7 @@ def fit_item_linear(
         del gram
         w = (-p / np.diag(p)).astype(np.float32)
         np.fill_diagonal(w, 0.0)
-    return ItemLinearModel(head=keep, weights=w, user_items=user_items.tocsr(), n_items=n_items)
+    return ItemLinearModel(head=keep, user_items=user_items.tocsr(), n_items=n_items, _weights=w)
 
 
 @dataclass(slots=True)

@@ -428,6 +428,8 @@ def train_fusion(
     y = labels[keep, :width] / labels[keep, :width].sum(axis=1, keepdims=True)
     m = pools_t.mask[keep, :width].astype(np.float32)
     pv, truth = val
+    vw = int(pv.mask.sum(axis=1).max(initial=1))
+    pv = Pools(pv.users, pv.items[:, :vw], pv.features[:, :vw], pv.blend[:, :vw])
     model_out = FusionModel(mean, scale)
     curves: list[list[float]] = []
     for member in range(params.members):
@@ -513,6 +515,15 @@ def carve_outs(
     cu = (cells // n_items).astype(np.int64)
     per_user = np.bincount(cu, minlength=n_users)
     eligible = np.flatnonzero(per_user >= 4)
+    if not len(eligible):
+        width, n_f = params.depth + params.als_depth, len(FUSION_FEATURES)
+        empty = Pools(
+            np.zeros(0, np.int32),
+            np.full((0, width), -1, np.int32),
+            np.zeros((0, width, n_f), np.float32),
+            np.zeros((0, width), np.float32),
+        )
+        return (empty, np.zeros((0, width), np.float32)), (empty, []), {"fusion_folds": 0}
     train_p: list[Pools] = []
     train_y: list[npt.NDArray[np.float32]] = []
     val_p: list[Pools] = []
@@ -526,7 +537,10 @@ def carve_outs(
         held = np.zeros(len(cells), np.bool_)
         held[np.flatnonzero(sel)[rng.random(int(sel.sum())) < params.ratio]] = True
         held_cells = cells[held]
-        fit_log = window.take(np.flatnonzero(~np.isin(cell, held_cells)))
+        # a row is dropped when its (user, item) cell is held out: a sorted lookup (rows with a
+        # non-positive weight may have cells outside `cells`: those are never held)
+        at = np.minimum(np.searchsorted(cells, cell), len(cells) - 1)
+        fit_log = window.take(np.flatnonzero(~((cells[at] == cell) & held[at])))
         models = fit(fit_log)
         ctx = Context.build(fit_log, n_users, n_items, item_categories)
         users = chosen.astype(np.int32)
@@ -536,9 +550,14 @@ def carve_outs(
         bounds = np.searchsorted(hu, users, side="left"), np.searchsorted(hu, users, side="right")
         truth = [hi[a:b] for a, b in zip(*bounds, strict=True)]
         is_val = rng.random(len(users)) < params.validation
-        labels = np.zeros(p.items.shape, np.float32)
-        for row, rel in enumerate(truth):
-            labels[row] = np.isin(p.items[row], rel) & p.mask[row]
+        # label = the pool's (user, item) cell is held out
+        pool_cells = users.astype(np.int64)[:, None] * n_items + np.maximum(p.items, 0)
+        at = np.minimum(np.searchsorted(held_cells, pool_cells), max(len(held_cells) - 1, 0))
+        labels = (
+            (p.mask & (held_cells[at] == pool_cells)).astype(np.float32)
+            if len(held_cells)
+            else np.zeros(p.items.shape, np.float32)
+        )
         covered += int(labels.sum())
         positives += int(sum(len(t) for t in truth))
         train_p.append(_rows(p, ~is_val))
