@@ -444,8 +444,6 @@ def train_fusion(
         net.compile(
             optimizer=tf.keras.optimizers.Adam(params.learning_rate),
             loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
-            # the steps are tiny: run 16 per graph call instead of one per Python round trip
-            steps_per_execution=16,
         )
         best: list[Any] = [-1.0, []]
         curve: list[float] = []
