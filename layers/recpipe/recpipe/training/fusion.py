@@ -77,8 +77,9 @@ class FusionParams:
     learning_rate: float = 0.01
     batch_size: int = 32
     #: models from consecutive seeds whose logits are summed (one model's validation nDCG moves
-    #: with the seed alone by about as much as a feature)
-    members: int = 3
+    #: with the seed alone by about as much as a feature); 2, not 3: within noise on validation
+    #: and 4 s less of ml-latest-small's 60 s retrain budget (docs/training.md)
+    members: int = 2
     #: share of carve-out users kept for validation (epoch choice and adoption)
     validation: float = 0.2
 
