@@ -247,6 +247,35 @@ class _Phase:
     context: Context | None = None
 
 
+def _fit_cf(window: InteractionLog, n_users: int, n_items: int, params: TrainParams) -> CFModel:
+    """The factor model of `params.cf_method` (ALS or BPR) on `window`."""
+    if params.cf_method == "bpr":
+        model = fit_bpr(
+            window,
+            n_users,
+            n_items,
+            factors=params.factors,
+            iterations=params.bpr_iterations,
+            learning_rate=params.bpr_learning_rate,
+            regularization=params.bpr_regularization,
+            seed=params.seed,
+        )
+    elif params.cf_method == "als":
+        model = fit_als(
+            window,
+            n_users,
+            n_items,
+            factors=params.factors,
+            iterations=params.iterations,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            seed=params.seed,
+        )
+    else:
+        raise ValueError(f"unknown cf_method {params.cf_method!r} (als or bpr)")
+    return model
+
+
 def _fit_phase(
     window: InteractionLog,
     n_users: int,
@@ -261,30 +290,7 @@ def _fit_phase(
 
     `with_neighbours=False` leaves every item without neighbours: for carve-out requests, which
     have no live session to draw neighbours from (a third of a carve-out fold's fit)."""
-    if params.cf_method == "bpr":
-        model = fit_bpr(
-            window,
-            n_users,
-            len(item_ids),
-            factors=params.factors,
-            iterations=params.bpr_iterations,
-            learning_rate=params.bpr_learning_rate,
-            regularization=params.bpr_regularization,
-            seed=params.seed,
-        )
-    elif params.cf_method == "als":
-        model = fit_als(
-            window,
-            n_users,
-            len(item_ids),
-            factors=params.factors,
-            iterations=params.iterations,
-            regularization=params.regularization,
-            alpha=params.alpha,
-            seed=params.seed,
-        )
-    else:
-        raise ValueError(f"unknown cf_method {params.cf_method!r} (als or bpr)")
+    model = _fit_cf(window, n_users, len(item_ids), params)
     table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
     idx, sim = neighbours(table.embeddings, params.neighbours if with_neighbours else 0)
     linear = sequential = None
@@ -333,8 +339,10 @@ def _fused(
     """The phase's published CF lists: in the fusion's order when one was adopted, else the
     fixed blend's (fused_top_n with the phase's models)."""
     if fusion is not None and phase.linear is not None and phase.context is not None and len(users):
+        # the co-occurrence model only when the blend uses it, as in the carve-out fits
+        seq = phase.sequential if params.sequential_weight > 0 else None
         return fused_lists(
-            CFModels(phase.linear, phase.sequential, phase.model),
+            CFModels(phase.linear, seq, phase.model),
             phase.context,
             users,
             n,
@@ -567,17 +575,8 @@ def _train_fusion(  # noqa: PLR0917 - one call site, all inputs of one stage
                 decay=p.sequential_decay,
                 damping=p.sequential_damping,
             )
-        model = fit_als(
-            w,
-            n_users,
-            n_items,
-            factors=p.factors,
-            iterations=p.iterations,
-            regularization=p.regularization,
-            alpha=p.alpha,
-            seed=p.seed,
-        )
-        return CFModels(linear, seq, model)
+        # the same factor model as every phase (ALS or BPR): the features must mean the same
+        return CFModels(linear, seq, _fit_cf(w, n_users, n_items, p))
 
     say = (lambda m: print(m, file=sys.stderr)) if progress else None
     train, val, metrics = carve_outs(
