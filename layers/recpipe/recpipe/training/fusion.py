@@ -27,6 +27,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from recpipe.domain.catalogue import InteractionLog
+from recpipe.ranking_metrics import ndcg_at_k
 from recpipe.training.cf import (
     CFModel,
     ItemLinearModel,
@@ -393,16 +394,15 @@ def blend_order(p: Pools, n: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np
 def ndcg_lists(
     order: npt.NDArray[np.int32], truth: list[npt.NDArray[np.int64]], k: int
 ) -> npt.NDArray[np.float64]:
-    """Per-list nDCG@k of `order` (items, -1 padded) against each list's relevant items."""
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    out = np.zeros(len(truth))
-    for row, rel in enumerate(truth):
-        if not len(rel):
-            continue
-        hits = np.isin(order[row, :k], rel) & (order[row, :k] >= 0)
-        ideal = disc[: min(len(rel), k)].sum()
-        out[row] = float((hits * disc[: len(hits)]).sum() / ideal)
-    return out
+    """Per-list nDCG@k of `order` (items, -1 padded) against each list's relevant items (the
+    project's one definition, `ranking_metrics.ndcg_at_k`)."""
+    return np.asarray(
+        [
+            ndcg_at_k(order[row, :k].tolist(), set(rel.tolist()), k)  # -1 is never relevant
+            for row, rel in enumerate(truth)
+        ],
+        np.float64,
+    )
 
 
 def train_fusion(
