@@ -234,6 +234,40 @@ def test_training_finds_a_planted_signal_the_blend_ignores() -> None:
     )
 
 
+def test_members_trained_in_one_graph_each_learn_the_signal_and_differ() -> None:
+    rng = np.random.default_rng(3)
+    n_lists, width, n_f = 500, 12, len(FUSION_FEATURES)
+    feats = rng.random((n_lists, width, n_f)).astype(np.float32)
+    labels = np.zeros((n_lists, width), np.float32)
+    pos = rng.integers(0, width, n_lists)
+    labels[np.arange(n_lists), pos] = 1.0
+    feats[np.arange(n_lists), pos, COL["category_affinity"]] += 1.0
+    items = (
+        np.tile(np.arange(width, dtype=np.int32), (n_lists, 1))
+        + 100 * np.arange(n_lists, dtype=np.int32)[:, None]
+    )
+    pools_ = Pools(
+        np.arange(n_lists, dtype=np.int32), items, feats, rng.random((n_lists, width)).astype(np.float32)
+    )
+    train = Pools(pools_.users[:400], pools_.items[:400], pools_.features[:400], pools_.blend[:400])
+    val = Pools(pools_.users[400:], pools_.items[400:], pools_.features[400:], pools_.blend[400:])
+    truth = [val.items[r][labels[400 + r] > 0].astype(np.int64) for r in range(100)]
+    model, _ = train_fusion(
+        (train, labels[:400]), (val, truth), FusionParams(epochs=4, members=3, hidden=8), seed=5, k=5
+    )
+    assert len(model.members) == 3
+    assert all(len(layers) == 3 for layers in model.members)
+    # own initialisation and own batches: no two members share weights
+    first = [layers[0][0] for layers in model.members]
+    assert not np.allclose(first[0], first[1]) and not np.allclose(first[1], first[2])
+    # each member alone finds the signal, and the ensemble's logit is the members' sum
+    for layers in model.members:
+        alone = FusionModel(model.mean, model.scale, [layers])
+        assert ndcg_lists(alone.order(val, 5)[0], truth, 5).mean() > 0.8
+    parts = sum(FusionModel(model.mean, model.scale, [ly]).logits(val.features) for ly in model.members)
+    np.testing.assert_allclose(model.logits(val.features), parts, rtol=1e-5, atol=1e-5)
+
+
 def test_train_params_carry_fusion_settings_and_a_request_without_them_keeps_the_default() -> None:
     p = TrainParams(fusion=FusionParams(folds=2, epochs=3))
     assert TrainParams.from_dict(p.to_dict()).fusion == FusionParams(folds=2, epochs=3)

@@ -70,6 +70,9 @@ class ExampleBuilder:
     retriever: CandidateRetriever = field(init=False)
     assembler: FeatureAssembler = field(init=False)
     popular: list[npt.NDArray[np.int32]] = field(init=False)
+    #: one plain request per device (frozen models; building one resolves every default, which
+    #: cost pydantic more than the pool itself over a replay's thousands of requests)
+    requests: dict[str | None, RecommendationRequest] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.retriever = CandidateRetriever(self.items, self.neighbours, self.max_candidates, self.policy)
@@ -89,9 +92,12 @@ class ExampleBuilder:
         """(candidates, user view, context, blocked item ids) of a plain request at `now`:
         everything but the feature rows (the replay assembles those only for examples whose
         chosen item was retrieved: the others are never used)."""
-        req = RecommendationRequest.model_construct(
-            user_id="example", context=RequestContextIn.model_construct(device=device)
-        )
+        req = self.requests.get(device)
+        if req is None:
+            req = RecommendationRequest.model_construct(
+                user_id="example", context=RequestContextIn.model_construct(device=device)
+            )
+            self.requests[device] = req
         blocked = blocked_items(req, user, session)
         ctx = request_context(req, now)
         cands, view, _ = request_candidates(

@@ -77,9 +77,9 @@ class FusionParams:
     epochs: int = 6
     learning_rate: float = 0.01
     batch_size: int = 32
-    #: models from consecutive seeds whose logits are summed (one model's validation nDCG moves
-    #: with the seed alone by about as much as a feature); 2, not 3: within noise on validation
-    #: and 4 s less of ml-latest-small's 60 s retrain budget (docs/training.md)
+    #: models whose logits are summed (one model's validation nDCG moves with the seed alone by
+    #: about as much as a feature), trained side by side in one graph; 2, 3 and 4 were within
+    #: noise of each other on validation (docs/training.md)
     members: int = 2
     #: share of carve-out users kept for validation (epoch choice and adoption)
     validation: float = 0.2
@@ -431,49 +431,58 @@ def train_fusion(
     pv, truth = val
     vw = int(pv.mask.sum(axis=1).max(initial=1))
     pv = Pools(pv.users, pv.items[:, :vw], pv.features[:, :vw], pv.blend[:, :vw])
-    model_out = FusionModel(mean, scale)
-    curves: list[list[float]] = []
-    for member in range(params.members):
-        tf.keras.utils.set_random_seed(seed + member)
-        inputs = tf.keras.Input(shape=(None, x.shape[2]))
-        mask_in = tf.keras.Input(shape=(None,))
-        h = tf.keras.layers.Dense(params.hidden, activation="relu")(inputs)
-        h = tf.keras.layers.Dense(params.hidden, activation="relu")(h)
-        score = tf.keras.layers.Reshape((-1,))(tf.keras.layers.Dense(1)(h))
-        masked = tf.keras.layers.Lambda(lambda t: t[0] + (t[1] - 1.0) * 1e9)([score, mask_in])
-        net = tf.keras.Model([inputs, mask_in], masked)
-        net.compile(
-            optimizer=tf.keras.optimizers.Adam(params.learning_rate),
-            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
-        )
-        best: list[Any] = [-1.0, []]
-        curve: list[float] = []
+    # All members train in one graph, each on its own permutation of the lists (so each sees
+    # its own batches): a step costs about what one member's step costs, and Keras's per-step
+    # overhead, not the arithmetic, is what a small MLP's training time is made of.
+    tf.keras.utils.set_random_seed(seed)
+    n_members = params.members
+    perms = [np.arange(len(x))] + [
+        np.random.default_rng(seed + member).permutation(len(x)) for member in range(1, n_members)
+    ]
+    x_ins, m_ins, outs = [], [], []
+    for member in range(n_members):
+        x_in = tf.keras.Input(shape=(None, x.shape[2]), name=f"x{member}")
+        m_in = tf.keras.Input(shape=(None,), name=f"mask{member}")
+        h = tf.keras.layers.Dense(params.hidden, activation="relu", name=f"m{member}_0")(x_in)
+        h = tf.keras.layers.Dense(params.hidden, activation="relu", name=f"m{member}_1")(h)
+        score = tf.keras.layers.Reshape((-1,))(tf.keras.layers.Dense(1, name=f"m{member}_2")(h))
+        masked = tf.keras.layers.Lambda(lambda t: t[0] + (t[1] - 1.0) * 1e9)([score, m_in])
+        x_ins.append(x_in)
+        m_ins.append(m_in)
+        outs.append(masked)
+    net = tf.keras.Model([*x_ins, *m_ins], outs)
+    net.compile(
+        optimizer=tf.keras.optimizers.Adam(params.learning_rate),
+        loss=[tf.keras.losses.CategoricalCrossentropy(from_logits=True) for _ in range(n_members)],
+    )
+    best: list[tuple[float, Any]] = [(-1.0, []) for _ in range(n_members)]
+    curves: list[list[float]] = [[] for _ in range(n_members)]
 
-        def keep_best(
-            epoch: int, logs: Any = None, net: Any = net, best: list[Any] = best, curve: list[float] = curve
-        ) -> None:
+    def keep_best(epoch: int, logs: Any = None) -> None:
+        for member in range(n_members):
             layers = [
-                (np.asarray(layer.kernel, np.float32), np.asarray(layer.bias, np.float32))
-                for layer in net.layers
-                if isinstance(layer, tf.keras.layers.Dense)
+                (
+                    np.asarray(net.get_layer(f"m{member}_{j}").kernel, np.float32),
+                    np.asarray(net.get_layer(f"m{member}_{j}").bias, np.float32),
+                )
+                for j in range(3)
             ]
             v = float(ndcg_lists(FusionModel(mean, scale, [layers]).order(pv, k)[0], truth, k).mean())
-            curve.append(round(v, 5))
-            if v > best[0]:
-                best[0], best[1] = v, layers
+            curves[member].append(round(v, 5))
+            if v > best[member][0]:
+                best[member] = (v, layers)
 
-        # one fit call (the inputs are converted once); the epoch kept is the best on validation
-        net.fit(
-            [x, m],
-            y,
-            epochs=params.epochs,
-            batch_size=params.batch_size,
-            verbose=0,
-            shuffle=True,
-            callbacks=[tf.keras.callbacks.LambdaCallback(on_epoch_end=keep_best)],
-        )
-        model_out.members.append(best[1])
-        curves.append(curve)
+    # one fit call (the inputs are converted once); each member keeps its best epoch on validation
+    net.fit(
+        [*(x[pm] for pm in perms), *(m[pm] for pm in perms)],
+        [y[pm] for pm in perms],
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        verbose=0,
+        shuffle=True,
+        callbacks=[tf.keras.callbacks.LambdaCallback(on_epoch_end=keep_best)],
+    )
+    model_out = FusionModel(mean, scale, [layers for _, layers in best])
     fused = ndcg_lists(model_out.order(pv, k)[0], truth, k)
     blend = ndcg_lists(blend_order(pv, k)[0], truth, k)
     diff = fused - blend
