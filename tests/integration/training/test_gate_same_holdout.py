@@ -4,15 +4,17 @@ same code) and gates on that; the live manifest's number is only a recorded fall
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any  # the trained_run fixture (conftest.TrainedRun)
 
 import pytest
 from recpipe.adapters.s3_models import DirectoryModelStore
 from recpipe.bundle import load_bundle
+from recpipe.training import holdout as holdout_module
 from recpipe.training import workflow
 from recpipe.training.gate import CF_PER_USER, PER_USER, paired_margin
-from recpipe.training.holdout import Holdout, evaluate_model, score
+from recpipe.training.holdout import Holdout, evaluate_model, rank, score
 from recpipe.training.runs import DirectoryRunStore
 
 LIVE = "it-v1"
@@ -201,3 +203,37 @@ def test_a_live_model_trained_into_the_holdout_is_compared_only_on_what_came_aft
     expected_live = _live_on_holdout(trained_run, since=live_end)["ndcg@10"]
     assert out["new"] == expected_new != 0.999 and out["live"] == expected_live
     assert f"only events after the live window ended, {len(after)} users" in out["reason"]
+
+
+def test_the_holdout_ranks_with_the_session_types_the_store_holds(
+    trained_run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving's retriever skips removed items as session anchors; the holdout must hand it the
+    same entries, types included, so the gate scores what serving would have served (it once
+    replayed every entry as a view)."""
+    holdout = trained_run.result.holdout
+    assert holdout is not None
+    bundle = load_bundle(trained_run.result.bundle_dir)
+    recorded = [u for u in holdout.users if u.session]
+    assert all(len(u.session_types) == len(u.session) for u in recorded)
+    user = next(u for u in holdout.users if len(set(u.recent)) >= 2)
+    anchors: list[list[int]] = []
+    real = holdout_module.CandidateRetriever.retrieve
+
+    def spy(self: Any, inputs: Any, eligibility: Any) -> Any:
+        anchors.append(self.session_anchors(inputs.session).tolist())
+        return real(self, inputs, eligibility)
+
+    monkeypatch.setattr(holdout_module.CandidateRetriever, "retrieve", spy)
+
+    def rank_one(u: Any) -> None:
+        one = Holdout(holdout.t2, holdout.k, holdout.policy, holdout.trending, [u])
+        rank(one, bundle.items, bundle.neighbours, bundle.ranker_path.read_bytes())
+
+    session = list(dict.fromkeys(user.recent))[:2]
+    rank_one(replace(user, session=session, session_types=["remove_from_cart", "view"]))
+    rank_one(replace(user, session=session, session_types=[]))  # a file from before the types
+    assert anchors == [
+        bundle.items.indices(session[1:]).tolist(),
+        bundle.items.indices(session).tolist(),
+    ]

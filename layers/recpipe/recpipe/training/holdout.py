@@ -50,6 +50,9 @@ class HoldoutUser:
     relevant_after: list[tuple[str, float]] = field(default_factory=list)
     #: the new model's top-k for this user (rankings do not depend on what is relevant)
     ranked: list[str] = field(default_factory=list)
+    #: the session entries' event types, as the Redis session list holds them (the retriever
+    #: skips removals as anchors); empty in files written before they were kept: all views
+    session_types: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -128,8 +131,11 @@ def rank(
     cand_items: list[npt.NDArray[np.int32]] = []
     for u in holdout.users:
         view = view_of(u, items)
-        # the holdout keeps session item ids only; serving reads the same ids from Redis
-        session = [SessionEntry(i, "view", holdout.t2) for i in u.session[:SESSION_LIMIT]]
+        # ids and types as the Redis session list holds them (times do not change the pool)
+        types = u.session_types or ["view"] * len(u.session)
+        session = [SessionEntry(i, t, holdout.t2) for i, t in zip(u.session, types, strict=True)][
+            :SESSION_LIMIT
+        ]
         cands = retriever.retrieve(
             CandidateInputs(cf=u.cf, session=session, trending=holdout.trending, content=[], popular=popular),
             Eligibility.build(items, u.seen),
@@ -216,6 +222,7 @@ def holdout_user(
     seen: Iterable[str],
     cf: Sequence[tuple[str, float]],
     relevant: Mapping[str, float],
+    session_types: Sequence[str] = (),
 ) -> HoldoutUser:
     """`relevant`: item -> first time the user interacted with it after T2."""
     return HoldoutUser(
@@ -229,4 +236,5 @@ def holdout_user(
         [(str(i), float(s)) for i, s in cf],
         sorted(relevant),
         sorted((str(i), float(t)) for i, t in relevant.items()),
+        session_types=list(session_types),
     )

@@ -742,6 +742,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
                 affinity=features.affinity_at(t2) if features else {},
                 recent=[r.item_id for r in features.recent] if features else [],
                 session=[e.item_id for e in state.session_at(u, t2)],
+                session_types=[e.type for e in state.session_at(u, t2)],
                 cart=sorted(features.cart) if features else [],
                 total_events=features.total_events if features else 0,
                 seen=[item_ids[i] for i in seen],
