@@ -12,6 +12,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "local": "recpipe_dev.commands.local",
     "import": "recpipe_dev.commands.import_data",
+    "generate": "recpipe_dev.commands.generate",
     "retrain": "recpipe_dev.commands.retrain",
     "replay": "recpipe_dev.commands.replay",
     "evaluate": "recpipe_dev.commands.evaluate",
