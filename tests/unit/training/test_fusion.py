@@ -108,6 +108,60 @@ def test_pools_unite_the_blend_and_als_tops_never_a_seen_item_with_exact_feature
     assert scores[0, 0] == pytest.approx(1.0) and np.all(np.diff(scores[0][ok]) <= 0)
 
 
+def test_pools_over_a_head_smaller_than_the_catalogue_match_full_width_scores() -> None:
+    """EASE, co-occurrence and the blend are computed over the head only and features gathered
+    at the candidates: the same values as scoring every item of the catalogue."""
+    log, cats = _taste_log(seed=3)
+    nu, ni = len(log.user_vocab), len(log.item_vocab)
+    linear = fit_item_linear(log, nu, ni, head=10, regularization=10.0)
+    assert len(linear.head) == 10 < ni
+    seq = fit_sequential(log, linear.head, ni, window=5, decay=0.85, damping=0.3)
+    als = fit_als(log, nu, ni, factors=4, iterations=5, regularization=0.1, alpha=2.0, seed=1)
+    models = CFModels(linear, seq, als)
+    ctx = Context.build(log, nu, ni, cats)
+    users = np.arange(nu, dtype=np.int32)
+    params = FusionParams(depth=5, als_depth=8)
+    p = pools(models, ctx, users, params, sequential_weight=1.0)
+
+    # the reference: full-width rows, seen items at -inf, each relative to the row's best
+    seen = linear.user_items.toarray() > 0
+
+    def rel(m: np.ndarray) -> np.ndarray:
+        m = np.where(seen, -np.inf, m)
+        top = np.where(np.isfinite(m), m, 0.0).max(axis=1, keepdims=True)
+        return np.where(top > 0, m / np.where(top > 0, top, 1.0), m)
+
+    ease = rel(linear.scores(users))
+    cooc = rel(seq.scores(linear.user_items, users))
+    blend = ease + cooc
+    s_a = np.where(seen | (als.user_items.toarray() > 0), -np.inf, als.user_factors @ als.item_factors.T)
+    in_head = np.zeros(ni, bool)
+    in_head[linear.head] = True
+    for row in range(nu):
+        cand = p.items[row][p.mask[row]]
+        f = p.features[row][p.mask[row]]
+        np.testing.assert_allclose(
+            f[:, COL["ease_rel"]], np.where(in_head[cand], ease[row, cand], 0.0), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            f[:, COL["seq_rel"]], np.where(in_head[cand], cooc[row, cand], 0.0), rtol=1e-6
+        )
+        top = np.where(np.isfinite(s_a[row]), s_a[row], 0.0).max()
+        np.testing.assert_allclose(f[:, COL["als_rel"]], s_a[row, cand] / top, rtol=1e-5)
+        als_top = np.argsort(-s_a[row], kind="stable")[: params.als_depth]
+        want = [1.0 / (1 + int(np.flatnonzero(als_top == i)[0])) if i in als_top else 0.0 for i in cand]
+        np.testing.assert_allclose(f[:, COL["als_rrank"]], want, rtol=1e-6)
+        blend_top = linear.head[np.argsort(-blend[row, linear.head], kind="stable")[: params.depth]]
+        blend_top = blend_top[blend[row, blend_top] > 0]
+        # the pool: the blend's top over the head united with ALS's over the catalogue
+        assert set(cand.tolist()) == set(blend_top.tolist()) | set(
+            als_top[np.isfinite(s_a[row, als_top])].tolist()
+        )
+        # items outside the head come from ALS alone, below every blend candidate
+        outside = ~in_head[cand]
+        assert (p.blend[row][p.mask[row]][outside] < 0).all()
+
+
 def test_first_seen_gap_flags_items_that_appeared_after_the_users_last_event() -> None:
     log, cats = _taste_log()
     late = [(f"u{u}", "a_new", T0 + 2 * YEAR_S, EventType.VIEW, None) for u in (2, 4, 6)]

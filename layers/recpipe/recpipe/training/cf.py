@@ -279,18 +279,21 @@ class ItemLinearModel:
 
     def scores(self, users: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
         """Dense [len(users), n_items] scores (zero outside the head)."""
-        xq = self.user_items[users][:, self.head].astype(np.float32)
         out = np.zeros((len(users), self.n_items), np.float32)
+        out[:, self.head] = self.head_scores(users)
+        return out
+
+    def head_scores(self, users: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        """Dense [len(users), len(head)] scores of the head's items, in `head` order."""
+        xq = self.user_items[users][:, self.head].astype(np.float32)
         if self._weights is None and self._xa is not None:
             assert self._kinv_x is not None and self._diag_p is not None
             # X_u P = (X_u - (X_u X^T) K^-1 X) / lambda;  X_u W = -X_u P / diag(P) + X_u
             # (W = -P / diag(P) with its diagonal set to zero)
             xx = np.asarray((xq @ self._xa.T).todense(), np.float32)
             xp = (xq.toarray() - xx @ self._kinv_x) / np.float32(self.regularization)
-            out[:, self.head] = -xp / self._diag_p + xq.toarray()
-        else:
-            out[:, self.head] = np.asarray(xq @ self.weights, np.float32)
-        return out
+            return np.asarray(-xp / self._diag_p + xq.toarray(), np.float32)
+        return np.asarray(xq @ self.weights, np.float32)
 
 
 def fit_item_linear(
@@ -358,10 +361,13 @@ class SequentialModel:
 
     def scores(self, user_items: sp.csr_matrix, users: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
         """Dense [len(users), n_items] scores (zero outside the head) from binary `user_items`."""
-        xq = user_items[users][:, self.head]
         out = np.zeros((len(users), self.n_items), np.float32)
-        out[:, self.head] = np.asarray(xq @ self.weights, np.float32)
+        out[:, self.head] = self.head_scores(user_items, users)
         return out
+
+    def head_scores(self, user_items: sp.csr_matrix, users: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        """Dense [len(users), len(head)] scores of the head's items, in `head` order."""
+        return np.asarray(user_items[users][:, self.head] @ self.weights, np.float32)
 
 
 def fit_sequential(
