@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", default="../shared/datasets/ml-latest-small", help="MovieLens directory for `ml`"
     )
     parser.add_argument("--publish-workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        help="catalogue size of the generated shops (default: 5,000 at 1M, 20,000 at 10M)",
+    )
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument(
         "--compare-cf",
@@ -131,8 +137,8 @@ def _publish(result: Any, workers: int) -> dict[str, Any]:
     return out
 
 
-def child(size: str, data: str, workers: int, out_path: Path) -> None:
-    """One size, in this (fresh) process."""
+def child(size: str, data: str, workers: int, out_path: Path, n_items: int | None = None) -> None:
+    """One size, in this (fresh) process; `n_items` overrides a generated shop's catalogue size."""
     stages: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     base = _peak_mib()
@@ -146,7 +152,10 @@ def child(size: str, data: str, workers: int, out_path: Path) -> None:
     else:
         from recpipe_dev.synthetic import generate
 
-        log, items = generate(seed=1, **SIZES[size])
+        shape = dict(SIZES[size])
+        if n_items is not None:
+            shape["n_items"] = n_items
+        log, items = generate(seed=1, **shape)
         params = TrainParams(**BIG_PARAMS)  # type: ignore[arg-type]
     stages["load"] = {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mib": round(_peak_mib(), 1)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -360,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}: {m}")
     policies = compare_policies(args.data, args.candidate_policies) if args.candidate_policies else None
     if args.child:
-        child(args.child, args.data, args.publish_workers, args.child_out)
+        child(args.child, args.data, args.publish_workers, args.child_out, args.items)
         return 0
     reports = []
     for size in [s.strip() for s in args.sizes.split(",") if s.strip()] if args.sizes != "none" else []:
@@ -370,8 +379,12 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             # A bare interpreter (not the CLI, which imports every benchmark module) so the
             # child's peak RSS is the retrain's own.
-            code = "import sys; from recpipe_dev.bench.retrain import child; child(sys.argv[1], sys.argv[2], int(sys.argv[3]), __import__('pathlib').Path(sys.argv[4]))"
-            cmd = [sys.executable, "-c", code, size, args.data, str(args.publish_workers), out.name]
+            code = (
+                "import sys; from recpipe_dev.bench.retrain import child; child(sys.argv[1], sys.argv[2], "
+                "int(sys.argv[3]), __import__('pathlib').Path(sys.argv[4]), int(sys.argv[5]) or None)"
+            )
+            items = str(args.items or 0)
+            cmd = [sys.executable, "-c", code, size, args.data, str(args.publish_workers), out.name, items]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, check=False)
             if proc.returncode != 0:
