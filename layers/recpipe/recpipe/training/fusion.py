@@ -251,7 +251,8 @@ def _block(
     head_pos[head] = np.arange(n_head)
     seen = linear.user_items[block]
     r, c = seen.nonzero()
-    hr, hc = r[head_pos[c] >= 0], head_pos[c[head_pos[c] >= 0]]
+    seen_pos = head_pos[c]
+    hr, hc = r[seen_pos >= 0], seen_pos[seen_pos >= 0]  # seen head items, in head positions
     s_e = linear.head_scores(block)
     s_e[hr, hc] = -np.inf
     if sequential is not None:
