@@ -179,7 +179,8 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class CFModels:
-    """One fit of the CF models the fusion combines."""
+    """One fit of the CF models the fusion combines (the co-occurrence model over the item-linear
+    model's head, as `fit_sequential(window, linear.head, ...)` fits it)."""
 
     linear: ItemLinearModel
     sequential: SequentialModel | None
@@ -256,16 +257,13 @@ def _block(
     s_e = linear.head_scores(block)
     s_e[hr, hc] = -np.inf
     if sequential is not None:
-        if np.array_equal(sequential.head, linear.head):
-            s_q = sequential.head_scores(linear.user_items, block)
-        else:
-            s_q = sequential.scores(linear.user_items, block)[:, head]
+        s_q = sequential.head_scores(linear.user_items, block)  # fitted on the same head
         s_q[hr, hc] = -np.inf
     else:
         s_q = np.zeros_like(s_e)
         s_q[hr, hc] = -np.inf
-    # relative to each row's best (an unseen item outside the head scores 0: the best is >= 0
-    # whenever the catalogue is bigger than the head, which _relative_rows's 0 for -inf gives)
+    # relative to each row's best; over the head alone this is the same as over the catalogue
+    # (items outside the head score 0, and a best <= 0 leaves a row unchanged either way)
     rel_e, rel_q = _relative_rows(s_e), _relative_rows(s_q)
     blend = rel_e + np.float32(sequential_weight) * rel_q
     uf = model.user_factors[block]
@@ -275,9 +273,7 @@ def _block(
     s_a[ra, ca] = -np.inf
     s_a[r, c] = -np.inf
     has_als = np.abs(uf).sum(axis=1) > 0
-    finite_a = np.where(np.isfinite(s_a), s_a, 0.0)
-    top_val_a = finite_a.max(axis=1, keepdims=True) if n_items else np.zeros((len(block), 1), np.float32)
-    del finite_a
+    rel_a = _relative_rows(s_a)
 
     d = params.depth
     top_b = _top(blend, d) if n_head else np.zeros((len(block), 0), np.int64)  # head positions
@@ -302,8 +298,7 @@ def _block(
         return np.where(pos >= 0, m[rows, np.maximum(pos, 0)], 0.0).astype(np.float32)
 
     def rel_als(items: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        v = s_a[rows, np.maximum(items, 0)]
-        return np.where(top_val_a > 0, v / np.where(top_val_a > 0, top_val_a, 1.0), v).astype(np.float32)
+        return rel_a[rows, np.maximum(items, 0)]
 
     # valid candidates first (by blend score, then ALS), padding last
     valid = cand >= 0
