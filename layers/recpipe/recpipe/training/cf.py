@@ -7,6 +7,7 @@ summed per (user, item) and clipped at zero, so a remove_from_cart weakens but n
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -303,8 +304,18 @@ def fit_item_linear(
 
     With fewer users than head items the item-space inverse is replaced by the exact Woodbury
     identity in user space (a users x users solve)."""
+    return next(fit_item_linear_grid(log, n_users, n_items, head=head, regularizations=(regularization,)))
+
+
+def fit_item_linear_grid(
+    log: InteractionLog, n_users: int, n_items: int, *, head: int, regularizations: tuple[float, ...]
+) -> Iterator[ItemLinearModel]:
+    """`fit_item_linear` at each of `regularizations`, in the order given, sharing the matrix
+    and its Gram (only the ridge term and the inverse differ). A generator: one model's dense
+    weights at a time, so a caller that scores and drops each holds one."""
     user_items = confidence_matrix(log, n_users, n_items)
     user_items.data[:] = 1.0
+    user_items = user_items.tocsr()
     counts = np.diff(user_items.tocsc().indptr)
     alive = np.flatnonzero(counts > 0)
     order = alive[np.argsort(-counts[alive], kind="stable")]
@@ -312,34 +323,45 @@ def fit_item_linear(
     # float32: twice the speed of float64 in the two big products/inverse; the ridge term keeps
     # the system well conditioned at the regularisations validation picks (>= 100)
     x = user_items[:, keep].astype(np.float32)
-    lam = float(regularization)
     active = np.flatnonzero(np.diff(x.indptr) > 0)
     if len(keep) == 0:
-        w = np.zeros((0, 0), np.float32)
-    elif len(active) < len(keep):
+        for _ in regularizations:
+            yield ItemLinearModel(keep, user_items, n_items, _weights=np.zeros((0, 0), np.float32))
+        return
+    if len(active) < len(keep):
         xa = x[active].tocsr()
+        xa_dense = xa.toarray()
         gram_u = (xa @ xa.T).toarray().astype(np.float32)
-        gram_u[np.diag_indices_from(gram_u)] += lam
-        kinv_x = np.linalg.solve(gram_u, xa.toarray()).astype(np.float32)  # [users, head]
-        # P = (I - X^T K^-1 X) / lambda, kept factorised; only its diagonal is needed here
-        diag_p = ((1.0 - np.asarray(xa.multiply(kinv_x).sum(axis=0)).ravel()) / lam).astype(np.float32)
-        return ItemLinearModel(
-            head=keep,
-            user_items=user_items.tocsr(),
-            n_items=n_items,
-            _xa=xa,
-            _kinv_x=kinv_x,
-            _diag_p=diag_p,
-            regularization=lam,
-        )
-    else:
-        gram = (x.T @ x).toarray().astype(np.float32)
-        gram[np.diag_indices_from(gram)] += lam
-        p = np.linalg.inv(gram)
-        del gram
-        w = (-p / np.diag(p)).astype(np.float32)
+        for reg in regularizations:
+            lam = float(reg)
+            kinv_x = np.linalg.solve(
+                gram_u + np.float32(lam) * np.eye(len(gram_u), dtype=np.float32), xa_dense
+            )
+            kinv_x = kinv_x.astype(np.float32)  # [users, head]
+            # P = (I - X^T K^-1 X) / lambda, kept factorised; only its diagonal is needed here
+            diag_p = ((1.0 - np.asarray(xa.multiply(kinv_x).sum(axis=0)).ravel()) / lam).astype(np.float32)
+            yield ItemLinearModel(
+                head=keep,
+                user_items=user_items,
+                n_items=n_items,
+                _xa=xa,
+                _kinv_x=kinv_x,
+                _diag_p=diag_p,
+                regularization=lam,
+            )
+        return
+    gram = (x.T @ x).toarray().astype(np.float32)
+    diag = gram.diagonal().copy()
+    for reg in regularizations:
+        gram[np.diag_indices_from(gram)] = diag + np.float32(reg)
+        # W = -P / diag(P), in place (the Gram stays for the next regularisation)
+        w = np.linalg.inv(gram).astype(np.float32, copy=False)
+        w /= -w.diagonal().copy()
         np.fill_diagonal(w, 0.0)
-    return ItemLinearModel(head=keep, user_items=user_items.tocsr(), n_items=n_items, _weights=w)
+        yield ItemLinearModel(
+            head=keep, user_items=user_items, n_items=n_items, _weights=w, regularization=float(reg)
+        )
+        del w
 
 
 @dataclass(slots=True)

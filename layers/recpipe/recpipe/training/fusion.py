@@ -265,7 +265,8 @@ def _block(
     # relative to each row's best; over the head alone this is the same as over the catalogue
     # (items outside the head score 0, and a best <= 0 leaves a row unchanged either way)
     rel_e, rel_q = _relative_rows(s_e), _relative_rows(s_q)
-    blend = rel_e + np.float32(sequential_weight) * rel_q
+    # (0 x -inf at a seen item would be NaN: a zero weight leaves EASE alone)
+    blend = rel_e + np.float32(sequential_weight) * rel_q if sequential_weight > 0 else rel_e
     uf = model.user_factors[block]
     s_a = (uf @ model.item_factors.T).astype(np.float32)
     seen_a = model.user_items[block]
@@ -529,6 +530,47 @@ def train_fusion(
 FitModels = Callable[[InteractionLog], CFModels]
 
 
+class CarveOuts:
+    """Random hold-outs of users' (user, item) cells in a window: the validation data of the
+    choices a retrain makes on its own data (the fusion; the item-linear regularisation)."""
+
+    def __init__(self, window: InteractionLog, n_users: int, n_items: int) -> None:
+        self.window, self.n_items = window, n_items
+        keep_rows = row_weights(window) > 0
+        self.cell = window.users.astype(np.int64) * n_items + window.items
+        self.cells = np.unique(self.cell[keep_rows])
+        self.cu = (self.cells // n_items).astype(np.int64)
+        #: users with at least 4 items (one held out of four leaves three to fit on)
+        self.eligible = np.flatnonzero(np.bincount(self.cu, minlength=n_users) >= 4)
+
+    def fold(
+        self, max_users: int, ratio: float, rng: np.random.Generator
+    ) -> tuple[InteractionLog, npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """(the window without the held-out cells, the carved users, the held-out cells sorted):
+        up to `max_users` eligible users (a seeded sample) each lose a random `ratio` of cells."""
+        chosen = self.eligible
+        if len(chosen) > max_users:
+            chosen = np.sort(rng.choice(chosen, max_users, replace=False))
+        cells, cell = self.cells, self.cell
+        sel = np.isin(self.cu, chosen)
+        held = np.zeros(len(cells), np.bool_)
+        held[np.flatnonzero(sel)[rng.random(int(sel.sum())) < ratio]] = True
+        # a row is dropped when its (user, item) cell is held out: a sorted lookup (rows with a
+        # non-positive weight may have cells outside `cells`: those are never held)
+        at = np.minimum(np.searchsorted(cells, cell), len(cells) - 1)
+        fit_log = self.window.take(np.flatnonzero(~((cells[at] == cell) & held[at])))
+        return fit_log, chosen.astype(np.int32), cells[held]
+
+    def truth(
+        self, users: npt.NDArray[np.int32], held_cells: npt.NDArray[np.int64]
+    ) -> list[npt.NDArray[np.int64]]:
+        """Each user's held-out items (catalogue indices)."""
+        hu = (held_cells // self.n_items).astype(np.int64)
+        hi = (held_cells % self.n_items).astype(np.int64)
+        bounds = np.searchsorted(hu, users, side="left"), np.searchsorted(hu, users, side="right")
+        return [hi[a:b] for a, b in zip(*bounds, strict=True)]
+
+
 def carve_outs(
     window: InteractionLog,
     n_users: int,
@@ -545,13 +587,8 @@ def carve_outs(
     carve-outs of `window`: per fold, up to `params.users` users with at least 4 items lose a
     random `ratio` of their items, the models are refitted on the rest, and each such user's
     pool is labelled with the held-out items. Validation users are a fixed share of each fold."""
-    keep_rows = row_weights(window) > 0
-    cell = window.users.astype(np.int64) * n_items + window.items
-    cells = np.unique(cell[keep_rows])
-    cu = (cells // n_items).astype(np.int64)
-    per_user = np.bincount(cu, minlength=n_users)
-    eligible = np.flatnonzero(per_user >= 4)
-    if not len(eligible):
+    cuts = CarveOuts(window, n_users, n_items)
+    if not len(cuts.eligible):
         width, n_f = params.depth + params.als_depth, len(FUSION_FEATURES)
         empty = Pools(
             np.zeros(0, np.int32),
@@ -566,25 +603,11 @@ def carve_outs(
     val_truth: list[npt.NDArray[np.int64]] = []
     covered = positives = 0
     for fold in range(params.folds):
-        chosen = eligible
-        if len(chosen) > params.users:
-            chosen = np.sort(rng.choice(chosen, params.users, replace=False))
-        sel = np.isin(cu, chosen)
-        held = np.zeros(len(cells), np.bool_)
-        held[np.flatnonzero(sel)[rng.random(int(sel.sum())) < params.ratio]] = True
-        held_cells = cells[held]
-        # a row is dropped when its (user, item) cell is held out: a sorted lookup (rows with a
-        # non-positive weight may have cells outside `cells`: those are never held)
-        at = np.minimum(np.searchsorted(cells, cell), len(cells) - 1)
-        fit_log = window.take(np.flatnonzero(~((cells[at] == cell) & held[at])))
+        fit_log, users, held_cells = cuts.fold(params.users, params.ratio, rng)
         models = fit(fit_log)
         ctx = Context.build(fit_log, n_users, n_items, item_categories)
-        users = chosen.astype(np.int32)
         p = pools(models, ctx, users, params, sequential_weight=sequential_weight)
-        hu = (held_cells // n_items).astype(np.int64)
-        hi = (held_cells % n_items).astype(np.int64)
-        bounds = np.searchsorted(hu, users, side="left"), np.searchsorted(hu, users, side="right")
-        truth = [hi[a:b] for a, b in zip(*bounds, strict=True)]
+        truth = cuts.truth(users, held_cells)
         is_val = rng.random(len(users)) < params.validation
         # label = the pool's (user, item) cell is held out
         pool_cells = users.astype(np.int64)[:, None] * n_items + np.maximum(p.items, 0)

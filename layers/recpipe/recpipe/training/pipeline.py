@@ -66,6 +66,7 @@ from recpipe.training.history import (
 from recpipe.training.holdout import PER_USER, Holdout, holdout_user, rank, score
 from recpipe.training.item_table import build_item_table, item_universe
 from recpipe.training.ranker import RankerParams, export_tflite, train_list_ranker
+from recpipe.training.tuning import choose_blend
 
 CANDIDATES_FILE = "candidates.npz"
 #: Carve-out lists are requests of a returning user: a day after the last kept event, so the
@@ -92,6 +93,11 @@ class TrainParams:
     #: (0 = ALS alone); its lists lead, ALS fills users it does not reach
     linear_head: int = 5000
     linear_regularization: float = 200.0
+    #: other regularisations and co-occurrence weights the retrain tries (every pair) on a
+    #: carve-out of its own window (training/tuning.py): it moves off the defaults above only
+    #: for a gain of more than two standard errors; () and () keep them without trying
+    linear_regularization_grid: tuple[float, ...] = (100.0, 500.0, 1000.0, 2000.0)
+    sequential_weight_grid: tuple[float, ...] = (0.0, 0.5, 2.0)
     #: time-local co-occurrence (cf.SequentialModel over the same head) blended into the CF
     #: lists with this weight (0 = item-linear alone); window, decay and damping as in its docs.
     #: Chosen on validation splits of the random protocol (docs/training.md)
@@ -141,6 +147,15 @@ class TrainParams:
             raise ValueError(
                 f"neighbour_source must be one of {NEIGHBOUR_SOURCES}, got {self.neighbour_source!r}"
             )
+        if self.linear_regularization <= 0 or any(not g > 0 for g in self.linear_regularization_grid):
+            raise ValueError(
+                "linear_regularization and every linear_regularization_grid value must be > 0; got "
+                f"{self.linear_regularization}, {self.linear_regularization_grid}"
+            )
+        if any(not w >= 0 for w in self.sequential_weight_grid):
+            raise ValueError(
+                f"every sequential_weight_grid value must be >= 0; got {self.sequential_weight_grid}"
+            )
         if self.sequential_weight < 0 or self.sequential_window < 1 or not 0 < self.sequential_decay <= 1:
             raise ValueError(
                 "sequential_weight must be >= 0, sequential_window >= 1 and 0 < sequential_decay <= 1; got "
@@ -178,6 +193,9 @@ class TrainParams:
         if "hidden" in rk:
             rk = {**rk, "hidden": tuple(rk["hidden"])}
         fusion = FusionParams(**d.pop("fusion", {}))
+        for name in ("linear_regularization_grid", "sequential_weight_grid"):
+            if name in d:  # a JSON list
+                d[name] = tuple(float(g) for g in d[name])
         return cls(**d, policy=policy, fusion=fusion, ranker=RankerParams(**rk))
 
 
@@ -302,8 +320,11 @@ def _fit_phase(
             head=params.linear_head,
             regularization=params.linear_regularization,
         )
-        wants_sequential = params.sequential_weight > 0 or (
-            with_neighbours and params.neighbour_source == "sequential"
+        # the fusion reads the co-occurrence scores as features even when the blend weighs them 0
+        wants_sequential = (
+            params.sequential_weight > 0
+            or params.fusion.folds > 0
+            or (with_neighbours and params.neighbour_source == "sequential")
         )
         if wants_sequential:
             sequential = fit_sequential(
@@ -339,10 +360,8 @@ def _fused(
     """The phase's published CF lists: in the fusion's order when one was adopted, else the
     fixed blend's (fused_top_n with the phase's models)."""
     if fusion is not None and phase.linear is not None and phase.context is not None and len(users):
-        # the co-occurrence model only when the blend uses it, as in the carve-out fits
-        seq = phase.sequential if params.sequential_weight > 0 else None
         return fused_lists(
-            CFModels(phase.linear, seq, phase.model),
+            CFModels(phase.linear, phase.sequential, phase.model),
             phase.context,
             users,
             n,
@@ -397,7 +416,7 @@ def train_bundle(
     if len(log) == 0:
         raise ValueError("cannot train on an empty interaction log")
     out_dir = Path(out_dir)
-    st = _Stages(progress, total=9)
+    st = _Stages(progress, total=10)
     rng = np.random.default_rng(p.seed)
 
     with st.stage("prepare"):
@@ -426,6 +445,9 @@ def train_bundle(
         if len(holdout_users) > p.max_eval_users:
             holdout_users = np.sort(rng.choice(holdout_users, p.max_eval_users, replace=False))
         in_replay[holdout_users] = True
+
+    with st.stage("cf_tune"):
+        p, tune_metrics = _tune(log.take(before_t2), n_users, len(item_ids), p)
 
     with st.stage("cf_fusion"):
         fusion, fusion_metrics = _train_fusion(
@@ -495,6 +517,7 @@ def train_bundle(
             carve_metrics["carve_out_covered"] / max(carve_metrics["carve_out_positives"], 1.0), 4
         ),
         **{k: round(v, 5) for k, v in ranker_metrics.items()},
+        **tune_metrics,
         **fusion_metrics,
     }
     with st.stage("evaluate"):
@@ -544,6 +567,48 @@ def train_bundle(
     return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages, holdout)
 
 
+def _tune(
+    window: InteractionLog, n_users: int, n_items: int, p: TrainParams
+) -> tuple[TrainParams, dict[str, Any]]:
+    """`p` with the item-linear regularisation and co-occurrence weight its own carve-out
+    prefers (training/tuning.py), and the figures behind the choice (the run record keeps them)."""
+    fixed = {"linear_regularization": p.linear_regularization, "sequential_weight": p.sequential_weight}
+    if p.linear_head <= 0 or not (p.linear_regularization_grid or p.sequential_weight_grid):
+        return p, fixed
+
+    def fit_seq(w: InteractionLog, head: npt.NDArray[np.int32]) -> SequentialModel:
+        return fit_sequential(
+            w,
+            head,
+            n_items,
+            window=p.sequential_window,
+            decay=p.sequential_decay,
+            damping=p.sequential_damping,
+        )
+
+    choice = choose_blend(
+        window,
+        n_users,
+        n_items,
+        regularizations=p.linear_regularization_grid,
+        weights=p.sequential_weight_grid,
+        default=(p.linear_regularization, p.sequential_weight),
+        head=p.linear_head,
+        fit_sequential=fit_seq,
+        users=p.fusion.users,
+        ratio=p.fusion.ratio,
+        # its own stream: the fusion's carve-outs draw what they drew before this step existed
+        rng=np.random.default_rng([p.seed, 1]),
+        k=p.eval_k,
+    )
+    if choice is None:
+        return p, fixed
+    tuned = replace(
+        p, linear_regularization=choice.linear_regularization, sequential_weight=choice.sequential_weight
+    )
+    return tuned, choice.metrics(p.eval_k)
+
+
 def _train_fusion(  # noqa: PLR0917 - one call site, all inputs of one stage
     window: InteractionLog,
     n_users: int,
@@ -565,16 +630,15 @@ def _train_fusion(  # noqa: PLR0917 - one call site, all inputs of one stage
         linear = fit_item_linear(
             w, n_users, n_items, head=p.linear_head, regularization=p.linear_regularization
         )
-        seq = None
-        if p.sequential_weight > 0:
-            seq = fit_sequential(
-                w,
-                linear.head,
-                n_items,
-                window=p.sequential_window,
-                decay=p.sequential_decay,
-                damping=p.sequential_damping,
-            )
+        # the co-occurrence scores are features whatever the blend's weight on them
+        seq = fit_sequential(
+            w,
+            linear.head,
+            n_items,
+            window=p.sequential_window,
+            decay=p.sequential_decay,
+            damping=p.sequential_damping,
+        )
         # the same factor model as every phase (ALS or BPR): the features must mean the same
         return CFModels(linear, seq, _fit_cf(w, n_users, n_items, p))
 
