@@ -183,9 +183,10 @@ def _product_rows(
     its ALS candidates alone, and the online path (Recommender over the replayed stores) asked
     once per user right after the user's last training interaction."""
     import tempfile
+    from dataclasses import replace
     from pathlib import Path
 
-    from recpipe.training.pipeline import RETURN_AFTER_S
+    from recpipe.training.pipeline import RETURN_AFTER_S, TrainParams, train_bundle
 
     from recpipe_dev.evaluation.stream_protocol import ProductHarness
 
@@ -215,18 +216,40 @@ def _product_rows(
                 live_lists.append((product.ask(user_id, history, k)[0], truth))
         finally:
             product.close()
+        # The same candidates in the fixed blend's order: the retrain with the learned fusion
+        # off (fusion.folds = 0), what the fusion's order replaced. Its lists are never served
+        # here; the row shows what the learned ordering adds over the candidates' CF order.
+        rows = np.flatnonzero(train)
+        defaults = TrainParams()
+        blend = train_bundle(
+            log.take(rows[np.argsort(log.ts[rows], kind="stable")]),
+            dataset.catalogue,
+            Path(scratch) / "blend",
+            version=f"eval-{config.seed}-blend",
+            params=replace(defaults, fusion=replace(defaults.fusion, folds=0)),
+        )
+        blend_lists: list[tuple[list[str], set[str]]] = []
+        for u, (_, truth) in zip(users.tolist(), cf_lists, strict=True):
+            user_id = log.user_vocab[u]
+            history = {item_ids[i] for i in x_train[u].indices.tolist()}
+            listed = [i for i, _ in blend.candidates[user_id]] if user_id in blend.candidates else []
+            blend_lists.append(([i for i in listed if i not in history][:k], truth))
     for name, lists in (
         ("project_cf", cf_lists),
+        ("project_cf_blend", blend_lists),
         ("project_pipeline", online_lists),
         ("project_pipeline_live_session", live_lists),
     ):
         per_user[name] = [ndcg_at_k(rec, rel, k) for rec, rel in lists]
     report["methods"]["project_cf"] = evaluate_lists(cf_lists, k, n_items)
+    report["methods"]["project_cf_blend"] = evaluate_lists(blend_lists, k, n_items)
     report["methods"]["project_pipeline"] = evaluate_lists(online_lists, k, n_items)
     report["methods"]["project_pipeline_live_session"] = evaluate_lists(live_lists, k, n_items)
     report["config"]["project"] = {
         "batch_path": "recpipe.training.train_bundle (default TrainParams) on the training part",
         "project_cf": "its published CF candidates (EASE, time-local co-occurrence and ALS in the learned fusion order), by CF score",
+        "project_cf_blend": "the same retrain with the learned fusion off (fusion.folds=0): the candidates "
+        "in the fixed blend's order (EASE and co-occurrence relative scores, ALS filling), by CF score",
         "project_pipeline": "Recommender over the FeatureUpdater-replayed stores, asked once per user "
         "a day after the user's last training interaction (a returning user: the session has expired)",
         "project_pipeline_live_session": "the same, asked 1 s after the last training interaction "
@@ -250,6 +273,7 @@ def _product_rows(
 PAIRS = (
     ("project_pipeline", "ease"),
     ("project_pipeline", "project_cf"),
+    ("project_pipeline", "project_cf_blend"),
     ("project_cf", "ease"),
     ("project_pipeline_live_session", "project_pipeline"),
 )

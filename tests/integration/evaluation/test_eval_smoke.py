@@ -26,7 +26,7 @@ def test_random_protocol_smoke_beats_popularity(movielens: Dataset) -> None:
     assert result["config"]["users"] == 120
     # the project's own batch model and online path (train_bundle + Recommender) are the rows
     # scored beside the baselines, on the same users; no model lives only in the evaluation
-    for name in ("project_cf", "project_pipeline", "project_pipeline_live_session"):
+    for name in ("project_cf", "project_cf_blend", "project_pipeline", "project_pipeline_live_session"):
         assert methods[name]["n_evaluated"] == 120, name
     assert result["config"]["project"]["post_filtered_requests"] >= 0
     for name in ("ease", "project_cf"):

@@ -58,12 +58,15 @@ def test_paired_differences_are_per_user_means_with_their_standard_error(tmp_pat
     per_user = {
         "project_pipeline": [0.5, 0.4, 0.3, 0.2],
         "project_cf": [0.5, 0.4, 0.3, 0.2],
+        "project_cf_blend": [0.5, 0.2, 0.3, 0.2],
         "ease": [0.4, 0.4, 0.2, 0.2],
     }
     paired = _paired(per_user)
     # differences 0.1, 0, 0.1, 0: mean 0.05, sample sd 0.057735, se 0.028868
     assert paired["project_pipeline_minus_ease"] == {"diff": 0.05, "se": 0.028868, "users": 4}
     assert paired["project_pipeline_minus_project_cf"] == {"diff": 0.0, "se": 0.0, "users": 4}
+    # the learned order against the same candidates in the fixed blend's order: 0, 0.2, 0, 0
+    assert paired["project_pipeline_minus_project_cf_blend"] == {"diff": 0.05, "se": 0.05, "users": 4}
     assert "project_pipeline_live_session_minus_project_pipeline" not in paired
     report = {**REPORT, "protocol": "random", "paired_ndcg@10": paired}
     write_markdown(report, tmp_path / "r.md")
