@@ -104,21 +104,22 @@ def test_choose_blend_scores_every_pair_on_the_carve_out_as_the_blend_orders_the
 def test_empty_grids_try_the_default_alone_and_keep_it() -> None:
     log = _taste_log(40)
     nu, ni = len(log.user_vocab), len(log.item_vocab)
+    # without a co-occurrence model the weights change nothing: only the default's is scored
     choice = choose_blend(
         log,
         nu,
         ni,
         regularizations=(),
-        weights=(),
-        default=(50.0, 0.0),
+        weights=(0.0, 2.0),
+        default=(50.0, 1.0),
         head=100,
         fit_sequential=None,
         users=20,
         ratio=0.25,
         rng=np.random.default_rng(0),
     )
-    assert choice is not None and list(choice.ndcg) == [(50.0, 0.0)]
-    assert (choice.linear_regularization, choice.sequential_weight, choice.gain) == (50.0, 0.0, 0.0)
+    assert choice is not None and list(choice.ndcg) == [(50.0, 1.0)]
+    assert (choice.linear_regularization, choice.sequential_weight, choice.gain) == (50.0, 1.0, 0.0)
 
 
 def test_a_zero_co_occurrence_weight_leaves_the_fusion_blend_to_ease_without_nans() -> None:

@@ -294,6 +294,20 @@ def _fit_cf(window: InteractionLog, n_users: int, n_items: int, params: TrainPar
     return model
 
 
+def _fit_sequential(
+    window: InteractionLog, head: npt.NDArray[np.int32], n_items: int, params: TrainParams
+) -> SequentialModel:
+    """The co-occurrence model over `head` with `params`' window, decay and damping."""
+    return fit_sequential(
+        window,
+        head,
+        n_items,
+        window=params.sequential_window,
+        decay=params.sequential_decay,
+        damping=params.sequential_damping,
+    )
+
+
 def _fit_phase(
     window: InteractionLog,
     n_users: int,
@@ -327,14 +341,7 @@ def _fit_phase(
             or (with_neighbours and params.neighbour_source == "sequential")
         )
         if wants_sequential:
-            sequential = fit_sequential(
-                window,
-                linear.head,
-                len(item_ids),
-                window=params.sequential_window,
-                decay=params.sequential_decay,
-                damping=params.sequential_damping,
-            )
+            sequential = _fit_sequential(window, linear.head, len(item_ids), params)
         if with_neighbours and params.neighbour_source == "linear":
             idx, sim = head_neighbours(linear.head, linear.weights, (idx, sim))
         elif with_neighbours and sequential is not None and params.neighbour_source == "sequential":
@@ -577,14 +584,7 @@ def _tune(
         return p, fixed
 
     def fit_seq(w: InteractionLog, head: npt.NDArray[np.int32]) -> SequentialModel:
-        return fit_sequential(
-            w,
-            head,
-            n_items,
-            window=p.sequential_window,
-            decay=p.sequential_decay,
-            damping=p.sequential_damping,
-        )
+        return _fit_sequential(w, head, n_items, p)
 
     choice = choose_blend(
         window,
@@ -631,14 +631,7 @@ def _train_fusion(  # noqa: PLR0917 - one call site, all inputs of one stage
             w, n_users, n_items, head=p.linear_head, regularization=p.linear_regularization
         )
         # the co-occurrence scores are features whatever the blend's weight on them
-        seq = fit_sequential(
-            w,
-            linear.head,
-            n_items,
-            window=p.sequential_window,
-            decay=p.sequential_decay,
-            damping=p.sequential_damping,
-        )
+        seq = _fit_sequential(w, linear.head, n_items, p)
         # the same factor model as every phase (ALS or BPR): the features must mean the same
         return CFModels(linear, seq, _fit_cf(w, n_users, n_items, p))
 

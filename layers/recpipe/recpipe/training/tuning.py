@@ -83,8 +83,8 @@ def choose_blend(
     no user has enough items to carve)."""
     regs = tuple(dict.fromkeys((float(default[0]), *(float(g) for g in regularizations))))
     ws = tuple(dict.fromkeys((float(default[1]), *(float(w) for w in weights))))
-    if fit_sequential is None:
-        ws = (0.0,)
+    if fit_sequential is None:  # no co-occurrence scores: the weight changes nothing
+        ws = (float(default[1]),)
     cuts = CarveOuts(window, n_users, n_items)
     if not len(cuts.eligible):
         return None
