@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "retrain": "recpipe_dev.commands.retrain",
     "replay": "recpipe_dev.commands.replay",
     "evaluate": "recpipe_dev.commands.evaluate",
+    "validate": "recpipe_dev.commands.validate",
     "bench": "recpipe_dev.commands.bench",
     "demo": "recpipe_dev.commands.demo",
     "sizing": "recpipe_dev.commands.sizing",

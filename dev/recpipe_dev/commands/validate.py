@@ -1,0 +1,103 @@
+"""`recpipe validate`: the product's retrain scored on the random protocol's validation
+carve-outs, never its test part (how defaults are chosen; docs/evaluation.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="score a retrain setting on the random protocol's validation carve-outs (not its test split)",
+    )
+    p.add_argument("--data", required=True, help="dataset, e.g. movielens:../shared/datasets/ml-latest-small")
+    p.add_argument(
+        "--seeds", default="42,44,46", help="random-protocol seeds, comma-separated (default 42,44,46)"
+    )
+    p.add_argument(
+        "--params",
+        default=None,
+        help="a retrain request's params as JSON, or @FILE (default: the shipped defaults), "
+        'e.g. \'{"fusion": {"members": 3}}\'',
+    )
+    p.add_argument("--k", type=int, default=10, help="list length (default 10)")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _params(text: str | None) -> Any:
+    from recpipe.training.pipeline import TrainParams
+
+    if text is None:
+        return TrainParams()
+    raw = Path(text[1:]).read_text() if text.startswith("@") else text
+    body = json.loads(raw)
+    if not isinstance(body, dict):
+        raise ValueError("--params must be a JSON object")
+    return TrainParams.from_dict(body)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recpipe_dev.evaluation.data import DatasetError, load_dataset
+    from recpipe_dev.evaluation.report import write_json
+    from recpipe_dev.evaluation.validation import run_validation
+
+    if not 1 <= args.k <= 100:
+        print("--k must be between 1 and 100", file=sys.stderr)
+        return 2
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"--seeds must be integers separated by commas, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    if not seeds:
+        print("--seeds names no seed", file=sys.stderr)
+        return 2
+    try:
+        params = _params(args.params)
+    except (OSError, ValueError, TypeError) as exc:
+        # json.JSONDecodeError is a ValueError; an unknown field is a TypeError from the dataclass
+        print(f"error: bad --params: {exc}", file=sys.stderr)
+        return 2
+    try:
+        dataset = load_dataset(args.data)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    result = run_validation(dataset, seeds=seeds, params=params, k=args.k, progress=progress)
+    if args.json is not None:
+        write_json(result, args.json)
+    k = args.k
+    print(f"| seed | users | published ndcg@{k} | blend ndcg@{k} | published - blend |")
+    print("|---|---:|---:|---:|---:|")
+    for seed, e in result["seeds"].items():
+        blend = e.get(f"blend_ndcg@{k}")
+        gain = e.get(f"published_minus_blend_ndcg@{k}")
+        print(
+            f"| {seed} | {e['users']} | {e[f'published_ndcg@{k}']:.4f} ± {e[f'published_ndcg@{k}_se']:.4f} | "
+            + ("-" if blend is None else f"{blend:.4f}")
+            + " | "
+            + ("-" if gain is None else f"{gain:+.4f} ± {e[f'published_minus_blend_ndcg@{k}_se']:.4f}")
+            + " |"
+        )
+    m = result["mean"]
+    print(
+        f"| mean | | {m[f'published_ndcg@{k}']:.4f} | "
+        + (
+            f"{m[f'blend_ndcg@{k}']:.4f} | {m[f'published_minus_blend_ndcg@{k}']:+.4f} |"
+            if f"blend_ndcg@{k}" in m
+            else "- | - |"
+        )
+    )
+    return 0

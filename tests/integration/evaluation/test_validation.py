@@ -1,0 +1,100 @@
+"""`recpipe validate`: the retrain scored on the random protocol's validation carve-outs. What
+matters is that the test part is never read: results must not move when it changes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from recpipe.training.pipeline import TrainParams
+from recpipe_dev.cli import main
+from recpipe_dev.evaluation.data import Dataset, load_dataset
+from recpipe_dev.evaluation.random_protocol import RandomProtocolConfig
+from recpipe_dev.evaluation.splits import stratified_split
+from recpipe_dev.evaluation.validation import run_validation, validation_split
+from recpipe_dev.synthetic import generate, write_movielens
+
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("shop")
+    log, items = generate(n_users=250, n_items=300, n_interactions=9000, seed=4)
+    write_movielens(log, items, directory, min_ratings=5)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def shop(shop_dir: Path) -> Dataset:
+    return load_dataset(f"movielens:{shop_dir}")
+
+
+def test_the_split_is_the_random_protocols_training_part_carved_again(shop: Dataset) -> None:
+    fit, held, test = validation_split(shop, SEED)
+    # the three parts partition the rows
+    assert not (fit & held).any() and not (fit & test).any() and not (held & test).any()
+    assert (fit | held | test).all()
+    # the test part is exactly what `recpipe evaluate --protocol random --seed SEED` scores
+    ratio = 1.0 - RandomProtocolConfig().test_ratio
+    assert (test == ~stratified_split(shop.log, ratio, SEED)).all()
+    # and the validation part is about a quarter of the training part
+    assert 0.2 < held.sum() / (fit.sum() + held.sum()) < 0.3
+
+
+def test_scores_do_not_depend_on_the_test_part(shop: Dataset) -> None:
+    params = TrainParams.tiny()
+    first = run_validation(shop, seeds=[SEED], params=params)
+    # the test rows point at other items, at other times: nothing that is scored may move
+    _, _, test = validation_split(shop, SEED)
+    rng = np.random.default_rng(0)
+    log = shop.log
+    items = log.items.copy()
+    items[test] = rng.integers(0, len(log.item_vocab), int(test.sum()))
+    ts = log.ts.copy()
+    ts[test] = ts[test] + rng.uniform(0, 86400.0 * 30, int(test.sum()))
+    changed = Dataset(shop.name, replace(log, items=items, ts=ts), shop.items)
+    again = run_validation(changed, seeds=[SEED], params=params)
+
+    def timeless(report: dict[str, Any]) -> dict[str, Any]:
+        return {seed: {k: v for k, v in e.items() if k != "seconds"} for seed, e in report["seeds"].items()}
+
+    assert timeless(first) == timeless(again)
+
+    entry = first["seeds"][str(SEED)]
+    assert entry["users"] > 100
+    for name in ("published", "blend"):
+        assert 0.0 < entry[f"{name}_ndcg@10"] < 1.0
+        assert entry[f"{name}_ndcg@10_se"] > 0.0
+    gain = entry["published_ndcg@10"] - entry["blend_ndcg@10"]
+    assert entry["published_minus_blend_ndcg@10"] == pytest.approx(gain, abs=2e-5)
+    assert {"linear_regularization", "sequential_weight", "fusion_adopted"} <= set(entry["retrain"])
+    assert first["mean"]["published_ndcg@10"] == entry["published_ndcg@10"]
+
+
+def test_cli_writes_the_report_and_refuses_bad_params(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = f"movielens:{shop_dir}"
+    assert main(["validate", "--data", data, "--params", "{not json"]) == 2
+    assert "bad --params" in capsys.readouterr().err
+    assert main(["validate", "--data", data, "--params", '{"no_such_field": 1}']) == 2
+    assert "no_such_field" in capsys.readouterr().err
+    assert main(["validate", "--data", data, "--seeds", "4,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+    params = tmp_path / "params.json"
+    tiny = TrainParams.tiny().to_dict()
+    tiny["fusion"]["folds"] = 0  # the blend alone: one retrain per seed, no blend row
+    params.write_text(json.dumps(tiny))
+    out = tmp_path / "validate.json"
+    argv = ["validate", "--data", data, "--seeds", "3", "--params", f"@{params}", "--json", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["protocol"] == "validation" and report["params"]["fusion"]["folds"] == 0
+    assert set(report["seeds"]) == {"3"} and "blend_ndcg@10" not in report["seeds"]["3"]
+    assert "| 3 |" in capsys.readouterr().out
