@@ -75,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    result = run_validation(dataset, seeds=seeds, params=params, k=args.k, progress=progress)
+    try:
+        result = run_validation(dataset, seeds=seeds, params=params, k=args.k, progress=progress)
+    except ValueError as exc:
+        # train_bundle refuses what it cannot train on (an empty or too small carve-out)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json is not None:
         write_json(result, args.json)
     k = args.k

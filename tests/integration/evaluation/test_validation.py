@@ -86,6 +86,12 @@ def test_cli_writes_the_report_and_refuses_bad_params(
     assert "no_such_field" in capsys.readouterr().err
     assert main(["validate", "--data", data, "--seeds", "4,x"]) == 2
     assert "--seeds" in capsys.readouterr().err
+    assert main(["validate", "--data", data, "--params", '{"linear_regularization": -1}']) == 2
+    assert "linear_regularization" in capsys.readouterr().err
+    # a setting the retrain itself refuses, once it gets to it: a message, not a traceback
+    odd = {**TrainParams.tiny().to_dict(), "cf_method": "svd"}
+    assert main(["validate", "--data", data, "--seeds", "3", "--params", json.dumps(odd)]) == 2
+    assert "unknown cf_method 'svd'" in capsys.readouterr().err
 
     params = tmp_path / "params.json"
     tiny = TrainParams.tiny().to_dict()
