@@ -201,6 +201,8 @@ def child(size: str, data: str, workers: int, out_path: Path, n_items: int | Non
                 "ranked_minus_cf_ndcg@10_se",
                 # the fixed blend's order on the same holdout users (what fusion replaced)
                 "cf_blend_ndcg@10",
+                "ranked_minus_cf_blend_ndcg@10",
+                "ranked_minus_cf_blend_ndcg@10_se",
                 "fusion_adopted",
                 "fusion_folds",
                 "fusion_validation_ndcg@10",

@@ -84,6 +84,13 @@ def test_holdout_survives_the_run_store_round_trip(trained_run: Any) -> None:
     ranked = score(holdout, [u.ranked for u in holdout.users])
     assert ranked["ndcg@10"] == trained_run.result.metrics["ndcg@10"]
     assert ranked["hit_rate@10"] == trained_run.result.metrics["hit_rate@10"]
+    # the paired differences against the published CF order and the fixed blend's order are
+    # the per-user ranked figures minus each order's mean on the same users
+    m = trained_run.result.metrics
+    mean_ranked = sum(m[PER_USER]) / len(m[PER_USER])
+    for name, reference in (("cf", "cf_ndcg@10"), ("cf_blend", "cf_blend_ndcg@10")):
+        assert m[f"ranked_minus_{name}_ndcg@10"] == pytest.approx(mean_ranked - m[reference], abs=3e-5)
+        assert m[f"ranked_minus_{name}_ndcg@10_se"] is None or m[f"ranked_minus_{name}_ndcg@10_se"] >= 0.0
 
 
 def test_a_better_new_model_is_published_against_the_live_bundle_on_the_same_holdout(

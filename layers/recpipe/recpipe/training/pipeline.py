@@ -775,6 +775,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     if len(users) > p.max_eval_users:
         users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
     cf_per_user: list[float] = []
+    blend_per_user: list[float] = []
     phase2 = _fit_phase(log.take(before), len(in_replay), item_ids, catalogue, p, end_ts=t2)
     cf2 = _cf_lookup(phase2, users.astype(np.int32), max(p.policy.cf, k), p, fusion)
     # the fixed blend's order on the same users, for the record when the fusion is adopted
@@ -814,22 +815,30 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         cf_ndcg += ndcg_at_k(cf_list, rel, k)
         cf_per_user.append(ndcg_at_k(cf_list, rel, k))
         pop_ndcg += ndcg_at_k(pop, rel, k)
-        blend_ndcg += ndcg_at_k([i for i, _ in blend2.get(u, [])[:k]], rel, k)
+        blend_per_user.append(ndcg_at_k([i for i, _ in blend2.get(u, [])[:k]], rel, k))
+        blend_ndcg += blend_per_user[-1]
     rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, blob)
     ranked = score(holdout, rankings, candidate_sets)
     holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
     n = float(len(users))
     # the ranked lists against the candidates' own CF order, user by user (the gate's margin)
     diff = np.asarray(ranked[PER_USER], np.float64) - np.asarray(cf_per_user, np.float64)
+    # and against the same candidates in the fixed blend's order: what the learned orders (the
+    # fusion in the batch path, the ranker online) add together
+    diff_blend = np.asarray(ranked[PER_USER], np.float64) - np.asarray(blend_per_user, np.float64)
+
+    def se(d: npt.NDArray[np.float64]) -> float | None:
+        return round(float(d.std(ddof=1) / np.sqrt(len(d))), 5) if len(d) > 1 else None
+
     return {
         "eval_users": int(n),
         f"hit_rate@{k}": ranked[f"hit_rate@{k}"],
         f"ndcg@{k}": ranked[f"ndcg@{k}"],
         f"ndcg@{k}_se": ranked[f"ndcg@{k}_se"],
         f"ranked_minus_cf_ndcg@{k}": round(float(diff.mean()), 5),
-        f"ranked_minus_cf_ndcg@{k}_se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 5)
-        if len(diff) > 1
-        else None,
+        f"ranked_minus_cf_ndcg@{k}_se": se(diff),
+        f"ranked_minus_cf_blend_ndcg@{k}": round(float(diff_blend.mean()), 5),
+        f"ranked_minus_cf_blend_ndcg@{k}_se": se(diff_blend),
         PER_USER: ranked[PER_USER],
         f"cf_{PER_USER}": [round(v, 5) for v in cf_per_user],
         f"cf_hit_rate@{k}": round(cf_hr / n, 5),
