@@ -84,25 +84,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(result, args.json)
     k = args.k
-    print(f"| seed | users | published ndcg@{k} | blend ndcg@{k} | published - blend |")
-    print("|---|---:|---:|---:|---:|")
-    for seed, e in result["seeds"].items():
-        blend = e.get(f"blend_ndcg@{k}")
-        gain = e.get(f"published_minus_blend_ndcg@{k}")
-        print(
-            f"| {seed} | {e['users']} | {e[f'published_ndcg@{k}']:.4f} ± {e[f'published_ndcg@{k}_se']:.4f} | "
-            + ("-" if blend is None else f"{blend:.4f}")
-            + " | "
-            + ("-" if gain is None else f"{gain:+.4f} ± {e[f'published_minus_blend_ndcg@{k}_se']:.4f}")
-            + " |"
-        )
-    m = result["mean"]
-    print(
-        f"| mean | | {m[f'published_ndcg@{k}']:.4f} | "
-        + (
-            f"{m[f'blend_ndcg@{k}']:.4f} | {m[f'published_minus_blend_ndcg@{k}']:+.4f} |"
-            if f"blend_ndcg@{k}" in m
-            else "- | - |"
-        )
-    )
+    print(_table(result, k))
     return 0
+
+
+def _table(result: dict[str, Any], k: int) -> str:
+    def cell(e: dict[str, Any], key: str, signed: bool = False) -> str:
+        value = e.get(f"{key}_ndcg@{k}")
+        if value is None:
+            return "-"
+        text = f"{value:+.4f}" if signed else f"{value:.4f}"
+        se = e.get(f"{key}_ndcg@{k}_se")
+        return text if se is None else f"{text} ± {se:.4f}"
+
+    cols = ("published", "blend", "ease", "published_minus_blend", "published_minus_ease")
+    lines = [
+        f"| seed | users | published ndcg@{k} | blend ndcg@{k} | best EASE ndcg@{k} | published - blend | published - EASE |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [(seed, e, str(e["users"])) for seed, e in result["seeds"].items()]
+    rows.append(("mean", result["mean"], ""))
+    for name, e, users in rows:
+        cells = [cell(e, c, signed=c.startswith("published_minus")) for c in cols]
+        lines.append(f"| {name} | {users} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -8,7 +8,9 @@ of each user's items (seed + 1, the split the protocol tunes its baselines on), 
 fits on the rest, and its published lists are scored on that quarter. The test part is never
 read. Beside the published order it scores the same retrain with the learned fusion off
 (`fusion.folds = 0`: the candidates in the fixed blend's order), so a setting's effect on the
-ordering is a paired per-user difference on the same users.
+ordering is a paired per-user difference on the same users, and EASE at the regularisation
+(of the random protocol's search space) that scores best on these very validation items: an
+upper bound of tuned EASE on this split, so "ahead of EASE" here is a conservative check.
 
 `--params` takes a retrain request's `params` (the JSON a Step Functions execution or
 `recpipe retrain --params` takes), so a setting is tried exactly as it would ship.
@@ -28,6 +30,7 @@ import numpy.typing as npt
 from recpipe.ranking_metrics import ndcg_at_k
 from recpipe.training.pipeline import TrainParams, train_bundle
 
+from recpipe_dev.evaluation.baselines import EASE, SEARCH_SPACE, top_k
 from recpipe_dev.evaluation.data import Dataset
 from recpipe_dev.evaluation.random_protocol import RandomProtocolConfig, _carve, _matrices
 from recpipe_dev.evaluation.splits import stratified_split
@@ -69,6 +72,26 @@ def _lists_ndcg(
         truth = {item_vocab[i] for i in x_val[u].indices.tolist()}
         out[row] = ndcg_at_k([i for i in listed if i not in history][:k], truth, k)
     return out
+
+
+def _best_ease(
+    x_fit: Any, x_val: Any, users: npt.NDArray[np.int64], k: int
+) -> tuple[float, npt.NDArray[np.float64]]:
+    """EASE at the regularisation of the random protocol's search space that scores best on
+    these very validation items (an upper bound of tuned EASE here): (lambda, per-user nDCG@k)."""
+    best: tuple[float, float, npt.NDArray[np.float64]] | None = None
+    for params in SEARCH_SPACE["ease"]:
+        model = EASE(**params)
+        model.fit(x_fit)
+        tops = top_k(model.scores(users, x_fit), x_fit[users], k)
+        per_user = np.asarray(
+            [ndcg_at_k(tops[row].tolist(), set(x_val[u].indices.tolist()), k) for row, u in enumerate(users)],
+            np.float64,
+        )
+        if best is None or per_user.mean() > best[1]:
+            best = (float(params["reg"]), float(per_user.mean()), per_user)
+    assert best is not None
+    return best[0], best[2]
 
 
 def _mean_se(v: npt.NDArray[np.float64]) -> tuple[float, float]:
@@ -136,6 +159,7 @@ def run_validation(
                         )
                         if key in result.metrics
                     }
+            ease_reg, scores["ease"] = _best_ease(x_fit, x_val, users, k)
             entry: dict[str, Any] = {"users": len(users)}
             for name, v in scores.items():
                 mean, se = _mean_se(v)
@@ -145,6 +169,10 @@ def run_validation(
                 gain, gain_se = _mean_se(scores["published"] - scores["blend"])
                 entry[f"published_minus_blend_ndcg@{k}"] = round(gain, 5)
                 entry[f"published_minus_blend_ndcg@{k}_se"] = round(gain_se, 5)
+            gain, gain_se = _mean_se(scores["published"] - scores["ease"])
+            entry[f"published_minus_ease_ndcg@{k}"] = round(gain, 5)
+            entry[f"published_minus_ease_ndcg@{k}_se"] = round(gain_se, 5)
+            entry["ease_regularization"] = ease_reg
             entry["retrain"] = chosen
             entry["seconds"] = round(time.perf_counter() - t0, 1)
             per_seed[str(seed)] = entry
@@ -156,6 +184,7 @@ def run_validation(
                     if "blend" in scores
                     else ""
                 )
+                + f" ease={entry[f'ease_ndcg@{k}']:.4f} (lambda {ease_reg:g})"
                 + f" ({entry['seconds']} s)"
             )
     keys = [key for key in next(iter(per_seed.values())) if key.endswith(f"@{k}")]

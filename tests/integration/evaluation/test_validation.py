@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from recpipe.training.pipeline import TrainParams
 from recpipe_dev.cli import main
+from recpipe_dev.evaluation.baselines import SEARCH_SPACE
 from recpipe_dev.evaluation.data import Dataset, load_dataset
 from recpipe_dev.evaluation.random_protocol import RandomProtocolConfig
 from recpipe_dev.evaluation.splits import stratified_split
@@ -70,8 +71,12 @@ def test_scores_do_not_depend_on_the_test_part(shop: Dataset) -> None:
     for name in ("published", "blend"):
         assert 0.0 < entry[f"{name}_ndcg@10"] < 1.0
         assert entry[f"{name}_ndcg@10_se"] > 0.0
-    gain = entry["published_ndcg@10"] - entry["blend_ndcg@10"]
-    assert entry["published_minus_blend_ndcg@10"] == pytest.approx(gain, abs=2e-5)
+    for name in ("blend", "ease"):
+        gain = entry["published_ndcg@10"] - entry[f"{name}_ndcg@10"]
+        assert entry[f"published_minus_{name}_ndcg@10"] == pytest.approx(gain, abs=2e-5)
+    # EASE at the best of the random protocol's search space on these very items
+    assert entry["ease_regularization"] in {p["reg"] for p in SEARCH_SPACE["ease"]}
+    assert 0.0 < entry["ease_ndcg@10"] < 1.0
     assert {"linear_regularization", "sequential_weight", "fusion_adopted"} <= set(entry["retrain"])
     assert first["mean"]["published_ndcg@10"] == entry["published_ndcg@10"]
 
@@ -103,4 +108,5 @@ def test_cli_writes_the_report_and_refuses_bad_params(
     report = json.loads(out.read_text())
     assert report["protocol"] == "validation" and report["params"]["fusion"]["folds"] == 0
     assert set(report["seeds"]) == {"3"} and "blend_ndcg@10" not in report["seeds"]["3"]
-    assert "| 3 |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| 3 |" in table and "| mean |" in table and "best EASE" in table
