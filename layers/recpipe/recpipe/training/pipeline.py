@@ -789,7 +789,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         relevant.setdefault(u, {}).setdefault(item_ids[i], t)
 
     holdout = Holdout(t2, k, p.policy, trending.top(t2, p.policy.trending))
-    cf_hr = cf_ndcg = pop_ndcg = blend_ndcg = 0.0
+    cf_hr = cf_ndcg = pop_ndcg = 0.0
     pop_list = [item_ids[i] for i in popular[: k * 4].tolist()]
     for u in users.tolist():
         features = state.features.get(u)
@@ -816,7 +816,6 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         cf_per_user.append(ndcg_at_k(cf_list, rel, k))
         pop_ndcg += ndcg_at_k(pop, rel, k)
         blend_per_user.append(ndcg_at_k([i for i, _ in blend2.get(u, [])[:k]], rel, k))
-        blend_ndcg += blend_per_user[-1]
     rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, blob)
     ranked = score(holdout, rankings, candidate_sets)
     holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
@@ -844,7 +843,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         f"cf_hit_rate@{k}": round(cf_hr / n, 5),
         f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
         f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
-        f"cf_blend_ndcg@{k}": round(blend_ndcg / n, 5),
+        f"cf_blend_ndcg@{k}": round(sum(blend_per_user) / n, 5),
         "candidate_recall": ranked["candidate_recall"],
         "mean_candidates": ranked["mean_candidates"],
     }, holdout
