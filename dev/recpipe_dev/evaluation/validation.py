@@ -12,8 +12,8 @@ ordering is a paired per-user difference on the same users, and EASE at the regu
 (of the random protocol's search space) that scores best on these very validation items: an
 upper bound of tuned EASE on this split, so "ahead of EASE" here is a conservative check.
 
-`--params` takes a retrain request's `params` (the JSON a Step Functions execution or
-`recpipe retrain --params` takes), so a setting is tried exactly as it would ship.
+`--params` takes a retrain request's `params` (the JSON object a Step Functions execution
+takes, read by `TrainParams.from_dict`), so a setting is tried exactly as it would ship.
 """
 
 from __future__ import annotations
