@@ -135,6 +135,43 @@ def test_sequential_counts_pairs_within_the_window_with_decay_and_damping() -> N
     np.testing.assert_allclose(scores[0], w[a] + w[c])
 
 
+def test_time_local_ease_is_ease_over_the_gram_of_each_users_sliding_windows() -> None:
+    from recpipe.training.cf import fit_sequential
+
+    rng = np.random.default_rng(11)
+    rows = [
+        (f"u{u}", f"i{i}", float(t), EventType.VIEW, None)
+        for u in range(15)
+        for t, i in enumerate(rng.choice(25, int(rng.integers(3, 12)), replace=False).tolist())
+    ]
+    log = InteractionLog.from_rows(rows)
+    n_items = len(log.item_vocab)
+    head = np.arange(n_items, dtype=np.int32)
+    window, lam = 3, 4.0
+    # every window of window + 1 consecutive positions (the partial ones at both ends too) is a
+    # row; the model's Gram is theirs over window + 1, so it is positive semi-definite
+    length = window + 1
+    win_rows = []
+    for u in log.user_vocab:
+        seq = [log.item_index[i] for uu, i, *_ in rows if uu == u]  # rows are in time order
+        for start in range(-length + 1, len(seq)):
+            row = np.zeros(n_items)
+            row[seq[max(start, 0) : start + length]] = 1.0
+            win_rows.append(row)
+    x = np.asarray(win_rows)
+    gram = x.T @ x / length + lam * np.eye(n_items)
+    p = np.linalg.inv(gram)
+    expect = -p / np.diag(p)
+    np.fill_diagonal(expect, 0.0)
+    got = fit_sequential(log, head, n_items, window=window, decay=0.5, damping=1.0, regularization=lam)
+    np.testing.assert_allclose(got.weights, expect, atol=2e-5)
+    # a ridge of 0 is the count model; a negative one is refused
+    counts = fit_sequential(log, head, n_items, window=window, decay=0.5, damping=0.0).weights
+    assert counts.min() >= 0.0 and got.weights.min() < 0.0
+    with pytest.raises(ValueError, match="regularization"):
+        fit_sequential(log, head, n_items, window=window, decay=0.5, damping=0.0, regularization=-1.0)
+
+
 def test_fused_lists_blend_the_sequential_score_relative_to_each_users_best() -> None:
     from recpipe.training.cf import fit_item_linear, fit_sequential, fused_top_n
 
@@ -173,6 +210,8 @@ def test_train_params_refuse_an_unknown_neighbour_source_or_a_bad_sequential_set
         TrainParams(sequential_window=0)
     with pytest.raises(ValueError, match="sequential_weight"):
         TrainParams(sequential_weight=-1.0)
+    with pytest.raises(ValueError, match="sequential_regularization"):
+        TrainParams(sequential_regularization=-1.0)
     # a request written before neighbour_source named the old switch
     old = {k: v for k, v in TrainParams().to_dict().items() if k != "neighbour_source"}
     assert TrainParams.from_dict({**old, "linear_neighbours": True}).neighbour_source == "linear"

@@ -366,16 +366,27 @@ def fit_item_linear_grid(
 
 @dataclass(slots=True)
 class SequentialModel:
-    """Time-local co-occurrence over the item-linear model's head: items a user interacted with
-    at most `window` positions apart in their own time-ordered history, weighted by
-    decay ** (distance - 1), summed over users (both directions), and damped by popularity:
-    S_ij = C_ij / (n_i n_j) ** damping, n = the item's number of users.
+    """Time-local item-to-item weights over the item-linear model's head: what a user's items
+    say about the items users interact with close to them in time (at most `window` positions
+    apart in their own time-ordered history).
 
     Users of shops and of MovieLens act in bursts, so items close together in one user's
     sequence are related in a way whole-profile models (EASE) do not see: they weigh every pair
-    of a long profile alike. Dense [len(head), len(head)] float32, like the item-linear weights:
-    bounded by the head, never by the catalogue. A user's score is the sum of the rows of the
-    items in their history."""
+    of a long profile alike. Two ways to turn the time-local pairs into weights
+    (`fit_sequential`):
+
+    * **time-local EASE** (`regularization > 0`, the default): EASE's closed form over the
+      Gram matrix of every user's sliding windows (pairs at distance d weigh 1 - d / (window + 1),
+      an item with itself 1), so the weights are a regression, not counts: an item that merely
+      co-occurs with everything gets little weight. On the random protocol's validation splits
+      it scores +0.015 nDCG@10 above whole-profile EASE alone (docs/training.md);
+    * **damped counts** (`regularization = 0`): C_ij, the pairs weighted by decay ** (d - 1),
+      summed over users (both directions) and damped by popularity, S_ij = C_ij / (n_i n_j) **
+      damping, n = the item's number of users.
+
+    Dense [len(head), len(head)] float32, like the item-linear weights: bounded by the head,
+    never by the catalogue. A user's score is the sum of the rows of the items in their history.
+    """
 
     head: npt.NDArray[np.int32]
     weights: npt.NDArray[np.float32]
@@ -400,11 +411,16 @@ def fit_sequential(
     window: int,
     decay: float,
     damping: float,
+    regularization: float = 0.0,
 ) -> SequentialModel:
     """SequentialModel over `head` from `log` (rows with a positive weight; each (user, item)
-    at its latest time, equal times ordered by item so the result is deterministic)."""
+    at its latest time, equal times ordered by item so the result is deterministic): time-local
+    EASE with ridge `regularization` when it is > 0, damped counts (`decay`, `damping`) when 0."""
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
+    if regularization < 0:
+        raise ValueError(f"regularization must be >= 0, got {regularization}")
+    local_ease = regularization > 0
     h = len(head)
     keep = np.flatnonzero(row_weights(log) > 0)
     users = log.users[keep].astype(np.int64)
@@ -444,7 +460,9 @@ def fit_sequential(
         ok = (users[d:] == users[:-d]) & (a >= 0) & (b >= 0) & (a != b)
         pair = a[ok] * h + b[ok]
         idx.append(pair)
-        wts.append(np.full(len(pair), decay ** (d - 1)))
+        # the triangular kernel keeps the Gram positive semi-definite (it is the Gram of each
+        # user's sliding windows), which EASE's solve needs; counts take the decay
+        wts.append(np.full(len(pair), 1.0 - d / (window + 1) if local_ease else decay ** (d - 1)))
         pending += len(pair)
         if pending >= PAIRS_PER_FLUSH:
             flush()
@@ -452,6 +470,14 @@ def fit_sequential(
     c = counts.reshape(h, h)
     c += c.T.copy()
     n_users = np.bincount(hp[hp >= 0], minlength=h).astype(np.float64)
+    if local_ease:
+        # EASE in place (as fit_item_linear_grid): W = -P / diag(P), P = (G + lambda I)^-1
+        c[np.diag_indices_from(c)] = (n_users + regularization).astype(np.float32)
+        w = np.linalg.inv(c).astype(np.float32, copy=False)
+        del c
+        w /= -w.diagonal().copy()
+        np.fill_diagonal(w, 0.0)
+        return SequentialModel(head=head, weights=w, n_items=n_items)
     damp = np.where(n_users > 0, 1.0 / np.maximum(n_users, 1.0) ** damping, 0.0).astype(np.float32)
     c *= damp[:, None]
     c *= damp[None, :]

@@ -97,12 +97,15 @@ class TrainParams:
     #: carve-out of its own window (training/tuning.py): it moves off the defaults above only
     #: for a gain of more than two standard errors; () and () keep them without trying
     linear_regularization_grid: tuple[float, ...] = (100.0, 500.0, 1000.0, 2000.0)
-    sequential_weight_grid: tuple[float, ...] = (0.0, 0.5, 2.0)
-    #: time-local co-occurrence (cf.SequentialModel over the same head) blended into the CF
-    #: lists with this weight (0 = item-linear alone); window, decay and damping as in its docs.
-    #: Chosen on validation splits of the random protocol (docs/training.md)
-    sequential_weight: float = 1.0
+    sequential_weight_grid: tuple[float, ...] = (0.0, 1.0, 4.0)
+    #: time-local model (cf.SequentialModel over the same head) blended into the CF lists with
+    #: this weight (0 = item-linear alone): time-local EASE with ridge `sequential_regularization`
+    #: over pairs at most `sequential_window` positions apart (0 = the damped counts, which use
+    #: `sequential_decay` and `sequential_damping`). Chosen on validation splits of the random
+    #: protocol (docs/training.md)
+    sequential_weight: float = 2.0
     sequential_window: int = 20
+    sequential_regularization: float = 100.0
     sequential_decay: float = 0.85
     sequential_damping: float = 0.3
     #: session neighbours of head items: "sequential" (time-local co-occurrence), "linear"
@@ -156,10 +159,16 @@ class TrainParams:
             raise ValueError(
                 f"every sequential_weight_grid value must be >= 0; got {self.sequential_weight_grid}"
             )
-        if self.sequential_weight < 0 or self.sequential_window < 1 or not 0 < self.sequential_decay <= 1:
+        if (
+            self.sequential_weight < 0
+            or self.sequential_window < 1
+            or not 0 < self.sequential_decay <= 1
+            or not self.sequential_regularization >= 0
+        ):
             raise ValueError(
-                "sequential_weight must be >= 0, sequential_window >= 1 and 0 < sequential_decay <= 1; got "
-                f"{self.sequential_weight}, {self.sequential_window}, {self.sequential_decay}"
+                "sequential_weight must be >= 0, sequential_window >= 1, 0 < sequential_decay <= 1 and "
+                f"sequential_regularization >= 0; got {self.sequential_weight}, {self.sequential_window}, "
+                f"{self.sequential_decay}, {self.sequential_regularization}"
             )
 
     @classmethod
@@ -297,7 +306,8 @@ def _fit_cf(window: InteractionLog, n_users: int, n_items: int, params: TrainPar
 def _fit_sequential(
     window: InteractionLog, head: npt.NDArray[np.int32], n_items: int, params: TrainParams
 ) -> SequentialModel:
-    """The co-occurrence model over `head` with `params`' window, decay and damping."""
+    """The time-local model over `head` with `params`' window and regularisation (or decay and
+    damping: the count model)."""
     return fit_sequential(
         window,
         head,
@@ -305,6 +315,7 @@ def _fit_sequential(
         window=params.sequential_window,
         decay=params.sequential_decay,
         damping=params.sequential_damping,
+        regularization=params.sequential_regularization,
     )
 
 
