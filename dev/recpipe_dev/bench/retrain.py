@@ -207,7 +207,7 @@ def child(size: str, data: str, workers: int, out_path: Path, n_items: int | Non
                 "fusion_folds",
                 "fusion_validation_ndcg@10",
                 "fusion_validation_blend_ndcg@10",
-                # the retrain's own choice of EASE's lambda and the co-occurrence weight
+                # the retrain's own choice of EASE's lambda and the time-local model's weight
                 "linear_regularization",
                 "sequential_weight",
                 "blend_tuning_gain_ndcg@10",

@@ -247,9 +247,9 @@ def _product_rows(
     report["methods"]["project_pipeline_live_session"] = evaluate_lists(live_lists, k, n_items)
     report["config"]["project"] = {
         "batch_path": "recpipe.training.train_bundle (default TrainParams) on the training part",
-        "project_cf": "its published CF candidates (EASE, time-local co-occurrence and ALS in the learned fusion order), by CF score",
+        "project_cf": "its published CF candidates (EASE, time-local EASE and ALS in the learned fusion order), by CF score",
         "project_cf_blend": "the same retrain with the learned fusion off (fusion.folds=0): the candidates "
-        "in the fixed blend's order (EASE and co-occurrence relative scores, ALS filling), by CF score",
+        "in the fixed blend's order (EASE and time-local EASE relative scores, ALS filling), by CF score",
         "project_pipeline": "Recommender over the FeatureUpdater-replayed stores, asked once per user "
         "a day after the user's last training interaction (a returning user: the session has expired)",
         "project_pipeline_live_session": "the same, asked 1 s after the last training interaction "

@@ -22,7 +22,7 @@ LABELS = {
     "pipeline": "full ranked pipeline",
     "batch_only": "batch model alone (CF candidates by CF score, popularity top-up)",
     "pipeline_without_live": "online path without live signals (no session/features/trending)",
-    "project_cf": "project_cf: the shipped candidates in CF order (EASE, co-occurrence and ALS, learned fusion)",
+    "project_cf": "project_cf: the shipped candidates in CF order (EASE, time-local EASE and ALS, learned fusion)",
     "project_cf_blend": "project_cf_blend: the same candidates in the fixed blend's order (retrain with the fusion off)",
     "project_pipeline": "project_pipeline: shipped bundle through the real Recommender (returning user)",
     "project_pipeline_live_session": "project_pipeline, asked 1 s after the last rating (live session)",

@@ -135,6 +135,22 @@ def test_sequential_counts_pairs_within_the_window_with_decay_and_damping() -> N
     np.testing.assert_allclose(scores[0], w[a] + w[c])
 
 
+@pytest.mark.parametrize("n", [1, 7, 700])
+def test_spd_inverse_matches_the_general_inverse_and_refuses_an_indefinite_matrix(n: int) -> None:
+    from recpipe.training.cf import spd_inverse
+
+    rng = np.random.default_rng(n)
+    x = rng.random((n + 5, n)).astype(np.float32)
+    a = (x.T @ x + 3.0 * np.eye(n)).astype(np.float32)
+    expect = np.linalg.inv(a.astype(np.float64))
+    got = spd_inverse(a.copy())  # 700 spans two 512-row mirror blocks
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expect, rtol=2e-3, atol=1e-4 * float(np.abs(expect).max()))
+    np.testing.assert_array_equal(got, got.T)
+    with pytest.raises(np.linalg.LinAlgError, match="positive definite"):
+        spd_inverse(-np.eye(n, dtype=np.float32))
+
+
 def test_time_local_ease_is_ease_over_the_gram_of_each_users_sliding_windows() -> None:
     from recpipe.training.cf import fit_sequential
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from recpipe.domain.catalogue import EVENT_TYPE_CODES, TYPE_CODE, InteractionLog
 from recpipe.domain.events import EVENT_WEIGHTS, EventType
@@ -28,6 +29,33 @@ SCORE_BLOCK = 1 << 23
 
 #: Co-occurrence pairs counted per bincount in fit_sequential (16 bytes each while pending).
 PAIRS_PER_FLUSH = 1 << 24
+
+
+def spd_inverse(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Inverse of a symmetric positive definite float32 matrix, computed in place of `a` (which
+    is overwritten and returned). Cholesky (potrf + potri) costs a quarter of a general inverse
+    (`np.linalg.inv`: 2.5 s against 9.7 s at 5,000 items) and needs no second n x n buffer; EASE's
+    Gram plus its ridge is always positive definite."""
+    n = a.shape[0]
+    if n == 0:
+        return a
+    # a C-ordered symmetric matrix, transposed, is the same matrix in Fortran order: no copy
+    c, info = lapack.spotrf(a.T, lower=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"matrix is not positive definite (potrf info {info})")
+    inv, info = lapack.spotri(c, lower=1, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"matrix is singular (potri info {info})")
+    out: npt.NDArray[np.float32] = inv.T  # C order again; potri filled its upper triangle
+    # mirror the upper triangle into the lower one a block of rows at a time (no n x n temporary)
+    block = 512
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        out[lo:hi, :lo] = out[:lo, lo:hi].T
+        d = out[lo:hi, lo:hi]
+        low = np.tril_indices(hi - lo, -1)
+        d[low] = d.T[low]
+    return out
 
 
 def _rows_per_block(n_items: int) -> int:
@@ -212,7 +240,7 @@ def head_neighbours(
     """Neighbour lists from item-to-item weights over a head of the catalogue: for an item of the
     head, the items its presence in a history raises most (its row of `weights`, positive weights
     only), then the `fallback` (cosine) neighbours it does not already hold; items outside the
-    head keep the fallback. Such weights (item-linear or time-local co-occurrence) predict a
+    head keep the fallback. Such weights (item-linear or time-local) predict a
     user's next items from their history, so they make better "because you viewed" candidates
     than embedding similarity alone."""
     idx, sim = fallback
@@ -355,7 +383,7 @@ def fit_item_linear_grid(
     for reg in regularizations:
         gram[np.diag_indices_from(gram)] = diag + np.float32(reg)
         # W = -P / diag(P), in place (the Gram stays for the next regularisation)
-        w = np.linalg.inv(gram).astype(np.float32, copy=False)
+        w = spd_inverse(gram.copy())
         w /= -w.diagonal().copy()
         np.fill_diagonal(w, 0.0)
         yield ItemLinearModel(
@@ -473,7 +501,7 @@ def fit_sequential(
     if local_ease:
         # EASE in place (as fit_item_linear_grid): W = -P / diag(P), P = (G + lambda I)^-1
         c[np.diag_indices_from(c)] = (n_users + regularization).astype(np.float32)
-        w = np.linalg.inv(c).astype(np.float32, copy=False)
+        w = spd_inverse(c)
         del c
         w /= -w.diagonal().copy()
         np.fill_diagonal(w, 0.0)

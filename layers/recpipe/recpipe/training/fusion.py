@@ -1,6 +1,6 @@
 """Learned fusion of the CF models: the order of each user's published CF list.
 
-EASE, the time-local co-occurrence model and ALS each see a different side of a user's history
+EASE, the time-local model and ALS each see a different side of a user's history
 (whole profile, order, low-rank taste); a fixed blend weighs them alike for every user. Fusion
 learns how to combine them, with item and user context, from **carve-outs**: a quarter of some
 users' items before the holdout is held out, the CF models are refitted on the rest, and a small
@@ -14,7 +14,7 @@ in the run's metrics); otherwise the blend's order is published, as before.
 
 Pools are built a block of users at a time (the same blocks `cf.fused_top_n` uses), so memory
 is bounded by the block, never by users x items. Within a block only ALS is scored over the
-whole catalogue; EASE, co-occurrence and the blend live on the head, and every feature is
+whole catalogue; EASE, the time-local model and the blend live on the head, and every feature is
 gathered at the pool's candidates (at 100,000 items: 7x faster than full-width rows).
 """
 
@@ -179,7 +179,7 @@ class Context:
 
 @dataclass(frozen=True, slots=True)
 class CFModels:
-    """One fit of the CF models the fusion combines (the co-occurrence model over the item-linear
+    """One fit of the CF models the fusion combines (the time-local model over the item-linear
     model's head, as `fit_sequential(window, linear.head, ...)` fits it)."""
 
     linear: ItemLinearModel
@@ -239,7 +239,7 @@ def _block(
     params: FusionParams,
     sequential_weight: float,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """One block of users' pools. EASE, co-occurrence and so the blend score nothing outside the
+    """One block of users' pools. EASE, the time-local model and so the blend score nothing outside the
     head: they are computed over the head only ([block, head]); ALS is the one model scored over
     the whole catalogue (its top can be anywhere). Everything else is gathered at the pool's
     (at most depth + als_depth) candidates, so the cost per user grows with the catalogue only

@@ -93,7 +93,7 @@ class TrainParams:
     #: (0 = ALS alone); its lists lead, ALS fills users it does not reach
     linear_head: int = 5000
     linear_regularization: float = 200.0
-    #: other regularisations and co-occurrence weights the retrain tries (every pair) on a
+    #: other regularisations and time-local weights the retrain tries (every pair) on a
     #: carve-out of its own window (training/tuning.py): it moves off the defaults above only
     #: for a gain of more than two standard errors; () and () keep them without trying
     linear_regularization_grid: tuple[float, ...] = (100.0, 500.0, 1000.0, 2000.0)
@@ -108,7 +108,7 @@ class TrainParams:
     sequential_regularization: float = 100.0
     sequential_decay: float = 0.85
     sequential_damping: float = 0.3
-    #: session neighbours of head items: "sequential" (time-local co-occurrence), "linear"
+    #: session neighbours of head items: "sequential" (the time-local model), "linear"
     #: (item-linear weights) or "cosine" (embeddings only); chosen on the replay's held-out
     #: next-event lists (docs/training.md)
     neighbour_source: str = "sequential"
@@ -345,7 +345,7 @@ def _fit_phase(
             head=params.linear_head,
             regularization=params.linear_regularization,
         )
-        # the fusion reads the co-occurrence scores as features even when the blend weighs them 0
+        # the fusion reads the time-local scores as features even when the blend weighs them 0
         wants_sequential = (
             params.sequential_weight > 0
             or params.fusion.folds > 0
@@ -588,7 +588,7 @@ def train_bundle(
 def _tune(
     window: InteractionLog, n_users: int, n_items: int, p: TrainParams
 ) -> tuple[TrainParams, dict[str, Any]]:
-    """`p` with the item-linear regularisation and co-occurrence weight its own carve-out
+    """`p` with the item-linear regularisation and time-local weight its own carve-out
     prefers (training/tuning.py), and the figures behind the choice (the run record keeps them)."""
     fixed = {"linear_regularization": p.linear_regularization, "sequential_weight": p.sequential_weight}
     if p.linear_head <= 0 or not (p.linear_regularization_grid or p.sequential_weight_grid):
@@ -641,7 +641,7 @@ def _train_fusion(  # noqa: PLR0917 - one call site, all inputs of one stage
         linear = fit_item_linear(
             w, n_users, n_items, head=p.linear_head, regularization=p.linear_regularization
         )
-        # the co-occurrence scores are features whatever the blend's weight on them
+        # the time-local scores are features whatever the blend's weight on them
         seq = _fit_sequential(w, linear.head, n_items, p)
         # the same factor model as every phase (ALS or BPR): the features must mean the same
         return CFModels(linear, seq, _fit_cf(w, n_users, n_items, p))
