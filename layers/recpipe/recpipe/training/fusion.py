@@ -602,13 +602,17 @@ def carve_outs(
     val_p: list[Pools] = []
     val_truth: list[npt.NDArray[np.int64]] = []
     covered = positives = 0
+    # validation users are drawn once, not per fold: a user's lists in every fold share most of
+    # their features and labels, so a user validated in one fold and trained on in another
+    # would make the epoch choice (and the adoption) reward memorising users
+    val_user = rng.random(n_users) < params.validation
     for fold in range(params.folds):
         fit_log, users, held_cells = cuts.fold(params.users, params.ratio, rng)
         models = fit(fit_log)
         ctx = Context.build(fit_log, n_users, n_items, item_categories)
         p = pools(models, ctx, users, params, sequential_weight=sequential_weight)
         truth = cuts.truth(users, held_cells)
-        is_val = rng.random(len(users)) < params.validation
+        is_val = val_user[users]
         # label = the pool's (user, item) cell is held out
         pool_cells = users.astype(np.int64)[:, None] * n_items + np.maximum(p.items, 0)
         at = np.minimum(np.searchsorted(held_cells, pool_cells), max(len(held_cells) - 1, 0))
