@@ -257,3 +257,33 @@ def test_item_linear_in_user_space_scores_as_the_item_space_closed_form() -> Non
     np.testing.assert_allclose(model.weights, w, atol=2e-4)
     # once built, the dense weights score the same
     np.testing.assert_allclose(model.scores(users)[:, model.head], x @ w, atol=2e-4)
+
+
+@pytest.mark.parametrize("n", [1, 7, 700])
+def test_add_transpose_symmetrises_in_place_across_blocks(n: int) -> None:
+    from recpipe.training.cf import _add_transpose
+
+    c = np.random.default_rng(n).random((n, n)).astype(np.float32)
+    expect = c + c.T
+    _add_transpose(c)  # 700 spans two 512-row blocks
+    np.testing.assert_array_equal(c, expect)
+
+
+def test_sequential_pairs_flushed_in_many_batches_sum_as_in_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recpipe.training import cf
+
+    rng = np.random.default_rng(5)
+    log = InteractionLog.from_rows(
+        [
+            (f"u{u}", f"i{i}", float(t), EventType.VIEW, None)
+            for u in range(12)
+            for t, i in enumerate(rng.choice(20, int(rng.integers(4, 12)), replace=False).tolist())
+        ]
+    )
+    n_items = len(log.item_vocab)
+    head = np.arange(n_items, dtype=np.int32)
+    once = cf.fit_sequential(log, head, n_items, window=4, decay=0.7, damping=0.0).weights
+    monkeypatch.setattr(cf, "PAIRS_PER_FLUSH", 3)  # a flush after (nearly) every distance
+    batched = cf.fit_sequential(log, head, n_items, window=4, decay=0.7, damping=0.0).weights
+    assert once.sum() > 0
+    np.testing.assert_allclose(batched, once, rtol=1e-6)
