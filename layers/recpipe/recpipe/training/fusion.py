@@ -83,7 +83,8 @@ class FusionParams:
     #: about as much as a feature), trained side by side in one graph; 2, 3 and 4 were within
     #: noise of each other on validation (docs/training.md)
     members: int = 2
-    #: share of carve-out users kept for validation (epoch choice and adoption)
+    #: share of users kept for validation (epoch choice and adoption), the same users in every
+    #: carve-out: they never train the fusion
     validation: float = 0.2
 
     def __post_init__(self) -> None:
@@ -586,7 +587,8 @@ def carve_outs(
     """Training pools + labels and validation pools + relevant items from `params.folds`
     carve-outs of `window`: per fold, up to `params.users` users with at least 4 items lose a
     random `ratio` of their items, the models are refitted on the rest, and each such user's
-    pool is labelled with the held-out items. Validation users are a fixed share of each fold."""
+    pool is labelled with the held-out items. Validation users are a share of all users drawn
+    once: a validation user's lists are validation lists in every fold."""
     cuts = CarveOuts(window, n_users, n_items)
     if not len(cuts.eligible):
         width, n_f = params.depth + params.als_depth, len(FUSION_FEATURES)
