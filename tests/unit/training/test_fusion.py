@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from recpipe.training.fusion import (
     YEAR_S,
     CFModels,
     Context,
+    FitModels,
     FusionModel,
     FusionParams,
     Pools,
@@ -204,6 +206,22 @@ def test_fused_order_follows_the_logits_and_keeps_scores_rank_ordered_in_0_1() -
     assert np.all(np.diff(scores[0]) < 0) and scores[1, 2:].tolist() == [0.0, 0.0]
 
 
+def _carve_outs(
+    log: InteractionLog, cats: list[list[str]], params: FusionParams, seed: int, fit: FitModels | None = None
+) -> Any:
+    """carve_outs over the whole of `log`, fitted with `fit` (default `_fit`)."""
+    return carve_outs(
+        log,
+        len(log.user_vocab),
+        len(log.item_vocab),
+        cats,
+        fit or _fit,
+        params=params,
+        sequential_weight=1.0,
+        rng=np.random.default_rng(seed),
+    )
+
+
 def test_carve_outs_label_exactly_the_held_out_items_which_the_refit_never_saw() -> None:
     log, cats = _taste_log(n_users=60)
     fitted: list[CFModels] = []
@@ -213,16 +231,7 @@ def test_carve_outs_label_exactly_the_held_out_items_which_the_refit_never_saw()
         return fitted[-1]
 
     params = FusionParams(folds=1, users=60, depth=12, als_depth=12, validation=0.3)
-    (train, labels), (val, truth), metrics = carve_outs(
-        log,
-        len(log.user_vocab),
-        len(log.item_vocab),
-        cats,
-        fit,
-        params=params,
-        sequential_weight=1.0,
-        rng=np.random.default_rng(3),
-    )
+    (train, labels), (val, truth), metrics = _carve_outs(log, cats, params, 3, fit)
     assert metrics["fusion_folds"] == 1 and len(fitted) == 1
     assert sorted(train.users.tolist() + val.users.tolist()) == list(range(60))
     assert len(val.users) == len(truth) > 0
@@ -249,16 +258,7 @@ def test_carve_outs_keep_a_user_on_one_side_of_the_validation_split_in_every_fol
     # on such validation lists and was worse on real held-out items, docs/training.md)
     log, cats = _taste_log(n_users=60)
     params = FusionParams(folds=4, users=60, max_lists=10_000, depth=6, als_depth=6, validation=0.3)
-    (train, _labels), (val, _truth), metrics = carve_outs(
-        log,
-        len(log.user_vocab),
-        len(log.item_vocab),
-        cats,
-        _fit,
-        params=params,
-        sequential_weight=1.0,
-        rng=np.random.default_rng(5),
-    )
+    (train, _labels), (val, _truth), metrics = _carve_outs(log, cats, params, 5)
     assert metrics["fusion_folds"] == 4
     train_users, val_users = set(train.users.tolist()), set(val.users.tolist())
     assert train_users and val_users and not train_users & val_users
@@ -270,16 +270,7 @@ def test_carve_outs_keep_a_user_on_one_side_of_the_validation_split_in_every_fol
 def test_carve_outs_stop_once_enough_lists_are_collected() -> None:
     log, cats = _taste_log(n_users=40)
     params = FusionParams(folds=5, users=40, max_lists=60, depth=6, als_depth=6)
-    *_, metrics = carve_outs(
-        log,
-        len(log.user_vocab),
-        len(log.item_vocab),
-        cats,
-        _fit,
-        params=params,
-        sequential_weight=1.0,
-        rng=np.random.default_rng(0),
-    )
+    *_, metrics = _carve_outs(log, cats, params, 0)
     assert metrics["fusion_folds"] == 2  # 40 lists per fold, 60 wanted
 
 
@@ -371,15 +362,8 @@ def test_a_window_without_users_of_four_items_gives_no_lists_and_train_bundle_ke
             for k in range(3)
         ]
     )
-    (train, labels), (_val, truth), metrics = carve_outs(
-        log,
-        len(log.user_vocab),
-        len(log.item_vocab),
-        [[] for _ in log.item_vocab],
-        _fit,
-        params=FusionParams(),
-        sequential_weight=1.0,
-        rng=np.random.default_rng(0),
+    (train, labels), (_val, truth), metrics = _carve_outs(
+        log, [[] for _ in log.item_vocab], FusionParams(), 0
     )
     assert metrics == {"fusion_folds": 0} and len(train.users) == len(labels) == 0 and truth == []
     result = train_bundle(log, [], tmp_path, version="v1", params=TrainParams.tiny())
