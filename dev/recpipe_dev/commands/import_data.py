@@ -20,7 +20,10 @@ EXIT_UNREADABLE = 1
 def register(sub: Any) -> None:
     parser = sub.add_parser("import", help="import history (MovieLens format) and report malformed rows")
     isub = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
-    ml = isub.add_parser("movielens", help="ratings.csv + movies.csv (+ tags.csv) from DIR")
+    ml = isub.add_parser(
+        "movielens",
+        help="ratings.csv + movies.csv (+ tags.csv), ratings.dat + movies.dat (ml-1m, ml-10m) or u.data + u.item (ml-100k) from DIR",
+    )
     ml.add_argument("directory", type=Path)
     ml.add_argument("--out", type=Path, help="write the interactions as event JSON lines")
     ml.add_argument("--catalogue", type=Path, help="write the catalogue as JSON lines")

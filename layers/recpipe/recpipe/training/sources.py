@@ -36,7 +36,9 @@ def archive_loader(s3: Any, bucket: str) -> DataLoader:
 def movielens_loader(source: Mapping[str, Any]) -> Loaded:
     path = source.get("path")
     if not path:
-        raise RetrainError("movielens source needs 'path' (a directory with ratings.csv and movies.csv)")
+        raise RetrainError(
+            "movielens source needs 'path' (a MovieLens directory: ratings.csv + movies.csv, ratings.dat + movies.dat, or u.data + u.item)"
+        )
     log, items, report = load_movielens(Path(str(path)))
     return log, items, report.to_dict()
 
