@@ -156,6 +156,7 @@ def run_validation(
                             "fusion_adopted",
                             f"fusion_validation_ndcg@{k}",
                             f"fusion_validation_blend_ndcg@{k}",
+                            "fusion_validation_gain_se",
                         )
                         if key in result.metrics
                     }

@@ -20,6 +20,7 @@ from recpipe.training.fusion import (
     FusionModel,
     FusionParams,
     Pools,
+    adopt,
     blend_order,
     carve_outs,
     ndcg_lists,
@@ -345,11 +346,27 @@ def test_train_params_carry_fusion_settings_and_a_request_without_them_keeps_the
 
 @pytest.mark.parametrize(
     "bad",
-    [{"folds": -1}, {"ratio": 1.0}, {"validation": 0.0}, {"epochs": 0}, {"members": 0}, {"depth": 0}],
+    [
+        {"folds": -1},
+        {"ratio": 1.0},
+        {"validation": 0.0},
+        {"epochs": 0},
+        {"members": 0},
+        {"depth": 0},
+        {"adopt_margin_se": float("nan")},
+    ],
 )
 def test_fusion_params_refuse_nonsense_from_a_retrain_request(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="bad fusion params"):
         TrainParams.from_dict({"fusion": bad})
+
+
+def test_adoption_needs_a_gain_above_the_margin_in_standard_errors() -> None:
+    assert adopt(0.001, 0.002, 0.0)  # the default: any gain
+    assert not adopt(0.0, 0.002, 0.0)
+    assert not adopt(0.001, 0.002, 1.0)  # half a standard error is not one
+    assert adopt(0.003, 0.002, 1.0)
+    assert adopt(-0.01, 0.002, -1e9)  # how `recpipe validate` measures the fusion itself
 
 
 def test_a_window_without_users_of_four_items_gives_no_lists_and_train_bundle_keeps_the_blend(

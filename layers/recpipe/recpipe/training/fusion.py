@@ -20,6 +20,7 @@ gathered at the pool's candidates (at 100,000 items: 7x faster than full-width r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,10 @@ class FusionParams:
     #: share of users kept for validation (epoch choice and adoption), the same users in every
     #: carve-out: they never train the fusion
     validation: float = 0.2
+    #: adopted only for a gain on the validation users above this many standard errors: 0, any
+    #: gain (0.5 to 3 did no better on ten validation splits, docs/training.md); a large negative
+    #: value adopts it whatever, which is how its own effect is measured (`recpipe validate`)
+    adopt_margin_se: float = 0.0
 
     def __post_init__(self) -> None:
         # a retrain request's params come from outside: refuse nonsense before any fitting
@@ -101,6 +106,8 @@ class FusionParams:
         bad = [f"{name}={value}" for name, value in counts.items() if value < 1]
         if self.folds < 0 or self.als_depth < 0:
             bad.append(f"folds={self.folds}, als_depth={self.als_depth} (>= 0)")
+        if not math.isfinite(self.adopt_margin_se):
+            bad.append(f"adopt_margin_se={self.adopt_margin_se} (finite)")
         if not 0 < self.ratio < 1 or not 0 < self.validation < 1 or not self.learning_rate > 0:
             bad.append(
                 f"ratio={self.ratio}, validation={self.validation} (in (0, 1)), learning_rate={self.learning_rate}"
@@ -411,6 +418,11 @@ class FusionModel:
         rel = np.where(ok, 0.01 + 0.99 * (s - lo) / span, 0.0).astype(np.float32)
         items = np.where(ok, items, -1).astype(np.int32)
         return items, rel
+
+
+def adopt(gain: float, gain_se: float, margin_se: float) -> bool:
+    """Whether the fused order replaces the blend's: its validation gain against the margin."""
+    return gain > margin_se * gain_se
 
 
 def blend_order(p: Pools, n: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:

@@ -51,6 +51,7 @@ from recpipe.training.fusion import (
     Context,
     FusionModel,
     FusionParams,
+    adopt,
     carve_outs,
     fused_lists,
     train_fusion,
@@ -663,7 +664,7 @@ def _train_fusion(  # noqa: PLR0917 - one call site, all inputs of one stage
     model, fit_metrics = train_fusion(train, val, fp, seed=p.seed, k=p.eval_k)
     k = p.eval_k
     gain = fit_metrics[f"fusion_validation_ndcg@{k}"] - fit_metrics[f"fusion_validation_blend_ndcg@{k}"]
-    adopted = gain > 0
+    adopted = adopt(gain, fit_metrics["fusion_validation_gain_se"], fp.adopt_margin_se)
     fit_metrics.pop("fusion_validation_curves")
     return (model if adopted else None), {"fusion_adopted": int(adopted), **metrics, **fit_metrics}
 
