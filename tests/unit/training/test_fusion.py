@@ -26,6 +26,7 @@ from recpipe.training.fusion import (
     ndcg_lists,
     pools,
     train_fusion,
+    user_clustered_se,
 )
 from recpipe.training.pipeline import TrainParams, train_bundle
 
@@ -367,6 +368,19 @@ def test_adoption_needs_a_gain_above_the_margin_in_standard_errors() -> None:
     assert not adopt(0.001, 0.002, 1.0)  # half a standard error is not one
     assert adopt(0.003, 0.002, 1.0)
     assert adopt(-0.01, 0.002, -1e9)  # how `recpipe validate` measures the fusion itself
+
+
+def test_the_gain_se_counts_users_not_their_lists_from_every_carve_out() -> None:
+    rng = np.random.default_rng(3)
+    per_user = rng.normal(0.01, 0.05, 50)
+    once = user_clustered_se(per_user, np.arange(50, dtype=np.int32))
+    assert once == pytest.approx(per_user.std(ddof=1) / np.sqrt(50))
+    # six folds repeating each user's list: six times the lists, no more evidence
+    six = user_clustered_se(np.tile(per_user, 6), np.tile(np.arange(50, dtype=np.int32), 6))
+    assert six == pytest.approx(once)
+    # a list-level SE would have shrunk by sqrt(6)
+    assert np.tile(per_user, 6).std(ddof=1) / np.sqrt(300) < 0.5 * once
+    assert user_clustered_se(np.array([0.3, 0.1]), np.array([7, 7], np.int32)) == 0.0
 
 
 def test_a_window_without_users_of_four_items_gives_no_lists_and_train_bundle_keeps_the_blend(

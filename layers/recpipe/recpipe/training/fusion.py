@@ -420,6 +420,18 @@ class FusionModel:
         return items, rel
 
 
+def user_clustered_se(diff: npt.NDArray[np.float64], users: npt.NDArray[np.int32]) -> float:
+    """Standard error of a mean per-list difference when a user has several lists (one per
+    carve-out). One user's lists share most of their features and labels, so the user, not the
+    list, is the independent unit: the SE over the users' mean differences (a list-level SE
+    would shrink by the square root of the folds without any more evidence)."""
+    _, user_of = np.unique(users, return_inverse=True)
+    per_user = np.bincount(user_of, weights=diff) / np.bincount(user_of)
+    if len(per_user) < 2:
+        return 0.0
+    return float(per_user.std(ddof=1) / np.sqrt(len(per_user)))
+
+
 def adopt(gain: float, gain_se: float, margin_se: float) -> bool:
     """Whether the fused order replaces the blend's: its validation gain against the margin."""
     return gain > margin_se * gain_se
@@ -533,9 +545,7 @@ def train_fusion(
         "fusion_validation_lists": len(truth),
         f"fusion_validation_ndcg@{k}": round(float(fused.mean()), 5),
         f"fusion_validation_blend_ndcg@{k}": round(float(blend.mean()), 5),
-        "fusion_validation_gain_se": round(float(diff.std(ddof=1) / np.sqrt(max(len(diff), 1))), 5)
-        if len(diff) > 1
-        else 0.0,
+        "fusion_validation_gain_se": round(user_clustered_se(diff, pv.users), 5),
         "fusion_validation_curves": curves,
     }
 
