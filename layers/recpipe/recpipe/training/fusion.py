@@ -424,7 +424,7 @@ def user_clustered_se(diff: npt.NDArray[np.float64], users: npt.NDArray[np.int32
     """Standard error of a mean per-list difference when a user has several lists (one per
     carve-out). One user's lists share most of their features and labels, so the user, not the
     list, is the independent unit: the SE over the users' mean differences (a list-level SE
-    shrinks with the folds without any more evidence: 1.2-1.3x too small on ml-latest-small's
+    shrinks with the folds without any more evidence: 1.1-1.3x too small on ml-latest-small's
     six carve-outs, up to sqrt(folds) for identical lists)."""
     _, user_of = np.unique(users, return_inverse=True)
     per_user = np.bincount(user_of, weights=diff) / np.bincount(user_of)

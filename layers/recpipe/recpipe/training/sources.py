@@ -10,7 +10,7 @@ from typing import Any
 
 from recpipe.adapters.archive import EventArchive, read_catalogue
 from recpipe.domain.catalogue import InteractionLog, ItemMeta
-from recpipe.training.movielens import load_movielens
+from recpipe.training.movielens import LAYOUTS, load_movielens
 from recpipe.training.workflow import DataLoader, RetrainError, archive_window
 
 Loaded = tuple[InteractionLog, list[ItemMeta], dict[str, Any]]
@@ -37,7 +37,7 @@ def movielens_loader(source: Mapping[str, Any]) -> Loaded:
     path = source.get("path")
     if not path:
         raise RetrainError(
-            "movielens source needs 'path' (a MovieLens directory: ratings.csv + movies.csv, ratings.dat + movies.dat, or u.data + u.item)"
+            f"movielens source needs 'path' (a directory holding one of: {'; '.join(LAYOUTS)})"
         )
     log, items, report = load_movielens(Path(str(path)))
     return log, items, report.to_dict()
