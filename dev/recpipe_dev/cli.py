@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "local": "recpipe_dev.commands.local",
     "import": "recpipe_dev.commands.import_data",
     "generate": "recpipe_dev.commands.generate",
+    "fetch": "recpipe_dev.commands.fetch",
     "retrain": "recpipe_dev.commands.retrain",
     "replay": "recpipe_dev.commands.replay",
     "evaluate": "recpipe_dev.commands.evaluate",
