@@ -363,7 +363,9 @@ def test_fusion_params_refuse_nonsense_from_a_retrain_request(bad: dict[str, flo
 
 
 def test_adoption_needs_a_gain_above_the_margin_in_standard_errors() -> None:
-    assert adopt(0.001, 0.002, 0.0)  # the default: any gain
+    assert FusionParams().adopt_margin_se == 2.0  # the default: as the retrain's own tuning
+    assert not adopt(0.003, 0.002, 2.0) and adopt(0.0041, 0.002, 2.0)
+    assert adopt(0.001, 0.002, 0.0)  # margin 0: any gain
     assert not adopt(0.0, 0.002, 0.0)
     assert not adopt(0.001, 0.002, 1.0)  # half a standard error is not one
     assert adopt(0.003, 0.002, 1.0)

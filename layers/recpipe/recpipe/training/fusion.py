@@ -9,8 +9,9 @@ listwise MLP (TensorFlow) learns to put the held-out items first in each user's 
 list carries the fused order and a relative score, so a returning user's list is long-term taste
 as the fusion orders it, and the online ranker (TFLite) keeps its job: sessions and visitors.
 
-It is adopted only when it beats the fixed blend on the carve-outs' validation users (figures
-in the run's metrics); otherwise the blend's order is published, as before.
+It is adopted only when it beats the fixed blend on the carve-outs' validation users by more
+than two standard errors (figures in the run's metrics); otherwise the blend's order is
+published, as before.
 
 Pools are built a block of users at a time (the same blocks `cf.fused_top_n` uses), so memory
 is bounded by the block, never by users x items. Within a block only ALS is scored over the
@@ -87,10 +88,11 @@ class FusionParams:
     #: share of users kept for validation (epoch choice and adoption), the same users in every
     #: carve-out: they never train the fusion
     validation: float = 0.2
-    #: adopted only for a gain on the validation users above this many standard errors: 0, any
-    #: gain (0.5 to 3 did no better on ten validation splits, docs/training.md); a large negative
-    #: value adopts it whatever, which is how its own effect is measured (`recpipe validate`)
-    adopt_margin_se: float = 0.0
+    #: adopted only for a gain on the validation users above this many standard errors, the
+    #: retrain's rule for leaving any default (`training/tuning.py`): a fusion within noise of
+    #: the blend cost ml-100k's validation splits -0.0014 on average (docs/training.md); a large
+    #: negative value adopts it whatever, which is how its own effect is measured (`recpipe validate`)
+    adopt_margin_se: float = 2.0
 
     def __post_init__(self) -> None:
         # a retrain request's params come from outside: refuse nonsense before any fitting
