@@ -48,8 +48,13 @@ class ConvertReport:
     directory: Path
 
 
+#: What `convert_recbole_ml100k` writes; a directory holding anything else is refused.
+WRITTEN = frozenset({"u.data", "u.item", "u.genre", "SOURCE.txt"})
+
+
 def fetch_ml100k(directory: Path, wheel: Path | None = None) -> ConvertReport:
     """Download (or take `wheel`), check the pinned sha256, and write ml-100k into `directory`."""
+    _check_target(directory)
     if wheel is not None:
         return convert_recbole_ml100k(_checked(wheel), directory)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,9 +74,19 @@ def _checked(wheel: Path) -> Path:
     return wheel
 
 
+def _check_target(directory: Path) -> None:
+    # the importer takes the first layout it finds (ratings.csv before u.data): writing next to
+    # another data set would leave `--data movielens:DIR` scoring that one, silently
+    if directory.exists():
+        other = sorted(p.name for p in directory.iterdir() if p.name not in WRITTEN)
+        if not directory.is_dir() or other:
+            raise DatasetError(f"{directory} is not empty or not a directory ({', '.join(other[:5])})")
+
+
 def convert_recbole_ml100k(wheel: Path, directory: Path) -> ConvertReport:
     """RecBole's ml-100k atomic files -> u.data / u.item / u.genre. Every row is checked; any bad
     row stops the conversion before a file is written (a partial data set would score wrongly)."""
+    _check_target(directory)
     try:
         with zipfile.ZipFile(wheel) as zf:
             inter = zf.read(f"{_MEMBER}.inter").decode("utf-8")

@@ -96,3 +96,20 @@ def test_a_file_without_the_example_is_refused(tmp_path: Path) -> None:
         zf.writestr("recbole/__init__.py", "")
     with pytest.raises(DatasetError, match="no readable ml-100k"):
         convert_recbole_ml100k(empty, tmp_path / "out")
+
+
+def test_a_directory_holding_another_data_set_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    # the importer would read ratings.csv before u.data: ml-100k written beside it would not be scored
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ratings.csv").write_text("userId,movieId,rating,timestamp\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="not empty"):
+        convert_recbole_ml100k(_wheel(tmp_path / "w.whl", INTER, ITEMS), out)
+    assert [p.name for p in out.iterdir()] == ["ratings.csv"]
+
+
+def test_fetching_again_into_the_same_directory_rewrites_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    wheel = _wheel(tmp_path / "w.whl", INTER, ITEMS)
+    first = convert_recbole_ml100k(wheel, out)
+    assert convert_recbole_ml100k(wheel, out) == first
