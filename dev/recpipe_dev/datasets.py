@@ -68,7 +68,10 @@ def fetch_ml100k(directory: Path, wheel: Path | None = None) -> ConvertReport:
 
 
 def _checked(wheel: Path) -> Path:
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    try:
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise DatasetError(f"{wheel}: cannot be read ({exc.strerror})") from exc
     if digest != RECBOLE_SHA256:
         raise DatasetError(f"{wheel} has sha256 {digest}, expected {RECBOLE_SHA256} ({RECBOLE_WHEEL})")
     return wheel

@@ -83,10 +83,12 @@ def test_a_bad_row_stops_the_conversion_and_writes_nothing(
     assert not out.exists()
 
 
-def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+def test_a_wheel_that_is_not_the_pinned_one_or_is_missing_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(DatasetError, match="sha256"):
         fetch_ml100k(out, wheel=_wheel(tmp_path / "recbole.whl", INTER, ITEMS))
+    with pytest.raises(DatasetError, match="cannot be read"):
+        fetch_ml100k(out, wheel=tmp_path / "absent.whl")
     assert not out.exists()
 
 
