@@ -64,6 +64,12 @@ YEAR_S = 365 * 86400.0
 MAX_MONTHS = 480
 
 
+#: Standard errors of its paired gain a retrain's own choice must clear to leave a default (the
+#: fusion over the blend here, lambda and the time-local weight in `training/tuning.py`): the best
+#: of several noisy alternatives beats the default by one standard error easily.
+CHOICE_MARGIN_SE = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class FusionParams:
     #: carve-outs (each one refit of the CF models on the window before the holdout); 0 = off.
@@ -89,10 +95,10 @@ class FusionParams:
     #: carve-out: they never train the fusion
     validation: float = 0.2
     #: adopted only for a gain on the validation users above this many standard errors, the
-    #: retrain's rule for leaving any default (`training/tuning.py`): a fusion within noise of
-    #: the blend cost ml-100k's validation splits -0.0014 on average (docs/training.md); a large
+    #: retrain's rule for leaving any default (CHOICE_MARGIN_SE): a fusion within noise of the
+    #: blend cost ml-100k's validation splits -0.0014 on average (docs/training.md); a large
     #: negative value adopts it whatever, which is how its own effect is measured (`recpipe validate`)
-    adopt_margin_se: float = 2.0
+    adopt_margin_se: float = CHOICE_MARGIN_SE
 
     def __post_init__(self) -> None:
         # a retrain request's params come from outside: refuse nonsense before any fitting

@@ -31,7 +31,7 @@ from recpipe.training.cf import (
     _rows_per_block,
     fit_item_linear_grid,
 )
-from recpipe.training.fusion import CarveOuts, _top, ndcg_lists
+from recpipe.training.fusion import CHOICE_MARGIN_SE, CarveOuts, _top, adopt, ndcg_lists
 
 FitSequential = Callable[[InteractionLog, npt.NDArray[np.int32]], SequentialModel]
 #: (item-linear regularisation, time-local weight)
@@ -122,7 +122,7 @@ def pick(per_key: dict[Key, npt.NDArray[np.float64]], default: Key) -> tuple[Key
     diff = per_key[best] - per_key[default]
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
     gain = float(diff.mean())
-    return (best if gain > 2.0 * se else default), gain, se
+    return (best if adopt(gain, se, CHOICE_MARGIN_SE) else default), gain, se
 
 
 def _blend_ndcg(
