@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from recpipe.ranking_metrics import ndcg_at_k
-from recpipe.training.pipeline import TrainParams, train_bundle
+from recpipe.training.pipeline import TrainParams, candidate_lists, train_bundle
 
 from recpipe_dev.evaluation.baselines import EASE, SEARCH_SPACE, top_k
 from recpipe_dev.evaluation.data import Dataset
@@ -99,19 +99,30 @@ def _mean_se(v: npt.NDArray[np.float64]) -> tuple[float, float]:
     return float(v.mean()) if len(v) else 0.0, se
 
 
+#: what `run_validation` fits per seed: the whole retrain, or its CF stages alone
+STAGES = ("retrain", "candidates")
+
+
 def run_validation(
     dataset: Dataset,
     *,
     seeds: Sequence[int],
     params: TrainParams | None = None,
     k: int = 10,
+    stage: str = "retrain",
     progress: Progress = lambda _: None,
 ) -> dict[str, Any]:
     """Per seed: nDCG@k of the retrain's published lists and of its blend order on the
     validation carve-out, the paired difference (± one standard error) and what the retrain
-    chose; and the means over the seeds."""
+    chose; and the means over the seeds.
+
+    `stage="candidates"` fits only the retrain's CF stages (`candidate_lists`: its own lambda /
+    weight choice, then the blend's lists, exactly what a retrain with the fusion off publishes):
+    the blend's row alone, deterministic, in seconds per seed."""
     if not seeds:
         raise ValueError("at least one seed")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     p = params or TrainParams()
     log = dataset.log
     per_seed: dict[str, dict[str, Any]] = {}
@@ -125,21 +136,26 @@ def run_validation(
             x_fit, _ = _matrices(log, fit)
             x_val, _ = _matrices(log, held)
             users = np.unique(log.users[held]).astype(np.int64)
-            runs = {"published": p}
-            if p.fusion.folds > 0:
-                runs["blend"] = replace(p, fusion=replace(p.fusion, folds=0))
+            blend_params = replace(p, fusion=replace(p.fusion, folds=0))
+            runs = {"blend": blend_params} if stage == "candidates" else {"published": p}
+            if stage == "retrain" and p.fusion.folds > 0:
+                runs["blend"] = blend_params
             scores: dict[str, npt.NDArray[np.float64]] = {}
             chosen: dict[str, Any] = {}
             for name, run_params in runs.items():
-                result = train_bundle(
-                    window,
-                    dataset.catalogue,
-                    Path(scratch) / f"{seed}-{name}",
-                    version=f"validate-{seed}-{name}",
-                    params=run_params,
-                )
+                if stage == "candidates":
+                    lists, metrics = candidate_lists(window, dataset.catalogue, run_params)
+                else:
+                    result = train_bundle(
+                        window,
+                        dataset.catalogue,
+                        Path(scratch) / f"{seed}-{name}",
+                        version=f"validate-{seed}-{name}",
+                        params=run_params,
+                    )
+                    lists, metrics = result.candidates, result.metrics
                 scores[name] = _lists_ndcg(
-                    result.candidates,
+                    lists,
                     users=users,
                     user_vocab=log.user_vocab,
                     item_vocab=log.item_vocab,
@@ -147,9 +163,9 @@ def run_validation(
                     x_val=x_val,
                     k=k,
                 )
-                if name == "published":
+                if name == next(iter(runs)):
                     chosen = {
-                        key: result.metrics[key]
+                        key: metrics[key]
                         for key in (
                             "linear_regularization",
                             "sequential_weight",
@@ -158,7 +174,7 @@ def run_validation(
                             f"fusion_validation_blend_ndcg@{k}",
                             "fusion_validation_gain_se",
                         )
-                        if key in result.metrics
+                        if key in metrics
                     }
             ease_reg, scores["ease"] = _best_ease(x_fit, x_val, users, k)
             entry: dict[str, Any] = {"users": len(users)}
@@ -166,25 +182,20 @@ def run_validation(
                 mean, se = _mean_se(v)
                 entry[f"{name}_ndcg@{k}"] = round(mean, 5)
                 entry[f"{name}_ndcg@{k}_se"] = round(se, 5)
-            if "blend" in scores:
-                gain, gain_se = _mean_se(scores["published"] - scores["blend"])
-                entry[f"published_minus_blend_ndcg@{k}"] = round(gain, 5)
-                entry[f"published_minus_blend_ndcg@{k}_se"] = round(gain_se, 5)
-            gain, gain_se = _mean_se(scores["published"] - scores["ease"])
-            entry[f"published_minus_ease_ndcg@{k}"] = round(gain, 5)
-            entry[f"published_minus_ease_ndcg@{k}_se"] = round(gain_se, 5)
+            first = next(iter(runs))
+            pairs = [("published", "blend"), (first, "ease")] if len(runs) > 1 else [(first, "ease")]
+            for a, b in pairs:
+                gain, gain_se = _mean_se(scores[a] - scores[b])
+                entry[f"{a}_minus_{b}_ndcg@{k}"] = round(gain, 5)
+                entry[f"{a}_minus_{b}_ndcg@{k}_se"] = round(gain_se, 5)
             entry["ease_regularization"] = ease_reg
             entry["retrain"] = chosen
             entry["seconds"] = round(time.perf_counter() - t0, 1)
             per_seed[str(seed)] = entry
             progress(
-                f"seed {seed}: published ndcg@{k}={entry[f'published_ndcg@{k}']:.4f}"
-                + (
-                    f" blend={entry[f'blend_ndcg@{k}']:.4f}"
-                    f" gain={entry[f'published_minus_blend_ndcg@{k}']:+.4f}"
-                    if "blend" in scores
-                    else ""
-                )
+                f"seed {seed}: "
+                + " ".join(f"{name} ndcg@{k}={entry[f'{name}_ndcg@{k}']:.4f}" for name in runs)
+                + (f" gain={entry[f'published_minus_blend_ndcg@{k}']:+.4f}" if len(runs) > 1 else "")
                 + f" ease={entry[f'ease_ndcg@{k}']:.4f} (lambda {ease_reg:g})"
                 + f" ({entry['seconds']} s)"
             )
@@ -197,6 +208,7 @@ def run_validation(
         "split": f"random protocol's training part (per-user {TRAIN_RATIO:.2f}, seed), carved again per user "
         f"{TRAIN_RATIO:.2f}/{1 - TRAIN_RATIO:.2f} with seed + 1; the retrain fits the first part, its lists "
         "are scored on the second; the test part is never read",
+        "stage": stage,
         "params": p.to_dict(),
         "seeds": per_seed,
         "mean": means,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from recpipe.training.pipeline import TrainParams
+from recpipe.training.pipeline import TrainParams, candidate_lists, train_bundle
 from recpipe_dev.cli import main
 from recpipe_dev.evaluation.baselines import SEARCH_SPACE
 from recpipe_dev.evaluation.data import Dataset, load_dataset
@@ -80,6 +80,39 @@ def test_scores_do_not_depend_on_the_test_part(shop: Dataset) -> None:
     assert {"linear_regularization", "sequential_weight", "fusion_adopted"} <= set(entry["retrain"])
     assert first["mean"]["published_ndcg@10"] == entry["published_ndcg@10"]
 
+    # the candidates stage is the retrain's blend row, computed without the retrain's other stages
+    quick = run_validation(shop, seeds=[SEED], params=params, stage="candidates")
+    assert quick["stage"] == "candidates"
+    fast = quick["seeds"][str(SEED)]
+    assert fast["blend_ndcg@10"] == entry["blend_ndcg@10"]
+    assert fast["blend_ndcg@10_se"] == entry["blend_ndcg@10_se"]
+    assert fast["ease_ndcg@10"] == entry["ease_ndcg@10"]
+    assert fast["blend_minus_ease_ndcg@10"] == pytest.approx(
+        entry["blend_ndcg@10"] - entry["ease_ndcg@10"], abs=2e-5
+    )
+    assert "published_ndcg@10" not in fast
+    assert fast["retrain"]["linear_regularization"] == entry["retrain"]["linear_regularization"]
+    again_quick = run_validation(changed, seeds=[SEED], params=params, stage="candidates")
+    assert timeless(again_quick) == timeless(quick)
+    with pytest.raises(ValueError, match="stage"):
+        run_validation(shop, seeds=[SEED], params=params, stage="ranker")
+
+
+def test_candidate_lists_are_what_a_retrain_without_the_fusion_publishes(
+    shop: Dataset, tmp_path: Path
+) -> None:
+    params = TrainParams.tiny()
+    blend = replace(params, fusion=replace(params.fusion, folds=0))
+    published = train_bundle(shop.log, shop.catalogue, tmp_path, version="v", params=blend).candidates
+    lists, metrics = candidate_lists(shop.log, shop.catalogue, params)
+    assert len(lists) == len(published) > 100
+    users = shop.log.user_vocab
+    compared = [u for u in users if u in published]
+    assert len(compared) == len(published)
+    for user in compared:
+        assert lists[user] == published[user]
+    assert {"linear_regularization", "sequential_weight"} <= set(metrics)
+
 
 def test_cli_writes_the_report_and_refuses_bad_params(
     shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -110,3 +143,13 @@ def test_cli_writes_the_report_and_refuses_bad_params(
     assert set(report["seeds"]) == {"3"} and "blend_ndcg@10" not in report["seeds"]["3"]
     table = capsys.readouterr().out
     assert "| 3 |" in table and "| mean |" in table and "best EASE" in table
+
+    fast = tmp_path / "candidates.json"
+    argv = ["validate", "--data", data, "--seeds", "3", "--stage", "candidates", "--json", str(fast)]
+    assert main([*argv, "--params", f"@{params}", "--quiet"]) == 0
+    quick = json.loads(fast.read_text())
+    assert quick["stage"] == "candidates"
+    # the same blend lists as the retrain above (its fusion was off): the same figure
+    assert quick["seeds"]["3"]["blend_ndcg@10"] == report["seeds"]["3"]["published_ndcg@10"]
+    table = capsys.readouterr().out
+    assert "| blend - EASE |" in table and "| 3 |" in table

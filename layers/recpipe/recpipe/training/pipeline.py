@@ -546,10 +546,7 @@ def train_bundle(
         metrics.update(eval_metrics)
 
     with st.stage("cf_full"):
-        final = _fit_phase(log, n_users, item_ids, items, p, end_ts=end_ts)
-        active = np.flatnonzero(np.diff(final.model.user_items.indptr) > 0).astype(np.int32)
-        best, scores = _fused(final, active, p.top_n, p, fusion)
-        candidates = CandidateLists([log.user_vocab[u] for u in active.tolist()], best, scores, item_ids)
+        final, candidates = _published(log, item_ids, items, p, fusion)
 
     with st.stage("write_bundle"):
         bundle_dir = out_dir / "bundle"
@@ -584,6 +581,39 @@ def train_bundle(
         )
     )
     return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages, holdout)
+
+
+def _published(
+    log: InteractionLog,
+    item_ids: list[str],
+    items: Sequence[ItemMeta],
+    p: TrainParams,
+    fusion: FusionModel | None,
+) -> tuple[_Phase, CandidateLists]:
+    """The models fitted on the whole (time-sorted) log and every active user's published list."""
+    final = _fit_phase(log, len(log.user_vocab), item_ids, items, p, end_ts=float(log.ts[-1]))
+    active = np.flatnonzero(np.diff(final.model.user_items.indptr) > 0).astype(np.int32)
+    best, scores = _fused(final, active, p.top_n, p, fusion)
+    return final, CandidateLists([log.user_vocab[u] for u in active.tolist()], best, scores, item_ids)
+
+
+def candidate_lists(
+    log: InteractionLog, items: Sequence[ItemMeta], params: TrainParams | None = None
+) -> tuple[CandidateLists, dict[str, Any]]:
+    """The lists `train_bundle` publishes with the learned fusion off (the fixed blend's order),
+    from its two CF stages alone: `cf_tune` (the retrain's own lambda / time-local weight, chosen
+    on the window before T2) and `cf_full`. No fusion, replay, ranker or gate: seconds where a
+    retrain takes a minute, and deterministic, which is what choosing the candidate models'
+    defaults on validation splits needs (`recpipe validate --stage candidates`)."""
+    p = params or TrainParams()
+    if len(log) == 0:
+        raise ValueError("cannot train on an empty interaction log")
+    log = log.sorted_by_time()
+    item_ids = item_universe(log, items)
+    before_t2 = log.ts < float(np.quantile(log.ts, p.holdout_start))
+    p, metrics = _tune(log.take(before_t2), len(log.user_vocab), len(item_ids), p)
+    _, lists = _published(log, item_ids, items, p, None)
+    return lists, metrics
 
 
 def _tune(
@@ -865,4 +895,4 @@ def with_overrides(params: TrainParams, **changes: Any) -> TrainParams:
     return replace(params, **changes)
 
 
-__all__ = ["CANDIDATES_FILE", "Examples", "TrainParams", "TrainResult", "train_bundle"]
+__all__ = ["CANDIDATES_FILE", "Examples", "TrainParams", "TrainResult", "candidate_lists", "train_bundle"]
