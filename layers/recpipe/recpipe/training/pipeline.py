@@ -444,7 +444,7 @@ def train_bundle(
         n_users = len(log.user_vocab)
         start_ts, end_ts = float(log.ts[0]), float(log.ts[-1])
         t1 = float(np.quantile(log.ts, p.ranker_start))
-        t2 = float(np.quantile(log.ts, p.holdout_start))
+        t2 = _holdout_start(log, p)
         before_t1 = log.ts < t1
         before_t2 = log.ts < t2
         meta_of = {m.item_id: m.categories for m in items}
@@ -583,6 +583,11 @@ def train_bundle(
     return TrainResult(bundle_dir, manifest, candidates, metrics, cand_path, st.stages, holdout)
 
 
+def _holdout_start(log: InteractionLog, p: TrainParams) -> float:
+    """T2: the gate's holdout starts here, and everything a retrain chooses is fitted before it."""
+    return float(np.quantile(log.ts, p.holdout_start))
+
+
 def _published(
     log: InteractionLog,
     item_ids: list[str],
@@ -610,7 +615,7 @@ def candidate_lists(
         raise ValueError("cannot train on an empty interaction log")
     log = log.sorted_by_time()
     item_ids = item_universe(log, items)
-    before_t2 = log.ts < float(np.quantile(log.ts, p.holdout_start))
+    before_t2 = log.ts < _holdout_start(log, p)
     p, metrics = _tune(log.take(before_t2), len(log.user_vocab), len(item_ids), p)
     _, lists = _published(log, item_ids, items, p, None)
     return lists, metrics
