@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     p.add_argument("--k", type=int, default=10, help="list length (default 10)")
     p.add_argument(
         "--stage",
+        # validation.STAGES (imported only when the command runs; a unit test keeps them in step)
         choices=("retrain", "candidates"),
         default="retrain",
         help="retrain (default): the whole retrain, fusion and all, beside the same retrain with the "
