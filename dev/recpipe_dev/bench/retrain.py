@@ -199,6 +199,10 @@ def child(size: str, data: str, workers: int, out_path: Path, n_items: int | Non
                 "cf_hit_rate@10",
                 "ranked_minus_cf_ndcg@10",
                 "ranked_minus_cf_ndcg@10_se",
+                # "cf_order" when the learned ranker lost to the CF order and was not shipped
+                "ranker_order",
+                "learned_ranker_minus_cf_ndcg@10",
+                "learned_ranker_minus_cf_ndcg@10_se",
                 # the fixed blend's order on the same holdout users (what fusion replaced)
                 "cf_blend_ndcg@10",
                 "ranked_minus_cf_blend_ndcg@10",

@@ -49,3 +49,15 @@ def test_the_reason_names_the_basis_of_the_comparison() -> None:
     assert fallback.publish and fallback.basis == "live_manifest"
     assert "live_manifest: live bundle v1 could not be loaded" in fallback.reason
     assert fallback.to_dict()["basis"] == "live_manifest"
+
+
+def test_worse_than_cf_order_needs_more_than_two_standard_errors() -> None:
+    """The rule train_bundle and the gate share: a consistent loss is worse, noise is not."""
+    from recpipe.training.gate import worse_than_cf_order
+
+    cf = [0.5, 0.4, 0.6, 0.3, 0.5, 0.4]
+    assert worse_than_cf_order([v - 0.05 for v in cf], cf)  # every user loses 0.05: SE 0
+    noisy = [v + d for v, d in zip(cf, [-0.3, 0.25, -0.2, 0.2, -0.1, 0.05], strict=True)]
+    assert not worse_than_cf_order(noisy, cf)  # mean -0.017, SE 0.09: within the noise
+    assert not worse_than_cf_order(cf, cf)
+    assert not worse_than_cf_order([0.1], [0.9])  # one user: no standard error, not comparable

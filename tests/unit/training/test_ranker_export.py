@@ -109,3 +109,36 @@ def test_without_a_live_session_the_ranker_keeps_the_cf_order() -> None:
     np.testing.assert_array_equal(np.argsort(without, kind="stable"), np.argsort(probe[:, cf], kind="stable"))
     # with one: the learned corrections (popularity) reorder the list
     assert not np.array_equal(np.argsort(with_session), np.argsort(probe[:, cf]))
+
+
+def test_the_cf_order_scorer_keeps_cf_lists_in_order_and_the_rest_learned(
+    trained: tuple[object, bytes],
+) -> None:
+    """The scorer a retrain ships when its learned ranker loses to the CF order: through the
+    serving runtime, CF candidates come first in CF-list order, every other candidate follows
+    in the learned ranker's order, and a pool without a CF list is ordered as the ranker does."""
+    from recpipe.domain.features import FEATURE_NAMES
+    from recpipe.training.ranker import cf_order_scorer
+
+    model, _ = trained
+    rng = np.random.default_rng(5)
+    src_cf, cf_rank = FEATURE_NAMES.index("src_cf"), FEATURE_NAMES.index("cf_rank")
+    x = rng.random((40, N_FEATURES), dtype=np.float32)
+    positions = rng.permutation(25)  # rows 0-24: CF candidates at these list positions
+    x[:25, src_cf] = 1.0
+    x[:25, cf_rank] = 1.0 / (1.0 + positions)  # the assembler's encoding of the CF position
+    x[25:, src_cf] = 0.0
+    x[25:, cf_rank] = 0.0
+    blob = export_tflite(cf_order_scorer(model), x)
+    got = tflite_scores(blob, x)
+    order = np.argsort(-got, kind="stable")
+    assert order[:25].tolist() == np.argsort(positions).tolist()  # the CF list, in its order
+    learned = keras_scores(model, x)
+    assert order[25:].tolist() == (25 + np.argsort(-learned[25:], kind="stable")).tolist()
+    assert np.all((got > 0) & (got <= 1))
+    # a visitor's pool (no CF candidate): the learned ranker's order, unchanged
+    visitor = x[25:]
+    np.testing.assert_array_equal(
+        np.argsort(-tflite_scores(blob, visitor), kind="stable"),
+        np.argsort(-keras_scores(model, visitor), kind="stable"),
+    )

@@ -36,6 +36,13 @@ def _mean(values: Sequence[float]) -> float:
     return sum(float(v) for v in values) / len(values)
 
 
+def worse_than_cf_order(ranked: Sequence[float], cf_order: Sequence[float]) -> bool:
+    """The gate's ranker rule on per-user figures of the same users: the ranked lists are worse
+    than the candidates' own CF order by more than SE_MULTIPLIER paired standard errors."""
+    margin = paired_margin(ranked, cf_order)
+    return margin is not None and _mean(ranked) + margin < _mean(cf_order)
+
+
 @dataclass(frozen=True, slots=True)
 class GateDecision:
     publish: bool
@@ -125,7 +132,7 @@ def decide(
         return d(False, f"the new model has no holdout {metric} (no evaluable users); {keep}")
     if cf_order is not None and cf_margin is not None:
         ranked = _mean(own_users)
-        if ranked + cf_margin < cf_order:
+        if worse_than_cf_order(own_users, cf_users):
             return d(
                 False,
                 f"{metric} {ranked:.4f} is worse than its own candidates in CF order ({cf_order:.4f}) "

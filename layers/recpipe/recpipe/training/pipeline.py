@@ -56,6 +56,7 @@ from recpipe.training.fusion import (
     fused_lists,
     train_fusion,
 )
+from recpipe.training.gate import worse_than_cf_order
 from recpipe.training.history import (
     CandidatePolicy,
     Examples,
@@ -66,7 +67,7 @@ from recpipe.training.history import (
 )
 from recpipe.training.holdout import PER_USER, Holdout, holdout_user, rank, score
 from recpipe.training.item_table import build_item_table, item_universe
-from recpipe.training.ranker import RankerParams, export_tflite, train_list_ranker
+from recpipe.training.ranker import RankerParams, cf_order_scorer, export_tflite, train_list_ranker
 from recpipe.training.tuning import choose_blend
 
 CANDIDATES_FILE = "candidates.npz"
@@ -540,8 +541,20 @@ def train_bundle(
         **fusion_metrics,
     }
     with st.stage("evaluate"):
-        eval_metrics, holdout = _evaluate(
-            log, t2, state, in_replay, item_ids, items, trending, blob, p, rng, fusion
+        eval_metrics, holdout, blob = _evaluate(
+            log,
+            t2,
+            state,
+            in_replay,
+            item_ids,
+            items,
+            trending,
+            blob,
+            p,
+            rng,
+            fusion,
+            cf_order=lambda: export_tflite(cf_order_scorer(model), probe),
+            say=(lambda m: print(m, file=sys.stderr)) if progress else None,
         )
         metrics.update(eval_metrics)
 
@@ -806,8 +819,12 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     p: TrainParams,
     rng: np.random.Generator,
     fusion: FusionModel | None = None,
-) -> tuple[dict[str, Any], Holdout | None]:
-    """HitRate/NDCG@k at T2 of the ranked pipeline (the exported TFLite model) vs CF alone.
+    cf_order: Callable[[], bytes] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], Holdout | None, bytes]:
+    """HitRate/NDCG@k at T2 of the ranked pipeline (the exported TFLite model) vs CF alone, and
+    the model to ship: `blob`, or `cf_order()` when `blob` orders the holdout worse than the
+    candidates' CF order by the gate's own rule.
 
     The ranked figures come from `holdout.evaluate_model` on the returned Holdout, the same
     call the Evaluate step makes for the live bundle."""
@@ -818,7 +835,7 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
     known[log.users[before]] = True
     users = after_users[known[after_users] & in_replay[after_users]]
     if not len(users):
-        return {"eval_users": 0}, None
+        return {"eval_users": 0}, None, blob
     if len(users) > p.max_eval_users:
         users = np.sort(rng.choice(users, p.max_eval_users, replace=False))
     cf_per_user: list[float] = []
@@ -863,37 +880,64 @@ def _evaluate(  # noqa: PLR0917 - one call site, all inputs of one stage
         cf_per_user.append(ndcg_at_k(cf_list, rel, k))
         pop_ndcg += ndcg_at_k(pop, rel, k)
         blend_per_user.append(ndcg_at_k([i for i, _ in blend2.get(u, [])[:k]], rel, k))
-    rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, blob)
-    ranked = score(holdout, rankings, candidate_sets)
-    holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
-    n = float(len(users))
-    # the ranked lists against the candidates' own CF order, user by user (the gate's margin)
-    diff = np.asarray(ranked[PER_USER], np.float64) - np.asarray(cf_per_user, np.float64)
-    # and against the same candidates in the fixed blend's order: what the learned orders (the
-    # fusion in the batch path, the ranker online) add together
-    diff_blend = np.asarray(ranked[PER_USER], np.float64) - np.asarray(blend_per_user, np.float64)
+
+    def ranked_by(model: bytes) -> dict[str, Any]:
+        rankings, candidate_sets = rank(holdout, phase2.items, phase2.neighbours, model)
+        holdout.users = [replace(h, ranked=r) for h, r in zip(holdout.users, rankings, strict=True)]
+        return score(holdout, rankings, candidate_sets)
 
     def se(d: npt.NDArray[np.float64]) -> float | None:
         return round(float(d.std(ddof=1) / np.sqrt(len(d))), 5) if len(d) > 1 else None
 
-    return {
-        "eval_users": int(n),
-        f"hit_rate@{k}": ranked[f"hit_rate@{k}"],
-        f"ndcg@{k}": ranked[f"ndcg@{k}"],
-        f"ndcg@{k}_se": ranked[f"ndcg@{k}_se"],
-        f"ranked_minus_cf_ndcg@{k}": round(float(diff.mean()), 5),
-        f"ranked_minus_cf_ndcg@{k}_se": se(diff),
-        f"ranked_minus_cf_blend_ndcg@{k}": round(float(diff_blend.mean()), 5),
-        f"ranked_minus_cf_blend_ndcg@{k}_se": se(diff_blend),
-        PER_USER: ranked[PER_USER],
-        f"cf_{PER_USER}": [round(v, 5) for v in cf_per_user],
-        f"cf_hit_rate@{k}": round(cf_hr / n, 5),
-        f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
-        f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
-        f"cf_blend_ndcg@{k}": round(sum(blend_per_user) / n, 5),
-        "candidate_recall": ranked["candidate_recall"],
-        "mean_candidates": ranked["mean_candidates"],
-    }, holdout
+    ranked = ranked_by(blob)
+    # the ranked lists against the candidates' own CF order, user by user (the gate's margin)
+    diff = np.asarray(ranked[PER_USER], np.float64) - np.asarray(cf_per_user, np.float64)
+    order: dict[str, Any] = {"ranker_order": "learned"}
+    if cf_order is not None and worse_than_cf_order(ranked[PER_USER], cf_per_user):
+        # The gate would refuse this bundle, and with it the fresh candidates. Ship them with
+        # the CF-order scorer instead (the order the gate compares with); the learned ranker's
+        # figures stay in the record.
+        order = {
+            "ranker_order": "cf_order",
+            f"learned_ranker_ndcg@{k}": ranked[f"ndcg@{k}"],
+            f"learned_ranker_minus_cf_ndcg@{k}": round(float(diff.mean()), 5),
+            f"learned_ranker_minus_cf_ndcg@{k}_se": se(diff),
+        }
+        (say or (lambda _: None))(
+            f"the learned ranker orders the holdout worse than its candidates' CF order "
+            f"({diff.mean():+.5f} nDCG@{k}, SE {se(diff)}): shipping the CF-order scorer"
+        )
+        blob = cf_order()
+        ranked = ranked_by(blob)
+        diff = np.asarray(ranked[PER_USER], np.float64) - np.asarray(cf_per_user, np.float64)
+    n = float(len(users))
+    # and against the same candidates in the fixed blend's order: what the learned orders (the
+    # fusion in the batch path, the ranker online) add together
+    diff_blend = np.asarray(ranked[PER_USER], np.float64) - np.asarray(blend_per_user, np.float64)
+
+    return (
+        {
+            **order,
+            "eval_users": int(n),
+            f"hit_rate@{k}": ranked[f"hit_rate@{k}"],
+            f"ndcg@{k}": ranked[f"ndcg@{k}"],
+            f"ndcg@{k}_se": ranked[f"ndcg@{k}_se"],
+            f"ranked_minus_cf_ndcg@{k}": round(float(diff.mean()), 5),
+            f"ranked_minus_cf_ndcg@{k}_se": se(diff),
+            f"ranked_minus_cf_blend_ndcg@{k}": round(float(diff_blend.mean()), 5),
+            f"ranked_minus_cf_blend_ndcg@{k}_se": se(diff_blend),
+            PER_USER: ranked[PER_USER],
+            f"cf_{PER_USER}": [round(v, 5) for v in cf_per_user],
+            f"cf_hit_rate@{k}": round(cf_hr / n, 5),
+            f"cf_ndcg@{k}": round(cf_ndcg / n, 5),
+            f"popular_ndcg@{k}": round(pop_ndcg / n, 5),
+            f"cf_blend_ndcg@{k}": round(sum(blend_per_user) / n, 5),
+            "candidate_recall": ranked["candidate_recall"],
+            "mean_candidates": ranked["mean_candidates"],
+        },
+        holdout,
+        blob,
+    )
 
 
 def with_overrides(params: TrainParams, **changes: Any) -> TrainParams:

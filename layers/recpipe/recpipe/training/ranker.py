@@ -264,6 +264,28 @@ def train_list_ranker(
     }
 
 
+def cf_order_scorer(learned: Any) -> Any:
+    """The scorer a retrain ships when its learned ranker orders the gate's holdout worse than the
+    candidates' own CF order: CF candidates in the published CF order, above every other
+    candidate, and the others (all of a pool without a CF list, e.g. a new visitor) in the
+    learned ranker's order. Scores stay in (0, 1]: CF rows 0.5 + 0.5 / (1 + rank), other rows
+    half the learned score."""
+    import keras
+
+    src_cf, cf_rank = FEATURE_NAMES.index("src_cf"), FEATURE_NAMES.index("cf_rank")
+
+    def combine(t: Any) -> Any:
+        rows, learned_score = t
+        is_cf = keras.ops.cast(keras.ops.greater(rows[..., src_cf : src_cf + 1], 0.5), "float32")
+        # the cf_rank column is 1 / (1 + position in the CF list): 1 for the first item
+        in_order = 0.5 + 0.5 * rows[..., cf_rank : cf_rank + 1]
+        return is_cf * in_order + (1.0 - is_cf) * 0.5 * learned_score
+
+    rows_in = keras.Input(shape=(N_FEATURES,), dtype="float32", name="features")
+    out = keras.layers.Lambda(combine, name="cf_order")([rows_in, learned(rows_in)])
+    return keras.Model(rows_in, out)
+
+
 def keras_scores(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.asarray(model(x, training=False), np.float32).reshape(-1)
 
