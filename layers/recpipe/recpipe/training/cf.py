@@ -557,8 +557,8 @@ def fused_top_n(
     Scores: the (blended) linear score for the first part; below it, ALS items get its last
     score times a decaying factor, so the list's score order is its rank order; then divided by the
     user's best score."""
-    als_i, als_s = top_n(model, users, n)
     if linear is None or not len(users):
+        als_i, als_s = top_n(model, users, n)
         return als_i, _relative(als_s)
     n = min(n, model.item_factors.shape[0])
     out_i = np.full((len(users), n), -1, np.int32)
@@ -566,6 +566,9 @@ def fused_top_n(
     batch = _rows_per_block(linear.n_items)
     for lo in range(0, len(users), batch):
         block = users[lo : lo + batch]
+        # ALS a block at a time too: for every user at once its lists were [users, n] twice
+        # (320 MB at 200,000 users), held through the whole loop at the retrain's memory peak
+        als_i, _ = top_n(model, block, n)
         s = linear.scores(block)
         seen = linear.user_items[block]
         r, c = seen.nonzero()
@@ -588,7 +591,7 @@ def fused_top_n(
             out_i[lo + row, :m] = items_l
             out_s[lo + row, :m] = scores_l
             if m < n:
-                a = als_i[lo + row]
+                a = als_i[row]
                 extra = a[(a >= 0) & ~np.isin(a, items_l)][: n - m]
                 floor = float(scores_l[-1]) if m else 1.0
                 out_i[lo + row, m : m + len(extra)] = extra
