@@ -303,3 +303,44 @@ def test_the_training_job_runs_in_the_image_and_its_bundle_serves(
     assert len(result.items) == 10
     scores = np.array([item["score"] for item in result.items], dtype=np.float64)
     assert np.isfinite(scores).all() and len(set(scores.round(6).tolist())) > 1
+
+
+#: Run in the image's environment: train a small list ranker, wrap it in the CF-order scorer
+#: (what a retrain ships when its ranker loses to the CF order) and export both with the
+#: image's Keras and TensorFlow.
+CF_ORDER_JOB = """
+import sys
+from pathlib import Path
+import numpy as np
+from recpipe.domain.features import N_FEATURES
+from recpipe.training.ranker import RankerParams, cf_order_scorer, export_tflite, train_list_ranker
+rng = np.random.default_rng(0)
+xs = [rng.random((20, N_FEATURES), dtype=np.float32) for _ in range(100)]
+ys = [np.eye(20, dtype=np.float32)[int(np.argmax(x[:, 0]))] for x in xs]
+model, _ = train_list_ranker(xs, ys, RankerParams(hidden=(8,), epochs=1))
+probe = np.concatenate(xs)[:64]
+Path(sys.argv[1]).write_bytes(export_tflite(cf_order_scorer(model), probe))
+"""
+
+
+def test_the_cf_order_scorer_exports_in_the_image(image_env: Path, code_dir: Path, tmp_path: Path) -> None:
+    from recpipe.domain.features import FEATURE_NAMES, N_FEATURES
+    from recpipe.training.ranker import tflite_scores
+
+    out = tmp_path / "cf_order.tflite"
+    job = subprocess.run(
+        [str(image_env / "bin" / "python"), "-c", CF_ORDER_JOB, str(out)],
+        check=False,
+        cwd=code_dir,
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_S,
+    )
+    assert job.returncode == 0, f"{job.stdout[-2000:]}\n{job.stderr[-4000:]}"
+    # the image's model, in this (the Lambda's) runtime: the CF candidates first, in CF order
+    x = np.random.default_rng(1).random((30, N_FEATURES), dtype=np.float32)
+    cf = np.arange(30) < 12
+    x[:, FEATURE_NAMES.index("src_cf")] = cf
+    x[:, FEATURE_NAMES.index("cf_rank")] = np.where(cf, 1.0 / (1.0 + np.arange(30)), 0.0)
+    order = np.argsort(-tflite_scores(out.read_bytes(), x), kind="stable")
+    assert order[:12].tolist() == list(range(12))
