@@ -69,7 +69,14 @@ def evaluate(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric("RetrainGateRejected", MetricUnit.Count, 0 if out["publish"] else 1)
     # the live model could not be scored on this holdout: the gate used its manifest number
     metrics.add_metric("RetrainGateFallback", MetricUnit.Count, 0 if out["basis"] == "same_holdout" else 1)
-    logger.info("gate decision", extra={k: out[k] for k in ("publish", "reason", "new", "live", "basis")})
+    # the retrain's learned ranker lost to its candidates' CF order: the CF-order scorer ships
+    metrics.add_metric(
+        "RetrainRankerCFOrder", MetricUnit.Count, 1 if out["ranker_order"] == "cf_order" else 0
+    )
+    logger.info(
+        "gate decision",
+        extra={k: out[k] for k in ("publish", "reason", "new", "live", "basis", "ranker_order")},
+    )
     return out
 
 

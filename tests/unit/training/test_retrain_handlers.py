@@ -82,3 +82,21 @@ def test_prepare_refuses_an_unknown_source(app: tuple[ModuleType, Any, list[Any]
     module, _, _ = app
     with pytest.raises(workflow.RetrainError, match="unknown data source"):
         module.prepare({"request": {"source": {"kind": "ftp"}}, "execution": "x"}, LambdaContext("retrain"))
+
+
+def test_evaluate_reports_a_ranker_replaced_by_the_cf_order(
+    app: tuple[ModuleType, Any, list[Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose learned ranker lost to its CF order says so in the decision and in a metric."""
+    module, deps, _ = app
+    event = _event("retrain_evaluate.json")
+    report = {"metrics": {"ndcg@10": 0.2, "ranker_order": "cf_order"}, "users_with_candidates": 10}
+    deps.runs.put_bytes(event["run_id"], workflow.TRAIN_REPORT, json.dumps(report).encode())
+
+    out = module.evaluate(event, LambdaContext("retrain"))
+
+    assert out["publish"] is True and out["ranker_order"] == "cf_order"
+    recorded = json.loads(deps.runs.get_bytes(event["run_id"], workflow.DECISION_FILE))
+    assert recorded["ranker_order"] == "cf_order"
+    emitted = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith('{"_aws"')]
+    assert [m["RetrainRankerCFOrder"] for m in emitted if "RetrainRankerCFOrder" in m] == [[1.0]]

@@ -7,7 +7,8 @@ Time is split in three (quantiles of event time, so every part has data):
     [T2, end]    holdout: CF refit on [start, T2); the ranked pipeline vs CF alone at T2
 
 Then CF is refitted on the whole window (same hyper-parameters) for the published candidates,
-embeddings and neighbours; the ranker trained on [T1, T2) ships with them.
+embeddings and neighbours; the ranker trained on [T1, T2) ships with them, unless it orders the
+holdout worse than the CF order (the gate's rule): then the CF-order scorer ships in its place.
 """
 
 from __future__ import annotations

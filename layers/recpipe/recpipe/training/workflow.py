@@ -314,9 +314,13 @@ def evaluate(
         {"run_id": run_id, "version": version, "shard": i, "lo": lo, "hi": min(lo + shard_size, n_users)}
         for i, lo in enumerate(range(0, n_users, shard_size))
     ]
+    # "cf_order": the retrain found its learned ranker worse than the CF order and ships the
+    # CF-order scorer in its place (pipeline._evaluate); reports from before that key: learned
+    ranker_order = str(report["metrics"].get("ranker_order", "learned"))
     body = {
         **decision.to_dict(),
         **record,
+        "ranker_order": ranker_order,
         "basis_note": note,
         "run_id": run_id,
         "version": version,
@@ -325,6 +329,7 @@ def evaluate(
     _put_json(deps.runs, run_id, DECISION_FILE, body)
     return {
         **decision.to_dict(),
+        "ranker_order": ranker_order,
         "basis_note": note,
         "live_on_holdout": record.get("live_on_holdout"),
         "shards": shards if decision.publish else [],
