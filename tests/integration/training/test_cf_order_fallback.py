@@ -3,7 +3,9 @@ order ships the fresh candidates with the CF-order scorer, instead of being refu
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,20 +35,31 @@ def _against_cf(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, float]]:
     return keras.Model(rows, out), metrics
 
 
+@dataclass
+class FallbackRun:
+    result: pipeline.TrainResult
+    progress: str  # what the retrain printed on stderr
+
+
 @pytest.fixture(scope="module")
-def fallback_run(tmp_path_factory: pytest.TempPathFactory) -> pipeline.TrainResult:
+def fallback(tmp_path_factory: pytest.TempPathFactory) -> FallbackRun:
     log, items = small_shop()
-    with pytest.MonkeyPatch.context() as mp:
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
         mp.setattr(pipeline, "train_list_ranker", _against_cf)
-        return train_bundle(
-            log, items, tmp_path_factory.mktemp("fallback"), version="fb-v1", params=TrainParams.tiny()
+        result = train_bundle(
+            log,
+            items,
+            tmp_path_factory.mktemp("fallback"),
+            version="fb-v1",
+            params=TrainParams.tiny(),
+            progress=True,
         )
+    return FallbackRun(result, err.getvalue())
 
 
-def test_a_ranker_worse_than_its_candidates_is_replaced_by_the_cf_order(
-    fallback_run: pipeline.TrainResult,
-) -> None:
-    m = fallback_run.metrics
+def test_a_ranker_worse_than_its_candidates_is_replaced_by_the_cf_order(fallback: FallbackRun) -> None:
+    m = fallback.result.metrics
     assert m["ranker_order"] == "cf_order"
     # the learned ranker's figures stay in the record: it lost by more than the gate's 2 SE
     assert m["learned_ranker_minus_cf_ndcg@10"] + 2 * m["learned_ranker_minus_cf_ndcg@10_se"] < 0
@@ -58,15 +71,15 @@ def test_a_ranker_worse_than_its_candidates_is_replaced_by_the_cf_order(
     assert decision.publish, decision.reason
 
 
-def test_the_bundle_ships_the_cf_order_scorer(fallback_run: pipeline.TrainResult) -> None:
-    blob = (fallback_run.bundle_dir / "ranker.tflite").read_bytes()
+def test_the_bundle_ships_the_cf_order_scorer(fallback: FallbackRun) -> None:
+    blob = (fallback.result.bundle_dir / "ranker.tflite").read_bytes()
     rng = np.random.default_rng(0)
     x = rng.random((30, N_FEATURES), dtype=np.float32)
     x[:, FEATURE_NAMES.index("src_cf")] = (np.arange(30) < 12).astype(np.float32)
     x[:, FEATURE_NAMES.index("cf_rank")] = np.where(np.arange(30) < 12, 1.0 / (1.0 + np.arange(30)), 0.0)
     order = np.argsort(-tflite_scores(blob, x), kind="stable")
     assert order[:12].tolist() == list(range(12))  # the CF list first, in its order
-    assert fallback_run.manifest["metrics"]["ranker_order"] == "cf_order"
+    assert fallback.result.manifest["metrics"]["ranker_order"] == "cf_order"
 
 
 def test_a_ranker_that_does_not_lose_ships_as_trained(trained_run: Any) -> None:
@@ -74,11 +87,5 @@ def test_a_ranker_that_does_not_lose_ships_as_trained(trained_run: Any) -> None:
     assert "learned_ranker_ndcg@10" not in trained_run.result.metrics
 
 
-def test_the_fallback_is_reported_on_the_progress_output(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    log, items = small_shop()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "train_list_ranker", _against_cf)
-        train_bundle(log, items, tmp_path, version="fb-v2", params=TrainParams.tiny(), progress=True)
-    assert "shipping the CF-order scorer" in capsys.readouterr().err
+def test_the_fallback_is_reported_on_the_progress_output(fallback: FallbackRun) -> None:
+    assert "shipping the CF-order scorer" in fallback.progress
