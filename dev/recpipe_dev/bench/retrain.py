@@ -213,7 +213,9 @@ def child(size: str, data: str, workers: int, out_path: Path, n_items: int | Non
                 "fusion_validation_blend_ndcg@10",
                 # the retrain's own choice of EASE's lambda and the time-local model's weight
                 "linear_regularization",
+                "linear_weight",
                 "sequential_weight",
+                "als_weight",
                 "blend_tuning_gain_ndcg@10",
                 "blend_tuning_gain_se",
                 "eval_users",

@@ -298,10 +298,15 @@ def make_model(method: str, params: Params, seed: int) -> ScoringModel:
 SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
     "popularity": [{}],
     "als": [
-        {"factors": f, "regularization": r, "alpha": a}
-        for f in (64, 128)
-        for r in (0.05, 0.5)
-        for a in (1.0, 10.0)
+        *(
+            {"factors": f, "regularization": r, "alpha": a}
+            for f in (64, 128)
+            for r in (0.05, 0.5)
+            for a in (1.0, 10.0)
+        ),
+        # the strong ridges the product's ALS uses (docs/training.md): without them this
+        # baseline would be a weaker ALS than the one inside the product
+        *({"factors": 128, "regularization": r, "alpha": 10.0} for r in (50.0, 100.0, 200.0)),
     ],
     "bpr": [
         {"factors": f, "learning_rate": lr, "regularization": r}

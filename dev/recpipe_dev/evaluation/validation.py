@@ -168,7 +168,9 @@ def run_validation(
                         key: metrics[key]
                         for key in (
                             "linear_regularization",
+                            "linear_weight",
                             "sequential_weight",
+                            "als_weight",
                             "fusion_adopted",
                             f"fusion_validation_ndcg@{k}",
                             f"fusion_validation_blend_ndcg@{k}",

@@ -188,8 +188,11 @@ def test_time_local_ease_is_ease_over_the_gram_of_each_users_sliding_windows() -
         fit_sequential(log, head, n_items, window=window, decay=0.5, damping=0.0, regularization=-1.0)
 
 
-def test_fused_lists_blend_the_sequential_score_relative_to_each_users_best() -> None:
-    from recpipe.training.cf import fit_item_linear, fit_sequential, fused_top_n
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 0.0), (0.0, 1.0, 1.0), (1.0, 2.0, 3.0)])
+def test_fused_lists_blend_each_score_relative_to_each_users_best(
+    weights: tuple[float, float, float],
+) -> None:
+    from recpipe.training.cf import BlendWeights, fit_item_linear, fit_sequential, fused_top_n
 
     log = _two_taste_log()
     n_users, n_items = len(log.user_vocab), len(log.item_vocab)
@@ -198,22 +201,38 @@ def test_fused_lists_blend_the_sequential_score_relative_to_each_users_best() ->
     users = np.arange(n_users, dtype=np.int32)
     model = _fit(log)
     plain_i, _ = fused_top_n(linear, model, users, 5)
-    blend_i, blend_s = fused_top_n(linear, model, users, 5, sequential=seq, sequential_weight=1.0)
+    w_e, w_q, w_a = weights
+    blend_i, blend_s = fused_top_n(linear, model, users, 5, sequential=seq, weights=BlendWeights(*weights))
     consumed = linear.user_items.toarray() > 0
     s_lin = linear.scores(users)
     s_seq = seq.scores(linear.user_items, users)
+    s_als = model.user_factors @ model.item_factors.T
     for u in users.tolist():
         row = blend_i[u][blend_i[u] >= 0]
         assert not consumed[u, row].any()
         unseen = ~consumed[u]
-        expect = s_lin[u] / s_lin[u][unseen].max() + s_seq[u] / s_seq[u][unseen].max()
+        # ALS's negative scores count as no evidence (0), not as evidence against
+        expect = (
+            w_e * s_lin[u] / s_lin[u][unseen].max()
+            + w_q * s_seq[u] / s_seq[u][unseen].max()
+            + w_a * np.maximum(s_als[u] / s_als[u][unseen].max(), 0.0)
+        )
         expect[~unseen] = -np.inf
         assert row[0] == int(np.argmax(expect))
         assert blend_s[u][0] == 1.0
-    # weight 0 is the item-linear list
+    # weight 0 on all but EASE is the item-linear list
     np.testing.assert_array_equal(
-        fused_top_n(linear, model, users, 5, sequential=seq, sequential_weight=0.0)[0], plain_i
+        fused_top_n(linear, model, users, 5, sequential=seq, weights=BlendWeights(1.0, 0.0, 0.0))[0], plain_i
     )
+
+
+def test_blend_weights_refuse_negative_or_all_zero_weights() -> None:
+    from recpipe.training.cf import BlendWeights
+
+    with pytest.raises(ValueError, match=">= 0"):
+        BlendWeights(1.0, -1.0, 0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        BlendWeights(0.0, 0.0, 0.0)
 
 
 def test_train_params_refuse_an_unknown_neighbour_source_or_a_bad_sequential_setting() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.domain.events import EventType
-from recpipe.training.cf import fit_als, fit_item_linear, fit_sequential
+from recpipe.training.cf import BlendWeights, fit_als, fit_item_linear, fit_sequential
 from recpipe.training.fusion import (
     FUSION_FEATURES,
     MONTH_S,
@@ -84,7 +84,7 @@ def test_pools_unite_the_blend_and_als_tops_never_a_seen_item_with_exact_feature
     ctx = Context.build(log, len(log.user_vocab), len(log.item_vocab), cats)
     users = np.arange(len(log.user_vocab), dtype=np.int32)
     params = FusionParams(depth=6, als_depth=6)
-    p = pools(models, ctx, users, params, sequential_weight=1.0)
+    p = pools(models, ctx, users, params, weights=BlendWeights(1.0, 1.0, 0.0))
     assert p.items.shape == (len(users), 12)
     seen = models.linear.user_items
     for row, u in enumerate(users.tolist()):
@@ -125,7 +125,7 @@ def test_pools_over_a_head_smaller_than_the_catalogue_match_full_width_scores() 
     ctx = Context.build(log, nu, ni, cats)
     users = np.arange(nu, dtype=np.int32)
     params = FusionParams(depth=5, als_depth=8)
-    p = pools(models, ctx, users, params, sequential_weight=1.0)
+    p = pools(models, ctx, users, params, weights=BlendWeights(1.0, 1.0, 0.0))
 
     # the reference: full-width rows, seen items at -inf, each relative to the row's best
     seen = linear.user_items.toarray() > 0
@@ -164,6 +164,19 @@ def test_pools_over_a_head_smaller_than_the_catalogue_match_full_width_scores() 
         # items outside the head come from ALS alone, below every blend candidate
         outside = ~in_head[cand]
         assert (p.blend[row][p.mask[row]][outside] < 0).all()
+    # with ALS in the blend, each candidate's blend score is the catalogue-wide blend's: the
+    # time-local and ALS terms over the head, the ALS term alone outside it (as fused_top_n)
+    with_als = pools(models, ctx, users, params, weights=BlendWeights(0.0, 1.0, 1.0))
+    rel_a = np.maximum(rel(als.user_factors @ als.item_factors.T), 0.0)
+    full = np.where(in_head, cooc, 0.0) + rel_a
+    for row in range(nu):
+        cand = with_als.items[row][with_als.mask[row]]
+        got = with_als.blend[row][with_als.mask[row]]
+        positive = full[row, cand] > 0
+        np.testing.assert_allclose(got[positive], full[row, cand][positive], rtol=1e-5)
+        assert (got[~positive] < 0).all()  # no positive blend score: below, in ALS's order
+        # the pool holds the catalogue blend's best unseen item
+        assert int(np.argmax(np.where(seen[row], -np.inf, full[row]))) in cand.tolist()
 
 
 def test_first_seen_gap_flags_items_that_appeared_after_the_users_last_event() -> None:
@@ -179,7 +192,11 @@ def test_first_seen_gap_flags_items_that_appeared_after_the_users_last_event() -
     ctx = Context.build(log, len(log.user_vocab), len(log.item_vocab), cats)
     u0 = log.user_vocab.index("u38")  # the last user: every other item was seen before it ended
     p = pools(
-        models, ctx, np.asarray([u0], np.int32), FusionParams(depth=13, als_depth=13), sequential_weight=1.0
+        models,
+        ctx,
+        np.asarray([u0], np.int32),
+        FusionParams(depth=13, als_depth=13),
+        weights=BlendWeights(1.0, 1.0, 0.0),
     )
     new = log.item_vocab.index("a_new")
     slot = np.flatnonzero(p.items[0] == new)
@@ -219,7 +236,7 @@ def _carve_outs(
         cats,
         fit or _fit,
         params=params,
-        sequential_weight=1.0,
+        weights=BlendWeights(1.0, 1.0, 0.0),
         rng=np.random.default_rng(seed),
     )
 

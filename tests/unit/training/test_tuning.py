@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.domain.events import EventType
-from recpipe.training.cf import _relative_rows, fit_item_linear, fit_item_linear_grid, fit_sequential
+from recpipe.training.cf import (
+    BlendWeights,
+    _relative_rows,
+    fit_item_linear,
+    fit_item_linear_grid,
+    fit_sequential,
+)
 from recpipe.training.fusion import CarveOuts, Context, FusionParams, ndcg_lists, pools
 from recpipe.training.pipeline import TrainParams, train_bundle
-from recpipe.training.tuning import choose_blend, pick
+from recpipe.training.tuning import choose_blend, key_of, pick
 
 T0 = 1_600_000_000.0
 
@@ -51,75 +57,108 @@ def test_pick_moves_off_the_default_only_for_a_gain_beyond_two_standard_errors()
     base = rng.random(400)
     noisy = base + rng.normal(0.002, 0.05, 400)  # mean gain 0.002, SE 0.0025
     clear = base + rng.normal(0.03, 0.05, 400)  # mean gain 0.03, SE 0.0025
-    kept, gain, se = pick({(200.0, 1.0): base, (500.0, 1.0): noisy}, (200.0, 1.0))
-    assert kept == (200.0, 1.0) and 0 < gain < 2 * se
-    moved, gain, se = pick({(200.0, 1.0): base, (500.0, 1.0): noisy, (1000.0, 0.0): clear}, (200.0, 1.0))
-    assert moved == (1000.0, 0.0) and gain > 2 * se
+    a, b, c = (200.0, 0.0, 1.0, 1.0), (500.0, 1.0, 1.0, 0.0), (1000.0, 1.0, 0.0, 0.0)
+    kept, gain, se = pick({a: base, b: noisy}, a)
+    assert kept == a and 0 < gain < 2 * se
+    moved, gain, se = pick({a: base, b: noisy, c: clear}, a)
+    assert moved == c and gain > 2 * se
     # a default that is itself the best is kept, with no gain
-    assert pick({(200.0, 1.0): clear, (500.0, 1.0): base}, (200.0, 1.0)) == ((200.0, 1.0), 0.0, 0.0)
+    assert pick({a: clear, b: base}, a) == (a, 0.0, 0.0)
 
 
-def test_choose_blend_scores_every_pair_on_the_carve_out_as_the_blend_orders_the_head() -> None:
+def _fit_als(log: InteractionLog) -> object:
+    from recpipe.training.cf import fit_als
+
+    return fit_als(
+        log,
+        len(log.user_vocab),
+        len(log.item_vocab),
+        factors=4,
+        iterations=5,
+        regularization=0.1,
+        alpha=2.0,
+        seed=1,
+    )
+
+
+def test_choose_blend_scores_every_key_on_the_carve_out_as_the_blend_orders_the_catalogue() -> None:
     log = _taste_log(60)
     nu, ni = len(log.user_vocab), len(log.item_vocab)
 
     def fit_seq(w: InteractionLog, head: np.ndarray) -> object:
         return fit_sequential(w, head, ni, window=5, decay=0.85, damping=0.3)
 
+    default = BlendWeights(1.0, 1.0, 0.0)
     choice = choose_blend(
         log,
         nu,
         ni,
         regularizations=(5.0, 500.0),
-        weights=(0.0, 2.0),
-        default=(50.0, 1.0),
+        weights=(BlendWeights(1.0, 0.0, 0.0), BlendWeights(1.0, 2.0, 0.0), BlendWeights(0.0, 1.0, 2.0)),
+        default=(50.0, default),
         head=100,
         fit_sequential=fit_seq,  # type: ignore[arg-type]
+        fit_als=_fit_als,  # type: ignore[arg-type]
         users=40,
         ratio=0.25,
         rng=np.random.default_rng(3),
     )
     assert choice is not None
-    assert choice.default == (50.0, 1.0) and choice.users == 40
-    assert list(choice.ndcg) == [(r, w) for r in (50.0, 5.0, 500.0) for w in (1.0, 0.0, 2.0)]
-    assert (choice.linear_regularization, choice.sequential_weight) in choice.ndcg
+    assert choice.default == (50.0, 1.0, 1.0, 0.0) and choice.users == 40
+    # every regularisation with every triple that weighs EASE; a triple without EASE once
+    with_ease = [(r, 1.0, q, 0.0) for r in (50.0, 5.0, 500.0) for q in (1.0, 0.0, 2.0)]
+    assert sorted(choice.ndcg) == sorted([*with_ease, (50.0, 0.0, 1.0, 2.0)])
+    assert key_of(choice.linear_regularization, choice.weights) in choice.ndcg
     # the same carve-out (same seed), recomputed by brute force over the whole catalogue for
-    # one pair: EASE at 500 plus twice the co-occurrence, each relative to the user's best
+    # two keys, each score relative to the user's best (ALS's negatives as 0)
     fit_log, carved, held = CarveOuts(log, nu, ni).fold(40, 0.25, np.random.default_rng(3))
     truth = CarveOuts(log, nu, ni).truth(carved, held)
-    linear = fit_item_linear(fit_log, nu, ni, head=100, regularization=500.0)
-    seq = fit_sequential(fit_log, linear.head, ni, window=5, decay=0.85, damping=0.3)
-    e, q = linear.scores(carved), seq.scores(linear.user_items, carved)
-    seen = linear.user_items[carved].toarray() > 0
-    e[seen], q[seen] = -np.inf, -np.inf
-    blend = _relative_rows(e) + 2.0 * _relative_rows(q)
-    order = np.argsort(-blend, axis=1, kind="stable")[:, :10]
-    lists = np.where(np.take_along_axis(blend, order, axis=1) > 0, order, -1).astype(np.int32)
-    assert choice.ndcg[(500.0, 2.0)] == pytest.approx(float(ndcg_lists(lists, truth, 10).mean()), abs=1e-6)
+    seen = None
+    for reg, (w_e, w_q, w_a) in ((500.0, (1.0, 2.0, 0.0)), (50.0, (0.0, 1.0, 2.0))):
+        linear = fit_item_linear(fit_log, nu, ni, head=100, regularization=reg)
+        seq = fit_sequential(fit_log, linear.head, ni, window=5, decay=0.85, damping=0.3)
+        als = _fit_als(fit_log)
+        e, q = linear.scores(carved), seq.scores(linear.user_items, carved)
+        a = (als.user_factors[carved] @ als.item_factors.T).astype(np.float32)  # type: ignore[attr-defined]
+        seen = linear.user_items[carved].toarray() > 0
+        e[seen], q[seen], a[seen] = -np.inf, -np.inf, -np.inf
+        rel_a = _relative_rows(a)
+        rel_a = np.where(np.isneginf(rel_a), rel_a, np.maximum(rel_a, 0.0))
+        terms = ((w_e, _relative_rows(e)), (w_q, _relative_rows(q)), (w_a, rel_a))
+        blend = sum(w * t for w, t in terms if w > 0)
+        order = np.argsort(-blend, axis=1, kind="stable")[:, :10]
+        lists = np.where(np.take_along_axis(blend, order, axis=1) > 0, order, -1).astype(np.int32)
+        want = float(ndcg_lists(lists, truth, 10).mean())
+        assert choice.ndcg[(reg, w_e, w_q, w_a)] == pytest.approx(want, abs=1e-6)
     metrics = choice.metrics(10)
-    assert metrics["blend_tuning_l500_w2_ndcg@10"] == round(choice.ndcg[(500.0, 2.0)], 5)
+    assert metrics["blend_tuning_l500_e1_q2_a0_ndcg@10"] == round(choice.ndcg[(500.0, 1.0, 2.0, 0.0)], 5)
     assert metrics["linear_regularization"] == choice.linear_regularization
+    assert metrics["als_weight"] == choice.weights.als
 
 
 def test_empty_grids_try_the_default_alone_and_keep_it() -> None:
     log = _taste_log(40)
     nu, ni = len(log.user_vocab), len(log.item_vocab)
-    # without a co-occurrence model the weights change nothing: only the default's is scored
+    # without a time-local model or ALS their weights change nothing: only the default is scored
     choice = choose_blend(
         log,
         nu,
         ni,
         regularizations=(),
-        weights=(0.0, 2.0),
-        default=(50.0, 1.0),
+        weights=(BlendWeights(1.0, 0.0, 0.0), BlendWeights(1.0, 2.0, 3.0)),
+        default=(50.0, BlendWeights(1.0, 1.0, 0.0)),
         head=100,
         fit_sequential=None,
         users=20,
         ratio=0.25,
         rng=np.random.default_rng(0),
     )
-    assert choice is not None and list(choice.ndcg) == [(50.0, 1.0)]
-    assert (choice.linear_regularization, choice.sequential_weight, choice.gain) == (50.0, 1.0, 0.0)
+    assert choice is not None and list(choice.ndcg) == [(50.0, 1.0, 1.0, 0.0)]
+    assert (choice.linear_regularization, choice.weights, choice.gain) == (
+        50.0,
+        BlendWeights(1.0, 1.0, 0.0),
+        0.0,
+    )
 
 
 def test_a_zero_co_occurrence_weight_leaves_the_fusion_blend_to_ease_without_nans() -> None:
@@ -134,7 +173,11 @@ def test_a_zero_co_occurrence_weight_leaves_the_fusion_blend_to_ease_without_nan
     ctx = Context.build(log, nu, ni, [[] for _ in log.item_vocab])
     users = np.arange(nu, dtype=np.int32)
     p = pools(
-        CFModels(linear, seq, als), ctx, users, FusionParams(depth=6, als_depth=6), sequential_weight=0.0
+        CFModels(linear, seq, als),
+        ctx,
+        users,
+        FusionParams(depth=6, als_depth=6),
+        weights=BlendWeights(1.0, 0.0, 0.0),
     )
     assert not np.isnan(p.features).any() and not np.isnan(p.blend).any()
     # blend candidates are ordered by EASE alone; the co-occurrence scores stay as features
@@ -153,12 +196,14 @@ def test_train_bundle_records_the_choice_and_publishes_with_it(tmp_path: Path) -
     result = train_bundle(log, [], tmp_path, version="v1", params=TrainParams.tiny())
     m = result.metrics
     assert {"linear_regularization", "sequential_weight", "blend_tuning_gain_se"} <= set(m)
-    assert f"blend_tuning_l{TrainParams.tiny().linear_regularization:g}_w1_ndcg@10" in m
+    tiny = TrainParams.tiny()
+    assert f"blend_tuning_l{tiny.linear_regularization:g}_e0_q1_a1_ndcg@10" in m
+    assert {"linear_weight", "als_weight"} <= set(m)
     # the bundle's params are the ones its lists were fitted with
     assert result.manifest["params"]["linear_regularization"] == m["linear_regularization"]
     assert result.manifest["params"]["sequential_weight"] == m["sequential_weight"]
     fixed = TrainParams.from_dict(
-        {**TrainParams.tiny().to_dict(), "linear_regularization_grid": [], "sequential_weight_grid": []}
+        {**TrainParams.tiny().to_dict(), "linear_regularization_grid": [], "blend_weight_grid": []}
     )
     m2 = train_bundle(log, [], tmp_path / "fixed", version="v2", params=fixed).metrics
     assert m2["linear_regularization"] == fixed.linear_regularization and "blend_tuning_gain_se" not in m2
@@ -169,6 +214,9 @@ def test_train_bundle_records_the_choice_and_publishes_with_it(tmp_path: Path) -
     [
         {"linear_regularization_grid": [100, -1]},
         {"sequential_weight_grid": [-0.5]},
+        {"blend_weight_grid": [[1, 0, 0], [0, 0, 0]]},
+        {"blend_weight_grid": [[1, 0]]},
+        {"linear_weight": 0, "sequential_weight": 0, "als_weight": 0},
         {"linear_regularization": 0},
     ],
 )
@@ -178,6 +226,9 @@ def test_train_params_refuse_a_bad_grid_from_a_retrain_request(bad: dict[str, ob
 
 
 def test_grids_round_trip_through_a_json_request() -> None:
-    p = TrainParams.from_dict({"linear_regularization_grid": [300, 3000], "sequential_weight_grid": [0]})
-    assert p.linear_regularization_grid == (300.0, 3000.0) and p.sequential_weight_grid == (0.0,)
+    p = TrainParams.from_dict({"linear_regularization_grid": [300, 3000], "blend_weight_grid": [[1, 2, 0]]})
+    assert p.linear_regularization_grid == (300.0, 3000.0) and p.blend_weight_grid == ((1.0, 2.0, 0.0),)
     assert TrainParams.from_dict(p.to_dict()) == p
+    # a request from before ALS joined the blend: its time-local weights, beside EASE
+    old = TrainParams.from_dict({"sequential_weight_grid": [0, 4]})
+    assert old.blend_weight_grid == ((1.0, 0.0, 0.0), (1.0, 4.0, 0.0))

@@ -540,6 +540,58 @@ def _relative_rows(s: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.where(top > 0, s / np.where(top > 0, top, 1.0), s).astype(np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class BlendWeights:
+    """Weights of the fixed blend that orders the published CF lists: EASE (`linear`), the
+    time-local EASE (`sequential`) and ALS (`als`), each score relative to the user's best
+    unseen item (ALS's negative scores count as 0: no evidence, not evidence against)."""
+
+    linear: float
+    sequential: float
+    als: float
+
+    def __post_init__(self) -> None:
+        if not (self.linear >= 0 and self.sequential >= 0 and self.als >= 0):
+            raise ValueError(f"blend weights must be >= 0, got {self}")
+        if not self.linear + self.sequential + self.als > 0:
+            raise ValueError("at least one blend weight must be > 0")
+
+    def combine(
+        self,
+        rel_e: npt.NDArray[np.float32],
+        rel_q: npt.NDArray[np.float32] | None,
+        rel_a: npt.NDArray[np.float32] | None,
+    ) -> npt.NDArray[np.float32]:
+        """The blend of relative scores of one shape (-inf at seen items stays -inf: a zero
+        weight's term is skipped, never multiplied, as 0 x -inf would be NaN)."""
+        out = np.zeros(rel_e.shape, np.float32)
+        for w, rel in ((self.linear, rel_e), (self.sequential, rel_q), (self.als, rel_a)):
+            if w > 0 and rel is not None:
+                out += np.float32(w) * rel
+        out[np.isneginf(rel_e)] = -np.inf
+        return out
+
+
+def relative_als(s_a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """ALS scores relative to the row's best, negatives (and users without factors) at 0,
+    -inf kept at seen items."""
+    rel = _relative_rows(s_a)
+    return np.where(np.isneginf(rel), rel, np.maximum(rel, 0.0)).astype(np.float32)
+
+
+def _top_rows(s: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.int32]:
+    """Each row's best `n` columns by score, best first; -1 where the score is -inf."""
+    k = min(n, s.shape[1])
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(s, part, axis=1)
+    order = np.argsort(-ps, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1).astype(np.int32)
+    best[~np.isfinite(np.take_along_axis(ps, order, axis=1))] = -1
+    out = np.full((len(s), n), -1, np.int32)
+    out[:, :k] = best
+    return out
+
+
 def fused_top_n(
     linear: ItemLinearModel | None,
     model: CFModel,
@@ -547,16 +599,16 @@ def fused_top_n(
     n: int,
     *,
     sequential: SequentialModel | None = None,
-    sequential_weight: float = 0.0,
+    weights: BlendWeights = BlendWeights(1.0, 0.0, 0.0),
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """The published CF list: items by the item-linear (EASE) score (blended, when `sequential`
-    is given, with its time-local score: each relative to the user's best unseen item, the
-    sequential one times `sequential_weight`), then the ALS list's items the linear model does
-    not reach (users whose history lies outside the head), -1 padded.
+    """The published CF list: items by the blend (`weights`) of the item-linear (EASE), the
+    time-local and the ALS scores, each relative to the user's best unseen item; then the ALS
+    list's items the blend does not reach (users whose history lies outside the head, with no
+    positive ALS score), -1 padded.
 
-    Scores: the (blended) linear score for the first part; below it, ALS items get its last
-    score times a decaying factor, so the list's score order is its rank order; then divided by the
-    user's best score."""
+    Scores: the blend's for the first part; below it, ALS items get its last score times a
+    decaying factor, so the list's score order is its rank order; then divided by the user's
+    best score."""
     if linear is None or not len(users):
         als_i, als_s = top_n(model, users, n)
         return als_i, _relative(als_s)
@@ -566,17 +618,30 @@ def fused_top_n(
     batch = _rows_per_block(linear.n_items)
     for lo in range(0, len(users), batch):
         block = users[lo : lo + batch]
-        # ALS a block at a time too: for every user at once its lists were [users, n] twice
-        # (320 MB at 200,000 users), held through the whole loop at the retrain's memory peak
-        als_i, _ = top_n(model, block, n)
-        s = linear.scores(block)
         seen = linear.user_items[block]
         r, c = seen.nonzero()
-        s[r, c] = -np.inf
-        if sequential is not None and sequential_weight > 0:
+        rel_q = rel_a = None
+        if weights.als > 0:
+            # one ALS product per block serves both its blend term and the list's fill
+            a = (model.user_factors[block] @ model.item_factors.T).astype(np.float32)
+            a[r, c] = -np.inf
+            a[np.abs(model.user_factors[block]).sum(axis=1) == 0] = -np.inf  # no factors: no list
+            als_i = _top_rows(a, n)
+            rel_a = relative_als(a)
+            del a
+        else:
+            # ALS a block at a time too: for every user at once its lists were [users, n] twice
+            # (320 MB at 200,000 users), held through the whole loop at the retrain's memory peak
+            als_i, _ = top_n(model, block, n)
+        if sequential is not None and weights.sequential > 0:
             q = sequential.scores(linear.user_items, block)
             q[r, c] = -np.inf
-            s = _relative_rows(s) + np.float32(sequential_weight) * _relative_rows(q)
+            rel_q = _relative_rows(q)
+            del q
+        s = linear.scores(block)
+        s[r, c] = -np.inf
+        s = weights.combine(_relative_rows(s), rel_q, rel_a)
+        del rel_q, rel_a
         k = min(n, s.shape[1])
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         ps = np.take_along_axis(s, part, axis=1)
@@ -591,8 +656,8 @@ def fused_top_n(
             out_i[lo + row, :m] = items_l
             out_s[lo + row, :m] = scores_l
             if m < n:
-                a = als_i[row]
-                extra = a[(a >= 0) & ~np.isin(a, items_l)][: n - m]
+                a_row = als_i[row]
+                extra = a_row[(a_row >= 0) & ~np.isin(a_row, items_l)][: n - m]
                 floor = float(scores_l[-1]) if m else 1.0
                 out_i[lo + row, m : m + len(extra)] = extra
                 out_s[lo + row, m : m + len(extra)] = floor * 0.5 / (1.0 + np.arange(len(extra)))

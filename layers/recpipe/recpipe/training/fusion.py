@@ -33,12 +33,14 @@ import scipy.sparse as sp
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.ranking_metrics import ndcg_at_k
 from recpipe.training.cf import (
+    BlendWeights,
     CFModel,
     ItemLinearModel,
     SequentialModel,
     _relative,
     _relative_rows,
     _rows_per_block,
+    relative_als,
     row_weights,
 )
 
@@ -231,7 +233,7 @@ def pools(
     users: npt.NDArray[np.int32],
     params: FusionParams,
     *,
-    sequential_weight: float,
+    weights: BlendWeights,
 ) -> Pools:
     """Candidate pools and features for `users` (the blend's top united with ALS's top)."""
     n_items = models.linear.n_items
@@ -242,7 +244,7 @@ def pools(
     batch = _rows_per_block(n_items)
     for lo in range(0, len(users), batch):
         block = users[lo : lo + batch]
-        i, f, b = _block(models, ctx, block, params, sequential_weight)
+        i, f, b = _block(models, ctx, block, params, weights)
         out_i[lo : lo + len(block), : i.shape[1]] = i
         out_f[lo : lo + len(block), : i.shape[1]] = f
         out_b[lo : lo + len(block), : i.shape[1]] = b
@@ -254,11 +256,11 @@ def _block(
     ctx: Context,
     block: npt.NDArray[np.int32],
     params: FusionParams,
-    sequential_weight: float,
+    weights: BlendWeights,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """One block of users' pools. EASE, the time-local model and so the blend score nothing outside the
-    head: they are computed over the head only ([block, head]); ALS is the one model scored over
-    the whole catalogue (its top can be anywhere). Everything else is gathered at the pool's
+    """One block of users' pools. EASE and the time-local model score nothing outside the head:
+    they are computed over the head only ([block, head]); ALS is the one model scored over the
+    whole catalogue (its top can be anywhere), so outside the head the blend is its ALS term. Everything else is gathered at the pool's
     (at most depth + als_depth) candidates, so the cost per user grows with the catalogue only
     through the ALS product and its top-k."""
     linear, sequential, model = models.linear, models.sequential, models.als
@@ -282,8 +284,6 @@ def _block(
     # relative to each row's best; over the head alone this is the same as over the catalogue
     # (items outside the head score 0, and a best <= 0 leaves a row unchanged either way)
     rel_e, rel_q = _relative_rows(s_e), _relative_rows(s_q)
-    # (0 x -inf at a seen item would be NaN: a zero weight leaves EASE alone)
-    blend = rel_e + np.float32(sequential_weight) * rel_q if sequential_weight > 0 else rel_e
     uf = model.user_factors[block]
     s_a = (uf @ model.item_factors.T).astype(np.float32)
     seen_a = model.user_items[block]
@@ -292,6 +292,10 @@ def _block(
     s_a[r, c] = -np.inf
     has_als = np.abs(uf).sum(axis=1) > 0
     rel_a = _relative_rows(s_a)
+    # the blend over the head; a candidate outside it has only its ALS term (cf.fused_top_n
+    # blends over the catalogue, where EASE and the time-local model score 0 outside the head)
+    rel_a_pos = relative_als(s_a)
+    blend = weights.combine(rel_e, rel_q, rel_a_pos[:, head] if n_head else None)
 
     d = params.depth
     top_b = _top(blend, d) if n_head else np.zeros((len(block), 0), np.int64)  # head positions
@@ -369,10 +373,16 @@ def _block(
     gap = np.where(
         np.isfinite(fs) & np.isfinite(lastc), (fs - np.where(np.isfinite(lastc), lastc, 0.0)) / YEAR_S, 0.0
     )
-    blend_max = blend.max(axis=1, keepdims=True) if n_head else np.zeros((len(block), 1), np.float32)
     rel_a_c = kept(rel_als(cand))
+    # the blend at each candidate: over the head, or its ALS term alone outside it
+    outside = valid & (head_pos[safe] < 0)
+    blend_c = np.where(valid, at_head(blend, cand), -np.inf).astype(np.float32)
+    als_c = rel_a_pos[rows, safe]
+    als_c = np.float32(weights.als) * np.where(np.isfinite(als_c), als_c, 0.0)  # -inf: padding
+    blend_c = np.where(outside, als_c, blend_c).astype(np.float32)
+    blend_max = np.where(valid, blend_c, -np.inf).max(axis=1, keepdims=True)
     columns = {
-        "blend_rel": kept(at_head(blend / np.maximum(blend_max, 1e-6), cand)),
+        "blend_rel": kept(blend_c / np.maximum(blend_max, 1e-6)),
         "blend_rrank": rrank(head[top_b], ok_b),
         "ease_rel": kept(at_head(rel_e, cand)),
         "ease_rrank": rrank(head[top_e], ok_e),
@@ -388,9 +398,8 @@ def _block(
         "first_seen_gap": np.where(valid, np.clip(gap, -5.0, 5.0) / 5.0, 0.0),
     }
     feats = np.stack([np.asarray(columns[n], np.float32) for n in FUSION_FEATURES], axis=2)
-    bl = np.where(valid, at_head(blend, cand), -np.inf).astype(np.float32)
-    # ALS-only candidates sit below every blend candidate in the blend's own order
-    bl = np.where(valid & ~(bl > 0), -1.0 + rel_a_c * 0.5, bl).astype(np.float32)
+    # candidates without a positive blend score sit below every one with, in ALS's order
+    bl = np.where(valid & ~(blend_c > 0), -1.0 + rel_a_c * 0.5, blend_c).astype(np.float32)
     return cand.astype(np.int32), feats, bl
 
 
@@ -612,7 +621,7 @@ def carve_outs(
     fit: FitModels,
     *,
     params: FusionParams,
-    sequential_weight: float,
+    weights: BlendWeights,
     rng: np.random.Generator,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[tuple[Pools, npt.NDArray[np.float32]], tuple[Pools, list[npt.NDArray[np.int64]]], dict[str, Any]]:
@@ -644,7 +653,7 @@ def carve_outs(
         fit_log, users, held_cells = cuts.fold(params.users, params.ratio, rng)
         models = fit(fit_log)
         ctx = Context.build(fit_log, n_users, n_items, item_categories)
-        p = pools(models, ctx, users, params, sequential_weight=sequential_weight)
+        p = pools(models, ctx, users, params, weights=weights)
         truth = cuts.truth(users, held_cells)
         is_val = val_user[users]
         # label = the pool's (user, item) cell is held out
@@ -698,7 +707,7 @@ def fused_lists(
     *,
     fusion: FusionModel,
     params: FusionParams,
-    sequential_weight: float,
+    weights: BlendWeights,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
     """The published CF lists in the fused order: top `n` of each user's pool, -1 padded."""
     n_out = min(n, params.depth + params.als_depth)
@@ -706,7 +715,7 @@ def fused_lists(
     out_s = np.zeros((len(users), n_out), np.float32)
     for lo in range(0, len(users), PUBLISH_CHUNK):
         chunk = users[lo : lo + PUBLISH_CHUNK]
-        p = pools(models, ctx, chunk, params, sequential_weight=sequential_weight)
+        p = pools(models, ctx, chunk, params, weights=weights)
         i, s = fusion.order(p, n_out)
         out_i[lo : lo + len(chunk), : i.shape[1]] = i
         out_s[lo : lo + len(chunk), : s.shape[1]] = s

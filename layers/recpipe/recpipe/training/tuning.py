@@ -1,18 +1,18 @@
 """Choices a retrain makes on its own data: the item-linear (EASE) model's regularisation and
-the time-local model's weight in the blend.
+the weights of the fixed blend (EASE, the time-local EASE, ALS) that orders the CF lists.
 
-Both move with the data. On ml-latest-small's validation splits lambda 200 and weight 2 are
-best (weight 1 with the earlier co-occurrence counts); on a generated shop in MovieLens format
-with 6,000 users and 920,000 ratings the counts' blend found the held-out items worse than
-EASE alone at lambda 1,000 (docs/training.md). Fixed
-defaults are tuned to whatever data they were chosen on. So every retrain carves a random
-quarter of some users' items out of the window before its holdout, fits EASE at each
-regularisation of a small grid on the rest (one Gram matrix, one inverse per value), orders
-each user's head by the blend at each weight (EASE and the time-local scores, each relative
-to the user's best, as `cf.fused_top_n` orders the published lists) and keeps the pair whose
-lists find the held-out items best. It moves off the defaults only when the gain is more than
-two standard errors of the paired per-user difference (the best of twenty noisy pairs beats the
-default by one standard error easily): a noisy carve-out keeps the defaults.
+Both move with the data. On ml-latest-small's validation splits the time-local EASE and ALS,
+equally weighted, are best (EASE + 2 x the time-local model before ALS joined the blend); on a
+generated shop in MovieLens format with 6,000 users and 920,000 ratings EASE wanted lambda 1,000
+and no time-local term (docs/training.md). Fixed defaults are tuned to whatever data they were
+chosen on. So every retrain carves a random quarter of some users' items out of the window
+before its holdout, fits EASE at each regularisation of a small grid on the rest (one Gram
+matrix, one inverse per value), the time-local model and ALS once, orders each carved user's
+catalogue by the blend at each weight triple (each score relative to the user's best, as
+`cf.fused_top_n` orders the published lists) and keeps the key whose lists find the held-out
+items best. It moves off the defaults only when the gain is more than two standard errors of
+the paired per-user difference (the best of twenty noisy keys beats the default by one
+standard error easily): a noisy carve-out keeps the defaults.
 """
 
 from __future__ import annotations
@@ -25,29 +25,37 @@ import numpy.typing as npt
 
 from recpipe.domain.catalogue import InteractionLog
 from recpipe.training.cf import (
+    BlendWeights,
+    CFModel,
     ItemLinearModel,
     SequentialModel,
     _relative_rows,
     _rows_per_block,
     fit_item_linear_grid,
+    relative_als,
 )
 from recpipe.training.fusion import CHOICE_MARGIN_SE, CarveOuts, _top, adopt, ndcg_lists
 
 FitSequential = Callable[[InteractionLog, npt.NDArray[np.int32]], SequentialModel]
-#: (item-linear regularisation, time-local weight)
-Key = tuple[float, float]
+FitALS = Callable[[InteractionLog], CFModel]
+#: (item-linear regularisation, EASE weight, time-local weight, ALS weight)
+Key = tuple[float, float, float, float]
+
+
+def key_of(regularization: float, weights: BlendWeights) -> Key:
+    return (float(regularization), float(weights.linear), float(weights.sequential), float(weights.als))
 
 
 @dataclass(frozen=True, slots=True)
 class BlendChoice:
-    """The chosen (regularisation, time-local weight) and the figures behind the choice."""
+    """The chosen (regularisation, blend weights) and the figures behind the choice."""
 
     linear_regularization: float
-    sequential_weight: float
+    weights: BlendWeights
     default: Key
-    #: mean nDCG@k of the carve-out users' blend lists, per (regularisation, weight)
+    #: mean nDCG@k of the carve-out users' blend lists, per key
     ndcg: dict[Key, float]
-    #: paired gain of the best pair over the default pair, and its standard error
+    #: paired gain of the best key over the default key, and its standard error
     gain: float
     gain_se: float
     users: int
@@ -55,13 +63,15 @@ class BlendChoice:
     def metrics(self, k: int) -> dict[str, float]:
         out = {
             "linear_regularization": self.linear_regularization,
-            "sequential_weight": self.sequential_weight,
+            "linear_weight": self.weights.linear,
+            "sequential_weight": self.weights.sequential,
+            "als_weight": self.weights.als,
             "blend_tuning_users": float(self.users),
             f"blend_tuning_gain_ndcg@{k}": round(self.gain, 5),
             "blend_tuning_gain_se": round(self.gain_se, 5),
         }
-        for (reg, w), v in self.ndcg.items():
-            out[f"blend_tuning_l{reg:g}_w{w:g}_ndcg@{k}"] = round(v, 5)
+        for (reg, we, wq, wa), v in self.ndcg.items():
+            out[f"blend_tuning_l{reg:g}_e{we:g}_q{wq:g}_a{wa:g}_ndcg@{k}"] = round(v, 5)
         return out
 
 
@@ -71,43 +81,62 @@ def choose_blend(
     n_items: int,
     *,
     regularizations: tuple[float, ...],
-    weights: tuple[float, ...],
-    default: Key,
+    weights: tuple[BlendWeights, ...],
+    default: tuple[float, BlendWeights],
     head: int,
     fit_sequential: FitSequential | None,
+    fit_als: FitALS | None = None,
     users: int,
     ratio: float,
     rng: np.random.Generator,
     k: int = 10,
 ) -> BlendChoice | None:
-    """The item-linear regularisation and time-local weight for data like `window` (None:
-    no user has enough items to carve)."""
+    """The item-linear regularisation and blend weights for data like `window` (None: no user
+    has enough items to carve). Every regularisation is tried with every weight triple that
+    gives EASE a weight (with none, the regularisation changes nothing: only the default's is
+    scored); a model whose fit is not given (None) contributes nothing, so triples that differ
+    only in its weight are scored once."""
     regs = tuple(dict.fromkeys((float(default[0]), *(float(g) for g in regularizations))))
-    ws = tuple(dict.fromkeys((float(default[1]), *(float(w) for w in weights))))
-    if fit_sequential is None:  # no time-local scores: the weight changes nothing
-        ws = (float(default[1]),)
+    ws = tuple(dict.fromkeys((default[1], *weights)))
+
+    def effective(w: BlendWeights) -> tuple[float, float, float]:
+        return (w.linear, w.sequential if fit_sequential else 0.0, w.als if fit_als else 0.0)
+
+    plan: dict[float, list[BlendWeights]] = {}
+    scored: set[tuple[float, tuple[float, float, float]]] = set()
+    for reg in regs:
+        for w in ws:
+            eff = effective(w)
+            at = reg if w.linear > 0 else regs[0]
+            if (at, eff) in scored or (w != default[1] and sum(eff) <= 0):
+                continue
+            scored.add((at, eff))
+            plan.setdefault(at, []).append(w)
     cuts = CarveOuts(window, n_users, n_items)
     if not len(cuts.eligible):
         return None
     fit_log, carved, held_cells = cuts.fold(users, ratio, rng)
     truth = cuts.truth(carved, held_cells)
-    per_pair: dict[Key, npt.NDArray[np.float64]] = {}
+    per_key: dict[Key, npt.NDArray[np.float64]] = {}
     sequential: SequentialModel | None = None
-    fits = fit_item_linear_grid(fit_log, n_users, n_items, head=head, regularizations=regs)
-    for reg, linear in zip(regs, fits, strict=True):
+    als = fit_als(fit_log) if fit_als is not None and any(w.als > 0 for w in ws) else None
+    fits = fit_item_linear_grid(fit_log, n_users, n_items, head=head, regularizations=tuple(plan))
+    for reg, linear in zip(plan, fits, strict=True):
         if sequential is None and fit_sequential is not None:
             sequential = fit_sequential(fit_log, linear.head)  # the head does not depend on lambda
         for w, ndcg in zip(
-            ws, _blend_ndcg(linear, sequential, weights=ws, users=carved, truth=truth, k=k), strict=True
+            plan[reg],
+            _blend_ndcg(linear, sequential, als, weights=plan[reg], users=carved, truth=truth, k=k),
+            strict=True,
         ):
-            per_pair[(reg, w)] = ndcg
-    base_key = (regs[0], ws[0])
-    chosen, gain, se = pick(per_pair, base_key)
+            per_key[key_of(reg, w)] = ndcg
+    base_key = key_of(regs[0], default[1])
+    chosen, gain, se = pick(per_key, base_key)
     return BlendChoice(
         linear_regularization=chosen[0],
-        sequential_weight=chosen[1],
+        weights=BlendWeights(*chosen[1:]),
         default=base_key,
-        ndcg={key: float(v.mean()) for key, v in per_pair.items()},
+        ndcg={key: float(v.mean()) for key, v in per_key.items()},
         gain=gain,
         gain_se=se,
         users=len(carved),
@@ -128,35 +157,39 @@ def pick(per_key: dict[Key, npt.NDArray[np.float64]], default: Key) -> tuple[Key
 def _blend_ndcg(
     linear: ItemLinearModel,
     sequential: SequentialModel | None,
+    als: CFModel | None,
     *,
-    weights: tuple[float, ...],
+    weights: list[BlendWeights],
     users: npt.NDArray[np.int32],
     truth: list[npt.NDArray[np.int64]],
     k: int,
 ) -> list[npt.NDArray[np.float64]]:
-    """Per-user nDCG@k of the head's blend order at each time-local weight (seen items never
-    listed), as `cf.fused_top_n` orders the head."""
-    head = linear.head.astype(np.int64)
+    """Per-user nDCG@k of the blend's order at each weight triple, over the catalogue (seen items
+    never listed), as `cf.fused_top_n` orders the published lists."""
     out = [np.zeros(len(users), np.float64) for _ in weights]
-    if not len(head):
-        return out
     batch = _rows_per_block(linear.n_items)
     for lo in range(0, len(users), batch):
         block = users[lo : lo + batch]
-        seen = linear.user_items[block][:, head]
-        r, c = seen.nonzero()
-        s = linear.head_scores(block)
+        r, c = linear.user_items[block].nonzero()
+        s = linear.scores(block)
         s[r, c] = -np.inf
         rel_e = _relative_rows(s)
-        rel_q = np.zeros_like(rel_e)
-        if sequential is not None:
-            q = sequential.head_scores(linear.user_items, block)
+        del s
+        rel_q = rel_a = None
+        if sequential is not None and any(w.sequential > 0 for w in weights):
+            q = sequential.scores(linear.user_items, block)
             q[r, c] = -np.inf
             rel_q = _relative_rows(q)
+            del q
+        if als is not None and any(w.als > 0 for w in weights):
+            a = (als.user_factors[block] @ als.item_factors.T).astype(np.float32)
+            a[r, c] = -np.inf
+            rel_a = relative_als(a)
+            del a
         for j, w in enumerate(weights):
-            blend = rel_e + np.float32(w) * rel_q if w > 0 else rel_e
+            blend = w.combine(rel_e, rel_q, rel_a)
             top = _top(blend, k)
             ok = np.take_along_axis(blend, top, axis=1) > 0
-            lists = np.where(ok, head[top], -1).astype(np.int32)
+            lists = np.where(ok, top, -1).astype(np.int32)
             out[j][lo : lo + len(block)] = ndcg_lists(lists, truth[lo : lo + len(block)], k)
     return out
