@@ -21,6 +21,7 @@ from recpipe.training.fusion import (
     FusionParams,
     Pools,
     adopt,
+    adoption_half,
     blend_order,
     carve_outs,
     ndcg_lists,
@@ -317,9 +318,26 @@ def test_training_finds_a_planted_signal_the_blend_ignores() -> None:
     )
     assert metrics["fusion_validation_ndcg@5"] > 0.9
     assert metrics["fusion_validation_blend_ndcg@5"] < 0.5
-    assert ndcg_lists(model.order(val, 5)[0], truth, 5).mean() == pytest.approx(
-        metrics["fusion_validation_ndcg@5"], abs=1e-5
+    # the reported figures are the adoption half's; the other half chose the epochs
+    judge = adoption_half(val.users, 1)
+    assert (
+        metrics["fusion_validation_lists"] == judge.sum()
+        and metrics["fusion_epoch_choice_lists"] == (~judge).sum()
     )
+    judged = ndcg_lists(model.order(val, 5)[0], truth, 5)[judge]
+    assert judged.mean() == pytest.approx(metrics["fusion_validation_ndcg@5"], abs=1e-5)
+
+
+def test_the_adoption_half_keeps_each_users_lists_together_and_leaves_both_halves_some() -> None:
+    users = np.repeat(np.arange(200, dtype=np.int32), 3)  # three lists (carve-outs) per user
+    half = adoption_half(users, 7)
+    per_user = half.reshape(200, 3)
+    assert (per_user.all(axis=1) | ~per_user.any(axis=1)).all()
+    assert 60 < per_user[:, 0].sum() < 140
+    np.testing.assert_array_equal(half, adoption_half(users, 7))  # deterministic per seed
+    assert not np.array_equal(half, adoption_half(users, 8))
+    # a single user cannot be split: its lists do both jobs
+    assert adoption_half(np.zeros(4, np.int32), 7).all()
 
 
 def test_members_trained_in_one_graph_each_learn_the_signal_and_differ() -> None:
