@@ -625,9 +625,9 @@ def fused_top_n(
             # one ALS product per block serves both its blend term and the list's fill
             a = (model.user_factors[block] @ model.item_factors.T).astype(np.float32)
             a[r, c] = -np.inf
-            a[np.abs(model.user_factors[block]).sum(axis=1) == 0] = -np.inf  # no factors: no list
             als_i = _top_rows(a, n)
-            rel_a = relative_als(a)
+            als_i[np.abs(model.user_factors[block]).sum(axis=1) == 0] = -1  # no factors: no fill
+            rel_a = relative_als(a)  # all-zero scores stay 0: no ALS term, not -inf
             del a
         else:
             # ALS a block at a time too: for every user at once its lists were [users, n] twice
