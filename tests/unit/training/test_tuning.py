@@ -232,3 +232,58 @@ def test_grids_round_trip_through_a_json_request() -> None:
     # a request from before ALS joined the blend: its time-local weights, beside EASE
     old = TrainParams.from_dict({"sequential_weight_grid": [0, 4]})
     assert old.blend_weight_grid == ((1.0, 0.0, 0.0), (1.0, 4.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("winner", "alone_gain", "want_reg"),
+    [
+        # the blend leaves EASE out: lambda is EASE's own choice when its gain is clear ...
+        ((0.0, 1.0, 0.0), 0.05, 500.0),
+        # ... and stays the default when it is noise
+        ((0.0, 1.0, 0.0), 0.0, 50.0),
+        # the blend weighs EASE: its own key's lambda, whatever EASE alone prefers
+        ((1.0, 2.0, 0.0), 0.05, 5.0),
+    ],
+)
+def test_the_regularisation_comes_from_ease_alone_when_the_chosen_blend_leaves_ease_out(
+    monkeypatch: pytest.MonkeyPatch, winner: tuple[float, float, float], alone_gain: float, want_reg: float
+) -> None:
+    from recpipe.training import tuning
+
+    log = _taste_log(60)
+    nu, ni = len(log.user_vocab), len(log.item_vocab)
+    rng = np.random.default_rng(0)
+    base = rng.random(40)
+
+    def figures(linear: object, *_: object, weights: list[BlendWeights], **__: object) -> list[np.ndarray]:
+        reg = linear.regularization  # type: ignore[attr-defined]
+        out = []
+        for w in weights:
+            v = base.copy()
+            if (w.linear, w.sequential, w.als) == winner and (w.linear == 0 or reg == 5.0):
+                v = v + 0.2  # the winning blend, clearly
+            if w == tuning.LINEAR_ALONE and reg == 500.0:
+                v = v + alone_gain + rng.normal(0.0, 0.01, len(v))
+            out.append(v)
+        return out
+
+    monkeypatch.setattr(tuning, "_blend_ndcg", figures)
+    choice = choose_blend(
+        log,
+        nu,
+        ni,
+        regularizations=(5.0, 500.0),
+        weights=(BlendWeights(1.0, 2.0, 0.0),),  # EASE alone is not in the grid: scored to choose lambda only
+        default=(50.0, BlendWeights(0.0, 1.0, 0.0)),
+        head=100,
+        fit_sequential=lambda w, head: fit_sequential(w, head, ni, window=5, decay=0.85, damping=0.3),  # type: ignore[arg-type,misc]
+        users=40,
+        ratio=0.25,
+        rng=np.random.default_rng(3),
+    )
+    assert choice is not None
+    assert (choice.weights.linear, choice.weights.sequential, choice.weights.als) == winner
+    assert choice.linear_regularization == want_reg
+    # EASE alone was scored at every lambda, but is never the blend unless the grid holds it
+    assert {(r, 1.0, 0.0, 0.0) for r in (50.0, 5.0, 500.0)} <= set(choice.ndcg)
+    assert choice.metrics(10)["linear_tuning_gain_se"] >= 0

@@ -13,6 +13,12 @@ catalogue by the blend at each weight triple (each score relative to the user's 
 items best. It moves off the defaults only when the gain is more than two standard errors of
 the paired per-user difference (the best of twenty noisy keys beats the default by one
 standard error easily): a noisy carve-out keeps the defaults.
+
+EASE's regularisation matters even when the chosen blend weighs EASE 0: the learned fusion's
+EASE features come from that fit. So it is also chosen on EASE's own lists (the key
+(lambda, 1, 0, 0) at every lambda, by the same two-standard-error rule), and that choice is the
+one kept when the blend leaves EASE out. Without it, a generated ml-1m-sized shop kept lambda
+200 where EASE alone wants 2,000, and its fusion was no longer adopted (docs/training.md).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ FitSequential = Callable[[InteractionLog, npt.NDArray[np.int32]], SequentialMode
 FitALS = Callable[[InteractionLog], CFModel]
 #: (item-linear regularisation, EASE weight, time-local weight, ALS weight)
 Key = tuple[float, float, float, float]
+#: the weights whose lists choose EASE's regularisation on its own
+LINEAR_ALONE = BlendWeights(1.0, 0.0, 0.0)
 
 
 def key_of(regularization: float, weights: BlendWeights) -> Key:
@@ -59,6 +67,10 @@ class BlendChoice:
     gain: float
     gain_se: float
     users: int
+    #: EASE's own choice (LINEAR_ALONE's keys): the best regularisation's paired gain over the
+    #: default's and its standard error (0, 0 with one regularisation)
+    linear_gain: float = 0.0
+    linear_gain_se: float = 0.0
 
     def metrics(self, k: int) -> dict[str, float]:
         out = {
@@ -69,6 +81,8 @@ class BlendChoice:
             "blend_tuning_users": float(self.users),
             f"blend_tuning_gain_ndcg@{k}": round(self.gain, 5),
             "blend_tuning_gain_se": round(self.gain_se, 5),
+            f"linear_tuning_gain_ndcg@{k}": round(self.linear_gain, 5),
+            "linear_tuning_gain_se": round(self.linear_gain_se, 5),
         }
         for (reg, we, wq, wa), v in self.ndcg.items():
             out[f"blend_tuning_l{reg:g}_e{we:g}_q{wq:g}_a{wa:g}_ndcg@{k}"] = round(v, 5)
@@ -95,22 +109,25 @@ def choose_blend(
     has enough items to carve). Every regularisation is tried with every weight triple that
     gives EASE a weight (with none, the regularisation changes nothing: only the default's is
     scored); a model whose fit is not given (None) contributes nothing, so triples that differ
-    only in its weight are scored once."""
+    only in its weight are scored once. EASE alone (LINEAR_ALONE) is scored at every
+    regularisation too, to choose the regularisation when the chosen blend weighs EASE 0."""
     regs = tuple(dict.fromkeys((float(default[0]), *(float(g) for g in regularizations))))
     ws = tuple(dict.fromkeys((default[1], *weights)))
+    alone = (LINEAR_ALONE.linear, LINEAR_ALONE.sequential, LINEAR_ALONE.als)
 
     def effective(w: BlendWeights) -> tuple[float, float, float]:
         return (w.linear, w.sequential if fit_sequential else 0.0, w.als if fit_als else 0.0)
 
     plan: dict[float, list[BlendWeights]] = {}
-    scored: set[tuple[float, tuple[float, float, float]]] = set()
+    scored: dict[tuple[float, tuple[float, float, float]], Key] = {}
+    probe = (LINEAR_ALONE,) if len(regs) > 1 else ()
     for reg in regs:
-        for w in ws:
+        for w in (*ws, *probe):
             eff = effective(w)
             at = reg if w.linear > 0 else regs[0]
             if (at, eff) in scored or (w != default[1] and sum(eff) <= 0):
                 continue
-            scored.add((at, eff))
+            scored[(at, eff)] = key_of(at, w)
             plan.setdefault(at, []).append(w)
     cuts = CarveOuts(window, n_users, n_items)
     if not len(cuts.eligible):
@@ -131,15 +148,24 @@ def choose_blend(
         ):
             per_key[key_of(reg, w)] = ndcg
     base_key = key_of(regs[0], default[1])
-    chosen, gain, se = pick(per_key, base_key)
+    blends = {key: v for key, v in per_key.items() if BlendWeights(*key[1:]) in ws}
+    chosen, gain, se = pick(blends, base_key)
+    reg, linear_gain, linear_se = chosen[0], 0.0, 0.0
+    if len(regs) > 1:
+        own = {scored[(r, alone)]: per_key[scored[(r, alone)]] for r in regs}
+        by_itself, linear_gain, linear_se = pick(own, scored[(regs[0], alone)])
+        if chosen[1] <= 0:  # the blend leaves EASE out: only the fusion's features use the fit
+            reg = by_itself[0]
     return BlendChoice(
-        linear_regularization=chosen[0],
+        linear_regularization=reg,
         weights=BlendWeights(*chosen[1:]),
         default=base_key,
         ndcg={key: float(v.mean()) for key, v in per_key.items()},
         gain=gain,
         gain_se=se,
         users=len(carved),
+        linear_gain=linear_gain,
+        linear_gain_se=linear_se,
     )
 
 
