@@ -277,12 +277,8 @@ def head_neighbours(
         return idx, sim
     idx, sim = idx.copy(), sim.copy()
     w = weights
-    take = min(k, len(head) - 1)
-    part = np.argpartition(-w, take - 1, axis=1)[:, :take]
-    ps = np.take_along_axis(w, part, axis=1)
-    order = np.argsort(-ps, axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1)
-    best_w = np.take_along_axis(ps, order, axis=1)
+    best = top_columns(w, min(k, len(head) - 1))
+    best_w = np.take_along_axis(w, best, axis=1)
     for row, item in enumerate(head.tolist()):
         ok = best_w[row] > 0
         mine = head[best[row][ok]]
@@ -579,16 +575,22 @@ def relative_als(s_a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.where(np.isneginf(rel), rel, np.maximum(rel, 0.0)).astype(np.float32)
 
 
-def _top_rows(s: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.int32]:
-    """Each row's best `n` columns by score, best first; -1 where the score is -inf."""
-    k = min(n, s.shape[1])
+def top_columns(s: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+    """Each row's best `k` columns (all, when the row is shorter), best first. One partial
+    partition and a sort of only `k` per row: a full argsort of a catalogue-wide row is what
+    the retrain's blocks cannot afford."""
+    k = min(k, s.shape[1])
     part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    ps = np.take_along_axis(s, part, axis=1)
-    order = np.argsort(-ps, axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1).astype(np.int32)
-    best[~np.isfinite(np.take_along_axis(ps, order, axis=1))] = -1
+    order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _top_rows(s: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.int32]:
+    """Each row's best `n` columns by score, best first; -1 where the score is -inf (and as
+    padding past a short row)."""
+    best = top_columns(s, n)
     out = np.full((len(s), n), -1, np.int32)
-    out[:, :k] = best
+    out[:, : best.shape[1]] = np.where(np.isfinite(np.take_along_axis(s, best, axis=1)), best, -1)
     return out
 
 
@@ -642,12 +644,8 @@ def fused_top_n(
         s[r, c] = -np.inf
         s = weights.combine(_relative_rows(s), rel_q, rel_a)
         del rel_q, rel_a
-        k = min(n, s.shape[1])
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        best = np.take_along_axis(part, order, axis=1)
-        best_s = np.take_along_axis(ps, order, axis=1)
+        best = top_columns(s, n)
+        best_s = np.take_along_axis(s, best, axis=1)
         for row in range(len(block)):
             ok = np.isfinite(best_s[row]) & (best_s[row] > 0)
             items_l = best[row][ok]

@@ -42,6 +42,7 @@ from recpipe.training.cf import (
     _rows_per_block,
     relative_als,
     row_weights,
+    top_columns,
 )
 
 FUSION_FEATURES: tuple[str, ...] = (
@@ -220,13 +221,6 @@ class Pools:
         return self.items >= 0
 
 
-def _top(s: npt.NDArray[np.float32], d: int) -> npt.NDArray[np.int64]:
-    d = min(d, s.shape[1])
-    part = np.argpartition(-s, d - 1, axis=1)[:, :d]
-    order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
 def pools(
     models: CFModels,
     ctx: Context,
@@ -298,13 +292,13 @@ def _block(
     blend = weights.combine(rel_e, rel_q, rel_a_pos[:, head] if n_head else None)
 
     d = params.depth
-    top_b = _top(blend, d) if n_head else np.zeros((len(block), 0), np.int64)  # head positions
+    top_b = top_columns(blend, d) if n_head else np.zeros((len(block), 0), np.int64)  # head positions
     ok_b = np.take_along_axis(blend, top_b, axis=1) > 0
-    top_a = _top(s_a, params.als_depth)
+    top_a = top_columns(s_a, params.als_depth)
     ok_a = np.isfinite(np.take_along_axis(s_a, top_a, axis=1)) & has_als[:, None]
-    top_e = _top(s_e, d) if n_head else top_b
+    top_e = top_columns(s_e, d) if n_head else top_b
     ok_e = np.take_along_axis(s_e, top_e, axis=1) > 0
-    top_q = _top(s_q, d) if n_head else top_b
+    top_q = top_columns(s_q, d) if n_head else top_b
     ok_q = np.take_along_axis(s_q, top_q, axis=1) > 0
 
     cand = np.concatenate([np.where(ok_b, head[top_b], -1), np.where(ok_a, top_a, -1)], axis=1)

@@ -39,8 +39,9 @@ from recpipe.training.cf import (
     _rows_per_block,
     fit_item_linear_grid,
     relative_als,
+    top_columns,
 )
-from recpipe.training.fusion import CHOICE_MARGIN_SE, CarveOuts, _top, adopt, ndcg_lists
+from recpipe.training.fusion import CHOICE_MARGIN_SE, CarveOuts, adopt, ndcg_lists
 
 FitSequential = Callable[[InteractionLog, npt.NDArray[np.int32]], SequentialModel]
 FitALS = Callable[[InteractionLog], CFModel]
@@ -214,7 +215,7 @@ def _blend_ndcg(
             del a
         for j, w in enumerate(weights):
             blend = w.combine(rel_e, rel_q, rel_a)
-            top = _top(blend, k)
+            top = top_columns(blend, k)
             ok = np.take_along_axis(blend, top, axis=1) > 0
             lists = np.where(ok, top, -1).astype(np.int32)
             out[j][lo : lo + len(block)] = ndcg_lists(lists, truth[lo : lo + len(block)], k)
