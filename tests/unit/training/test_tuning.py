@@ -57,7 +57,7 @@ def test_pick_moves_off_the_default_only_for_a_gain_beyond_two_standard_errors()
     base = rng.random(400)
     noisy = base + rng.normal(0.002, 0.05, 400)  # mean gain 0.002, SE 0.0025
     clear = base + rng.normal(0.03, 0.05, 400)  # mean gain 0.03, SE 0.0025
-    a, b, c = (200.0, 0.0, 1.0, 1.0), (500.0, 1.0, 1.0, 0.0), (1000.0, 1.0, 0.0, 0.0)
+    a, b, c = (200.0, 100.0, 0.0, 1.0, 1.0), (500.0, 100.0, 1.0, 1.0, 0.0), (1000.0, 50.0, 1.0, 0.0, 0.0)
     kept, gain, se = pick({a: base, b: noisy}, a)
     assert kept == a and 0 < gain < 2 * se
     moved, gain, se = pick({a: base, b: noisy, c: clear}, a)
@@ -66,7 +66,7 @@ def test_pick_moves_off_the_default_only_for_a_gain_beyond_two_standard_errors()
     assert pick({a: clear, b: base}, a) == (a, 0.0, 0.0)
 
 
-def _fit_als(log: InteractionLog) -> object:
+def _fit_als(log: InteractionLog, ridge: float = 0.1) -> object:
     from recpipe.training.cf import fit_als
 
     return fit_als(
@@ -75,7 +75,7 @@ def _fit_als(log: InteractionLog) -> object:
         len(log.item_vocab),
         factors=4,
         iterations=5,
-        regularization=0.1,
+        regularization=ridge,
         alpha=2.0,
         seed=1,
     )
@@ -99,25 +99,33 @@ def test_choose_blend_scores_every_key_on_the_carve_out_as_the_blend_orders_the_
         head=100,
         fit_sequential=fit_seq,  # type: ignore[arg-type]
         fit_als=_fit_als,  # type: ignore[arg-type]
+        als_default=0.1,
+        als_regularizations=(3.0,),
         users=40,
         ratio=0.25,
         rng=np.random.default_rng(3),
     )
     assert choice is not None
-    assert choice.default == (50.0, 1.0, 1.0, 0.0) and choice.users == 40
-    # every regularisation with every triple that weighs EASE; a triple without EASE once
-    with_ease = [(r, 1.0, q, 0.0) for r in (50.0, 5.0, 500.0) for q in (1.0, 0.0, 2.0)]
-    assert sorted(choice.ndcg) == sorted([*with_ease, (50.0, 0.0, 1.0, 2.0)])
-    assert key_of(choice.linear_regularization, choice.weights) in choice.ndcg
+    assert choice.default == (50.0, 0.1, 1.0, 1.0, 0.0) and choice.users == 40
+    # every regularisation with every triple that weighs EASE; a triple without EASE once, at
+    # every ALS ridge as it weighs ALS
+    with_ease = [(r, 0.1, 1.0, q, 0.0) for r in (50.0, 5.0, 500.0) for q in (1.0, 0.0, 2.0)]
+    with_als = [(50.0, ridge, 0.0, 1.0, 2.0) for ridge in (0.1, 3.0)]
+    assert sorted(choice.ndcg) == sorted([*with_ease, *with_als])
+    assert key_of(choice.linear_regularization, choice.als_regularization, choice.weights) in choice.ndcg
     # the same carve-out (same seed), recomputed by brute force over the whole catalogue for
     # two keys, each score relative to the user's best (ALS's negatives as 0)
     fit_log, carved, held = CarveOuts(log, nu, ni).fold(40, 0.25, np.random.default_rng(3))
     truth = CarveOuts(log, nu, ni).truth(carved, held)
     seen = None
-    for reg, (w_e, w_q, w_a) in ((500.0, (1.0, 2.0, 0.0)), (50.0, (0.0, 1.0, 2.0))):
+    for reg, ridge, (w_e, w_q, w_a) in (
+        (500.0, 0.1, (1.0, 2.0, 0.0)),
+        (50.0, 0.1, (0.0, 1.0, 2.0)),
+        (50.0, 3.0, (0.0, 1.0, 2.0)),
+    ):
         linear = fit_item_linear(fit_log, nu, ni, head=100, regularization=reg)
         seq = fit_sequential(fit_log, linear.head, ni, window=5, decay=0.85, damping=0.3)
-        als = _fit_als(fit_log)
+        als = _fit_als(fit_log, ridge)
         e, q = linear.scores(carved), seq.scores(linear.user_items, carved)
         a = (als.user_factors[carved] @ als.item_factors.T).astype(np.float32)  # type: ignore[attr-defined]
         seen = linear.user_items[carved].toarray() > 0
@@ -129,11 +137,17 @@ def test_choose_blend_scores_every_key_on_the_carve_out_as_the_blend_orders_the_
         order = np.argsort(-blend, axis=1, kind="stable")[:, :10]
         lists = np.where(np.take_along_axis(blend, order, axis=1) > 0, order, -1).astype(np.int32)
         want = float(ndcg_lists(lists, truth, 10).mean())
-        assert choice.ndcg[(reg, w_e, w_q, w_a)] == pytest.approx(want, abs=1e-6)
+        assert choice.ndcg[(reg, ridge, w_e, w_q, w_a)] == pytest.approx(want, abs=1e-6)
     metrics = choice.metrics(10)
-    assert metrics["blend_tuning_l500_e1_q2_a0_ndcg@10"] == round(choice.ndcg[(500.0, 1.0, 2.0, 0.0)], 5)
+    assert metrics["blend_tuning_l500_r0.1_e1_q2_a0_ndcg@10"] == round(
+        choice.ndcg[(500.0, 0.1, 1.0, 2.0, 0.0)], 5
+    )
+    assert metrics["blend_tuning_l50_r3_e0_q1_a2_ndcg@10"] == round(
+        choice.ndcg[(50.0, 3.0, 0.0, 1.0, 2.0)], 5
+    )
     assert metrics["linear_regularization"] == choice.linear_regularization
     assert metrics["als_weight"] == choice.weights.als
+    assert metrics["als_regularization"] == choice.als_regularization
 
 
 def test_empty_grids_try_the_default_alone_and_keep_it() -> None:
@@ -153,7 +167,7 @@ def test_empty_grids_try_the_default_alone_and_keep_it() -> None:
         ratio=0.25,
         rng=np.random.default_rng(0),
     )
-    assert choice is not None and list(choice.ndcg) == [(50.0, 1.0, 1.0, 0.0)]
+    assert choice is not None and list(choice.ndcg) == [(50.0, 0.0, 1.0, 1.0, 0.0)]
     assert (choice.linear_regularization, choice.weights, choice.gain) == (
         50.0,
         BlendWeights(1.0, 1.0, 0.0),
@@ -197,7 +211,7 @@ def test_train_bundle_records_the_choice_and_publishes_with_it(tmp_path: Path) -
     m = result.metrics
     assert {"linear_regularization", "sequential_weight", "blend_tuning_gain_se"} <= set(m)
     tiny = TrainParams.tiny()
-    assert f"blend_tuning_l{tiny.linear_regularization:g}_e0_q1_a1_ndcg@10" in m
+    assert f"blend_tuning_l{tiny.linear_regularization:g}_r{tiny.regularization:g}_e0_q1_a1_ndcg@10" in m
     assert {"linear_weight", "als_weight"} <= set(m)
     # the bundle's params are the ones its lists were fitted with
     assert result.manifest["params"]["linear_regularization"] == m["linear_regularization"]
@@ -285,5 +299,64 @@ def test_the_regularisation_comes_from_ease_alone_when_the_chosen_blend_leaves_e
     assert (choice.weights.linear, choice.weights.sequential, choice.weights.als) == winner
     assert choice.linear_regularization == want_reg
     # EASE alone was scored at every lambda, but is never the blend unless the grid holds it
-    assert {(r, 1.0, 0.0, 0.0) for r in (50.0, 5.0, 500.0)} <= set(choice.ndcg)
+    assert {(r, 0.0, 1.0, 0.0, 0.0) for r in (50.0, 5.0, 500.0)} <= set(choice.ndcg)
     assert choice.metrics(10)["linear_tuning_gain_se"] >= 0
+
+
+@pytest.mark.parametrize(("winner", "want_ridge"), [((0.0, 1.0, 2.0), 3.0), ((1.0, 2.0, 0.0), 0.1)])
+def test_the_als_ridge_is_chosen_with_the_blend_and_kept_when_the_blend_leaves_als_out(
+    monkeypatch: pytest.MonkeyPatch, winner: tuple[float, float, float], want_ridge: float
+) -> None:
+    from recpipe.training import tuning
+
+    log = _taste_log(60)
+    nu, ni = len(log.user_vocab), len(log.item_vocab)
+    base = np.random.default_rng(0).random(40)
+    fitted: dict[int, float] = {}
+    alive: list[object] = []  # ids stay unique while the models live
+
+    def fit_als(w: InteractionLog, ridge: float) -> object:
+        model = _fit_als(w, ridge)
+        fitted[id(model)] = ridge
+        alive.append(model)
+        return model
+
+    def figures(
+        _: object, __: object, als: object, *, weights: list[BlendWeights], **___: object
+    ) -> list[np.ndarray]:
+        ridge = fitted.get(id(als))
+        # the winning triple wins clearly at ridge 3 when it weighs ALS, anywhere otherwise
+        return [
+            base + 0.2 * ((w.linear, w.sequential, w.als) == winner and (w.als == 0 or ridge == 3.0))
+            for w in weights
+        ]
+
+    monkeypatch.setattr(tuning, "_blend_ndcg", figures)
+    choice = choose_blend(
+        log,
+        nu,
+        ni,
+        regularizations=(),
+        weights=(BlendWeights(1.0, 2.0, 0.0), BlendWeights(0.0, 1.0, 2.0)),
+        default=(50.0, BlendWeights(0.0, 1.0, 1.0)),
+        head=100,
+        fit_sequential=None,
+        fit_als=fit_als,  # type: ignore[arg-type]
+        als_default=0.1,
+        als_regularizations=(3.0, 30.0),
+        users=40,
+        ratio=0.25,
+        rng=np.random.default_rng(3),
+    )
+    assert choice is not None
+    assert (choice.weights.linear, choice.weights.sequential, choice.weights.als) == winner
+    assert choice.als_regularization == want_ridge
+    assert sorted(fitted.values()) == [0.1, 3.0, 30.0]  # one ALS fit per ridge
+    assert {(50.0, r, 0.0, 1.0, 2.0) for r in (0.1, 3.0, 30.0)} <= set(choice.ndcg)
+
+
+def test_a_retrain_request_names_its_als_ridges_and_refuses_nonsense() -> None:
+    p = TrainParams.from_dict({"als_regularization_grid": [20, 400]})
+    assert p.als_regularization_grid == (20.0, 400.0)
+    with pytest.raises(ValueError, match="als_regularization_grid"):
+        TrainParams(als_regularization_grid=(0.0,))

@@ -93,6 +93,10 @@ class TrainParams:
     iterations: int = 15
     regularization: float = 100.0
     alpha: float = 10.0
+    #: other ALS ridges the retrain tries on its carve-out, with every blend that weighs ALS
+    #: (training/tuning.py; ALS only, () keeps `regularization`): a generated ml-1m-sized shop
+    #: wants 200, a 10M shop at 100,000 items fell back to a blend without ALS at 100
+    als_regularization_grid: tuple[float, ...] = (50.0, 200.0)
     #: BPR only
     bpr_iterations: int = 100
     bpr_learning_rate: float = 0.01
@@ -106,8 +110,9 @@ class TrainParams:
     #: for a gain of more than two standard errors; () and () keep them without trying
     linear_regularization_grid: tuple[float, ...] = (100.0, 500.0, 1000.0, 2000.0)
     #: (EASE, time-local, ALS) blend weights the retrain tries beside the defaults; with an EASE
-    #: weight each is tried at every regularisation. The first four are the blends of EASE and
-    #: the time-local model that shipped before ALS joined the blend
+    #: weight each is tried at every regularisation, with an ALS weight at every ALS ridge. The
+    #: first four are the blends of EASE and the time-local model that shipped before ALS joined
+    #: the blend
     blend_weight_grid: tuple[tuple[float, float, float], ...] = (
         (1.0, 2.0, 0.0),
         (1.0, 0.0, 0.0),
@@ -115,6 +120,8 @@ class TrainParams:
         (1.0, 4.0, 0.0),
         (0.0, 2.0, 3.0),
         (0.0, 3.0, 2.0),
+        (0.0, 1.0, 2.0),
+        (0.0, 1.0, 3.0),
     )
     #: the fixed blend that orders the CF lists: EASE (`linear_weight`), the time-local model
     #: (`sequential_weight`) and ALS (`als_weight`), each relative to the user's best unseen
@@ -179,6 +186,10 @@ class TrainParams:
                 "linear_regularization and every linear_regularization_grid value must be > 0; got "
                 f"{self.linear_regularization}, {self.linear_regularization_grid}"
             )
+        if any(not g > 0 for g in self.als_regularization_grid):
+            raise ValueError(
+                f"every als_regularization_grid value must be > 0; got {self.als_regularization_grid}"
+            )
         if (
             self.sequential_weight < 0
             or self.sequential_window < 1
@@ -210,6 +221,7 @@ class TrainParams:
             # a ridge of 100 would shrink 8 factors fitted on a few hundred events to noise
             factors=8,
             regularization=0.05,
+            als_regularization_grid=(),
             alpha=2.0,
             iterations=3,
             top_n=50,
@@ -239,8 +251,9 @@ class TrainParams:
         fusion = FusionParams(**d.pop("fusion", {}))
         if "sequential_weight_grid" in d:  # before ALS joined the blend: EASE + w x time-local
             d.setdefault("blend_weight_grid", [(1.0, float(w), 0.0) for w in d.pop("sequential_weight_grid")])
-        if "linear_regularization_grid" in d:  # a JSON list
-            d["linear_regularization_grid"] = tuple(float(g) for g in d["linear_regularization_grid"])
+        for grid in ("linear_regularization_grid", "als_regularization_grid"):
+            if grid in d:  # a JSON list
+                d[grid] = tuple(float(g) for g in d[grid])
         if "blend_weight_grid" in d:
             d["blend_weight_grid"] = tuple(tuple(float(w) for w in t) for t in d["blend_weight_grid"])
         return cls(**d, policy=policy, fusion=fusion, ranker=RankerParams(**rk))
@@ -674,10 +687,11 @@ def candidate_lists(
 def _tune(
     window: InteractionLog, n_users: int, n_items: int, p: TrainParams
 ) -> tuple[TrainParams, dict[str, Any]]:
-    """`p` with the item-linear regularisation and time-local weight its own carve-out
+    """`p` with the item-linear regularisation, ALS ridge and blend weights its own carve-out
     prefers (training/tuning.py), and the figures behind the choice (the run record keeps them)."""
     fixed = {
         "linear_regularization": p.linear_regularization,
+        "als_regularization": p.regularization,
         "linear_weight": p.linear_weight,
         "sequential_weight": p.sequential_weight,
         "als_weight": p.als_weight,
@@ -688,8 +702,10 @@ def _tune(
     def fit_seq(w: InteractionLog, head: npt.NDArray[np.int32]) -> SequentialModel:
         return _fit_sequential(w, head, n_items, p)
 
-    def fit_factors(w: InteractionLog) -> CFModel:
-        return _fit_cf(w, n_users, n_items, p)
+    def fit_factors(w: InteractionLog, ridge: float) -> CFModel:
+        return _fit_cf(w, n_users, n_items, replace(p, regularization=ridge))
+
+    als = p.cf_method == "als"  # BPR's ridge is another parameter, not tuned here
 
     choice = choose_blend(
         window,
@@ -701,6 +717,8 @@ def _tune(
         head=p.linear_head,
         fit_sequential=fit_seq,
         fit_als=fit_factors,
+        als_default=p.regularization,
+        als_regularizations=p.als_regularization_grid if als else (),
         users=p.fusion.users,
         ratio=p.fusion.ratio,
         # its own stream: the fusion's carve-outs draw what they drew before this step existed
@@ -712,6 +730,7 @@ def _tune(
     tuned = replace(
         p,
         linear_regularization=choice.linear_regularization,
+        regularization=choice.als_regularization if als else p.regularization,
         linear_weight=choice.weights.linear,
         sequential_weight=choice.weights.sequential,
         als_weight=choice.weights.als,
