@@ -168,6 +168,7 @@ def run_validation(
                         key: metrics[key]
                         for key in (
                             "linear_regularization",
+                            "als_regularization",
                             "linear_weight",
                             "sequential_weight",
                             "als_weight",
