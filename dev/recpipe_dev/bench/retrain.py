@@ -211,8 +211,9 @@ def child(size: str, data: str, workers: int, out_path: Path, n_items: int | Non
                 "fusion_folds",
                 "fusion_validation_ndcg@10",
                 "fusion_validation_blend_ndcg@10",
-                # the retrain's own choice of EASE's lambda and the time-local model's weight
+                # the retrain's own choice of EASE's lambda, ALS's ridge and the blend's weights
                 "linear_regularization",
+                "als_regularization",
                 "linear_weight",
                 "sequential_weight",
                 "als_weight",
