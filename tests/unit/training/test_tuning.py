@@ -360,3 +360,30 @@ def test_a_retrain_request_names_its_als_ridges_and_refuses_nonsense() -> None:
     assert p.als_regularization_grid == (20.0, 400.0)
     with pytest.raises(ValueError, match="als_regularization_grid"):
         TrainParams(als_regularization_grid=(0.0,))
+
+
+def test_the_item_embeddings_come_from_their_own_als_when_it_differs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from recpipe.bundle import load_bundle
+    from recpipe.training.pipeline import _embedding_params
+
+    tiny = TrainParams.tiny()
+    assert _embedding_params(tiny) is None  # tiny: the factor model's own item factors
+    # the same settings as the factor model: no second fit
+    same = replace(tiny, embedding_factors=tiny.factors, embedding_regularization=0.05, embedding_alpha=2.0)
+    assert _embedding_params(same) is None
+    own = replace(tiny, embedding_factors=4, embedding_regularization=0.5, embedding_alpha=1.0)
+    embed = _embedding_params(own)
+    assert embed is not None and (embed.factors, embed.regularization, embed.alpha) == (4, 0.5, 1.0)
+    # the bundle's item table carries the embeddings' dimension, the CF lists the factor model's
+    result = train_bundle(_taste_log(80), [], tmp_path, version="v1", params=own)
+    items = load_bundle(result.bundle_dir).items
+    assert items.embeddings.shape[1] == 4
+    norms = np.linalg.norm(items.embeddings, axis=1)
+    assert np.allclose(norms[norms > 0], 1.0, atol=1e-5)
+    assert len(result.candidates) > 0
+    with pytest.raises(ValueError, match="embedding_factors"):
+        TrainParams(embedding_factors=0)
+    # a retrain request may turn the separate embeddings off
+    assert TrainParams.from_dict({"embedding_factors": None}).embedding_factors is None

@@ -97,6 +97,14 @@ class TrainParams:
     #: (training/tuning.py; ALS only, () keeps `regularization`): a generated ml-1m-sized shop
     #: wants 200, a 10M shop at 100,000 items fell back to a blend without ALS at 100
     als_regularization_grid: tuple[float, ...] = (50.0, 200.0)
+    #: the item embeddings (the bundle's item table: the ranker's session / history / cart
+    #: similarities, the neighbours of items outside the head, diversity) come from their own
+    #: ALS, the one that shipped before the strong ridge: the ridge that scores user x item
+    #: best (above) made the session path worse (docs/training.md). None: the factor model's
+    #: own item factors
+    embedding_factors: int | None = 64
+    embedding_regularization: float = 0.05
+    embedding_alpha: float = 2.0
     #: BPR only
     bpr_iterations: int = 100
     bpr_learning_rate: float = 0.01
@@ -186,6 +194,15 @@ class TrainParams:
                 "linear_regularization and every linear_regularization_grid value must be > 0; got "
                 f"{self.linear_regularization}, {self.linear_regularization_grid}"
             )
+        if self.embedding_factors is not None and (
+            self.embedding_factors < 1
+            or not self.embedding_regularization > 0
+            or not self.embedding_alpha > 0
+        ):
+            raise ValueError(
+                "embedding_factors must be >= 1 (or null), embedding_regularization and embedding_alpha > 0; "
+                f"got {self.embedding_factors}, {self.embedding_regularization}, {self.embedding_alpha}"
+            )
         if any(not g > 0 for g in self.als_regularization_grid):
             raise ValueError(
                 f"every als_regularization_grid value must be > 0; got {self.als_regularization_grid}"
@@ -222,6 +239,7 @@ class TrainParams:
             factors=8,
             regularization=0.05,
             als_regularization_grid=(),
+            embedding_factors=None,
             alpha=2.0,
             iterations=3,
             top_n=50,
@@ -354,6 +372,26 @@ def _fit_cf(window: InteractionLog, n_users: int, n_items: int, params: TrainPar
     return model
 
 
+def _embedding_params(params: TrainParams) -> TrainParams | None:
+    """The ALS settings of the item embeddings, when they are not the factor model's own."""
+    if params.embedding_factors is None:
+        return None
+    own = replace(
+        params,
+        cf_method="als",
+        factors=params.embedding_factors,
+        regularization=params.embedding_regularization,
+        alpha=params.embedding_alpha,
+    )
+    if params.cf_method == "als" and (own.factors, own.regularization, own.alpha) == (
+        params.factors,
+        params.regularization,
+        params.alpha,
+    ):
+        return None
+    return own
+
+
 def _fit_sequential(
     window: InteractionLog, head: npt.NDArray[np.int32], n_items: int, params: TrainParams
 ) -> SequentialModel:
@@ -384,8 +422,16 @@ def _fit_phase(
 
     `with_neighbours=False` leaves every item without neighbours: for carve-out requests, which
     have no live session to draw neighbours from (a third of a carve-out fold's fit)."""
-    model = _fit_cf(window, n_users, len(item_ids), params)
-    table = build_item_table(window, item_ids, catalogue, model.normalised_items, default_first_seen=end_ts)
+    embed = _embedding_params(params)
+    if embed is not None:
+        # fitted, read and dropped before the factor model: one ALS alive at a time
+        embeddings = _fit_cf(window, n_users, len(item_ids), embed).normalised_items
+        model = _fit_cf(window, n_users, len(item_ids), params)
+    else:
+        model = _fit_cf(window, n_users, len(item_ids), params)
+        embeddings = model.normalised_items
+    table = build_item_table(window, item_ids, catalogue, embeddings, default_first_seen=end_ts)
+    del embeddings
     idx, sim = neighbours(table.embeddings, params.neighbours if with_neighbours else 0)
     linear = sequential = None
     if params.linear_head > 0:
