@@ -123,7 +123,7 @@ def shop_key(args: argparse.Namespace, n_items: int) -> str:
 
     # a bundle of another factor or embedding size is another shop
     p = TrainParams()
-    shape = f"k{p.factors}-e{p.embedding_factors if p.embedding_factors is not None else p.factors}"
+    shape = f"k{p.factors}-e{p.embedding_factors or p.factors}"
     return (
         f"shop-{n_items}i-{args.users}u-{args.interactions}x-s{args.seed}-f{feature_spec_hash()[:8]}-{shape}"
     )

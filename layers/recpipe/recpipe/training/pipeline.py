@@ -423,15 +423,16 @@ def _fit_phase(
     `with_neighbours=False` leaves every item without neighbours: for carve-out requests, which
     have no live session to draw neighbours from (a third of a carve-out fold's fit)."""
     embed = _embedding_params(params)
-    if embed is not None:
-        # fitted, read and dropped before the factor model: one ALS alive at a time
-        embeddings = _fit_cf(window, n_users, len(item_ids), embed).normalised_items
-        model = _fit_cf(window, n_users, len(item_ids), params)
-    else:
-        model = _fit_cf(window, n_users, len(item_ids), params)
-        embeddings = model.normalised_items
-    table = build_item_table(window, item_ids, catalogue, embeddings, default_first_seen=end_ts)
-    del embeddings
+    # the embeddings' own ALS is fitted, read and dropped before the factor model: one ALS alive
+    embeddings = None if embed is None else _fit_cf(window, n_users, len(item_ids), embed).normalised_items
+    model = _fit_cf(window, n_users, len(item_ids), params)
+    table = build_item_table(
+        window,
+        item_ids,
+        catalogue,
+        model.normalised_items if embeddings is None else embeddings,
+        default_first_seen=end_ts,
+    )
     idx, sim = neighbours(table.embeddings, params.neighbours if with_neighbours else 0)
     linear = sequential = None
     if params.linear_head > 0:

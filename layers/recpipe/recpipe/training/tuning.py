@@ -23,8 +23,8 @@ at 100,000 items leaves no room for a model per ridge across the EASE grid).
 EASE's regularisation matters even when the chosen blend weighs EASE 0: the learned fusion's
 EASE features come from that fit. So it is also chosen on EASE's own lists (the key
 (lambda, 1, 0, 0) at every lambda, by the same two-standard-error rule), and that choice is the
-one kept when the blend leaves EASE out. Without it, a generated ml-1m-sized shop kept lambda
-200 where EASE alone wants 2,000, and its fusion was no longer adopted (docs/training.md).
+one kept when the blend leaves EASE out (a generated ml-1m-sized shop had kept lambda 200
+where EASE alone wants 1,000; docs/training.md).
 """
 
 from __future__ import annotations
@@ -159,8 +159,7 @@ def choose_blend(
     truth = cuts.truth(carved, held_cells)
     per_key: dict[Key, npt.NDArray[np.float64]] = {}
     sequential: SequentialModel | None = None
-    weighs_als = fit_als is not None and any(w.als > 0 for w in ws)
-    als = fit_als(fit_log, ridges[0]) if fit_als is not None and weighs_als else None
+    als = fit_als(fit_log, ridges[0]) if fit_als is not None and any(w.als > 0 for w in ws) else None
     fits = fit_item_linear_grid(fit_log, n_users, n_items, head=head, regularizations=tuple(plan))
     for reg, linear in zip(plan, fits, strict=True):
         if sequential is None and fit_sequential is not None:
@@ -186,8 +185,8 @@ def choose_blend(
             reg = by_itself[0]
     return BlendChoice(
         linear_regularization=reg,
-        # a blend without ALS does not choose its ridge: the default stays
-        als_regularization=chosen[1] if chosen[4] > 0 else ridges[0],
+        # a blend without ALS is keyed at the default ridge: it does not move the ridge
+        als_regularization=chosen[1],
         weights=BlendWeights(*chosen[2:]),
         default=base_key,
         ndcg={key: float(v.mean()) for key, v in per_key.items()},
